@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything fwp needs to build and test on Debian bookworm.
+# Idempotent: packages already present are skipped by apt-get. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libeigen3-dev libgtest-dev libgmock-dev libcmocka-dev libbenchmark-dev
+  nlohmann-json3-dev libcli11-dev libfmt-dev
+  doxygen graphviz gnuplot-nox
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all Debian packages present"
+fi

@@ -1,0 +1,86 @@
+// The CPU backend: Eigen for dense products, plain loops parallelised with
+// OpenMP over independent rows/streams for everything else. Templated on the
+// scalar so that tests run the very same code in double precision.
+//
+// One file per op family implements its methods (same names as in cuda/):
+//   cpu_backend.cpp        memory, layout, elementwise, factory
+//   linear.cpp             gemm, bias, axpy, scale
+//   feature_map.cpp        elu+1, FAVOR+, DPFP, sum normalisation
+//   fast_weight.cpp        sum / delta rule, recurrent and chunkwise, forward and backward
+//   attn_norm.cpp          attention normalisation
+//   softmax_attention.cpp  causal softmax attention and decoding
+#pragma once
+
+#include "core/backend.h"
+
+namespace fwp {
+
+template <typename T>
+class CpuBackend final : public Backend<T> {
+ public:
+  explicit CpuBackend(int num_threads) : num_threads_(num_threads < 1 ? 1 : num_threads) {}
+  Device device() const override { return Device::Cpu; }
+  int num_threads() const { return num_threads_; }
+
+  T* allocate(int64_t n) override;
+  void deallocate(T* p) noexcept override;
+  int32_t* allocate_int(int64_t n) override;
+  void deallocate_int(int32_t* p) noexcept override;
+  void upload(T* dst, const T* host_src, int64_t n) override;
+  void download(T* host_dst, const T* src, int64_t n) override;
+  void upload_int(int32_t* dst, const int32_t* host_src, int64_t n) override;
+  void copy(T* dst, const T* src, int64_t n) override;
+  void fill(T* dst, T value, int64_t n) override;
+  void synchronize() override {}
+
+  void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+            const T* B, int64_t ldb, T beta, T* C, int64_t ldc) override;
+  void add_bias(T* y, const T* bias, int64_t rows, int64_t cols) override;
+  void bias_grad_accumulate(T* dbias, const T* dy, int64_t rows, int64_t cols) override;
+  void axpy(int64_t n, T alpha, const T* x, T* y) override;
+  void scale(int64_t n, T alpha, T* x) override;
+
+  void split_heads(const T* in, T* out, int64_t B, int64_t T_, int64_t H, int64_t D) override;
+  void merge_heads(const T* in, T* out, int64_t B, int64_t T_, int64_t H, int64_t D) override;
+
+  void sigmoid_forward(const T* x, T* y, int64_t n) override;
+  void sigmoid_backward(const T* y, const T* dy, T* dx, int64_t n) override;
+
+  void feature_map_forward(const FeatureMapSpec& spec, const T* favor_projection, const T* x, T* phi,
+                           int64_t rows) override;
+  void feature_map_backward(const FeatureMapSpec& spec, const T* favor_projection, const T* x, const T* phi,
+                            const T* dphi, T* dx, int64_t rows) override;
+  void sum_normalize_forward(const T* phi, T* out, int64_t rows, int64_t d, T eps) override;
+  void sum_normalize_backward(const T* phi, const T* dout, T* dphi, int64_t rows, int64_t d, T eps) override;
+
+  void fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t chunk_size, const FastWeightShape& shape,
+                           const T* q, const T* k, const T* v, const T* beta, const T* state_in, T* out, T* u,
+                           T* state_out) override;
+  void fast_weight_backward(UpdateRule rule, Algorithm algo, int64_t chunk_size, const FastWeightShape& shape,
+                            const T* q, const T* k, const T* v, const T* beta, const T* u, const T* state_out,
+                            const T* d_out, const T* d_state_out, T* dq, T* dk, T* dv, T* dbeta,
+                            T* d_state_in) override;
+
+  void attn_norm_forward(const FastWeightShape& shape, const T* q, const T* k, const T* z_in, const T* o, T eps,
+                         T* y, T* denom, T* z_out) override;
+  void attn_norm_backward(const FastWeightShape& shape, const T* q, const T* k, const T* z_in, const T* y,
+                          const T* denom, const T* dy, T* d_o, T* dq, T* dk, T* d_z_in) override;
+
+  void softmax_attention_forward(int64_t streams, int64_t steps, int64_t d, const T* q, const T* k, const T* v,
+                                 T scale, T* out, T* lse) override;
+  void softmax_attention_backward(int64_t streams, int64_t steps, int64_t d, const T* q, const T* k, const T* v,
+                                  const T* out, const T* lse, const T* d_out, T scale, T* dq, T* dk,
+                                  T* dv) override;
+  void softmax_attention_decode(int64_t streams, int64_t length, int64_t capacity, int64_t d, const T* q,
+                                const T* k_cache, const T* v_cache, T scale, T* out) override;
+
+  // The algorithm Auto resolves to for this shape on the CPU (exposed for tests and benchmarks).
+  static Algorithm choose_algorithm(UpdateRule rule, const FastWeightShape& shape);
+  // Default chunk length of the chunkwise algorithm.
+  static int64_t default_chunk_size(const FastWeightShape& shape);
+
+ private:
+  int num_threads_;
+};
+
+}  // namespace fwp
