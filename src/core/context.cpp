@@ -1,0 +1,75 @@
+#include "core/context.h"
+
+#include <string>
+#include <thread>
+
+namespace fwp {
+
+namespace {
+
+std::string device_name(fwp_device device) {
+  switch (device) {
+    case FWP_DEVICE_CPU: return "CPU";
+    case FWP_DEVICE_CUDA: return "CUDA";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+Context::Context(const fwp_context_config& config) {
+  require(config.device == FWP_DEVICE_CPU || config.device == FWP_DEVICE_CUDA, FWP_ERR_OUT_OF_RANGE,
+          "config->device must be FWP_DEVICE_CPU or FWP_DEVICE_CUDA (got " +
+              std::to_string(static_cast<int>(config.device)) + ")");
+  require(config.num_threads >= 0, FWP_ERR_INVALID_ARGUMENT,
+          "config->num_threads must be >= 0 (got " + std::to_string(config.num_threads) + ")");
+  require(config.log_level >= FWP_LOG_DEBUG && config.log_level <= FWP_LOG_OFF, FWP_ERR_OUT_OF_RANGE,
+          "config->log_level must be in [FWP_LOG_DEBUG, FWP_LOG_OFF] (got " +
+              std::to_string(static_cast<int>(config.log_level)) + ")");
+  require(config.device_index >= 0, FWP_ERR_OUT_OF_RANGE,
+          "config->device_index must be >= 0 (got " + std::to_string(config.device_index) + ")");
+
+  if (config.num_threads > 0) {
+    num_threads_ = config.num_threads;
+  } else {
+    // hardware_concurrency() may return 0 when it cannot tell.
+    const unsigned hw = std::thread::hardware_concurrency();
+    num_threads_ = hw > 0 ? static_cast<int>(hw) : 1;
+  }
+  seed_ = config.seed;
+  log_callback_ = config.log_callback;
+  log_user_data_ = config.log_user_data;
+  log_level_ = config.log_level;
+  rng_.reseed(seed_);
+
+  if (config.device == FWP_DEVICE_CPU) {
+    device_ = Device::Cpu;
+    backend_ = make_cpu_backend<float>(num_threads_);
+  } else {
+#if FWP_HAVE_CUDA
+    const int count = cuda_device_count();
+    require(count > 0, FWP_ERR_DEVICE, "no CUDA device is present");
+    require(config.device_index < count, FWP_ERR_OUT_OF_RANGE,
+            "config->device_index must be < " + std::to_string(count) + ", the number of CUDA devices (got " +
+                std::to_string(config.device_index) + ")");
+    device_ = Device::Cuda;
+    backend_ = make_cuda_backend(config.device_index);
+#else
+    throw Error(FWP_ERR_UNSUPPORTED, "this build of fwp has no CUDA backend");
+#endif
+  }
+  log(FWP_LOG_DEBUG, "context created: device " + device_name(config.device) + ", " +
+                         std::to_string(num_threads_) + " threads, seed " + std::to_string(seed_));
+}
+
+Rng Context::make_rng() {
+  std::lock_guard<std::mutex> lock(rng_mutex_);
+  return rng_.split();
+}
+
+void Context::log(fwp_log_level level, const std::string& message) const {
+  if (!log_callback_ || log_level_ == FWP_LOG_OFF || level < log_level_ || level >= FWP_LOG_OFF) return;
+  log_callback_(level, message.c_str(), log_user_data_);
+}
+
+}  // namespace fwp
