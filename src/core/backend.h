@@ -52,6 +52,27 @@ struct FastWeightShape {
   int64_t d_value = 0;
 };
 
+// Hyperparameters of one optimizer step, as the optimizer ops take them
+// (used by the "model and optimizer ops" section of Backend below).
+struct AdamStepParams {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool decoupled_weight_decay = false;  // AdamW
+  double bias_correction1 = 1.0;        // 1 - beta1^step
+  double bias_correction2 = 1.0;        // 1 - beta2^step
+  double grad_scale = 1.0;              // gradient clipping factor, applied before everything else
+};
+
+struct SgdStepParams {
+  double lr = 1e-3;
+  double momentum = 0.0;
+  double weight_decay = 0.0;
+  double grad_scale = 1.0;
+};
+
 template <typename T>
 class Backend {
  public:
@@ -162,6 +183,72 @@ class Backend {
   virtual void softmax_attention_decode(int64_t streams, int64_t length, int64_t capacity, int64_t d,
                                         const T* q, const T* k_cache, const T* v_cache, T scale,
                                         T* out) = 0;
+
+  // ---- model and optimizer ops ----------------------------------------------------------------
+  // Added for the models (src/nn) and optimizers (src/train). Ids are int32 arrays on the
+  // backend (allocate_int / upload_int). CPU: src/ops/embedding.cpp, retrieval_ops.cpp, loss.cpp,
+  // optimizer_ops.cpp.
+
+  // Row gather: out[r, :] = table[ids[r], :] for r < rows. A negative id (padding) gives a zero
+  // row. table: [*, dim]; ids: [rows]; out: [rows, dim].
+  virtual void embedding_gather(const T* table, const int32_t* ids, T* out, int64_t rows, int64_t dim) = 0;
+  // Scatter-add: dtable[ids[r], :] += dout[r, :]; rows with a negative id are skipped and repeated
+  // ids add up.
+  virtual void embedding_scatter_accumulate(T* dtable, const int32_t* ids, const T* dout, int64_t rows,
+                                            int64_t dim) = 0;
+  // out[r, :] = [onehot(ids[r]) ; x[r, :]], rows of width num_classes + d, with 0 <= ids[r] <
+  // num_classes. x is [rows, d] and may be nullptr iff d == 0 (plain one-hot rows).
+  virtual void onehot_concat(const int32_t* ids, const T* x, T* out, int64_t rows, int64_t num_classes,
+                             int64_t d) = 0;
+  // out[s, :] = sum_t x[s, t, :]; x: [streams, steps, d], out: [streams, d].
+  virtual void step_sum(const T* x, T* out, int64_t streams, int64_t steps, int64_t d) = 0;
+  // x[s, t, :] += v[s, :]; the transpose of step_sum.
+  virtual void step_broadcast_accumulate(const T* v, T* x, int64_t streams, int64_t steps, int64_t d) = 0;
+
+  // Reads shape.steps queries per stream from a fixed fast-weight state (no write):
+  //   o[s, j] = W_s q[s, j];  with z: y[s, j] = o[s, j] / (z_s . q[s, j] + eps) (denom stored), else y = o.
+  // state: [streams, d_value, d_key]; z: [streams, d_key] or nullptr; q: [streams, steps, d_key];
+  // y: [streams, steps, d_value]; denom: [streams, steps], nullptr iff z is nullptr.
+  virtual void fast_weight_readout_forward(const FastWeightShape& shape, const T* state, const T* z,
+                                           const T* q, T eps, T* y, T* denom) = 0;
+  // Gradients of the readout: overwrites dq, d_state and d_z (nullptr iff z was nullptr).
+  // y and denom are the forward's outputs.
+  virtual void fast_weight_readout_backward(const FastWeightShape& shape, const T* state, const T* z,
+                                            const T* q, const T* y, const T* denom, const T* dy, T* dq,
+                                            T* d_state, T* d_z) = 0;
+
+  // Non-causal softmax attention of `queries` queries over `keys` keys per stream:
+  //   out[s, j] = sum_i softmax_i(scale * q[s, j] . k[s, i]) v[s, i]
+  // q: [streams, queries, d]; k: [streams, keys, d]; v: [streams, keys, d_value];
+  // out: [streams, queries, d_value]; lse: [streams, queries] log-sum-exp of the scaled scores.
+  virtual void cross_attention_forward(int64_t streams, int64_t queries, int64_t keys, int64_t d,
+                                       int64_t d_value, const T* q, const T* k, const T* v, T scale, T* out,
+                                       T* lse) = 0;
+  // Overwrites dq and dk, and dv unless it is nullptr (no value gradient wanted).
+  virtual void cross_attention_backward(int64_t streams, int64_t queries, int64_t keys, int64_t d,
+                                        int64_t d_value, const T* q, const T* k, const T* v, const T* out,
+                                        const T* lse, const T* d_out, T scale, T* dq, T* dk, T* dv) = 0;
+
+  // Squared error against one-hot targets: loss[r] = 0.5 * ||onehot(targets[r]) - y[r, :]||^2,
+  // and 0 where targets[r] < 0 (padding). y: [rows, classes]; targets, loss: [rows].
+  virtual void onehot_mse_forward(const T* y, const int32_t* targets, T* loss, int64_t rows,
+                                  int64_t classes) = 0;
+  // dy[r, :] = scale * (y[r, :] - onehot(targets[r])), zero rows for padding.
+  virtual void onehot_mse_backward(const T* y, const int32_t* targets, T scale, T* dy, int64_t rows,
+                                   int64_t classes) = 0;
+
+  // sum_i x[i]^2, accumulated in double and returned to the host (synchronises). Non-finite if
+  // any x[i] is.
+  virtual double sum_squares(const T* x, int64_t n) = 0;
+  // One Adam / AdamW step on n elements (PyTorch semantics), g = grad_scale * grad:
+  //   Adam:  g += weight_decay * param;   AdamW: param *= 1 - lr * weight_decay
+  //   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+  //   param -= lr * (m / bias_correction1) / (sqrt(v / bias_correction2) + eps)
+  virtual void adam_update(const AdamStepParams& p, int64_t n, T* param, const T* grad, T* m, T* v) = 0;
+  // One SGD step, g = grad_scale * grad + weight_decay * param:
+  //   momentum != 0: buf = momentum * buf + g, param -= lr * buf;  else param -= lr * g.
+  // momentum_buf may be nullptr iff momentum == 0.
+  virtual void sgd_update(const SgdStepParams& p, int64_t n, T* param, const T* grad, T* momentum_buf) = 0;
 };
 
 // The CPU backend; num_threads >= 1.

@@ -9,6 +9,10 @@
 //   fast_weight.cpp        sum / delta rule, recurrent and chunkwise, forward and backward
 //   attn_norm.cpp          attention normalisation
 //   softmax_attention.cpp  causal softmax attention and decoding
+//   embedding.cpp          row gather / scatter-add, one-hot rows (models)
+//   retrieval_ops.cpp      per-stream sums, fast-weight readout, cross attention (retrieval model)
+//   loss.cpp               one-hot squared-error loss
+//   optimizer_ops.cpp      sum of squares, Adam/AdamW and SGD updates
 #pragma once
 
 #include "core/backend.h"
@@ -73,6 +77,34 @@ class CpuBackend final : public Backend<T> {
                                   T* dv) override;
   void softmax_attention_decode(int64_t streams, int64_t length, int64_t capacity, int64_t d, const T* q,
                                 const T* k_cache, const T* v_cache, T scale, T* out) override;
+
+  // ---- model and optimizer ops (embedding.cpp, retrieval_ops.cpp, loss.cpp, optimizer_ops.cpp) ----
+  void embedding_gather(const T* table, const int32_t* ids, T* out, int64_t rows, int64_t dim) override;
+  void embedding_scatter_accumulate(T* dtable, const int32_t* ids, const T* dout, int64_t rows,
+                                    int64_t dim) override;
+  void onehot_concat(const int32_t* ids, const T* x, T* out, int64_t rows, int64_t num_classes,
+                     int64_t d) override;
+  void step_sum(const T* x, T* out, int64_t streams, int64_t steps, int64_t d) override;
+  void step_broadcast_accumulate(const T* v, T* x, int64_t streams, int64_t steps, int64_t d) override;
+
+  void fast_weight_readout_forward(const FastWeightShape& shape, const T* state, const T* z, const T* q, T eps,
+                                   T* y, T* denom) override;
+  void fast_weight_readout_backward(const FastWeightShape& shape, const T* state, const T* z, const T* q,
+                                    const T* y, const T* denom, const T* dy, T* dq, T* d_state,
+                                    T* d_z) override;
+  void cross_attention_forward(int64_t streams, int64_t queries, int64_t keys, int64_t d, int64_t d_value,
+                               const T* q, const T* k, const T* v, T scale, T* out, T* lse) override;
+  void cross_attention_backward(int64_t streams, int64_t queries, int64_t keys, int64_t d, int64_t d_value,
+                                const T* q, const T* k, const T* v, const T* out, const T* lse, const T* d_out,
+                                T scale, T* dq, T* dk, T* dv) override;
+
+  void onehot_mse_forward(const T* y, const int32_t* targets, T* loss, int64_t rows, int64_t classes) override;
+  void onehot_mse_backward(const T* y, const int32_t* targets, T scale, T* dy, int64_t rows,
+                           int64_t classes) override;
+
+  double sum_squares(const T* x, int64_t n) override;
+  void adam_update(const AdamStepParams& p, int64_t n, T* param, const T* grad, T* m, T* v) override;
+  void sgd_update(const SgdStepParams& p, int64_t n, T* param, const T* grad, T* momentum_buf) override;
 
   // The algorithm Auto resolves to for this shape on the CPU (exposed for tests and benchmarks).
   static Algorithm choose_algorithm(UpdateRule rule, const FastWeightShape& shape);
