@@ -1,0 +1,165 @@
+// CpuBackend: memory, copies, layout changes, elementwise ops and the factory.
+#include "ops/cpu_backend.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "ops/cpu_parallel.h"
+
+namespace fwp {
+
+namespace {
+
+// Cache-line alignment: full AVX-512 vectors and no false sharing between
+// buffers handed to different threads.
+constexpr size_t kAlignment = 64;
+
+void* aligned_bytes(int64_t n, size_t element_size) {
+  if (n <= 0) return nullptr;
+  const auto count = static_cast<uint64_t>(n);
+  if (count > (std::numeric_limits<size_t>::max() - kAlignment) / element_size) {
+    throw Error(FWP_ERR_OUT_OF_MEMORY,
+                "CPU allocation of " + std::to_string(n) + " elements overflows the address space");
+  }
+  // std::aligned_alloc wants a size that is a multiple of the alignment.
+  const size_t bytes = (static_cast<size_t>(count) * element_size + kAlignment - 1) / kAlignment * kAlignment;
+  void* p = std::aligned_alloc(kAlignment, bytes);
+  if (!p) {
+    throw Error(FWP_ERR_OUT_OF_MEMORY, "CPU allocation of " + std::to_string(bytes) + " bytes failed");
+  }
+  return p;
+}
+
+// memcpy is undefined for overlapping ranges; identical ranges are a no-op.
+void copy_bytes(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  std::memmove(dst, src, bytes);
+}
+
+// Memory-bound copies only profit from a second thread when they are large.
+constexpr int64_t kCopyElementsPerThread = 1 << 18;
+
+}  // namespace
+
+template <typename T>
+T* CpuBackend<T>::allocate(int64_t n) {
+  return static_cast<T*>(aligned_bytes(n, sizeof(T)));
+}
+
+template <typename T>
+void CpuBackend<T>::deallocate(T* p) noexcept {
+  std::free(p);
+}
+
+template <typename T>
+int32_t* CpuBackend<T>::allocate_int(int64_t n) {
+  return static_cast<int32_t*>(aligned_bytes(n, sizeof(int32_t)));
+}
+
+template <typename T>
+void CpuBackend<T>::deallocate_int(int32_t* p) noexcept {
+  std::free(p);
+}
+
+template <typename T>
+void CpuBackend<T>::upload(T* dst, const T* host_src, int64_t n) {
+  if (n > 0) copy_bytes(dst, host_src, static_cast<size_t>(n) * sizeof(T));
+}
+
+template <typename T>
+void CpuBackend<T>::download(T* host_dst, const T* src, int64_t n) {
+  if (n > 0) copy_bytes(host_dst, src, static_cast<size_t>(n) * sizeof(T));
+}
+
+template <typename T>
+void CpuBackend<T>::upload_int(int32_t* dst, const int32_t* host_src, int64_t n) {
+  if (n > 0) copy_bytes(dst, host_src, static_cast<size_t>(n) * sizeof(int32_t));
+}
+
+template <typename T>
+void CpuBackend<T>::copy(T* dst, const T* src, int64_t n) {
+  if (n > 0) copy_bytes(dst, src, static_cast<size_t>(n) * sizeof(T));
+}
+
+template <typename T>
+void CpuBackend<T>::fill(T* dst, T value, int64_t n) {
+  const int64_t blocks = (n + kCopyElementsPerThread - 1) / kCopyElementsPerThread;
+  cpu::parallel_for(num_threads_, blocks, cpu::kMinWorkPerThread, [&](int64_t b0, int64_t b1) {
+    const int64_t begin = b0 * kCopyElementsPerThread;
+    const int64_t end = std::min(n, b1 * kCopyElementsPerThread);
+    std::fill(dst + begin, dst + end, value);
+  });
+}
+
+// ---- layout ---------------------------------------------------------------------
+
+template <typename T>
+void CpuBackend<T>::split_heads(const T* in, T* out, int64_t B, int64_t T_, int64_t H, int64_t D) {
+  // One (b, h) pair per item: T_ rows of D contiguous elements each.
+  cpu::parallel_for(num_threads_, B * H, T_ * D, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / H, h = i % H;
+      for (int64_t t = 0; t < T_; ++t) {
+        std::memcpy(out + ((b * H + h) * T_ + t) * D, in + ((b * T_ + t) * H + h) * D, sizeof(T) * D);
+      }
+    }
+  });
+}
+
+template <typename T>
+void CpuBackend<T>::merge_heads(const T* in, T* out, int64_t B, int64_t T_, int64_t H, int64_t D) {
+  // One (b, t) pair per item: writes one contiguous row of H * D elements.
+  cpu::parallel_for(num_threads_, B * T_, H * D, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / T_, t = i % T_;
+      for (int64_t h = 0; h < H; ++h) {
+        std::memcpy(out + ((b * T_ + t) * H + h) * D, in + ((b * H + h) * T_ + t) * D, sizeof(T) * D);
+      }
+    }
+  });
+}
+
+// ---- elementwise -------------------------------------------------------------------
+
+namespace {
+constexpr int64_t kElementwiseBlock = 1 << 14;
+}
+
+template <typename T>
+void CpuBackend<T>::sigmoid_forward(const T* x, T* y, int64_t n) {
+  const int64_t blocks = (n + kElementwiseBlock - 1) / kElementwiseBlock;
+  cpu::parallel_for(num_threads_, blocks, 8 * kElementwiseBlock, [&](int64_t b0, int64_t b1) {
+    const int64_t begin = b0 * kElementwiseBlock;
+    const int64_t len = std::min(n, b1 * kElementwiseBlock) - begin;
+    // Eigen's logistic is vectorised and saturates to 0/1 without NaN.
+    cpu::ArrMap<T>(y + begin, len) = cpu::ConstArrMap<T>(x + begin, len).logistic();
+  });
+}
+
+template <typename T>
+void CpuBackend<T>::sigmoid_backward(const T* y, const T* dy, T* dx, int64_t n) {
+  const int64_t blocks = (n + kElementwiseBlock - 1) / kElementwiseBlock;
+  cpu::parallel_for(num_threads_, blocks, 2 * kElementwiseBlock, [&](int64_t b0, int64_t b1) {
+    const int64_t begin = b0 * kElementwiseBlock;
+    const int64_t len = std::min(n, b1 * kElementwiseBlock) - begin;
+    const auto ya = cpu::ConstArrMap<T>(y + begin, len);
+    cpu::ArrMap<T>(dx + begin, len) = cpu::ConstArrMap<T>(dy + begin, len) * ya * (T(1) - ya);
+  });
+}
+
+// ---- factory ---------------------------------------------------------------------------
+
+template <typename T>
+std::shared_ptr<Backend<T>> make_cpu_backend(int num_threads) {
+  return std::make_shared<CpuBackend<T>>(num_threads);
+}
+
+template class CpuBackend<float>;
+template class CpuBackend<double>;
+template std::shared_ptr<Backend<float>> make_cpu_backend<float>(int);
+template std::shared_ptr<Backend<double>> make_cpu_backend<double>(int);
+
+}  // namespace fwp
