@@ -1,0 +1,81 @@
+// Shared helpers of the `fwp` command-line program: its error types (which
+// decide the exit code), RAII owners for the C handles, and small formatting
+// and file utilities. The program is an ordinary client of the public C API.
+#ifndef FWP_TOOLS_CLI_SUPPORT_H
+#define FWP_TOOLS_CLI_SUPPORT_H
+
+#include <fwp/fwp.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fwp_cli {
+
+/// Exit codes of the program.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailure = 1,  ///< A library call, a file or an external program failed.
+  kExitUsage = 2     ///< Bad command-line flags or values.
+};
+
+/// A flag or value the user gave is not acceptable (exit code 2).
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Something failed while running: a library call, a file, gnuplot (exit code 1).
+class RunError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Throws RunError with the library's last error message when `status` is not FWP_OK.
+/// `what` names the call, e.g. "creating the model".
+void check_status(fwp_status status, const char* what);
+
+struct ContextDeleter { void operator()(fwp_context* p) const { fwp_context_destroy(p); } };
+struct ModelDeleter { void operator()(fwp_model* p) const { fwp_model_destroy(p); } };
+struct OptimizerDeleter { void operator()(fwp_optimizer* p) const { fwp_optimizer_destroy(p); } };
+struct DataDeleter { void operator()(fwp_retrieval_data* p) const { fwp_retrieval_data_destroy(p); } };
+
+using ContextPtr = std::unique_ptr<fwp_context, ContextDeleter>;
+using ModelPtr = std::unique_ptr<fwp_model, ModelDeleter>;
+using OptimizerPtr = std::unique_ptr<fwp_optimizer, OptimizerDeleter>;
+using DataPtr = std::unique_ptr<fwp_retrieval_data, DataDeleter>;
+
+/// "1h02m03s", "4m05s", "12.3s": a compact human-readable duration.
+std::string format_duration(double seconds);
+
+/// Replaces newlines and carriage returns by spaces so a message fits one line.
+std::string one_line(std::string text);
+
+/// Writes `contents` to `path` through a temporary file renamed into place, so
+/// readers never see a half-written file. Throws RunError.
+void write_file_atomically(const std::string& path, const std::string& contents);
+
+/// Reads a whole file; throws RunError if it cannot be read.
+std::string read_file(const std::string& path);
+
+/// Whether `path` names an existing file.
+bool file_exists(const std::string& path);
+
+/// Splits one CSV record into fields (double quotes may enclose a field and
+/// "" inside them is a literal quote).
+std::vector<std::string> split_csv_record(const std::string& line);
+
+/// Quotes a CSV field when it contains a comma, a quote or a newline.
+std::string csv_field(const std::string& field);
+
+/// The full path of `program` found in PATH, or "" when it is not there.
+std::string find_in_path(const std::string& program);
+
+/// SplitMix64: derives independent 64-bit seeds from the user's seed.
+uint64_t mix_seed(uint64_t seed, uint64_t stream, uint64_t index = 0);
+
+}  // namespace fwp_cli
+
+#endif  // FWP_TOOLS_CLI_SUPPORT_H

@@ -1,0 +1,199 @@
+#include "sweep_table.h"
+
+#include "cli_support.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include <sys/wait.h>
+
+namespace fwp_cli {
+namespace {
+
+constexpr size_t kColumns = 9;
+
+std::string format_number(double value) {
+  if (std::isnan(value)) return "nan";
+  return fmt::format("{:.8g}", value);
+}
+
+double parse_double(const std::string& text, const std::string& where) {
+  char* end = nullptr;
+  errno = 0;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE) {
+    throw RunError(fmt::format("{}: '{}' is not a number", where, text));
+  }
+  return value;
+}
+
+int64_t parse_int(const std::string& text, const std::string& where) {
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE) {
+    throw RunError(fmt::format("{}: '{}' is not an integer", where, text));
+  }
+  return value;
+}
+
+// A gnuplot single-quoted string: a doubled quote stands for one quote.
+std::string gnuplot_quote(const std::string& text) {
+  std::string quoted = "'";
+  for (char c : text) {
+    if (c == '\'') quoted += '\'';
+    quoted += c;
+  }
+  return quoted + "'";
+}
+
+std::string shell_quote(const std::string& text) {
+  std::string quoted = "'";
+  for (char c : text) {
+    if (c == '\'') {
+      quoted += "'\\''";
+    } else {
+      quoted += c;
+    }
+  }
+  return quoted + "'";
+}
+
+}  // namespace
+
+const char* sweep_csv_header() {
+  return "model,keys,final_eval_loss,best_eval_loss,steps,seconds,setting,stopped_by,seed";
+}
+
+std::vector<SweepRow> read_sweep_csv(const std::string& path) {
+  std::vector<SweepRow> rows;
+  if (!file_exists(path)) return rows;
+  std::istringstream text(read_file(path));
+  std::string line;
+  int line_number = 0;
+  while (std::getline(text, line)) {
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    if (line_number == 1) {
+      if (line != sweep_csv_header()) {
+        throw RunError(fmt::format("{}: not a sweep CSV of fwp retrieval (its header is not '{}')", path,
+                                   sweep_csv_header()));
+      }
+      continue;
+    }
+    const std::string where = fmt::format("{}:{}", path, line_number);
+    const std::vector<std::string> fields = split_csv_record(line);
+    if (fields.size() != kColumns) {
+      throw RunError(fmt::format("{}: expected {} fields, found {}", where, kColumns, fields.size()));
+    }
+    SweepRow row;
+    row.model = fields[0];
+    row.keys = parse_int(fields[1], where);
+    row.final_eval_loss = parse_double(fields[2], where);
+    row.best_eval_loss = parse_double(fields[3], where);
+    row.steps = parse_int(fields[4], where);
+    row.seconds = parse_double(fields[5], where);
+    row.setting = static_cast<int>(parse_int(fields[6], where));
+    row.stopped_by = fields[7];
+    row.seed = static_cast<uint64_t>(std::strtoull(fields[8].c_str(), nullptr, 10));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+void merge_sweep_row(std::vector<SweepRow>& rows, const SweepRow& row) {
+  for (SweepRow& existing : rows) {
+    if (existing.model == row.model && existing.setting == row.setting && existing.keys == row.keys) {
+      existing = row;
+      return;
+    }
+  }
+  rows.push_back(row);
+}
+
+void write_sweep_csv(const std::string& path, const std::vector<SweepRow>& rows) {
+  std::string text = sweep_csv_header();
+  text += '\n';
+  for (const SweepRow& row : rows) {
+    text += fmt::format("{},{},{},{},{},{:.3f},{},{},{}\n", csv_field(row.model), row.keys,
+                        format_number(row.final_eval_loss), format_number(row.best_eval_loss), row.steps,
+                        row.seconds, row.setting, csv_field(row.stopped_by), row.seed);
+  }
+  write_file_atomically(path, text);
+}
+
+void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
+                       const std::vector<SweepRow>& rows) {
+  if (rows.empty()) throw RunError("no results to plot");
+
+  // One line per (setting, model), in order of first appearance, points sorted by S.
+  std::vector<std::pair<int, std::string>> order;
+  std::map<std::pair<int, std::string>, std::vector<std::pair<int64_t, double>>> lines;
+  std::set<int> settings;
+  for (const SweepRow& row : rows) {
+    const auto id = std::make_pair(row.setting, row.model);
+    if (lines.find(id) == lines.end()) order.push_back(id);
+    lines[id].emplace_back(row.keys, row.final_eval_loss);
+    settings.insert(row.setting);
+  }
+  const bool one_setting = settings.size() == 1;
+
+  std::string script;
+  script += "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+            "  set terminal pngcairo size 960,620 font 'sans,11'\n"
+            "} else {\n"
+            "  set terminal png size 960,620\n"
+            "}\n";
+  script += fmt::format("set output {}\n", gnuplot_quote(png_path));
+  if (one_setting) {
+    const int setting = *settings.begin();
+    script += fmt::format("set title {}\n",
+                          gnuplot_quote(fmt::format("Associative retrieval, setting {} ({}): final eval loss vs S",
+                                                    setting, setting == 1 ? "capacity" : "update")));
+  } else {
+    script += "set title 'Associative retrieval: final eval loss vs S'\n";
+  }
+  script += "set xlabel 'Number of unique keys S'\n"
+            "set ylabel 'Final evaluation loss'\n"
+            "set yrange [0:*]\n"
+            "set grid\n"
+            "set key outside right top\n"
+            "set datafile missing 'nan'\n";
+
+  std::string plot = "plot ";
+  for (size_t i = 0; i < order.size(); ++i) {
+    auto points = lines[order[i]];
+    std::sort(points.begin(), points.end());
+    script += fmt::format("$line{} << EOD\n", i);
+    for (const auto& point : points) script += fmt::format("{} {}\n", point.first, format_number(point.second));
+    script += "EOD\n";
+    const std::string title =
+        one_setting ? order[i].second : fmt::format("setting {}: {}", order[i].first, order[i].second);
+    plot += fmt::format("{}$line{} using 1:2 with linespoints lw 2 pt 7 title {}", i == 0 ? "" : ", \\\n  ", i,
+                        gnuplot_quote(title));
+  }
+  script += plot + "\n";
+
+  const std::string command = shell_quote(gnuplot);
+  FILE* pipe = ::popen(command.c_str(), "w");
+  if (pipe == nullptr) throw RunError(fmt::format("cannot start gnuplot ({}): {}", gnuplot, std::strerror(errno)));
+  const size_t written = std::fwrite(script.data(), 1, script.size(), pipe);
+  const int status = ::pclose(pipe);
+  if (written != script.size() || status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw RunError(fmt::format("gnuplot failed to render {}", png_path));
+  }
+  if (!file_exists(png_path)) throw RunError(fmt::format("gnuplot did not write {}", png_path));
+}
+
+}  // namespace fwp_cli

@@ -1,0 +1,47 @@
+// The sweep table of `fwp retrieval`: one row per trained configuration and
+// number of keys S, kept in a CSV file that several invocations merge into,
+// and its plot (final evaluation loss against S, one line per model) drawn by
+// gnuplot like the figures of the paper's section 6.1.
+#ifndef FWP_TOOLS_SWEEP_TABLE_H
+#define FWP_TOOLS_SWEEP_TABLE_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fwp_cli {
+
+/// One finished run.
+struct SweepRow {
+  std::string model;             ///< Label such as "DPFP nu=2 sum"; no commas.
+  int64_t keys = 0;              ///< S.
+  double final_eval_loss = 0.0;  ///< Loss of the last evaluation.
+  double best_eval_loss = 0.0;   ///< Lowest evaluation loss seen.
+  int64_t steps = 0;             ///< Training steps taken.
+  double seconds = 0.0;          ///< Wall time of training and evaluation.
+  int setting = 1;               ///< 1 (capacity) or 2 (update).
+  std::string stopped_by;        ///< "target", "patience" or "max_steps".
+  uint64_t seed = 0;             ///< The run's --seed.
+};
+
+/// The header line of the sweep CSV (without newline).
+const char* sweep_csv_header();
+
+/// Reads a sweep CSV; a missing or empty file gives no rows. Throws RunError
+/// naming the line when the file is malformed.
+std::vector<SweepRow> read_sweep_csv(const std::string& path);
+
+/// Replaces the row with the same model, setting and S, or appends `row`.
+void merge_sweep_row(std::vector<SweepRow>& rows, const SweepRow& row);
+
+/// Writes the rows (with the header) atomically. Throws RunError.
+void write_sweep_csv(const std::string& path, const std::vector<SweepRow>& rows);
+
+/// Renders final evaluation loss against S, one line per (setting, model), to a
+/// PNG file with the given gnuplot executable. Throws RunError on failure.
+void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
+                       const std::vector<SweepRow>& rows);
+
+}  // namespace fwp_cli
+
+#endif  // FWP_TOOLS_SWEEP_TABLE_H
