@@ -1,0 +1,87 @@
+#include "data/retrieval_data.h"
+
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "nn/retrieval_model.h"
+
+namespace fwp {
+
+namespace {
+constexpr int64_t kMaxElements = int64_t(1) << 40;
+}
+
+RetrievalData::RetrievalData(int32_t setting, int64_t num_keys, uint64_t seed)
+    : setting_(setting), num_keys_(num_keys), rng_(seed) {
+  require(setting == 1 || setting == 2, FWP_ERR_INVALID_ARGUMENT,
+          "setting must be 1 or 2 (got " + std::to_string(setting) + ")");
+  require(num_keys >= 2 && num_keys <= kMaxRetrievalKeys, FWP_ERR_INVALID_ARGUMENT,
+          "num_keys must be in [2, " + std::to_string(kMaxRetrievalKeys) + "] (got " + std::to_string(num_keys) +
+              ")");
+}
+
+void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t* keys, int32_t* values,
+                           int32_t* queries, int32_t* targets) {
+  require(batch_size >= 1, FWP_ERR_INVALID_ARGUMENT, "batch_size must be >= 1 (got " + std::to_string(batch_size) + ")");
+  require(queries_per_seq >= 1, FWP_ERR_INVALID_ARGUMENT,
+          "queries_per_seq must be >= 1 (got " + std::to_string(queries_per_seq) + ")");
+  const int64_t L = seq_len(), S = num_keys_, Q = queries_per_seq;
+  require(batch_size <= kMaxElements / L && batch_size <= kMaxElements / Q, FWP_ERR_INVALID_ARGUMENT,
+          "batch_size is too large (more than 2^40 ids)");
+  require(keys != nullptr, FWP_ERR_NULL_POINTER, "keys must not be NULL");
+  require(values != nullptr, FWP_ERR_NULL_POINTER, "values must not be NULL");
+  require(queries != nullptr, FWP_ERR_NULL_POINTER, "queries must not be NULL");
+  require(targets != nullptr, FWP_ERR_NULL_POINTER, "targets must not be NULL");
+
+  // Scratch, allocated before the first draw.
+  std::vector<int32_t> latest(static_cast<size_t>(S));  // most recent value per key, -1 if absent
+  std::vector<int32_t> order;                           // distinct keys by first appearance
+  order.reserve(static_cast<size_t>(S));
+
+  auto shuffle = [&](int32_t* out) {
+    std::iota(out, out + S, 0);
+    for (int64_t i = S - 1; i > 0; --i) {
+      const auto j = static_cast<int64_t>(rng_.below(static_cast<uint64_t>(i + 1)));
+      std::swap(out[i], out[j]);
+    }
+  };
+
+  for (int64_t b = 0; b < batch_size; ++b) {
+    int32_t* k = keys + b * L;
+    int32_t* v = values + b * L;
+    if (setting_ == 1) {
+      shuffle(k);
+      shuffle(v);
+    } else {
+      for (int64_t i = 0; i < L; ++i) k[i] = static_cast<int32_t>(rng_.below(static_cast<uint64_t>(S)));
+      for (int64_t i = 0; i < L; ++i) v[i] = static_cast<int32_t>(rng_.below(static_cast<uint64_t>(S)));
+    }
+    std::fill(latest.begin(), latest.end(), -1);
+    order.clear();
+    for (int64_t i = 0; i < L; ++i) {
+      if (latest[static_cast<size_t>(k[i])] < 0) order.push_back(k[i]);
+      latest[static_cast<size_t>(k[i])] = v[i];
+    }
+    int32_t* q = queries + b * Q;
+    int32_t* t = targets + b * Q;
+    if (Q == 1) {
+      q[0] = order[static_cast<size_t>(rng_.below(order.size()))];
+      t[0] = latest[static_cast<size_t>(q[0])];
+    } else {
+      for (int64_t j = 0; j < Q; ++j) {
+        if (j < static_cast<int64_t>(order.size())) {
+          q[j] = order[static_cast<size_t>(j)];
+          t[j] = latest[static_cast<size_t>(q[j])];
+        } else {
+          q[j] = -1;
+          t[j] = -1;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace fwp

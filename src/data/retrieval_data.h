@@ -1,0 +1,49 @@
+// Seeded generator of the paper's synthetic associative-retrieval sequences
+// (section 6.1), behind fwp_retrieval_data.
+//
+// Setting 1 (capacity): L = S pairs; the keys are a random permutation of the
+// S keys and the values an independent random permutation of the S values.
+// Setting 2 (update): L = 2 S pairs, keys and values drawn uniformly with
+// replacement; a query's target is the most recent value paired with its key.
+//
+// Draw order per sequence (part of the reproducibility contract): the L keys,
+// then the L values, then (training queries only) the query. A permutation is
+// a Fisher-Yates shuffle of 0..S-1 from the last position down.
+#pragma once
+
+#include <cstdint>
+
+#include "core/rng.h"
+
+namespace fwp {
+
+class RetrievalData {
+ public:
+  // Throws Error(FWP_ERR_INVALID_ARGUMENT) unless setting is 1 or 2 and
+  // 2 <= num_keys <= kMaxRetrievalKeys.
+  RetrievalData(int32_t setting, int64_t num_keys, uint64_t seed);
+
+  int32_t setting() const { return setting_; }
+  int64_t num_keys() const { return num_keys_; }
+  int64_t seq_len() const { return setting_ == 2 ? 2 * num_keys_ : num_keys_; }
+
+  // Draws batch_size sequences into host arrays: keys, values [B][L];
+  // queries, targets [B][Q]. With queries_per_seq == 1, one key drawn uniformly
+  // from the sequence's distinct keys (training). With Q > 1, the sequence's
+  // distinct keys in order of first appearance, at most Q, then -1 padding with
+  // target -1 (evaluation). Arguments are checked before anything is drawn.
+  void sample(int64_t batch_size, int64_t queries_per_seq, int32_t* keys, int32_t* values, int32_t* queries,
+              int32_t* targets);
+
+  // The generator's state: with setting() and num_keys() it resumes the exact
+  // sequence of draws (checkpoints store it).
+  Rng::State rng_state() const { return rng_.state(); }
+  void set_rng_state(const Rng::State& state) { rng_.set_state(state); }
+
+ private:
+  int32_t setting_;
+  int64_t num_keys_;
+  Rng rng_;
+};
+
+}  // namespace fwp

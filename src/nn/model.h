@@ -1,0 +1,51 @@
+// The interface shared by complete networks with a loss (the retrieval model
+// now, language and translation models later). The C API's fwp_model_*
+// functions, the optimizers and the checkpoints work through it, so they treat
+// every kind of model alike; each kind adds its own forward on top.
+#pragma once
+
+#include <memory>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/rng.h"
+#include "fwp/fwp.h"
+#include "nn/parameter.h"
+
+namespace fwp {
+
+class Context;
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  virtual fwp_model_kind kind() const = 0;
+
+  // Parameters and their gradients, in a fixed order. Fixed buffers (e.g. a
+  // FAVOR+ projection) are included with trainable = false.
+  virtual ParameterList<float>& parameters() = 0;
+  virtual const ParameterList<float>& parameters() const = 0;
+
+  // Training (true, the default) or evaluation mode.
+  virtual void set_training(bool training) = 0;
+  virtual bool training() const = 0;
+
+  // Adds dLoss/dparams of the last forward to the gradients. Throws
+  // Error(FWP_ERR_BAD_STATE) when there was no forward since the last backward.
+  virtual void backward() = 0;
+
+  // The model's settings as a JSON object with a "kind" member; checkpoints
+  // store it, and load_model() (train/checkpoint.h) rebuilds the model from it.
+  virtual nlohmann::json config_json() const = 0;
+
+  // The state of the model's own random generator (e.g. FAVOR+ redraws), so a
+  // resumed run draws the numbers an uninterrupted one would have drawn.
+  virtual Rng::State rng_state() const = 0;
+  virtual void set_rng_state(const Rng::State& state) = 0;
+
+  // The context the model computes in (its backend holds the parameters).
+  virtual const std::shared_ptr<Context>& context() const = 0;
+};
+
+}  // namespace fwp
