@@ -1,0 +1,97 @@
+# Tests of the `fwp` program and the C examples (label "cli"), included by
+# tests/CMakeLists.txt. They run the programs as a user would and check exit
+# codes, messages and outputs with the CMake scripts in tests/cli/.
+set(FWP_CLI_CHECK ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_and_check.cmake)
+set(FWP_CLI_WORK ${CMAKE_CURRENT_BINARY_DIR}/cli_work)
+
+# fwp_cli_test(<name> EXIT <code> ARGS <args...> [ONE_LINE] [STDOUT <text>...] [STDERR_MATCHES <regex>]
+#              [ENV <VAR=value>...])
+function(fwp_cli_test name)
+  cmake_parse_arguments(T "ONE_LINE" "EXIT;STDERR_MATCHES" "ARGS;STDOUT;ENV" ${ARGN})
+  string(REPLACE ";" "|" args "${T_ARGS}")
+  set(defines -DPROGRAM=$<TARGET_FILE:fwp_cli> "-DARGS=${args}" -DEXPECT_EXIT=${T_EXIT}
+              -DWORKDIR=${FWP_CLI_WORK}/${name})
+  if(T_ONE_LINE)
+    list(APPEND defines -DONE_LINE_STDERR=ON)
+  endif()
+  if(T_STDOUT)
+    string(REPLACE ";" "|" stdout "${T_STDOUT}")
+    list(APPEND defines "-DSTDOUT_CONTAINS=${stdout}")
+  endif()
+  if(T_STDERR_MATCHES)
+    list(APPEND defines "-DSTDERR_MATCHES=${T_STDERR_MATCHES}")
+  endif()
+  if(T_ENV)
+    string(REPLACE ";" "|" env "${T_ENV}")
+    list(APPEND defines "-DENV=${env}")
+  endif()
+  add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} ${defines} -P ${FWP_CLI_CHECK})
+  set_tests_properties(cli_${name} PROPERTIES LABELS cli)
+endfunction()
+
+if(TARGET fwp_cli)
+  # Help and version.
+  fwp_cli_test(help EXIT 0 ARGS --help STDOUT retrieval --version)
+  fwp_cli_test(version EXIT 0 ARGS --version STDOUT "fwp ${PROJECT_VERSION}")
+  # Every flag of `fwp retrieval` is documented in its help.
+  fwp_cli_test(retrieval_help EXIT 0 ARGS retrieval --help
+               STDOUT --setting --phi --rule --nu --m --keys --seed --max-steps --batch --lr --threads --device
+                      --eval-every --eval-seqs --patience --target-loss --sum-norm --no-sum-norm --attn-norm
+                      --no-attn-norm --csv --sweep-csv --plot --checkpoint --resume --json --quiet)
+
+  # Bad flags and values: exit code 2 and one line on stderr.
+  fwp_cli_test(error_no_subcommand EXIT 2 ONE_LINE ARGS "")
+  fwp_cli_test(error_unknown_flag EXIT 2 ONE_LINE ARGS retrieval --bogus STDERR_MATCHES "bogus")
+  fwp_cli_test(error_bad_phi EXIT 2 ONE_LINE ARGS retrieval --phi relu STDERR_MATCHES "--phi")
+  fwp_cli_test(error_keys_zero EXIT 2 ONE_LINE ARGS retrieval --keys 0 STDERR_MATCHES "--keys")
+  fwp_cli_test(error_keys_empty_range EXIT 2 ONE_LINE ARGS retrieval --keys 5:3:1 STDERR_MATCHES "--keys")
+  fwp_cli_test(error_keys_zero_step EXIT 2 ONE_LINE ARGS retrieval --keys 20:40:0)
+  fwp_cli_test(error_bad_lr EXIT 2 ONE_LINE ARGS retrieval --lr -1 STDERR_MATCHES "--lr")
+  fwp_cli_test(error_bad_setting EXIT 2 ONE_LINE ARGS retrieval --setting 3)
+  fwp_cli_test(error_nu_without_dpfp EXIT 2 ONE_LINE ARGS retrieval --phi elu --nu 2 STDERR_MATCHES "--nu")
+  fwp_cli_test(error_softmax_delta EXIT 2 ONE_LINE ARGS retrieval --phi softmax --rule delta)
+  fwp_cli_test(error_resume_missing EXIT 2 ONE_LINE ARGS retrieval --resume does-not-exist.safetensors)
+  # A run that cannot start (no gnuplot for --plot): exit code 1, one clear line, before any training.
+  fwp_cli_test(error_plot_without_gnuplot EXIT 1 ONE_LINE ENV PATH=/nonexistent
+               ARGS retrieval --keys 4:6:2 --max-steps 1 --plot out.png STDERR_MATCHES "gnuplot")
+  if(NOT FWP_ENABLE_CUDA)
+    # A library error: the message comes from fwp_last_error_message(), exit code 1.
+    fwp_cli_test(error_cuda_not_built EXIT 1 ONE_LINE ARGS retrieval --device cuda --max-steps 1
+                 STDERR_MATCHES "creating the context")
+  endif()
+
+  # A tiny run: --json has the required fields and the CSV files their rows.
+  add_test(NAME cli_retrieval_json
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_json
+                   "-DARGS=retrieval|--keys|6|--max-steps|120|--eval-every|50|--threads|1|--json|--quiet|--csv|eval.csv|--sweep-csv|sweep.csv"
+                   -DMAX_STEPS=120 -DRUNS=1 -DEVAL_CSV=eval.csv -DSWEEP_CSV=sweep.csv
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_retrieval_run.cmake)
+  # Resuming from a checkpoint reproduces the uninterrupted run exactly.
+  add_test(NAME cli_retrieval_resume
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_resume
+                   "-DARGS=--keys|6|--phi|dpfp|--rule|delta|--eval-every|50|--threads|1|--target-loss|0|--patience|100"
+                   -DSTEPS=200 -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_resume.cmake)
+  set_tests_properties(cli_retrieval_json cli_retrieval_resume PROPERTIES LABELS cli)
+
+  find_program(FWP_GNUPLOT gnuplot)
+  if(FWP_GNUPLOT)
+    # Two values of S with a sweep table and a plot.
+    add_test(NAME cli_retrieval_sweep_plot
+             COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_sweep
+                     "-DARGS=retrieval|--keys|4:6:2|--phi|elu|--max-steps|60|--eval-every|30|--threads|1|--json|--sweep-csv|sweep.csv|--plot|sweep.png"
+                     -DMAX_STEPS=60 -DRUNS=2 -DSWEEP_CSV=sweep.csv -DPLOT=sweep.png
+                     -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_retrieval_run.cmake)
+    set_tests_properties(cli_retrieval_sweep_plot PROPERTIES LABELS cli)
+  else()
+    message(STATUS "gnuplot not found: the test of fwp retrieval --plot is not registered")
+  endif()
+endif()
+
+if(TARGET example_retrieval)
+  # The C example trains a small configuration to a step cap.
+  add_test(NAME cli_example_retrieval COMMAND $<TARGET_FILE:example_retrieval> 6 150 3)
+  set_tests_properties(cli_example_retrieval PROPERTIES LABELS cli
+                       PASS_REGULAR_EXPRESSION "S = 6: final eval loss [0-9.]+, best [0-9.]+ after [0-9]+ steps")
+  add_test(NAME cli_example_retrieval_usage COMMAND $<TARGET_FILE:example_retrieval> 1)
+  set_tests_properties(cli_example_retrieval_usage PROPERTIES LABELS cli WILL_FAIL ON)
+endif()
