@@ -25,16 +25,16 @@ RetrievalData::RetrievalData(int32_t setting, int64_t num_keys, uint64_t seed)
 
 void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t* keys, int32_t* values,
                            int32_t* queries, int32_t* targets) {
+  require(keys != nullptr, FWP_ERR_NULL_POINTER, "keys must not be NULL");
+  require(values != nullptr, FWP_ERR_NULL_POINTER, "values must not be NULL");
+  require(queries != nullptr, FWP_ERR_NULL_POINTER, "queries must not be NULL");
+  require(targets != nullptr, FWP_ERR_NULL_POINTER, "targets must not be NULL");
   require(batch_size >= 1, FWP_ERR_INVALID_ARGUMENT, "batch_size must be >= 1 (got " + std::to_string(batch_size) + ")");
   require(queries_per_seq >= 1, FWP_ERR_INVALID_ARGUMENT,
           "queries_per_seq must be >= 1 (got " + std::to_string(queries_per_seq) + ")");
   const int64_t L = seq_len(), S = num_keys_, Q = queries_per_seq;
   require(batch_size <= kMaxElements / L && batch_size <= kMaxElements / Q, FWP_ERR_INVALID_ARGUMENT,
           "batch_size is too large (more than 2^40 ids)");
-  require(keys != nullptr, FWP_ERR_NULL_POINTER, "keys must not be NULL");
-  require(values != nullptr, FWP_ERR_NULL_POINTER, "values must not be NULL");
-  require(queries != nullptr, FWP_ERR_NULL_POINTER, "queries must not be NULL");
-  require(targets != nullptr, FWP_ERR_NULL_POINTER, "targets must not be NULL");
 
   // Scratch, allocated before the first draw.
   std::vector<int32_t> latest(static_cast<size_t>(S));  // most recent value per key, -1 if absent
