@@ -1,0 +1,183 @@
+//! Retrieval batches and their seeded generator.
+
+use std::fmt;
+use std::ptr::{self, NonNull};
+
+use fwp_sys as sys;
+
+use crate::error::{check, check_len, product, to_i64, to_usize, Error, Result};
+
+/// A batch of associative-retrieval sequences (paper section 6.1).
+///
+/// Sequence `b` holds `seq_len` (key, value) pairs `keys[b][i]`, `values[b][i]`
+/// (ids in `0..S`), then `num_queries` query keys `queries[b][j]` with their
+/// target values `targets[b][j]`. A query of -1 is padding and is ignored
+/// together with its target.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RetrievalBatch {
+    batch_size: usize,
+    seq_len: usize,
+    num_queries: usize,
+    keys: Vec<i32>,
+    values: Vec<i32>,
+    queries: Vec<i32>,
+    targets: Vec<i32>,
+}
+
+impl RetrievalBatch {
+    /// Creates a batch after checking the array lengths
+    /// (`keys`, `values`: `batch_size * seq_len`; `queries`, `targets`:
+    /// `batch_size * num_queries`). The ids are checked by the model.
+    pub fn new(
+        batch_size: usize,
+        seq_len: usize,
+        num_queries: usize,
+        keys: Vec<i32>,
+        values: Vec<i32>,
+        queries: Vec<i32>,
+        targets: Vec<i32>,
+    ) -> Result<RetrievalBatch> {
+        if batch_size == 0 || seq_len == 0 || num_queries == 0 {
+            return Err(Error::invalid(format!(
+                "batch_size ({batch_size}), seq_len ({seq_len}) and num_queries ({num_queries}) must be >= 1"
+            )));
+        }
+        let pairs = product(&[batch_size, seq_len], "batch_size * seq_len")?;
+        let asked = product(&[batch_size, num_queries], "batch_size * num_queries")?;
+        check_len(keys.len(), pairs, "keys", "batch_size * seq_len")?;
+        check_len(values.len(), pairs, "values", "batch_size * seq_len")?;
+        check_len(queries.len(), asked, "queries", "batch_size * num_queries")?;
+        check_len(targets.len(), asked, "targets", "batch_size * num_queries")?;
+        Ok(RetrievalBatch { batch_size, seq_len, num_queries, keys, values, queries, targets })
+    }
+
+    /// B, the number of sequences.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+    /// L, the number of (key, value) pairs per sequence.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+    /// Q, the number of queries per sequence.
+    pub fn num_queries(&self) -> usize {
+        self.num_queries
+    }
+    /// The keys, `[B][L]`.
+    pub fn keys(&self) -> &[i32] {
+        &self.keys
+    }
+    /// The values, `[B][L]`.
+    pub fn values(&self) -> &[i32] {
+        &self.values
+    }
+    /// The query keys, `[B][Q]` (-1 = padding).
+    pub fn queries(&self) -> &[i32] {
+        &self.queries
+    }
+    /// The target values, `[B][Q]`.
+    pub fn targets(&self) -> &[i32] {
+        &self.targets
+    }
+    /// The number of queries that are not padding.
+    pub fn num_real_queries(&self) -> usize {
+        self.queries.iter().filter(|&&q| q >= 0).count()
+    }
+
+    /// The C view of the batch; valid while `self` is borrowed.
+    pub(crate) fn as_raw(&self) -> sys::fwp_retrieval_batch {
+        sys::fwp_retrieval_batch {
+            batch_size: self.batch_size as i64,
+            seq_len: self.seq_len as i64,
+            num_queries: self.num_queries as i64,
+            keys: self.keys.as_ptr(),
+            values: self.values.as_ptr(),
+            queries: self.queries.as_ptr(),
+            targets: self.targets.as_ptr(),
+        }
+    }
+}
+
+/// A seeded generator of retrieval sequences for setting 1 (capacity: L = S
+/// distinct keys) or setting 2 (update: L = 2 S pairs with replacement).
+///
+/// ```
+/// let mut data = fwp::RetrievalData::new(1, 10, 7)?;
+/// assert_eq!(data.seq_len(), 10);
+/// let batch = data.sample(4, 1)?;
+/// assert_eq!(batch.keys().len(), 4 * 10);
+/// assert!(batch.keys().iter().all(|&k| (0..10).contains(&k)));
+/// # Ok::<(), fwp::Error>(())
+/// ```
+pub struct RetrievalData {
+    pub(crate) raw: NonNull<sys::fwp_retrieval_data>,
+    seq_len: usize,
+}
+
+// SAFETY: distinct handles may be used from distinct threads.
+unsafe impl Send for RetrievalData {}
+
+impl RetrievalData {
+    /// Creates a generator; the same seed gives the same sequences.
+    pub fn new(setting: i32, num_keys: usize, seed: u64) -> Result<RetrievalData> {
+        let mut out = ptr::null_mut();
+        // SAFETY: out receives an owned handle.
+        check(unsafe { sys::fwp_retrieval_data_create(setting, to_i64(num_keys, "num_keys")?, seed, &mut out) })?;
+        let raw = NonNull::new(out).expect("fwp_retrieval_data_create returned FWP_OK and NULL");
+        let mut seq_len = 0i64;
+        // SAFETY: valid handle and output pointer.
+        let status = unsafe { sys::fwp_retrieval_data_seq_len(raw.as_ptr(), &mut seq_len) };
+        let mut data = RetrievalData { raw, seq_len: 0 };
+        check(status)?;
+        data.seq_len = to_usize(seq_len, "seq_len")?;
+        Ok(data)
+    }
+
+    /// L, the number of pairs per sequence (S for setting 1, 2 S for setting 2).
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// Draws `batch_size` sequences. With `queries_per_seq` = 1 each is queried
+    /// with one of its keys (training); with Q > 1 with its distinct keys in
+    /// order of first appearance, at most Q of them, padded with -1 (evaluation).
+    pub fn sample(&mut self, batch_size: usize, queries_per_seq: usize) -> Result<RetrievalBatch> {
+        let pairs = product(&[batch_size, self.seq_len], "batch_size * seq_len")?;
+        let asked = product(&[batch_size, queries_per_seq], "batch_size * queries_per_seq")?;
+        let mut keys = vec![0i32; pairs];
+        let mut values = vec![0i32; pairs];
+        let mut queries = vec![0i32; asked];
+        let mut targets = vec![0i32; asked];
+        // SAFETY: the buffers hold B*L and B*Q ids as the C API requires.
+        check(unsafe {
+            sys::fwp_retrieval_data_sample(
+                self.raw.as_ptr(),
+                to_i64(batch_size, "batch_size")?,
+                to_i64(queries_per_seq, "queries_per_seq")?,
+                keys.as_mut_ptr(),
+                values.as_mut_ptr(),
+                queries.as_mut_ptr(),
+                targets.as_mut_ptr(),
+            )
+        })?;
+        RetrievalBatch::new(batch_size, self.seq_len, queries_per_seq, keys, values, queries, targets)
+    }
+
+    /// The raw handle, for use with `fwp-sys`. It stays owned by this object.
+    pub fn as_raw(&self) -> *mut sys::fwp_retrieval_data {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for RetrievalData {
+    fn drop(&mut self) {
+        // SAFETY: the handle is owned and released once.
+        unsafe { sys::fwp_retrieval_data_destroy(self.raw.as_ptr()) };
+    }
+}
+
+impl fmt::Debug for RetrievalData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetrievalData").field("seq_len", &self.seq_len).finish()
+    }
+}

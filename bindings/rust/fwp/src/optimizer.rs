@@ -1,0 +1,251 @@
+//! Optimizers over the trainable parameters of a model or layer.
+
+use std::fmt;
+use std::path::Path;
+use std::ptr::{self, NonNull};
+
+use fwp_sys as sys;
+
+use crate::data::RetrievalData;
+use crate::error::{check, Result};
+use crate::layer::{config_enum, config_field, rust_enum, Layer};
+use crate::model::{self, Model};
+
+rust_enum! {
+    /// Optimization algorithm.
+    OptimizerKind: fwp_optimizer_kind {
+        /// SGD with optional momentum and L2 weight decay.
+        Sgd = FWP_OPTIMIZER_SGD,
+        /// Adam with bias correction; weight decay added to the gradient.
+        Adam = FWP_OPTIMIZER_ADAM,
+        /// Adam with decoupled weight decay.
+        AdamW = FWP_OPTIMIZER_ADAMW,
+    }
+}
+
+/// Settings of an [`Optimizer`], starting from the library's defaults
+/// (`fwp_optimizer_config_init`): Adam, learning rate 1e-3, betas 0.9 / 0.999,
+/// eps 1e-8, no weight decay, no momentum, no gradient clipping.
+///
+/// ```
+/// use fwp::{OptimizerConfig, OptimizerKind};
+/// let config = OptimizerConfig::default().kind(OptimizerKind::Sgd).learning_rate(0.1);
+/// assert_eq!(config.get_learning_rate(), 0.1);
+/// assert_eq!(OptimizerConfig::default().get_kind(), OptimizerKind::Adam);
+/// ```
+#[derive(Clone, Copy)]
+pub struct OptimizerConfig {
+    raw: sys::fwp_optimizer_config,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        let mut raw = std::mem::MaybeUninit::<sys::fwp_optimizer_config>::zeroed();
+        // SAFETY: init fills every field.
+        unsafe { sys::fwp_optimizer_config_init(raw.as_mut_ptr()) };
+        OptimizerConfig { raw: unsafe { raw.assume_init() } }
+    }
+}
+
+impl OptimizerConfig {
+    config_enum!(
+        /// The algorithm (default Adam).
+        kind, get_kind: OptimizerKind);
+    config_field!(
+        /// The learning rate (default 1e-3).
+        learning_rate, get_learning_rate: f32);
+    config_field!(
+        /// Adam's beta1 (default 0.9).
+        beta1, get_beta1: f32);
+    config_field!(
+        /// Adam's beta2 (default 0.999).
+        beta2, get_beta2: f32);
+    config_field!(
+        /// Adam's epsilon (default 1e-8).
+        eps, get_eps: f32);
+    config_field!(
+        /// Weight decay (default 0).
+        weight_decay, get_weight_decay: f32);
+    config_field!(
+        /// SGD momentum (default 0).
+        momentum, get_momentum: f32);
+    config_field!(
+        /// Clip the global gradient L2 norm to this before each step; 0 (default) = off.
+        clip_grad_norm, get_clip_grad_norm: f32);
+
+    /// The raw C struct, for use with `fwp-sys`.
+    pub fn as_raw(&self) -> &sys::fwp_optimizer_config {
+        &self.raw
+    }
+}
+
+impl fmt::Debug for OptimizerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OptimizerConfig")
+            .field("kind", &self.get_kind())
+            .field("learning_rate", &self.raw.learning_rate)
+            .field("beta1", &self.raw.beta1)
+            .field("beta2", &self.raw.beta2)
+            .field("eps", &self.raw.eps)
+            .field("weight_decay", &self.raw.weight_decay)
+            .field("momentum", &self.raw.momentum)
+            .field("clip_grad_norm", &self.raw.clip_grad_norm)
+            .finish()
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::Layer {}
+    impl Sealed for crate::Model {}
+}
+
+/// Something an [`Optimizer`] can train: a [`Model`] or a [`Layer`].
+pub trait Trainable: sealed::Sealed {
+    #[doc(hidden)]
+    fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>>;
+}
+
+impl Trainable for Model {
+    fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>> {
+        let mut out = ptr::null_mut();
+        // SAFETY: valid model and config.
+        check(unsafe { sys::fwp_optimizer_create_for_model(self.raw.as_ptr(), config, &mut out) })?;
+        Ok(NonNull::new(out).expect("fwp_optimizer_create_for_model returned FWP_OK and NULL"))
+    }
+}
+
+impl Trainable for Layer {
+    fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>> {
+        let mut out = ptr::null_mut();
+        // SAFETY: valid layer and config.
+        check(unsafe { sys::fwp_optimizer_create_for_layer(self.raw.as_ptr(), config, &mut out) })?;
+        Ok(NonNull::new(out).expect("fwp_optimizer_create_for_layer returned FWP_OK and NULL"))
+    }
+}
+
+/// Updates the trainable parameters of a [`Model`] or [`Layer`] from their gradients.
+///
+/// The optimizer borrows what it trains mutably for its whole life (the C
+/// library requires the model or layer to outlive its optimizer); reach it
+/// through [`Optimizer::target`] and [`Optimizer::target_mut`].
+///
+/// ```
+/// use fwp::{Context, Layer, LayerConfig, Optimizer, OptimizerConfig};
+/// let ctx = Context::cpu()?;
+/// let mut layer = Layer::new(&ctx, &LayerConfig::default().d_model(8).num_heads(1).d_head(8))?;
+/// let mut opt = Optimizer::new(&mut layer, &OptimizerConfig::default().learning_rate(0.01))?;
+/// let x = vec![0.5f32; 3 * 8];
+/// let y = opt.target_mut().forward(&x, 1, 3)?;
+/// opt.target_mut().backward(&y, 1, 3)?; // gradient of 0.5 * ||y||^2
+/// let grad_norm = opt.step()?;
+/// assert!(grad_norm > 0.0);
+/// assert_eq!(opt.steps(), 1);
+/// # Ok::<(), fwp::Error>(())
+/// ```
+pub struct Optimizer<'a, T: Trainable> {
+    raw: NonNull<sys::fwp_optimizer>,
+    target: &'a mut T,
+}
+
+// SAFETY: the optimizer and its target move together; distinct handles may be
+// used from distinct threads.
+unsafe impl<T: Trainable + Send> Send for Optimizer<'_, T> {}
+
+impl<'a, T: Trainable> Optimizer<'a, T> {
+    /// Creates an optimizer over the trainable parameters of `target`.
+    pub fn new(target: &'a mut T, config: &OptimizerConfig) -> Result<Optimizer<'a, T>> {
+        let raw = target.create_optimizer(&config.raw)?;
+        Ok(Optimizer { raw, target })
+    }
+
+    /// The model or layer being trained.
+    pub fn target(&self) -> &T {
+        self.target
+    }
+
+    /// The model or layer being trained, for forward and backward passes.
+    pub fn target_mut(&mut self) -> &mut T {
+        self.target
+    }
+
+    /// One update of all trainable parameters from their current gradients;
+    /// returns the global gradient L2 norm before clipping. Fails with
+    /// [`Status::InvalidArgument`](crate::Status::InvalidArgument), changing
+    /// nothing, if a gradient is not finite.
+    pub fn step(&mut self) -> Result<f32> {
+        let mut norm = 0f32;
+        // SAFETY: valid handle; the target is alive (borrowed).
+        check(unsafe { sys::fwp_optimizer_step(self.raw.as_ptr(), &mut norm) })?;
+        Ok(norm)
+    }
+
+    /// Zeroes the gradients of the optimizer's parameters.
+    pub fn zero_grad(&mut self) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::fwp_optimizer_zero_grad(self.raw.as_ptr()) })
+    }
+
+    /// The learning rate.
+    pub fn learning_rate(&self) -> f32 {
+        let mut lr = 0f32;
+        // SAFETY: valid handle and output pointer; the call cannot fail then.
+        check(unsafe { sys::fwp_optimizer_get_lr(self.raw.as_ptr(), &mut lr) }).expect("fwp_optimizer_get_lr");
+        lr
+    }
+
+    /// Sets the learning rate (finite, >= 0), e.g. for a schedule.
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::fwp_optimizer_set_lr(self.raw.as_ptr(), lr) })
+    }
+
+    /// The number of steps taken.
+    pub fn steps(&self) -> u64 {
+        let mut steps = 0i64;
+        // SAFETY: valid handle and output pointer; the call cannot fail then.
+        check(unsafe { sys::fwp_optimizer_get_step(self.raw.as_ptr(), &mut steps) }).expect("fwp_optimizer_get_step");
+        steps as u64
+    }
+
+    /// The raw handle, for use with `fwp-sys`. It stays owned by this `Optimizer`.
+    pub fn as_raw(&self) -> *mut sys::fwp_optimizer {
+        self.raw.as_ptr()
+    }
+}
+
+impl Optimizer<'_, Model> {
+    /// Saves the model, this optimizer's state, the state of `data` and a
+    /// `user_metadata` string to a safetensors checkpoint, so that training
+    /// resumes exactly. The file is written to a temporary name and renamed.
+    pub fn save_checkpoint(
+        &self,
+        path: impl AsRef<Path>,
+        data: Option<&RetrievalData>,
+        user_metadata: Option<&str>,
+    ) -> Result<()> {
+        model::save(path.as_ref(), self.target, self.raw.as_ptr(), data, user_metadata)
+    }
+
+    /// Restores the model, this optimizer and `data` from a checkpoint whose
+    /// configuration matches; either everything is loaded or nothing is changed.
+    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut RetrievalData>) -> Result<()> {
+        model::load(path.as_ref(), self.target, self.raw.as_ptr(), data)
+    }
+}
+
+impl<T: Trainable> Drop for Optimizer<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the handle is owned and released once, before the borrow of its target ends.
+        unsafe { sys::fwp_optimizer_destroy(self.raw.as_ptr()) };
+    }
+}
+
+impl<T: Trainable> fmt::Debug for Optimizer<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("learning_rate", &self.learning_rate())
+            .field("steps", &self.steps())
+            .finish()
+    }
+}
