@@ -71,10 +71,8 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
 }
 
 fn pkg_config(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("pkg-config")
-        .args(args)
-        .output()
-        .map_err(|e| format!("could not run pkg-config ({e})"))?;
+    let output =
+        Command::new("pkg-config").args(args).output().map_err(|e| format!("could not run pkg-config ({e})"))?;
     if !output.status.success() {
         return Err(format!(
             "`pkg-config {}` failed: {}",
@@ -95,11 +93,7 @@ fn find_library(repo_root: &Path) -> PathBuf {
             return dir;
         }
         // An explicit setting that does not work is an error, not a hint.
-        panic!(
-            "fwp-sys: FWP_LIB_DIR={} does not contain {}",
-            dir.display(),
-            library_file_names().join(" or ")
-        );
+        panic!("fwp-sys: FWP_LIB_DIR={} does not contain {}", dir.display(), library_file_names().join(" or "));
     }
     tried.push("FWP_LIB_DIR: not set".to_string());
 
@@ -126,9 +120,8 @@ fn find_library(repo_root: &Path) -> PathBuf {
             }
             for dir in [entry.path(), entry.path().join("lib")] {
                 if let Some(lib) = library_in(&dir) {
-                    let modified = fs::metadata(&lib)
-                        .and_then(|m| m.modified())
-                        .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                    let modified =
+                        fs::metadata(&lib).and_then(|m| m.modified()).unwrap_or(std::time::SystemTime::UNIX_EPOCH);
                     candidates.push((modified, dir));
                 }
             }

@@ -408,8 +408,13 @@ extern "C" {
     pub fn fwp_layer_forward(layer: *mut fwp_layer, x: *const f32, batch: i64, seq_len: i64, y: *mut f32)
         -> fwp_status;
     /// Backward pass of the last forward (dx may be NULL).
-    pub fn fwp_layer_backward(layer: *mut fwp_layer, dy: *const f32, batch: i64, seq_len: i64, dx: *mut f32)
-        -> fwp_status;
+    pub fn fwp_layer_backward(
+        layer: *mut fwp_layer,
+        dy: *const f32,
+        batch: i64,
+        seq_len: i64,
+        dx: *mut f32,
+    ) -> fwp_status;
     /// Sets all parameter gradients to zero.
     pub fn fwp_layer_zero_grad(layer: *mut fwp_layer) -> fwp_status;
     /// The number of parameter tensors.
@@ -425,8 +430,12 @@ extern "C" {
     /// Copies a parameter's accumulated gradient out.
     pub fn fwp_layer_get_grad(layer: *const fwp_layer, index: i64, data: *mut f32, count: i64) -> fwp_status;
     /// The sizes of the fast-weight state for `batch` rows (outputs may be NULL).
-    pub fn fwp_layer_state_size(layer: *const fwp_layer, batch: i64, w_count: *mut i64, z_count: *mut i64)
-        -> fwp_status;
+    pub fn fwp_layer_state_size(
+        layer: *const fwp_layer,
+        batch: i64,
+        w_count: *mut i64,
+        z_count: *mut i64,
+    ) -> fwp_status;
     /// Sets the fast-weight state (NULL w or z means zeros).
     pub fn fwp_layer_set_state(
         layer: *mut fwp_layer,
@@ -472,8 +481,7 @@ extern "C" {
     /// The kind of a model.
     pub fn fwp_model_get_kind(model: *const fwp_model, kind: *mut fwp_model_kind) -> fwp_status;
     /// Copies the settings of a retrieval model (`config.struct_size` must be set).
-    pub fn fwp_model_get_retrieval_config(model: *const fwp_model, config: *mut fwp_retrieval_config)
-        -> fwp_status;
+    pub fn fwp_model_get_retrieval_config(model: *const fwp_model, config: *mut fwp_retrieval_config) -> fwp_status;
     /// Switches between training (1) and evaluation (0) mode.
     pub fn fwp_model_set_training(model: *mut fwp_model, training: c_int) -> fwp_status;
     /// The number of parameter tensors.

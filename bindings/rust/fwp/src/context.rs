@@ -246,8 +246,7 @@ impl Context {
     pub fn device(&self) -> Device {
         let mut device = sys::FWP_DEVICE_CPU;
         // SAFETY: valid handle and output pointer; the call cannot fail then.
-        check(unsafe { sys::fwp_context_get_device(self.raw.as_ptr(), &mut device) })
-            .expect("fwp_context_get_device");
+        check(unsafe { sys::fwp_context_get_device(self.raw.as_ptr(), &mut device) }).expect("fwp_context_get_device");
         Device::from_raw(device)
     }
 
@@ -279,9 +278,6 @@ impl Drop for Context {
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context")
-            .field("device", &self.device())
-            .field("num_threads", &self.num_threads())
-            .finish()
+        f.debug_struct("Context").field("device", &self.device()).field("num_threads", &self.num_threads()).finish()
     }
 }

@@ -82,9 +82,7 @@ impl Status {
     /// The library's short description of the status (`fwp_status_string`).
     pub fn description(self) -> String {
         // SAFETY: fwp_status_string accepts any value and returns a static string.
-        unsafe { CStr::from_ptr(sys::fwp_status_string(sys::fwp_status(self.code()))) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(sys::fwp_status_string(sys::fwp_status(self.code()))) }.to_string_lossy().into_owned()
     }
 }
 

@@ -411,7 +411,9 @@ impl Layer {
         let mut batch = 0i64;
         // First ask for the batch only, then copy with the matching sizes.
         // SAFETY: NULL buffers are allowed.
-        check(unsafe { sys::fwp_layer_get_state(self.raw.as_ptr(), &mut batch, ptr::null_mut(), 0, ptr::null_mut(), 0) })?;
+        check(unsafe {
+            sys::fwp_layer_get_state(self.raw.as_ptr(), &mut batch, ptr::null_mut(), 0, ptr::null_mut(), 0)
+        })?;
         let batch = to_usize(batch, "batch")?;
         if batch == 0 {
             return Ok(State::default());
@@ -500,4 +502,3 @@ impl fmt::Debug for Layer {
         f.debug_struct("Layer").field("config", &self.config().ok()).finish()
     }
 }
-

@@ -288,7 +288,12 @@ pub(crate) fn load(
     let path = path_cstring(path)?;
     // SAFETY: valid handles or NULL, NUL-terminated path.
     check(unsafe {
-        sys::fwp_checkpoint_load(path.as_ptr(), model.raw.as_ptr(), opt, data.map_or(ptr::null_mut(), |d| d.raw.as_ptr()))
+        sys::fwp_checkpoint_load(
+            path.as_ptr(),
+            model.raw.as_ptr(),
+            opt,
+            data.map_or(ptr::null_mut(), |d| d.raw.as_ptr()),
+        )
     })
 }
 

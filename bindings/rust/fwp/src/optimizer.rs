@@ -135,7 +135,7 @@ impl Trainable for Layer {
 /// let ctx = Context::cpu()?;
 /// let mut layer = Layer::new(&ctx, &LayerConfig::default().d_model(8).num_heads(1).d_head(8))?;
 /// let mut opt = Optimizer::new(&mut layer, &OptimizerConfig::default().learning_rate(0.01))?;
-/// let x = vec![0.5f32; 3 * 8];
+/// let x: Vec<f32> = (0..3 * 8).map(|i| (i as f32 * 0.37).sin()).collect();
 /// let y = opt.target_mut().forward(&x, 1, 3)?;
 /// opt.target_mut().backward(&y, 1, 3)?; // gradient of 0.5 * ||y||^2
 /// let grad_norm = opt.step()?;
@@ -243,9 +243,6 @@ impl<T: Trainable> Drop for Optimizer<'_, T> {
 
 impl<T: Trainable> fmt::Debug for Optimizer<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Optimizer")
-            .field("learning_rate", &self.learning_rate())
-            .field("steps", &self.steps())
-            .finish()
+        f.debug_struct("Optimizer").field("learning_rate", &self.learning_rate()).field("steps", &self.steps()).finish()
     }
 }

@@ -88,9 +88,7 @@ macro_rules! param_methods {
                 let numel = self.param_info(index)?.numel;
                 $crate::error::check_len(data.len(), numel, "data", "numel")?;
                 // SAFETY: data holds numel floats.
-                $crate::error::check(unsafe {
-                    $set(self.raw.as_ptr(), index as i64, data.as_ptr(), numel as i64)
-                })
+                $crate::error::check(unsafe { $set(self.raw.as_ptr(), index as i64, data.as_ptr(), numel as i64) })
             }
 
             #[doc = concat!("Copies the accumulated gradient of parameter `index` of the ", $what, ".")]

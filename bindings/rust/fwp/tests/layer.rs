@@ -201,10 +201,7 @@ fn state_carry_set_get_and_step() {
     // Setting the saved state back reproduces it.
     layer.set_state(b, Some(&final_state.w), Some(&final_state.z)).unwrap();
     assert_eq!(layer.state().unwrap(), final_state);
-    assert_eq!(
-        layer.set_state(b, Some(&final_state.w[1..]), None).unwrap_err().status(),
-        Status::ShapeMismatch
-    );
+    assert_eq!(layer.set_state(b, Some(&final_state.w[1..]), None).unwrap_err().status(), Status::ShapeMismatch);
 
     // Recurrent steps reproduce the forward.
     layer.reset_state().unwrap();
@@ -227,7 +224,9 @@ fn state_gradient() {
     assert_eq!(layer.state_grad(1).unwrap_err().status(), Status::BadState);
     let (b, t) = (1, 3);
     let (w_count, z_count) = layer.state_size(b).unwrap();
-    layer.set_state(b, Some(&noise(w_count, 31)), Some(&noise(z_count, 32).iter().map(|v| v.abs()).collect::<Vec<_>>())).unwrap();
+    layer
+        .set_state(b, Some(&noise(w_count, 31)), Some(&noise(z_count, 32).iter().map(|v| v.abs()).collect::<Vec<_>>()))
+        .unwrap();
     layer.forward(&noise(b * t * 12, 33), b, t).unwrap();
     layer.backward(&noise(b * t * 12, 34), b, t).unwrap();
     let grad = layer.state_grad(b).unwrap();
