@@ -25,16 +25,16 @@ constexpr int64_t kFavorRowBlock = 64;
 
 template <typename T>
 void elu_forward(const T* x, T* phi, int64_t n) {
+  // max(x, 0) + exp(min(x, 0)) is exactly the two branches, without a select
+  // (Eigen does not vectorise select, which would make exp scalar).
   const auto xa = ConstArrMap<T>(x, n);
-  ArrMap<T>(phi, n) = (xa > T(0)).select(xa + T(1), xa.exp());
+  ArrMap<T>(phi, n) = xa.max(T(0)) + xa.min(T(0)).exp();
 }
 
 template <typename T>
 void elu_backward(const T* x, const T* phi, const T* dphi, T* dx, int64_t n) {
-  const auto xa = ConstArrMap<T>(x, n);
-  const auto da = ConstArrMap<T>(dphi, n);
   // For x <= 0 the derivative exp(x) is phi itself.
-  ArrMap<T>(dx, n) = (xa > T(0)).select(da, da * ConstArrMap<T>(phi, n));
+  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dphi[i] : dphi[i] * phi[i];
 }
 
 // ---- DPFP -------------------------------------------------------------------------------
