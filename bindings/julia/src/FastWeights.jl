@@ -1,0 +1,949 @@
+"""
+    FastWeights
+
+Julia interface of libfwp: fast weight programmers (linear transformers) from
+Schlag, Irie and Schmidhuber (ICML 2021), implemented in C++/CUDA behind a
+stable C API.
+
+Objects own their C handles, release them in a finalizer, and can be released
+early with `close`. Errors raise [`FwpError`](@ref) with the library's status
+and message.
+
+Arrays use Julia's column-major order with the C row-major dimensions
+reversed, so no data is transposed: a C `[batch][seq_len][d_model]` buffer is a
+Julia `d_model × seq_len × batch` array, and a weight of C shape
+`[out, in]` comes back as an `in × out` matrix. Parameter indices are 1-based.
+
+The raw C API is in the submodule [`LibFwp`](@ref FastWeights.LibFwp). The
+library is loaded from `ENV["FWP_LIBRARY"]` (read when the package loads) or
+found by the dynamic loader as `libfwp`.
+"""
+module FastWeights
+
+include("LibFwp.jl")
+using .LibFwp
+
+export FwpError, Context, Layer, Model, RetrievalData, RetrievalBatch, Optimizer
+export version, version_string, cuda_is_built, cuda_device_count, last_error_message, clear_error
+export device, num_threads, config, feature_dim, set_training!, forward, backward, zero_grad!
+export num_params, param_info, param_index, getparam, setparam!, getgrad
+export state_size, set_state!, get_state, state_grad, reset_state!, step!
+export retrieval_model, load_model, model_kind, retrieval_forward, backward!, seq_len, sample
+export learning_rate, set_learning_rate!, steps, save_checkpoint, load_checkpoint!
+
+const L = LibFwp
+
+# ---------------------------------------------------------------------------
+# Errors
+
+const STATUS_NAMES = Dict{Int32,Symbol}(
+    L.FWP_OK => :ok,
+    L.FWP_ERR_INVALID_ARGUMENT => :invalid_argument,
+    L.FWP_ERR_NULL_POINTER => :null_pointer,
+    L.FWP_ERR_SHAPE_MISMATCH => :shape_mismatch,
+    L.FWP_ERR_OUT_OF_RANGE => :out_of_range,
+    L.FWP_ERR_BAD_STATE => :bad_state,
+    L.FWP_ERR_UNSUPPORTED => :unsupported,
+    L.FWP_ERR_DEVICE => :device,
+    L.FWP_ERR_OUT_OF_MEMORY => :out_of_memory,
+    L.FWP_ERR_IO => :io,
+    L.FWP_ERR_FORMAT => :format,
+    L.FWP_ERR_CONTEXT_MISMATCH => :context_mismatch,
+    L.FWP_ERR_INTERNAL => :internal,
+)
+
+"""
+    FwpError(status, message)
+
+A failed call. `status` is the C status code (`Int32`, see `LibFwp.FWP_ERR_*`),
+`kind` its name as a `Symbol` (e.g. `:invalid_argument`, `:shape_mismatch`,
+`:bad_state`; `:unknown` for a code these bindings do not know), and `message`
+the library's message naming the argument and the problem. The bindings raise
+the same statuses for problems they find before calling C (e.g. a wrong array
+size).
+"""
+struct FwpError <: Exception
+    status::Int32
+    kind::Symbol
+    message::String
+end
+
+FwpError(status::Integer, message::AbstractString) =
+    FwpError(Int32(status), get(STATUS_NAMES, Int32(status), :unknown), String(message))
+
+function Base.showerror(io::IO, e::FwpError)
+    print(io, "FwpError(", e.kind, "): ", e.message)
+end
+
+"""
+    check(status)
+
+Returns `nothing` for `FWP_OK`; otherwise throws an [`FwpError`](@ref) with the
+calling thread's last error message (read at once, before any other call).
+"""
+function check(status::Integer)
+    status == L.FWP_OK && return nothing
+    message = unsafe_string(L.fwp_last_error_message())
+    throw(FwpError(status, message))
+end
+
+shape_error(message) = throw(FwpError(L.FWP_ERR_SHAPE_MISMATCH, message))
+argument_error(message) = throw(FwpError(L.FWP_ERR_INVALID_ARGUMENT, message))
+
+"""
+    last_error_message() -> String
+
+The calling thread's last error message of the C library (`""` if none).
+"""
+last_error_message() = unsafe_string(L.fwp_last_error_message())
+
+"""
+    clear_error()
+
+Clears the calling thread's last error message.
+"""
+clear_error() = L.fwp_clear_error()
+
+# ---------------------------------------------------------------------------
+# Library information
+
+"""
+    version() -> VersionNumber
+
+The version of the libfwp loaded at run time.
+"""
+function version()
+    major, minor, patch = Ref{Cint}(0), Ref{Cint}(0), Ref{Cint}(0)
+    L.fwp_version(major, minor, patch)
+    return VersionNumber(major[], minor[], patch[])
+end
+
+"""
+    version_string() -> String
+
+The run-time version as a string such as `"0.1.0"`.
+"""
+version_string() = unsafe_string(L.fwp_version_string())
+
+"""
+    cuda_is_built() -> Bool
+
+Whether the loaded libfwp contains the CUDA backend.
+"""
+cuda_is_built() = L.fwp_cuda_is_built() != 0
+
+"""
+    cuda_device_count() -> Int
+
+The number of CUDA devices visible to this process (0 without CUDA or GPU).
+"""
+function cuda_device_count()
+    count = Ref{Int32}(0)
+    check(L.fwp_cuda_device_count(count))
+    return Int(count[])
+end
+
+# ---------------------------------------------------------------------------
+# Config structs from keywords
+
+const ENUM_FIELDS = Dict{Symbol,Dict{Symbol,Int32}}(
+    :device => Dict(:cpu => L.FWP_DEVICE_CPU, :cuda => L.FWP_DEVICE_CUDA),
+    :log_level => Dict(:debug => L.FWP_LOG_DEBUG, :info => L.FWP_LOG_INFO, :warn => L.FWP_LOG_WARN,
+        :error => L.FWP_LOG_ERROR, :off => L.FWP_LOG_OFF),
+    :feature_map => Dict(:elu => L.FWP_FEATURE_MAP_ELU, :favor => L.FWP_FEATURE_MAP_FAVOR,
+        :dpfp => L.FWP_FEATURE_MAP_DPFP, :softmax => L.FWP_FEATURE_MAP_SOFTMAX),
+    :update_rule => Dict(:sum => L.FWP_UPDATE_SUM, :delta => L.FWP_UPDATE_DELTA),
+    :algorithm => Dict(:auto => L.FWP_ALGORITHM_AUTO, :recurrent => L.FWP_ALGORITHM_RECURRENT,
+        :chunked => L.FWP_ALGORITHM_CHUNKED),
+    :kind => Dict(:sgd => L.FWP_OPTIMIZER_SGD, :adam => L.FWP_OPTIMIZER_ADAM, :adamw => L.FWP_OPTIMIZER_ADAMW),
+)
+
+const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_output, :use_bias, :carry_state)
+
+# Fields the high-level keywords may not set (the bindings manage them).
+const HIDDEN_FIELDS = (:struct_size, :log_callback, :log_user_data)
+
+function field_value(T::Type, name::Symbol, value)
+    FT = fieldtype(T, name)
+    if haskey(ENUM_FIELDS, name) && value isa Symbol
+        table = ENUM_FIELDS[name]
+        haskey(table, value) ||
+            argument_error("$name = :$value is not one of $(join(sort!(collect(keys(table))), ", "))")
+        return FT(table[value])
+    elseif name in FLAG_FIELDS && value isa Bool
+        return FT(value)
+    end
+    return convert(FT, value)
+end
+
+"""
+    with_fields(config; kw...)
+
+A copy of the C config struct `config` with the fields named by the keywords
+replaced. Enum fields take symbols (`feature_map = :dpfp`), flags take `Bool`.
+"""
+function with_fields(config::T; kw...) where {T}
+    names = fieldnames(T)
+    for (k, _) in kw
+        (k in names && !(k in HIDDEN_FIELDS)) ||
+            argument_error("unknown setting $k; valid: $(join(filter(n -> !(n in HIDDEN_FIELDS), names), ", "))")
+    end
+    values = map(names) do n
+        haskey(kw, n) ? field_value(T, n, kw[n]) : getfield(config, n)
+    end
+    return T(values...)
+end
+
+"""
+    export_config(config) -> NamedTuple
+
+The fields of a C config struct as a `NamedTuple`, with enums as symbols and
+flags as `Bool`.
+"""
+function export_config(config::T) where {T}
+    names = Tuple(n for n in fieldnames(T) if !(n in HIDDEN_FIELDS))
+    values = map(names) do n
+        v = getfield(config, n)
+        if haskey(ENUM_FIELDS, n)
+            key = findfirst(==(v), ENUM_FIELDS[n])
+            key === nothing ? Int(v) : key
+        elseif n in FLAG_FIELDS
+            v != 0
+        else
+            v
+        end
+    end
+    return NamedTuple{names}(values)
+end
+
+function default_config(::Type{T}, init) where {T}
+    ref = Ref{T}()
+    init(ref)
+    return ref[]
+end
+
+# ---------------------------------------------------------------------------
+# Context
+
+# The C callback: forwards a log message to the Julia function kept in the
+# context's `logger` box (passed as user data).
+function log_trampoline(level::Cint, message::Cstring, user_data::Ptr{Cvoid})::Cvoid
+    try
+        box = unsafe_pointer_to_objref(user_data)::Base.RefValue{Any}
+        lvl = findfirst(==(level), ENUM_FIELDS[:log_level])
+        box[](lvl === nothing ? Int(level) : lvl, unsafe_string(message))
+    catch
+        # An exception must not unwind into C; the message is lost.
+    end
+    return nothing
+end
+
+"""
+    Context(; device = :cpu, device_index = 0, num_threads = 0, seed = 42,
+            log_level = :warn, logger = nothing)
+
+A device, a CPU thread count (0 = all hardware threads), a random seed and an
+optional logger `logger(level::Symbol, message::String)` (called on the thread
+that makes the fwp call), shared by the layers and models created from it.
+Defaults come from `fwp_context_config_init`. The library reference-counts
+contexts, so a context may be closed before the objects created from it.
+"""
+mutable struct Context
+    ptr::Ptr{L.fwp_context}
+    logger::Union{Nothing,Base.RefValue{Any}}
+
+    function Context(; logger = nothing, kw...)
+        cfg = with_fields(default_config(L.fwp_context_config, L.fwp_context_config_init); kw...)
+        box = logger === nothing ? nothing : Ref{Any}(logger)
+        if box !== nothing
+            callback = @cfunction(log_trampoline, Cvoid, (Cint, Cstring, Ptr{Cvoid}))
+            cfg = L.fwp_context_config(cfg.struct_size, cfg.device, cfg.device_index, cfg.num_threads, cfg.seed,
+                callback, pointer_from_objref(box), cfg.log_level)
+        end
+        out = Ref{Ptr{L.fwp_context}}(C_NULL)
+        GC.@preserve box check(L.fwp_context_create(Ref(cfg), out))
+        ctx = new(out[], box)
+        finalizer(close, ctx)
+        return ctx
+    end
+end
+
+"""
+    close(ctx::Context)
+
+Releases the caller's reference to the context now (objects created from it
+keep what they need). Later calls on `ctx` throw; closing twice is a no-op.
+"""
+function Base.close(ctx::Context)
+    if ctx.ptr != C_NULL
+        L.fwp_context_destroy(ctx.ptr)
+        ctx.ptr = C_NULL
+    end
+    return nothing
+end
+
+Base.isopen(ctx::Context) = ctx.ptr != C_NULL
+
+function handle(ctx::Context)
+    ctx.ptr == C_NULL && throw(FwpError(L.FWP_ERR_BAD_STATE, "the Context is closed"))
+    return ctx.ptr
+end
+
+"""
+    device(ctx::Context) -> Symbol
+
+The device the context computes on (`:cpu` or `:cuda`).
+"""
+function device(ctx::Context)
+    d = Ref{L.fwp_device}(0)
+    check(L.fwp_context_get_device(handle(ctx), d))
+    key = findfirst(==(d[]), ENUM_FIELDS[:device])
+    return key === nothing ? Int(d[]) : key
+end
+
+"""
+    num_threads(ctx::Context) -> Int
+
+The number of CPU threads the context uses.
+"""
+function num_threads(ctx::Context)
+    n = Ref{Int32}(0)
+    check(L.fwp_context_get_num_threads(handle(ctx), n))
+    return Int(n[])
+end
+
+# ---------------------------------------------------------------------------
+# Handles that optimizers point into: a Layer or a Model. The C library needs
+# the layer or model to outlive its optimizer, so closing one while an
+# optimizer over it is open only marks it closed; the C object is destroyed
+# when the last such optimizer goes (finalizers may run in any order).
+
+abstract type Trainable end
+
+function release!(obj::Trainable, destroy)
+    obj.closed = true
+    if obj.optimizers == 0 && obj.ptr != C_NULL
+        destroy(obj.ptr)
+        obj.ptr = C_NULL
+    end
+    return nothing
+end
+
+function handle(obj::Trainable)
+    obj.closed && throw(FwpError(L.FWP_ERR_BAD_STATE, "the $(nameof(typeof(obj))) is closed"))
+    return obj.ptr
+end
+
+Base.isopen(obj::Trainable) = !obj.closed
+
+"""
+    Layer(ctx::Context; d_model = 128, num_heads = 8, d_head = 16, feature_map = :dpfp,
+          dpfp_nu = 1, favor_features = 64, favor_redraw = true, update_rule = :delta,
+          sum_normalize = true, attn_normalize = false, norm_eps = 1f-6, scale_output = true,
+          use_bias = false, init_std = 0.02f0, algorithm = :auto, chunk_size = 0,
+          carry_state = false)
+
+A multi-head fast-weight (or softmax, `feature_map = :softmax`) attention
+layer with its parameters, gradients and fast-weight state. Defaults come from
+`fwp_layer_config_init`. Inputs are `d_model × seq_len × batch` arrays.
+"""
+mutable struct Layer <: Trainable
+    ptr::Ptr{L.fwp_layer}
+    d_model::Int
+    logger::Union{Nothing,Base.RefValue{Any}}
+    optimizers::Int
+    closed::Bool
+
+    function Layer(ctx::Context; kw...)
+        cfg = with_fields(default_config(L.fwp_layer_config, L.fwp_layer_config_init); kw...)
+        out = Ref{Ptr{L.fwp_layer}}(C_NULL)
+        check(L.fwp_layer_create(handle(ctx), Ref(cfg), out))
+        layer = new(out[], Int(cfg.d_model), ctx.logger, 0, false)
+        finalizer(close, layer)
+        return layer
+    end
+end
+
+"""
+    close(layer::Layer)
+
+Destroys the layer now (or, while an optimizer over it is open, when that
+optimizer is closed). Later calls on `layer` throw.
+"""
+Base.close(layer::Layer) = release!(layer, L.fwp_layer_destroy)
+
+"""
+    config(layer::Layer) -> NamedTuple
+    config(model::Model) -> NamedTuple
+
+The settings the object was created with (enums as symbols, flags as `Bool`).
+"""
+function config(layer::Layer)
+    ref = Ref(default_config(L.fwp_layer_config, L.fwp_layer_config_init))
+    check(L.fwp_layer_get_config(handle(layer), ref))
+    return export_config(ref[])
+end
+
+"""
+    feature_dim(layer::Layer) -> Int
+
+The feature dimension d_dot of phi (0 for softmax attention).
+"""
+function feature_dim(layer::Layer)
+    d = Ref{Int64}(0)
+    check(L.fwp_layer_feature_dim(handle(layer), d))
+    return Int(d[])
+end
+
+"""
+    set_training!(layer_or_model, training::Bool)
+
+Switches between training (the default) and evaluation mode.
+"""
+set_training!(layer::Layer, training::Bool) = check(L.fwp_layer_set_training(handle(layer), Cint(training)))
+
+function check_sequence(layer::Layer, x::AbstractArray, name)
+    ndims(x) == 3 || shape_error("$name must be a d_model × seq_len × batch array, got $(size(x))")
+    size(x, 1) == layer.d_model || shape_error("$name has $(size(x, 1)) features, the layer's d_model is $(layer.d_model)")
+    return size(x, 3), size(x, 2)
+end
+
+"""
+    forward(layer::Layer, x::AbstractArray{<:Real,3}) -> Array{Float32,3}
+
+Forward pass over `x` (`d_model × seq_len × batch`); returns `y` of the same
+size and keeps what [`backward`](@ref) needs.
+"""
+function forward(layer::Layer, x::AbstractArray{<:Real,3})
+    batch, seq = check_sequence(layer, x, "x")
+    xc = Array{Float32}(x)
+    y = similar(xc)
+    check(L.fwp_layer_forward(handle(layer), xc, batch, seq, y))
+    return y
+end
+
+"""
+    backward(layer::Layer, dy::AbstractArray{<:Real,3}; dx = true) -> Union{Array{Float32,3},Nothing}
+
+Backward pass of the last forward: adds the parameter gradients to the layer's
+gradients, computes the gradient of the initial state, and returns dL/dx
+(`nothing` with `dx = false`). The final state's gradient is taken as zero.
+"""
+function backward(layer::Layer, dy::AbstractArray{<:Real,3}; dx::Bool = true)
+    batch, seq = check_sequence(layer, dy, "dy")
+    dyc = Array{Float32}(dy)
+    dxc = dx ? similar(dyc) : nothing
+    check(L.fwp_layer_backward(handle(layer), dyc, batch, seq, dx ? dxc : Ptr{Cfloat}(C_NULL)))
+    return dxc
+end
+
+"""
+    zero_grad!(layer_or_model_or_optimizer)
+
+Sets the gradients to zero.
+"""
+zero_grad!(layer::Layer) = check(L.fwp_layer_zero_grad(handle(layer)))
+
+"""
+    state_size(layer::Layer, batch::Integer) -> (w_count, z_count)
+
+The sizes of the fast-weight state for `batch` rows: `batch*H*d_head*d_dot`
+and `batch*H*d_dot`. Throws `:unsupported` for softmax attention.
+"""
+function state_size(layer::Layer, batch::Integer)
+    w, z = Ref{Int64}(0), Ref{Int64}(0)
+    check(L.fwp_layer_state_size(handle(layer), batch, w, z))
+    return Int(w[]), Int(z[])
+end
+
+"""
+    set_state!(layer::Layer, batch; w = nothing, z = nothing)
+
+Sets the fast-weight state for `batch` rows (the initial state of the next
+forward or step); `nothing` means zeros. `w` holds `batch*H*d_head*d_dot`
+floats laid out as C `[batch][H][d_head][d_dot]` (any Julia array of that
+length, e.g. `d_dot × d_head × H × batch`), `z` holds `batch*H*d_dot`.
+"""
+function set_state!(layer::Layer, batch::Integer; w = nothing, z = nothing)
+    wn, zn = state_size(layer, batch)
+    w === nothing || length(w) == wn || shape_error("w has $(length(w)) elements, expected $wn")
+    z === nothing || length(z) == zn || shape_error("z has $(length(z)) elements, expected $zn")
+    wc = w === nothing ? nothing : Vector{Float32}(vec(w))
+    zc = z === nothing ? nothing : Vector{Float32}(vec(z))
+    check(L.fwp_layer_set_state(handle(layer), batch,
+        wc === nothing ? Ptr{Cfloat}(C_NULL) : wc, wn, zc === nothing ? Ptr{Cfloat}(C_NULL) : zc, zn))
+end
+
+"""
+    get_state(layer::Layer) -> (batch = B, w = Vector{Float32}, z = Vector{Float32})
+
+Copies the fast-weight state: with `carry_state` (or after [`step!`](@ref))
+the final state of the last forward, otherwise the state last set (`batch = 0`
+and empty vectors when there is none).
+"""
+function get_state(layer::Layer)
+    b = Ref{Int64}(0)
+    check(L.fwp_layer_get_state(handle(layer), b, Ptr{Cfloat}(C_NULL), 0, Ptr{Cfloat}(C_NULL), 0))
+    batch = Int(b[])
+    batch == 0 && return (batch = 0, w = Float32[], z = Float32[])
+    wn, zn = state_size(layer, batch)
+    w, z = Vector{Float32}(undef, wn), Vector{Float32}(undef, zn)
+    check(L.fwp_layer_get_state(handle(layer), b, w, wn, z, zn))
+    return (batch = batch, w = w, z = z)
+end
+
+"""
+    state_grad(layer::Layer, batch) -> (batch = B, w = Vector{Float32}, z = Vector{Float32})
+
+The gradient with respect to the initial state of the last backward (whose
+batch is `batch`). Throws `:bad_state` before any backward.
+"""
+function state_grad(layer::Layer, batch::Integer)
+    wn, zn = state_size(layer, batch)
+    w, z = Vector{Float32}(undef, wn), Vector{Float32}(undef, zn)
+    check(L.fwp_layer_get_state_grad(handle(layer), w, wn, z, zn))
+    return (batch = Int(batch), w = w, z = z)
+end
+
+"""
+    reset_state!(layer::Layer)
+
+Forgets the state (fast weights, normaliser, softmax key/value cache).
+"""
+reset_state!(layer::Layer) = check(L.fwp_layer_reset_state(handle(layer)))
+
+"""
+    step!(layer::Layer, x::AbstractMatrix) -> Matrix{Float32}
+
+Recurrent inference: consumes one token per batch row (`x` is
+`d_model × batch`), updates the state and returns `y` (`d_model × batch`).
+"""
+function step!(layer::Layer, x::AbstractMatrix{<:Real})
+    size(x, 1) == layer.d_model || shape_error("x has $(size(x, 1)) features, the layer's d_model is $(layer.d_model)")
+    xc = Matrix{Float32}(x)
+    y = similar(xc)
+    check(L.fwp_layer_step(handle(layer), xc, size(xc, 2), y))
+    return y
+end
+
+# ---------------------------------------------------------------------------
+# Models
+
+"""
+    Model
+
+A network with its parameters, gradients and loss; create the paper's
+associative-retrieval model with [`retrieval_model`](@ref) or load one with
+[`load_model`](@ref).
+"""
+mutable struct Model <: Trainable
+    ptr::Ptr{L.fwp_model}
+    logger::Union{Nothing,Base.RefValue{Any}}
+    optimizers::Int
+    closed::Bool
+
+    function Model(ptr::Ptr{L.fwp_model}, ctx::Context)
+        model = new(ptr, ctx.logger, 0, false)
+        finalizer(close, model)
+        return model
+    end
+end
+
+"""
+    close(model::Model)
+
+Destroys the model now (or, while an optimizer over it is open, when that
+optimizer is closed). Later calls on `model` throw.
+"""
+Base.close(model::Model) = release!(model, L.fwp_model_destroy)
+
+"""
+    retrieval_model(ctx::Context; setting = 1, num_keys = 20, d_head = 64, feature_map = :dpfp,
+                    dpfp_nu = 1, favor_features = 64, favor_redraw = true, update_rule = :delta,
+                    sum_normalize = true, attn_normalize = false, norm_eps = 1f-6) -> Model
+
+The paper's associative-retrieval model (section 6.1) with fresh parameters;
+defaults come from `fwp_retrieval_config_init`.
+"""
+function retrieval_model(ctx::Context; kw...)
+    cfg = with_fields(default_config(L.fwp_retrieval_config, L.fwp_retrieval_config_init); kw...)
+    out = Ref{Ptr{L.fwp_model}}(C_NULL)
+    check(L.fwp_model_create_retrieval(handle(ctx), Ref(cfg), out))
+    return Model(out[], ctx)
+end
+
+"""
+    load_model(ctx::Context, path::AbstractString) -> Model
+
+Creates a model from the configuration and parameters stored in a checkpoint.
+"""
+function load_model(ctx::Context, path::AbstractString)
+    out = Ref{Ptr{L.fwp_model}}(C_NULL)
+    check(L.fwp_model_load(handle(ctx), path, out))
+    return Model(out[], ctx)
+end
+
+"""
+    model_kind(model::Model) -> Symbol
+
+`:retrieval` (or `:language`, `:seq2seq` for the reserved kinds).
+"""
+function model_kind(model::Model)
+    k = Ref{L.fwp_model_kind}(0)
+    check(L.fwp_model_get_kind(handle(model), k))
+    names = Dict(L.FWP_MODEL_RETRIEVAL => :retrieval, L.FWP_MODEL_LANGUAGE => :language,
+        L.FWP_MODEL_SEQ2SEQ => :seq2seq)
+    return get(names, k[], Int(k[]))
+end
+
+function config(model::Model)
+    ref = Ref(default_config(L.fwp_retrieval_config, L.fwp_retrieval_config_init))
+    check(L.fwp_model_get_retrieval_config(handle(model), ref))
+    return export_config(ref[])
+end
+
+set_training!(model::Model, training::Bool) = check(L.fwp_model_set_training(handle(model), Cint(training)))
+
+zero_grad!(model::Model) = check(L.fwp_model_zero_grad(handle(model)))
+
+"""
+    backward!(model::Model)
+
+Backward pass of the last forward: adds dLoss/dparams to the gradients.
+Throws `:bad_state` without a forward since the last backward.
+"""
+backward!(model::Model) = check(L.fwp_model_backward(handle(model)))
+
+# ---------------------------------------------------------------------------
+# Parameters of layers and models (1-based indices)
+
+const PARAM_FUNCTIONS = Dict(
+    Layer => (num = L.fwp_layer_num_params, info = L.fwp_layer_param_info, index = L.fwp_layer_param_index,
+        get = L.fwp_layer_get_param, set = L.fwp_layer_set_param, grad = L.fwp_layer_get_grad),
+    Model => (num = L.fwp_model_num_params, info = L.fwp_model_param_info, index = L.fwp_model_param_index,
+        get = L.fwp_model_get_param, set = L.fwp_model_set_param, grad = L.fwp_model_get_grad),
+)
+
+"""
+    num_params(layer_or_model) -> Int
+
+The number of parameter tensors.
+"""
+function num_params(obj::Trainable)
+    n = Ref{Int64}(0)
+    check(PARAM_FUNCTIONS[typeof(obj)].num(handle(obj), n))
+    return Int(n[])
+end
+
+"""
+    param_info(layer_or_model, i) -> (name, shape, numel, trainable)
+
+Describes parameter `i` (1-based). `shape` is the C row-major shape (e.g.
+`(out, in)` for a weight); [`getparam`](@ref) returns the reversed Julia shape.
+"""
+function param_info(obj::Trainable, i::Integer)
+    info = Ref{L.fwp_param_info}()
+    check(PARAM_FUNCTIONS[typeof(obj)].info(handle(obj), i - 1, info))
+    p = info[]
+    (1 <= p.ndim <= L.FWP_MAX_DIMS) ||
+        throw(FwpError(L.FWP_ERR_INTERNAL, "libfwp reported a parameter with ndim = $(p.ndim)"))
+    name = p.name == C_NULL ? "" : unsafe_string(p.name)
+    return (name = name, shape = Tuple(Int.(p.shape[1:p.ndim])), numel = Int(p.numel), trainable = p.trainable != 0)
+end
+
+"""
+    param_index(layer_or_model, name) -> Int
+
+The (1-based) index of the parameter called `name`; throws `:invalid_argument`
+for an unknown name.
+"""
+function param_index(obj::Trainable, name::AbstractString)
+    i = Ref{Int64}(0)
+    check(PARAM_FUNCTIONS[typeof(obj)].index(handle(obj), name, i))
+    return Int(i[]) + 1
+end
+
+param_index(obj::Trainable, i::Integer) = Int(i)
+
+"""
+    getparam(layer_or_model, i_or_name) -> Array{Float32}
+
+A copy of a parameter, as an array of the reversed C shape (a C `[out, in]`
+weight is an `in × out` matrix: the same memory).
+"""
+function getparam(obj::Trainable, which)
+    i = param_index(obj, which)
+    info = param_info(obj, i)
+    data = Vector{Float32}(undef, info.numel)
+    check(PARAM_FUNCTIONS[typeof(obj)].get(handle(obj), i - 1, data, info.numel))
+    return reshape(data, reverse(info.shape))
+end
+
+"""
+    setparam!(layer_or_model, i_or_name, values::AbstractArray)
+
+Overwrites a parameter with `values` (numel finite numbers, in the layout that
+[`getparam`](@ref) returns).
+"""
+function setparam!(obj::Trainable, which, values::AbstractArray{<:Real})
+    i = param_index(obj, which)
+    info = param_info(obj, i)
+    length(values) == info.numel || shape_error("values has $(length(values)) elements, expected $(info.numel)")
+    data = Vector{Float32}(vec(values))
+    check(PARAM_FUNCTIONS[typeof(obj)].set(handle(obj), i - 1, data, info.numel))
+end
+
+"""
+    getgrad(layer_or_model, i_or_name) -> Array{Float32}
+
+A copy of a parameter's accumulated gradient (same layout as [`getparam`](@ref)).
+"""
+function getgrad(obj::Trainable, which)
+    i = param_index(obj, which)
+    info = param_info(obj, i)
+    data = Vector{Float32}(undef, info.numel)
+    check(PARAM_FUNCTIONS[typeof(obj)].grad(handle(obj), i - 1, data, info.numel))
+    return reshape(data, reverse(info.shape))
+end
+
+# ---------------------------------------------------------------------------
+# Retrieval data
+
+"""
+    RetrievalBatch(keys, values, queries, targets)
+
+A batch of retrieval sequences: `keys` and `values` are `L × B` Int32
+matrices of ids in `0:S-1` (the C `[B][L]` layout), `queries` and `targets`
+are `Q × B`; a query of -1 is padding.
+"""
+struct RetrievalBatch
+    keys::Matrix{Int32}
+    values::Matrix{Int32}
+    queries::Matrix{Int32}
+    targets::Matrix{Int32}
+
+    function RetrievalBatch(keys::AbstractMatrix, values::AbstractMatrix, queries::AbstractMatrix,
+            targets::AbstractMatrix)
+        size(keys) == size(values) || shape_error("keys is $(size(keys)) but values is $(size(values))")
+        size(queries) == size(targets) || shape_error("queries is $(size(queries)) but targets is $(size(targets))")
+        size(keys, 2) == size(queries, 2) ||
+            shape_error("keys has $(size(keys, 2)) sequences but queries has $(size(queries, 2))")
+        new(Matrix{Int32}(keys), Matrix{Int32}(values), Matrix{Int32}(queries), Matrix{Int32}(targets))
+    end
+end
+
+Base.length(batch::RetrievalBatch) = size(batch.keys, 2)
+
+"""
+    RetrievalData(setting, num_keys, seed)
+
+A seeded generator of retrieval sequences: setting 1 (capacity, L = S
+distinct keys) or 2 (update, L = 2 S pairs with replacement).
+"""
+mutable struct RetrievalData
+    ptr::Ptr{L.fwp_retrieval_data}
+    seq_len::Int
+
+    function RetrievalData(setting::Integer, num_keys::Integer, seed::Integer)
+        out = Ref{Ptr{L.fwp_retrieval_data}}(C_NULL)
+        check(L.fwp_retrieval_data_create(setting, num_keys, seed, out))
+        data = new(out[], 0)
+        finalizer(close, data)
+        n = Ref{Int64}(0)
+        check(L.fwp_retrieval_data_seq_len(data.ptr, n))
+        data.seq_len = Int(n[])
+        return data
+    end
+end
+
+"""
+    close(data::RetrievalData)
+
+Destroys the generator now; later calls on it throw.
+"""
+function Base.close(data::RetrievalData)
+    if data.ptr != C_NULL
+        L.fwp_retrieval_data_destroy(data.ptr)
+        data.ptr = C_NULL
+    end
+    return nothing
+end
+
+function handle(data::RetrievalData)
+    data.ptr == C_NULL && throw(FwpError(L.FWP_ERR_BAD_STATE, "the RetrievalData is closed"))
+    return data.ptr
+end
+
+"""
+    seq_len(data::RetrievalData) -> Int
+
+L, the number of pairs per sequence (S for setting 1, 2 S for setting 2).
+"""
+seq_len(data::RetrievalData) = data.seq_len
+
+"""
+    sample(data::RetrievalData, batch_size, queries_per_seq = 1) -> RetrievalBatch
+
+Draws `batch_size` sequences. With one query per sequence each is queried
+with one of its keys (training); with Q > 1 with its distinct keys in order of
+first appearance, at most Q, padded with -1 (evaluation).
+"""
+function sample(data::RetrievalData, batch_size::Integer, queries_per_seq::Integer = 1)
+    (batch_size >= 1 && queries_per_seq >= 1) ||
+        argument_error("batch_size ($batch_size) and queries_per_seq ($queries_per_seq) must be >= 1")
+    keys = Matrix{Int32}(undef, data.seq_len, batch_size)
+    values = similar(keys)
+    queries = Matrix{Int32}(undef, queries_per_seq, batch_size)
+    targets = similar(queries)
+    check(L.fwp_retrieval_data_sample(handle(data), batch_size, queries_per_seq, keys, values, queries, targets))
+    return RetrievalBatch(keys, values, queries, targets)
+end
+
+"""
+    retrieval_forward(model::Model, batch::RetrievalBatch; outputs = false)
+
+Forward pass and loss (mean over non-padding queries of 0.5‖onehot(target) −
+y‖²). Returns the loss, or `(loss, y)` with `outputs = true` where `y` is
+`S × Q × B` (zeros for padding). Keeps what [`backward!`](@ref) needs.
+"""
+function retrieval_forward(model::Model, batch::RetrievalBatch; outputs::Bool = false)
+    loss = Ref{Cfloat}(0)
+    B, Q = size(batch.keys, 2), size(batch.queries, 1)
+    y = outputs ? Array{Float32}(undef, config(model).num_keys, Q, B) : nothing
+    GC.@preserve batch y begin
+        raw = L.fwp_retrieval_batch(B, size(batch.keys, 1), Q, pointer(batch.keys), pointer(batch.values),
+            pointer(batch.queries), pointer(batch.targets))
+        check(L.fwp_retrieval_forward(handle(model), Ref(raw), loss,
+            outputs ? pointer(y) : Ptr{Cfloat}(C_NULL), outputs ? length(y) : 0))
+    end
+    return outputs ? (loss[], y) : loss[]
+end
+
+# ---------------------------------------------------------------------------
+# Optimizers
+
+"""
+    Optimizer(model_or_layer; kind = :adam, learning_rate = 1f-3, beta1 = 0.9f0, beta2 = 0.999f0,
+              eps = 1f-8, weight_decay = 0f0, momentum = 0f0, clip_grad_norm = 0f0)
+
+Updates the trainable parameters of a [`Model`](@ref) or [`Layer`](@ref) from
+their gradients (`kind` is `:sgd`, `:adam` or `:adamw`). Defaults come from
+`fwp_optimizer_config_init`. The optimizer keeps its target alive.
+"""
+mutable struct Optimizer
+    ptr::Ptr{L.fwp_optimizer}
+    target::Trainable
+
+    function Optimizer(target::Trainable; kw...)
+        cfg = with_fields(default_config(L.fwp_optimizer_config, L.fwp_optimizer_config_init); kw...)
+        out = Ref{Ptr{L.fwp_optimizer}}(C_NULL)
+        create = target isa Model ? L.fwp_optimizer_create_for_model : L.fwp_optimizer_create_for_layer
+        check(create(handle(target), Ref(cfg), out))
+        opt = new(out[], target)
+        target.optimizers += 1
+        finalizer(close, opt)
+        return opt
+    end
+end
+
+"""
+    close(opt::Optimizer)
+
+Destroys the optimizer now (and its target, if that was closed meanwhile).
+"""
+function Base.close(opt::Optimizer)
+    if opt.ptr != C_NULL
+        L.fwp_optimizer_destroy(opt.ptr)
+        opt.ptr = C_NULL
+        target = opt.target
+        target.optimizers -= 1
+        target.closed && close(target)
+    end
+    return nothing
+end
+
+Base.isopen(opt::Optimizer) = opt.ptr != C_NULL
+
+function handle(opt::Optimizer)
+    opt.ptr == C_NULL && throw(FwpError(L.FWP_ERR_BAD_STATE, "the Optimizer is closed"))
+    return opt.ptr
+end
+
+"""
+    step!(opt::Optimizer) -> Float32
+
+One update of all trainable parameters from their gradients; returns the
+global gradient L2 norm before clipping. Throws `:invalid_argument`, changing
+nothing, if a gradient is not finite.
+"""
+function step!(opt::Optimizer)
+    norm = Ref{Cfloat}(0)
+    check(L.fwp_optimizer_step(handle(opt), norm))
+    return norm[]
+end
+
+zero_grad!(opt::Optimizer) = check(L.fwp_optimizer_zero_grad(handle(opt)))
+
+"""
+    learning_rate(opt::Optimizer) -> Float32
+
+The current learning rate.
+"""
+function learning_rate(opt::Optimizer)
+    lr = Ref{Cfloat}(0)
+    check(L.fwp_optimizer_get_lr(handle(opt), lr))
+    return lr[]
+end
+
+"""
+    set_learning_rate!(opt::Optimizer, lr)
+
+Sets the learning rate (finite, >= 0), e.g. for a schedule.
+"""
+set_learning_rate!(opt::Optimizer, lr::Real) = check(L.fwp_optimizer_set_lr(handle(opt), Cfloat(lr)))
+
+"""
+    steps(opt::Optimizer) -> Int
+
+The number of steps taken.
+"""
+function steps(opt::Optimizer)
+    n = Ref{Int64}(0)
+    check(L.fwp_optimizer_get_step(handle(opt), n))
+    return Int(n[])
+end
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+
+"""
+    save_checkpoint(path, model::Model; optimizer = nothing, data = nothing, metadata = nothing)
+
+Saves the model (and its optimizer, the state of a retrieval data generator,
+and a `metadata` string) to a safetensors file, written to a temporary name
+and renamed into place.
+"""
+function save_checkpoint(path::AbstractString, model::Model; optimizer::Union{Nothing,Optimizer} = nothing,
+        data::Union{Nothing,RetrievalData} = nothing, metadata::Union{Nothing,AbstractString} = nothing)
+    optimizer === nothing || optimizer.target === model ||
+        throw(FwpError(L.FWP_ERR_CONTEXT_MISMATCH, "the optimizer does not train this model"))
+    opt_ptr = optimizer === nothing ? Ptr{L.fwp_optimizer}(C_NULL) : handle(optimizer)
+    data_ptr = data === nothing ? Ptr{L.fwp_retrieval_data}(C_NULL) : handle(data)
+    check(L.fwp_checkpoint_save(path, handle(model), opt_ptr, data_ptr,
+        metadata === nothing ? Ptr{UInt8}(C_NULL) : metadata))
+end
+
+"""
+    load_checkpoint!(path, model::Model; optimizer = nothing, data = nothing)
+
+Loads a checkpoint into `model` (and `optimizer`, `data`) whose configuration
+matches the file; either everything is loaded or nothing is changed.
+"""
+function load_checkpoint!(path::AbstractString, model::Model; optimizer::Union{Nothing,Optimizer} = nothing,
+        data::Union{Nothing,RetrievalData} = nothing)
+    opt_ptr = optimizer === nothing ? Ptr{L.fwp_optimizer}(C_NULL) : handle(optimizer)
+    data_ptr = data === nothing ? Ptr{L.fwp_retrieval_data}(C_NULL) : handle(data)
+    check(L.fwp_checkpoint_load(path, handle(model), opt_ptr, data_ptr))
+end
+
+end # module FastWeights

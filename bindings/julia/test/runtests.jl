@@ -1,0 +1,272 @@
+# Tests of FastWeights.jl against a built libfwp. Run from bindings/julia with
+#   FWP_LIBRARY=/path/to/build/libfwp.so julia --project -e 'using Pkg; Pkg.test()'
+using FastWeights
+using FastWeights: LibFwp
+using Test
+
+const L = LibFwp
+
+# Deterministic inputs in [-1, 1).
+noise(dims...; seed = 1) = reshape(Float32[sin(0.37f0 * i + seed) for i in 1:prod(dims)], dims...)
+
+small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw...)
+
+@testset "FastWeights" begin
+    @testset "version and errors" begin
+        v = version()
+        @test v.major == L.FWP_VERSION_MAJOR
+        @test version_string() == string(v)
+        @test cuda_device_count() >= 0
+        ctx = Context(num_threads = 1)
+        err = try
+            small_layer(ctx; d_head = 0)
+            nothing
+        catch e
+            e
+        end
+        @test err isa FwpError
+        @test err.kind == :invalid_argument
+        @test err.status == L.FWP_ERR_INVALID_ARGUMENT
+        @test occursin("d_head", err.message)
+        @test last_error_message() == err.message
+        clear_error()
+        @test last_error_message() == ""
+        @test_throws FwpError Layer(ctx; no_such_setting = 1)
+        @test_throws FwpError Layer(ctx; feature_map = :no_such_map)
+        close(ctx)
+        @test !isopen(ctx)
+        @test_throws FwpError Layer(ctx)
+    end
+
+    @testset "layer forward/backward" begin
+        ctx = Context(num_threads = 1, seed = 3)
+        layer = small_layer(ctx)
+        @test config(layer).d_model == 12
+        @test config(layer).feature_map == :dpfp
+        @test config(layer).carry_state == false
+        x = noise(12, 5, 2)
+        y = forward(layer, x)
+        @test size(y) == (12, 5, 2)
+        @test all(isfinite, y)
+        @test any(!=(0), y)
+        dx = backward(layer, noise(12, 5, 2; seed = 2))
+        @test size(dx) == size(x)
+        @test any(!=(0), dx)
+        err = try
+            forward(layer, noise(11, 5, 2))
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :shape_mismatch
+        fresh = small_layer(ctx)
+        err = try
+            backward(fresh, noise(12, 1, 1))
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :bad_state
+    end
+
+    @testset "input gradient matches finite differences" begin
+        ctx = Context(num_threads = 1)
+        layer = small_layer(ctx; feature_map = :elu)
+        x, r, v = noise(12, 4, 1; seed = 11), noise(12, 4, 1; seed = 12), noise(12, 4, 1; seed = 13)
+        forward(layer, x)
+        analytic = sum(Float64.(backward(layer, r)) .* v)
+        eps = 1f-2
+        lossat(s) = sum(Float64.(forward(layer, x .+ s * eps .* v)) .* r)
+        numeric = (lossat(1) - lossat(-1)) / (2 * eps)
+        @test abs(analytic - numeric) / max(abs(analytic), abs(numeric), 1e-3) < 2e-2
+    end
+
+    @testset "parameters" begin
+        ctx = Context(num_threads = 1)
+        layer = small_layer(ctx)
+        n = num_params(layer)
+        @test n > 0
+        for i in 1:n
+            info = param_info(layer, i)
+            @test param_index(layer, info.name) == i
+            @test size(getparam(layer, i)) == reverse(info.shape)
+        end
+        q = param_index(layer, "q_proj.weight")
+        @test param_info(layer, q).shape == (8, 12)
+        values = noise(12, 8; seed = 9)
+        setparam!(layer, q, values)
+        @test getparam(layer, "q_proj.weight") == values
+        bad = copy(values)
+        bad[3] = NaN32
+        @test_throws FwpError setparam!(layer, q, bad)
+        @test getparam(layer, q) == values
+        @test_throws FwpError setparam!(layer, q, values[1:end-1])
+        @test_throws FwpError param_info(layer, n + 1)
+        @test_throws FwpError param_index(layer, "no.such.param")
+        forward(layer, noise(12, 3, 2))
+        backward(layer, noise(12, 3, 2; seed = 4); dx = false)
+        @test any(!=(0), getgrad(layer, q))
+        zero_grad!(layer)
+        @test all(==(0), getgrad(layer, q))
+    end
+
+    @testset "state carry, set/get, step" begin
+        ctx = Context(num_threads = 1)
+        layer = small_layer(ctx; carry_state = true)
+        x = noise(12, 6, 2; seed = 21)
+        full = forward(layer, x)
+        st = get_state(layer)
+        wn, zn = state_size(layer, 2)
+        @test st.batch == 2
+        @test length(st.w) == wn == 2 * 2 * 4 * feature_dim(layer)
+        @test length(st.z) == zn == 2 * 2 * feature_dim(layer)
+        reset_state!(layer)
+        y1 = forward(layer, x[:, 1:3, :])
+        y2 = forward(layer, x[:, 4:6, :])
+        @test isapprox(cat(y1, y2; dims = 2), full; atol = 1f-4)
+        set_state!(layer, 2; w = st.w, z = st.z)
+        @test get_state(layer) == st
+        @test_throws FwpError set_state!(layer, 2; w = st.w[2:end])
+        reset_state!(layer)
+        for t in 1:6
+            @test isapprox(step!(layer, x[:, t, :]), full[:, t, :]; atol = 1f-4)
+        end
+        plain = small_layer(ctx)
+        @test_throws FwpError state_grad(plain, 1)
+        set_state!(plain, 1; w = noise(state_size(plain, 1)[1]), z = abs.(noise(state_size(plain, 1)[2])))
+        forward(plain, noise(12, 3, 1))
+        backward(plain, noise(12, 3, 1; seed = 7))
+        g = state_grad(plain, 1)
+        @test length(g.w) == state_size(plain, 1)[1]
+        @test any(!=(0), g.w)
+        soft = small_layer(ctx; feature_map = :softmax, update_rule = :sum, sum_normalize = false)
+        @test feature_dim(soft) == 0
+        err = try
+            state_size(soft, 1)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :unsupported
+    end
+
+    @testset "optimizer on a layer" begin
+        ctx = Context(num_threads = 1)
+        layer = small_layer(ctx; init_std = 0.2)
+        x, target = noise(12, 4, 2; seed = 41), noise(12, 4, 2; seed = 42)
+        opt = Optimizer(layer; kind = :adam, learning_rate = 0.02)
+        losses = Float64[]
+        for _ in 1:60
+            zero_grad!(opt)
+            y = forward(layer, x)
+            push!(losses, 0.5 * sum(abs2, y .- target))
+            backward(layer, y .- target; dx = false)
+            @test step!(opt) > 0
+        end
+        @test steps(opt) == 60
+        @test losses[end] < 0.8 * losses[1]
+        set_learning_rate!(opt, 0.5)
+        @test learning_rate(opt) == 0.5f0
+        @test_throws FwpError set_learning_rate!(opt, NaN)
+        # Closing the layer first defers its destruction until the optimizer goes.
+        close(layer)
+        @test !isopen(layer)
+        @test_throws FwpError forward(layer, x)
+        @test steps(opt) == 60
+        close(opt)
+        @test layer.ptr == C_NULL
+    end
+
+    @testset "retrieval model, data and training" begin
+        ctx = Context(num_threads = 1, seed = 5)
+        model = retrieval_model(ctx; num_keys = 5, d_head = 16)
+        @test model_kind(model) == :retrieval
+        @test config(model).num_keys == 5
+        @test config(model).feature_map == :dpfp
+        data = RetrievalData(1, 5, 2)
+        @test seq_len(data) == 5
+        @test seq_len(RetrievalData(2, 5, 2)) == 10
+        a, b = RetrievalData(1, 5, 17), RetrievalData(1, 5, 17)
+        ba, bb = sample(a, 3), sample(b, 3)
+        @test ba.keys == bb.keys && ba.queries == bb.queries
+        for s in 1:3
+            @test sort(ba.keys[:, s]) == collect(0:4)
+            pos = findfirst(==(ba.queries[1, s]), ba.keys[:, s])
+            @test ba.targets[1, s] == ba.values[pos, s]
+        end
+        eval_batch = sample(RetrievalData(1, 5, 3), 20, 5)
+        loss0, y = retrieval_forward(model, eval_batch; outputs = true)
+        @test size(y) == (5, 5, 20)
+        @test loss0 > 0
+        opt = Optimizer(model; learning_rate = 3e-3)
+        for _ in 1:300
+            zero_grad!(opt)
+            @test isfinite(retrieval_forward(model, sample(data, 32)))
+            backward!(model)
+            step!(opt)
+        end
+        @test_throws FwpError backward!(model)
+        set_training!(model, false)
+        @test retrieval_forward(model, eval_batch) < 0.7 * loss0
+        @test_throws FwpError RetrievalData(1, 1, 0)
+        @test_throws FwpError RetrievalBatch(zeros(Int32, 2, 1), zeros(Int32, 3, 1), zeros(Int32, 1, 1),
+            zeros(Int32, 1, 1))
+    end
+
+    @testset "checkpoint round trip" begin
+        path = tempname() * ".safetensors"
+        ctx = Context(num_threads = 1)
+        params(m) = [getparam(m, i) for i in 1:num_params(m)]
+        function train!(opt, model, data, n)
+            for _ in 1:n
+                zero_grad!(opt)
+                retrieval_forward(model, sample(data, 8))
+                backward!(model)
+                step!(opt)
+            end
+        end
+        model = retrieval_model(ctx; num_keys = 6, d_head = 16)
+        data = RetrievalData(1, 6, 8)
+        opt = Optimizer(model; learning_rate = 1e-2)
+        train!(opt, model, data, 5)
+        save_checkpoint(path, model; optimizer = opt, data = data, metadata = "{\"note\": \"julia test\"}")
+        train!(opt, model, data, 3)
+        continued = params(model)
+
+        model2 = retrieval_model(Context(seed = 1234); num_keys = 6, d_head = 16)
+        data2 = RetrievalData(1, 6, 999)
+        opt2 = Optimizer(model2; learning_rate = 1e-2)
+        load_checkpoint!(path, model2; optimizer = opt2, data = data2)
+        @test steps(opt2) == 5
+        train!(opt2, model2, data2, 3)
+        @test params(model2) == continued
+
+        loaded = load_model(ctx, path)
+        @test config(loaded).num_keys == 6
+        other = retrieval_model(ctx; num_keys = 7, d_head = 16)
+        before = params(other)
+        err = try
+            load_checkpoint!(path, other)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :format
+        @test params(other) == before
+        err = try
+            load_model(ctx, "/nonexistent/dir/model.safetensors")
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :io
+        rm(path; force = true)
+    end
+
+    @testset "logger and handle lifetimes" begin
+        messages = Tuple{Symbol,String}[]
+        ctx = Context(num_threads = 1, log_level = :debug, logger = (level, msg) -> push!(messages, (level, msg)))
+        layer = small_layer(ctx)
+        close(ctx)
+        @test size(forward(layer, noise(12, 2, 1))) == (12, 2, 1)
+        @test all(m -> m[1] isa Symbol, messages)
+        close(layer)
+        close(layer)
+        @test !isopen(layer)
+    end
+end
