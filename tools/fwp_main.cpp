@@ -19,8 +19,9 @@ namespace {
 std::string version_text() {
   int32_t cuda_devices = 0;
   if (fwp_cuda_device_count(&cuda_devices) != FWP_OK) cuda_devices = 0;
-  return fmt::format("fwp {} (library {}, header {}.{}.{}; CUDA backend: {}, CUDA devices: {})",
-                     fwp_version_string(), fwp_version_string(), FWP_VERSION_MAJOR, FWP_VERSION_MINOR,
+  // The library is loaded at run time, so its version may differ from the header's.
+  return fmt::format("fwp {} (built against fwp.h {}.{}.{}; CUDA backend: {}, CUDA devices: {})",
+                     fwp_version_string(), FWP_VERSION_MAJOR, FWP_VERSION_MINOR,
                      FWP_VERSION_PATCH, fwp_cuda_is_built() ? "built" : "not built", cuda_devices);
 }
 

@@ -767,7 +767,17 @@ CLI::App* add_retrieval_command(CLI::App& app, RetrievalOptions& o) {
                        [](std::string& text) { return parse_keys_spec(text, nullptr); }, "S|A:B:STEP"));
   o.opt_seed = cmd->add_option("--seed", o.seed,
                                "Seed of the initial weights and FAVOR+ draws; the training and evaluation "
-                               "data seeds are derived from it");
+                               "data seeds are derived from it")
+                 ->check(CLI::Validator(
+                     [](std::string& text) {
+                       // CLI11 would wrap "-1" and saturate overflows; seeds must be exact.
+                       errno = 0;
+                       const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+                       if (digits) std::strtoull(text.c_str(), nullptr, 10);
+                       return digits && errno != ERANGE ? std::string()
+                                                        : fmt::format("'{}' is not an integer in [0, 2^64)", text);
+                     },
+                     ""));
   cmd->add_option("--max-steps", o.max_steps, "Training step cap")
       ->check(number_check<int64_t>("an integer >= 1", [](int64_t v) { return v >= 1; }));
   o.opt_batch = cmd->add_option("--batch", o.batch, "Training sequences per step")
