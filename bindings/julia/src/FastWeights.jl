@@ -648,7 +648,7 @@ function param_info(obj::Trainable, i::Integer)
     (1 <= p.ndim <= L.FWP_MAX_DIMS) ||
         throw(FwpError(L.FWP_ERR_INTERNAL, "libfwp reported a parameter with ndim = $(p.ndim)"))
     name = p.name == C_NULL ? "" : unsafe_string(p.name)
-    return (name = name, shape = Tuple(Int.(p.shape[1:p.ndim])), numel = Int(p.numel), trainable = p.trainable != 0)
+    return (name = name, shape = ntuple(k -> Int(p.shape[k]), Int(p.ndim)), numel = Int(p.numel), trainable = p.trainable != 0)
 end
 
 """
