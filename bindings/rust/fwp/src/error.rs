@@ -183,3 +183,37 @@ pub(crate) fn check_len(len: usize, expected: usize, what: &str, formula: &str) 
         Err(Error::shape(format!("{what} has {len} elements, expected {formula} = {expected}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_round_trip() {
+        for code in 1..=12 {
+            let status = Status::from_raw(sys::fwp_status(code));
+            assert!(!matches!(status, Status::Other(_)), "code {code} is known");
+            assert_eq!(status.code(), code);
+            assert!(!status.description().is_empty());
+        }
+        assert_eq!(Status::from_raw(sys::fwp_status(99)), Status::Other(99));
+        assert_eq!(Status::Other(99).code(), 99);
+        assert_eq!(Status::Other(99).description(), "unknown status");
+    }
+
+    #[test]
+    fn ok_is_not_an_error() {
+        assert!(check(sys::FWP_OK).is_ok());
+    }
+
+    #[test]
+    fn size_helpers() {
+        assert_eq!(product(&[2, 3, 4], "x").unwrap(), 24);
+        assert_eq!(product(&[usize::MAX, 2], "x").unwrap_err().status(), Status::InvalidArgument);
+        let err = check_len(5, 6, "y", "batch * d_model").unwrap_err();
+        assert_eq!(err.status(), Status::ShapeMismatch);
+        assert_eq!(err.message(), "y has 5 elements, expected batch * d_model = 6");
+        assert!(to_i64(usize::MAX, "n").is_err());
+        assert!(to_usize(-1, "n").is_err());
+    }
+}

@@ -321,3 +321,14 @@ impl fmt::Debug for Model {
         f.debug_struct("Model").field("kind", &self.kind()).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_nul_bytes_are_rejected() {
+        assert_eq!(path_cstring(Path::new("a\0b")).unwrap_err().status(), crate::Status::InvalidArgument);
+        assert_eq!(path_cstring(Path::new("dir/model.safetensors")).unwrap().to_bytes(), b"dir/model.safetensors");
+    }
+}
