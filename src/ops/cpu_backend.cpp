@@ -18,7 +18,8 @@ namespace {
 constexpr size_t kAlignment = 64;
 
 void* aligned_bytes(int64_t n, size_t element_size) {
-  if (n <= 0) return nullptr;
+  require(n >= 0, FWP_ERR_INTERNAL, "CPU allocation of a negative element count (" + std::to_string(n) + ")");
+  if (n == 0) return nullptr;
   const auto count = static_cast<uint64_t>(n);
   if (count > (std::numeric_limits<size_t>::max() - kAlignment) / element_size) {
     throw Error(FWP_ERR_OUT_OF_MEMORY,

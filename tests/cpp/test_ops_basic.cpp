@@ -70,6 +70,13 @@ TEST(OpsMemory, HugeAllocationThrowsOutOfMemory) {
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), FWP_ERR_OUT_OF_MEMORY);
   }
+  // A negative count is a bug in the caller.
+  try {
+    be->allocate(-1);
+    FAIL() << "negative allocation succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), FWP_ERR_INTERNAL);
+  }
   // A count whose byte size overflows size_t.
   try {
     be->allocate(std::numeric_limits<int64_t>::max() / 2);
@@ -153,7 +160,7 @@ TEST_P(OpsGemm, MatchesNaiveForAllTransposesAndBetas) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, OpsGemm,
+INSTANTIATE_TEST_SUITE_P(Ops, OpsGemm,
                          ::testing::Values(GemmCase{1, 1, 1, 1}, GemmCase{37, 29, 13, 1}, GemmCase{5, 3, 0, 1},
                                            GemmCase{130, 67, 90, 2},   // row split
                                            GemmCase{4, 400, 256, 4},   // few rows: column split
@@ -405,7 +412,7 @@ TEST_P(OpsFeatureMap, FloatMatchesDouble) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Maps, OpsFeatureMap,
+    Ops, OpsFeatureMap,
     ::testing::Values(FeatureCase{FeatureMap::Elu, 7, 1, 0, 5, 1}, FeatureCase{FeatureMap::Elu, 64, 1, 0, 700, 2},
                       FeatureCase{FeatureMap::Favor, 8, 1, 12, 5, 1},
                       FeatureCase{FeatureMap::Favor, 5, 1, 3, 4, 1},       // m < d: one truncated block
@@ -768,22 +775,29 @@ TEST(OpsSoftmaxAttention, BackwardMatchesFiniteDifferences) {
   const auto a = make_softmax_data(rng, 2, 70, 3);
   const double scale = 0.7;
   const Vec w = normal_vector(rng, a.S * a.T * a.d);
+  // The finite differences run single-threaded (thousands of small calls); the
+  // backward under test runs with 1 and 2 threads.
+  auto reference_be = cpu(1);
+  auto out_of = [&](const Vec& q, const Vec& k, const Vec& v) {
+    Vec out(q.size()), lse(static_cast<size_t>(a.S * a.T));
+    reference_be->softmax_attention_forward(a.S, a.T, a.d, q.data(), k.data(), v.data(), scale, out.data(),
+                                            lse.data());
+    return out;
+  };
+  const Vec num_dq = numeric_gradient([&](const Vec& x) { return out_of(x, a.k, a.v); }, a.q, w);
+  const Vec num_dk = numeric_gradient([&](const Vec& x) { return out_of(a.q, x, a.v); }, a.k, w);
+  const Vec num_dv = numeric_gradient([&](const Vec& x) { return out_of(a.q, a.k, x); }, a.v, w);
   for (int threads : {1, 2}) {
     auto be = cpu(threads);
-    auto out_of = [&](const Vec& q, const Vec& k, const Vec& v) {
-      Vec out(q.size()), lse(static_cast<size_t>(a.S * a.T));
-      be->softmax_attention_forward(a.S, a.T, a.d, q.data(), k.data(), v.data(), scale, out.data(), lse.data());
-      return out;
-    };
     Vec out(a.q.size()), lse(static_cast<size_t>(a.S * a.T));
     be->softmax_attention_forward(a.S, a.T, a.d, a.q.data(), a.k.data(), a.v.data(), scale, out.data(), lse.data());
     const double nan = std::numeric_limits<double>::quiet_NaN();
     Vec dq(a.q.size(), nan), dk(a.k.size(), nan), dv(a.v.size(), nan);
     be->softmax_attention_backward(a.S, a.T, a.d, a.q.data(), a.k.data(), a.v.data(), out.data(), lse.data(),
                                    w.data(), scale, dq.data(), dk.data(), dv.data());
-    EXPECT_LT(gradient_error(dq, numeric_gradient([&](const Vec& x) { return out_of(x, a.k, a.v); }, a.q, w)), 1e-7);
-    EXPECT_LT(gradient_error(dk, numeric_gradient([&](const Vec& x) { return out_of(a.q, x, a.v); }, a.k, w)), 1e-7);
-    EXPECT_LT(gradient_error(dv, numeric_gradient([&](const Vec& x) { return out_of(a.q, a.k, x); }, a.v, w)), 1e-7);
+    EXPECT_LT(gradient_error(dq, num_dq), 1e-7) << threads << " threads";
+    EXPECT_LT(gradient_error(dk, num_dk), 1e-7) << threads << " threads";
+    EXPECT_LT(gradient_error(dv, num_dv), 1e-7) << threads << " threads";
   }
 }
 
