@@ -24,3 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   echo "setup: all Debian packages present"
 fi
+
+# Python modules for the binding check (scripts/check_bindings.py parses the
+# Julia sources with tree-sitter). Installed for the user running the tests.
+if ! python3 -c "import tree_sitter, tree_sitter_julia" 2>/dev/null; then
+  echo "setup: installing tree_sitter and tree_sitter_julia (pip, --user)"
+  python3 -m pip install --user -q tree_sitter tree_sitter_julia ||
+    python3 -m pip install --user -q --break-system-packages tree_sitter tree_sitter_julia
+fi
