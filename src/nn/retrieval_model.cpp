@@ -27,10 +27,11 @@ std::string got(V v) {
   return " (got " + os.str() + ")";
 }
 
-int64_t mul(int64_t a, int64_t b, const std::string& what) {
-  require(a >= 0 && b >= 0, FWP_ERR_INVALID_ARGUMENT, what + " is negative");
-  require(a == 0 || b <= kMaxElements / a, FWP_ERR_INVALID_ARGUMENT,
-          what + " is too large (more than 2^40 elements)");
+int64_t mul(int64_t a, int64_t b, const char* what) {
+  if (a < 0 || b < 0) throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(what) + " is negative");
+  if (a != 0 && b > kMaxElements / a) {
+    throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(what) + " is too large (more than 2^40 elements)");
+  }
   return a * b;
 }
 
@@ -297,11 +298,17 @@ RetrievalNetwork<T>::~RetrievalNetwork() = default;
 template <typename T>
 void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
   const int64_t S = config_.num_keys;
-  require(b.batch_size >= 1, FWP_ERR_INVALID_ARGUMENT, "batch->batch_size must be >= 1" + got(b.batch_size));
-  require(b.seq_len == config_.seq_len(), FWP_ERR_SHAPE_MISMATCH,
-          "batch->seq_len must be L = " + std::to_string(config_.seq_len()) + " for setting " +
-              std::to_string(config_.setting) + " with S = " + std::to_string(S) + got(b.seq_len));
-  require(b.num_queries >= 1, FWP_ERR_INVALID_ARGUMENT, "batch->num_queries must be >= 1" + got(b.num_queries));
+  if (b.batch_size < 1) {
+    throw Error(FWP_ERR_INVALID_ARGUMENT, "batch->batch_size must be >= 1" + got(b.batch_size));
+  }
+  if (b.seq_len != config_.seq_len()) {
+    throw Error(FWP_ERR_SHAPE_MISMATCH, "batch->seq_len must be L = " + std::to_string(config_.seq_len()) +
+                                            " for setting " + std::to_string(config_.setting) + " with S = " +
+                                            std::to_string(S) + got(b.seq_len));
+  }
+  if (b.num_queries < 1) {
+    throw Error(FWP_ERR_INVALID_ARGUMENT, "batch->num_queries must be >= 1" + got(b.num_queries));
+  }
   const int64_t pairs = mul(b.batch_size, b.seq_len, "batch->batch_size * batch->seq_len");
   mul(pairs, S + config_.embedding_dim(), "batch->batch_size * batch->seq_len * (S + E)");
   mul(pairs, std::max<int64_t>(S, config_.d_dot()), "batch->batch_size * batch->seq_len * max(S, d_dot)");
@@ -314,15 +321,18 @@ void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
   require(b.queries != nullptr, FWP_ERR_NULL_POINTER, "batch->queries must not be NULL");
   require(b.targets != nullptr, FWP_ERR_NULL_POINTER, "batch->targets must not be NULL");
 
-  auto position = [](const char* field, int64_t row, int64_t col) {
-    return std::string("batch->") + field + "[" + std::to_string(row) + "][" + std::to_string(col) + "]";
+  // Messages are built only on failure: this loop runs over every id of every batch.
+  auto bad_id = [&](const char* field, int64_t row, int64_t col, int32_t id, bool padding_allowed) {
+    return Error(FWP_ERR_INVALID_ARGUMENT, std::string("batch->") + field + "[" + std::to_string(row) + "][" +
+                                               std::to_string(col) + "] must be " +
+                                               (padding_allowed ? "-1 (padding) or " : "") + "in [0, " +
+                                               std::to_string(S) + ")" + got(id));
   };
-  const std::string range = " must be in [0, " + std::to_string(S) + ")";
   for (int64_t r = 0; r < b.batch_size; ++r) {
     for (int64_t i = 0; i < b.seq_len; ++i) {
       const int32_t key = b.keys[r * b.seq_len + i], value = b.values[r * b.seq_len + i];
-      require(key >= 0 && key < S, FWP_ERR_INVALID_ARGUMENT, position("keys", r, i) + range + got(key));
-      require(value >= 0 && value < S, FWP_ERR_INVALID_ARGUMENT, position("values", r, i) + range + got(value));
+      if (key < 0 || key >= S) throw bad_id("keys", r, i, key, false);
+      if (value < 0 || value >= S) throw bad_id("values", r, i, value, false);
     }
   }
   int64_t valid = 0;
@@ -330,10 +340,9 @@ void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
     for (int64_t j = 0; j < b.num_queries; ++j) {
       const int32_t query = b.queries[r * b.num_queries + j];
       if (query == -1) continue;
-      require(query >= 0 && query < S, FWP_ERR_INVALID_ARGUMENT,
-              position("queries", r, j) + " must be -1 (padding) or in [0, " + std::to_string(S) + ")" + got(query));
+      if (query < 0 || query >= S) throw bad_id("queries", r, j, query, true);
       const int32_t target = b.targets[r * b.num_queries + j];
-      require(target >= 0 && target < S, FWP_ERR_INVALID_ARGUMENT, position("targets", r, j) + range + got(target));
+      if (target < 0 || target >= S) throw bad_id("targets", r, j, target, false);
       ++valid;
     }
   }

@@ -15,11 +15,13 @@ void CpuBackend<T>::onehot_mse_forward(const T* y, const int32_t* targets, T* lo
         loss[r] = T(0);
         continue;
       }
-      const auto yr = cpu::ConstArrMap<T>(y + r * classes, classes);
-      // ||onehot(t) - y||^2 = ||y||^2 - 2 y_t + 1, but summing the differences
-      // directly keeps full precision when y is close to the target.
-      const T diff_t = T(1) - yr(t);
-      loss[r] = T(0.5) * (yr.square().sum() - yr(t) * yr(t) + diff_t * diff_t);
+      // Sum the squared differences directly (not ||y||^2 - 2 y_t + 1), which
+      // keeps full precision when y is close to the target.
+      const T* yr = y + r * classes;
+      T sum = T(0);
+      for (int64_t c = 0; c < classes; ++c) sum += yr[c] * yr[c];
+      const T diff_t = T(1) - yr[t];
+      loss[r] = T(0.5) * (sum - yr[t] * yr[t] + diff_t * diff_t);
     }
   });
 }

@@ -23,7 +23,12 @@ double CpuBackend<T>::sum_squares(const T* x, int64_t n) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * kOptBlock;
       const int64_t len = std::min(n, begin + kOptBlock) - begin;
-      partial[static_cast<size_t>(b)] = cpu::ConstArrMap<T>(x + begin, len).template cast<double>().square().sum();
+      double sum = 0.0;
+      for (int64_t i = 0; i < len; ++i) {
+        const double v = static_cast<double>(x[begin + i]);
+        sum += v * v;
+      }
+      partial[static_cast<size_t>(b)] = sum;
     }
   });
   double total = 0.0;

@@ -129,8 +129,10 @@ double Optimizer::step() {
   for (const Slot& slot : slots_) {
     const Parameter<float>& p = params_[slot.param_index];
     const double s = backend_->sum_squares(p.grad.data(), p.numel());
-    require(std::isfinite(s), FWP_ERR_INVALID_ARGUMENT,
-            "the gradient of '" + p.name + "' is not finite (NaN or infinity); no parameter was updated");
+    if (!std::isfinite(s)) {
+      throw Error(FWP_ERR_INVALID_ARGUMENT,
+                  "the gradient of '" + p.name + "' is not finite (NaN or infinity); no parameter was updated");
+    }
     sum += s;
   }
   const double norm = std::sqrt(sum);
