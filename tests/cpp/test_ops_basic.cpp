@@ -260,13 +260,36 @@ TEST(OpsSigmoid, ForwardAndBackward) {
   x[2] = 0.0;
   Vec y(x.size()), dx(x.size());
   be->sigmoid_forward(x.data(), y.data(), int64_t(x.size()));
-  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(y[i], 1.0 / (1.0 + std::exp(-x[i])), 1e-14) << x[i];
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double exact = 1.0 / (1.0 + std::exp(-x[i]));
+    ASSERT_NEAR(y[i], exact, 1e-15 + 1e-14 * exact) << x[i];
+  }
   EXPECT_EQ(y[0], 1.0);
-  EXPECT_EQ(y[1], 0.0);
+  EXPECT_GE(y[1], 0.0);  // exp underflows: 0 or a denormal
+  EXPECT_LT(y[1], 1e-300);
   EXPECT_EQ(y[2], 0.5);
   const Vec dy = normal_vector(rng, int64_t(x.size()));
   be->sigmoid_backward(y.data(), dy.data(), dx.data(), int64_t(x.size()));
   for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(dx[i], dy[i] * y[i] * (1.0 - y[i]), 1e-15);
+
+  // y may alias x.
+  Vec inplace = x;
+  be->sigmoid_forward(inplace.data(), inplace.data(), int64_t(x.size()));
+  EXPECT_EQ(inplace, y);
+
+  // Float: accurate relative to the value even deep in the tail (beta gates
+  // and their gradients y (1 - y) are used there).
+  auto bf = make_cpu_backend<float>(1);
+  std::vector<float> xf, yf;
+  for (int i = -8000; i <= 8000; ++i) xf.push_back(float(i) * 0.01f);
+  yf.resize(xf.size());
+  bf->sigmoid_forward(xf.data(), yf.data(), int64_t(xf.size()));
+  double max_rel = 0.0;
+  for (size_t i = 0; i < xf.size(); ++i) {
+    const double exact = 1.0 / (1.0 + std::exp(-double(xf[i])));
+    max_rel = std::max(max_rel, std::fabs(yf[i] - exact) / exact);
+  }
+  EXPECT_LT(max_rel, 5e-7);
 
   // Gradient check on a few points.
   const Vec xs = normal_vector(rng, 9, 2.0), w = normal_vector(rng, 9);
