@@ -691,7 +691,7 @@ static void test_training_lowers_loss(void** state) {
   assert_int_equal(fwp_layer_num_params(layer, &count), FWP_OK);
 
   double first = 0, last = 0;
-  const float lr = 0.5f;
+  const float lr = 10.0f; /* the loss is a mean over all outputs, so its gradients are small */
   for (int it = 0; it < 150; ++it) {
     assert_int_equal(fwp_layer_zero_grad(layer), FWP_OK);
     assert_int_equal(fwp_layer_forward(layer, x, B, T, y), FWP_OK);
@@ -715,7 +715,7 @@ static void test_training_lowers_loss(void** state) {
     }
   }
   print_message("training loss %.5f -> %.5f\n", first, last);
-  assert_true(last < 0.7 * first);
+  assert_true(last < 0.5 * first);
 
   free(x);
   free(target);
