@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -29,6 +30,17 @@ inline void check_struct_size(uint32_t struct_size, size_t expected, const char*
                                   : "; the caller was built against a newer fwp.h than this library";
     throw Error(FWP_ERR_INVALID_ARGUMENT, msg);
   }
+}
+
+// The integer stored in a C enum field. A caller may store any int there; in
+// C++ reading an out-of-range value through the enum type is undefined, so the
+// bytes are copied out instead.
+template <typename E>
+int32_t enum_value(const E& field) {
+  static_assert(sizeof(E) == sizeof(int32_t), "C enums of fwp.h are int-sized");
+  int32_t v;
+  std::memcpy(&v, &field, sizeof v);
+  return v;
 }
 
 // Requires value >= 1.

@@ -1,4 +1,6 @@
 // Versioning, status strings and the thread-local last-error message.
+#include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "api/guard.h"
@@ -63,7 +65,12 @@ FWP_API void fwp_version(int* major, int* minor, int* patch) {
 FWP_API const char* fwp_version_string(void) { return FWP_HEADER_VERSION_STRING; }
 
 FWP_API const char* fwp_status_string(fwp_status status) {
-  switch (status) {
+  // Callers may pass any int; read it as one (an out-of-range value read
+  // through the enum type would be undefined behaviour in C++).
+  int32_t value;
+  static_assert(sizeof value == sizeof status, "C enums of fwp.h are int-sized");
+  std::memcpy(&value, &status, sizeof value);
+  switch (value) {
     case FWP_OK: return "success";
     case FWP_ERR_INVALID_ARGUMENT: return "invalid argument";
     case FWP_ERR_NULL_POINTER: return "null pointer";

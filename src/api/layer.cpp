@@ -23,13 +23,13 @@ std::string got(int64_t v) { return " (got " + std::to_string(v) + ")"; }
 // sizes and consistency in FastWeightLayerConfig::validate().
 fwp::FastWeightLayerConfig to_internal(const fwp_layer_config& c) {
   fwp::api::check_struct_size(c.struct_size, sizeof(fwp_layer_config), "config");
-  const int feature_map = static_cast<int>(c.feature_map);
+  const int feature_map = fwp::api::enum_value(c.feature_map);
   if (feature_map < FWP_FEATURE_MAP_ELU || feature_map > FWP_FEATURE_MAP_SOFTMAX)
     throw Error(FWP_ERR_OUT_OF_RANGE, "config->feature_map must be one of FWP_FEATURE_MAP_*" + got(feature_map));
-  const int rule = static_cast<int>(c.update_rule);
+  const int rule = fwp::api::enum_value(c.update_rule);
   if (rule < FWP_UPDATE_SUM || rule > FWP_UPDATE_DELTA)
     throw Error(FWP_ERR_OUT_OF_RANGE, "config->update_rule must be FWP_UPDATE_SUM or FWP_UPDATE_DELTA" + got(rule));
-  const int algorithm = static_cast<int>(c.algorithm);
+  const int algorithm = fwp::api::enum_value(c.algorithm);
   if (algorithm < FWP_ALGORITHM_AUTO || algorithm > FWP_ALGORITHM_CHUNKED)
     throw Error(FWP_ERR_OUT_OF_RANGE, "config->algorithm must be one of FWP_ALGORITHM_*" + got(algorithm));
   check_flag(c.favor_redraw, "config->favor_redraw");

@@ -1,5 +1,6 @@
 #include "core/context.h"
 
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -15,17 +16,27 @@ std::string device_name(fwp_device device) {
   return "unknown";
 }
 
+// The int stored in a C enum field, read without going through the enum type
+// (an out-of-range value read as the enum would be undefined behaviour in C++).
+template <typename E>
+int32_t raw_enum(const E& field) {
+  static_assert(sizeof(E) == sizeof(int32_t), "C enums of fwp.h are int-sized");
+  int32_t v;
+  std::memcpy(&v, &field, sizeof v);
+  return v;
+}
+
 }  // namespace
 
 Context::Context(const fwp_context_config& config) {
-  require(config.device == FWP_DEVICE_CPU || config.device == FWP_DEVICE_CUDA, FWP_ERR_OUT_OF_RANGE,
-          "config->device must be FWP_DEVICE_CPU or FWP_DEVICE_CUDA (got " +
-              std::to_string(static_cast<int>(config.device)) + ")");
+  const int32_t device = raw_enum(config.device);
+  require(device == FWP_DEVICE_CPU || device == FWP_DEVICE_CUDA, FWP_ERR_OUT_OF_RANGE,
+          "config->device must be FWP_DEVICE_CPU or FWP_DEVICE_CUDA (got " + std::to_string(device) + ")");
   require(config.num_threads >= 0, FWP_ERR_INVALID_ARGUMENT,
           "config->num_threads must be >= 0 (got " + std::to_string(config.num_threads) + ")");
-  require(config.log_level >= FWP_LOG_DEBUG && config.log_level <= FWP_LOG_OFF, FWP_ERR_OUT_OF_RANGE,
-          "config->log_level must be in [FWP_LOG_DEBUG, FWP_LOG_OFF] (got " +
-              std::to_string(static_cast<int>(config.log_level)) + ")");
+  const int32_t log_level = raw_enum(config.log_level);
+  require(log_level >= FWP_LOG_DEBUG && log_level <= FWP_LOG_OFF, FWP_ERR_OUT_OF_RANGE,
+          "config->log_level must be in [FWP_LOG_DEBUG, FWP_LOG_OFF] (got " + std::to_string(log_level) + ")");
   require(config.device_index >= 0, FWP_ERR_OUT_OF_RANGE,
           "config->device_index must be >= 0 (got " + std::to_string(config.device_index) + ")");
 
