@@ -685,9 +685,12 @@ std::pair<RunConfig, TrainState> resumed_config(const RetrievalOptions& o, const
     const json mine = given.contains(flag.first) ? given.at(flag.first) : json(nullptr);
     const json theirs = kept.contains(flag.first) ? kept.at(flag.first) : json(nullptr);
     if (mine != theirs) {
+      auto text = [](const json& value) {
+        if (value.is_null()) return std::string("no such setting");
+        return value.is_string() ? value.get<std::string>() : value.dump();
+      };
       throw UsageError(fmt::format("{} {} conflicts with the checkpoint {}, which was trained with {}",
-                                   flag.second->get_name(), mine.dump(), o.resume,
-                                   theirs.is_null() ? std::string("no such setting") : theirs.dump()));
+                                   flag.second->get_name(), text(mine), o.resume, text(theirs)));
     }
   }
   // Run control comes from the command line.

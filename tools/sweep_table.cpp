@@ -148,6 +148,13 @@ void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
     settings.insert(row.setting);
   }
   const bool one_setting = settings.size() == 1;
+  int64_t min_keys = rows.front().keys, max_keys = rows.front().keys;
+  for (const SweepRow& row : rows) {
+    min_keys = std::min(min_keys, row.keys);
+    max_keys = std::max(max_keys, row.keys);
+  }
+  // Pad the S axis so the end points are not on the frame (and one S is not an empty range).
+  const double pad = std::max(1.0, 0.04 * static_cast<double>(max_keys - min_keys));
 
   std::string script;
   script += "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
@@ -166,10 +173,18 @@ void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
   }
   script += "set xlabel 'Number of unique keys S'\n"
             "set ylabel 'Final evaluation loss'\n"
-            "set yrange [0:*]\n"
+
             "set grid\n"
             "set key outside right top\n"
             "set datafile missing 'nan'\n";
+  // Start the loss axis a little below 0 so solved runs (loss ~0) do not hide in the frame.
+  double max_loss = 1e-3;
+  for (const SweepRow& row : rows) {
+    if (std::isfinite(row.final_eval_loss)) max_loss = std::max(max_loss, row.final_eval_loss);
+  }
+  script += fmt::format("set yrange [{}:*]\n", -0.03 * max_loss);
+  script += fmt::format("set xrange [{}:{}]\n", static_cast<double>(min_keys) - pad,
+                        static_cast<double>(max_keys) + pad);
 
   std::string plot = "plot ";
   for (size_t i = 0; i < order.size(); ++i) {
