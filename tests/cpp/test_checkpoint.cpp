@@ -1,0 +1,425 @@
+// Checkpoints: bit-exact resumption of training, the safetensors layout,
+// rejection of damaged or foreign files without touching the target objects,
+// and saves that fail without damaging the previous file.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/context.h"
+#include "core/error.h"
+#include "data/retrieval_data.h"
+#include "nn/retrieval_model.h"
+#include "train/checkpoint.h"
+#include "train/optimizer.h"
+
+namespace fwp {
+namespace {
+
+using Bytes = std::string;
+
+class TempDir {
+ public:
+  TempDir() {
+    char pattern[] = "/tmp/fwp_checkpoint_XXXXXX";
+    const char* p = mkdtemp(pattern);
+    if (!p) throw std::runtime_error("mkdtemp failed");
+    path_ = p;
+  }
+  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+Bytes read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const std::string& path, const Bytes& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+uint64_t header_length(const Bytes& file) {
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(file[i]);
+  return n;
+}
+
+nlohmann::json header_of(const Bytes& file) {
+  return nlohmann::json::parse(file.substr(8, header_length(file)));
+}
+
+// The same data section under another header.
+Bytes with_header(const Bytes& file, const nlohmann::json& header) {
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  Bytes out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+  return out + text + file.substr(8 + header_length(file));
+}
+
+std::shared_ptr<Context> make_context(uint64_t seed) {
+  fwp_context_config cfg;
+  fwp_context_config_init(&cfg);
+  cfg.num_threads = 1;
+  cfg.seed = seed;
+  return std::make_shared<Context>(cfg);
+}
+
+RetrievalConfig small_config() {
+  RetrievalConfig c;
+  c.setting = 2;
+  c.num_keys = 8;
+  c.d_head = 16;
+  c.feature_map = FeatureMap::Dpfp;
+  c.dpfp_nu = 2;
+  return c;
+}
+
+// A model, its optimizer and its data generator, trained step by step.
+struct TrainingRun {
+  std::shared_ptr<Context> ctx;
+  std::shared_ptr<RetrievalModel> model;
+  std::unique_ptr<Optimizer> opt;
+  std::unique_ptr<RetrievalData> data;
+
+  TrainingRun(const RetrievalConfig& c, uint64_t seed, fwp_optimizer_kind kind = FWP_OPTIMIZER_ADAM) {
+    ctx = make_context(seed);
+    model = std::make_shared<RetrievalModel>(ctx, c);
+    OptimizerConfig oc;
+    oc.kind = kind;
+    oc.learning_rate = 3e-3;
+    opt = std::make_unique<Optimizer>(ctx->backend(), model->parameters(), oc);
+    data = std::make_unique<RetrievalData>(c.setting, c.num_keys, seed + 1000);
+  }
+
+  double step() {
+    const int64_t B = 4, L = data->seq_len();
+    std::vector<int32_t> k(B * L), v(B * L), q(B), t(B);
+    data->sample(B, 1, k.data(), v.data(), q.data(), t.data());
+    const RetrievalBatch batch{B, L, 1, k.data(), v.data(), q.data(), t.data()};
+    opt->zero_grad();
+    const double loss = model->network().forward(batch, nullptr);
+    model->backward();
+    opt->step();
+    return loss;
+  }
+
+  // Everything a load may change, for before/after comparisons.
+  struct Snapshot {
+    std::vector<std::vector<float>> params, moments;
+    int64_t steps;
+    double lr;
+    Rng::State model_rng, data_rng;
+    bool operator==(const Snapshot& o) const {
+      return params == o.params && moments == o.moments && steps == o.steps && lr == o.lr &&
+             model_rng == o.model_rng && data_rng == o.data_rng;
+    }
+  };
+  Snapshot snapshot() {
+    Snapshot s;
+    for (int64_t i = 0; i < model->parameters().size(); ++i) s.params.push_back(model->parameters()[i].value.to_host());
+    for (const auto& t : opt->state_tensors()) s.moments.push_back(t.buffer->to_host());
+    s.steps = opt->steps();
+    s.lr = opt->learning_rate();
+    s.model_rng = model->rng_state();
+    s.data_rng = data->rng_state();
+    return s;
+  }
+};
+
+void expect_status(const std::function<void()>& f, fwp_status status, const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << what << ": expected status " << status;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), status) << what << ": " << e.what();
+  }
+}
+
+// ---- resumption -----------------------------------------------------------------------------------
+
+class CheckpointResume : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CheckpointResume, ResumedTrainingIsBitIdentical) {
+  RetrievalConfig c = small_config();
+  if (GetParam()) {
+    // FAVOR+ with redraws: the model's own generator must resume too.
+    c.feature_map = FeatureMap::Favor;
+    c.favor_features = 12;
+  }
+  TempDir dir;
+  const std::string path = dir.file("run.safetensors");
+  const int N = 6, M = 6;
+  TrainingRun a(c, 1);
+  for (int i = 0; i < N; ++i) a.step();
+  a.opt->set_learning_rate(2e-3);  // as a schedule would
+  save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "hello");
+  std::vector<double> expected;
+  for (int i = 0; i < M; ++i) expected.push_back(a.step());
+
+  TrainingRun b(c, 99);  // other parameters, other data stream
+  load_checkpoint(path, *b.model, b.opt.get(), b.data.get());
+  EXPECT_EQ(b.opt->steps(), N);
+  EXPECT_EQ(b.opt->learning_rate(), 2e-3);
+  for (int i = 0; i < M; ++i) EXPECT_EQ(b.step(), expected[i]) << "step " << i;
+  EXPECT_TRUE(a.snapshot() == b.snapshot());
+
+  // A model rebuilt from the file alone has the saved config and parameters.
+  const auto loaded = load_model(make_context(3), path);
+  EXPECT_EQ(loaded->config_json(), a.model->config_json());
+  TrainingRun fresh(c, 1);
+  for (int i = 0; i < N; ++i) fresh.step();
+  for (int64_t i = 0; i < loaded->parameters().size(); ++i) {
+    EXPECT_EQ(loaded->parameters()[i].value.to_host(), fresh.model->parameters()[i].value.to_host());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoint, CheckpointResume, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "FavorRedraw" : "Dpfp");
+                         });
+
+TEST(Checkpoint, FileIsPlainSafetensors) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  TrainingRun a(small_config(), 1);
+  a.step();
+  save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "note: \xc3\xa9t\xc3\xa9");
+  const Bytes file = read_bytes(path);
+  const uint64_t n = header_length(file);
+  EXPECT_EQ((8 + n) % 8, 0u) << "the data section is 8-byte aligned";
+  const nlohmann::json h = header_of(file);
+  const auto& meta = h.at("__metadata__");
+  EXPECT_EQ(meta.at("format"), "fwp-checkpoint");
+  EXPECT_EQ(meta.at("user"), "note: \xc3\xa9t\xc3\xa9");
+  EXPECT_EQ(nlohmann::json::parse(meta.at("model").get<std::string>()), a.model->config_json());
+  EXPECT_EQ(nlohmann::json::parse(meta.at("optimizer").get<std::string>()).at("step"), 1);
+  for (const auto& [key, value] : meta.items()) EXPECT_TRUE(value.is_string()) << key;
+  // Tensors: F32, contiguous, covering the data section exactly.
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  int params = 0, moments = 0;
+  for (const auto& [name, t] : h.items()) {
+    if (name == "__metadata__") continue;
+    EXPECT_EQ(t.at("dtype"), "F32") << name;
+    uint64_t numel = 1;
+    for (const auto& d : t.at("shape")) numel *= d.get<uint64_t>();
+    const uint64_t b = t.at("data_offsets")[0], e = t.at("data_offsets")[1];
+    EXPECT_EQ(e - b, 4 * numel) << name;
+    ranges.emplace_back(b, e);
+    (name.rfind("optimizer/", 0) == 0 ? moments : params) += 1;
+  }
+  EXPECT_EQ(params, a.model->parameters().size());
+  EXPECT_EQ(moments, 2 * params) << "exp_avg and exp_avg_sq per trainable parameter";
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t at = 0;
+  for (const auto& [b, e] : ranges) {
+    EXPECT_EQ(b, at);
+    at = e;
+  }
+  EXPECT_EQ(at, file.size() - 8 - n);
+  // The bytes of a tensor are its little-endian floats.
+  const auto& emb = h.at("key_embedding");
+  const auto values = a.model->parameters()[0].value.to_host();
+  const uint64_t off = 8 + n + emb.at("data_offsets")[0].get<uint64_t>();
+  EXPECT_EQ(std::memcmp(file.data() + off, values.data(), values.size() * 4), 0);
+}
+
+// ---- damaged and foreign files --------------------------------------------------------------------
+
+TEST(Checkpoint, DamagedFilesAreFormatErrorsAndChangeNothing) {
+  TempDir dir;
+  const std::string good_path = dir.file("good.safetensors");
+  TrainingRun src(small_config(), 1);
+  src.step();
+  save_checkpoint(good_path, *src.model, src.opt.get(), src.data.get(), nullptr);
+  const Bytes good = read_bytes(good_path);
+  const uint64_t n = header_length(good);
+  const nlohmann::json header = header_of(good);
+
+  std::vector<std::pair<std::string, Bytes>> cases;
+  for (size_t len : {size_t(0), size_t(4), size_t(8), size_t(8 + n / 2), size_t(8 + n), good.size() - 1}) {
+    cases.emplace_back("truncated to " + std::to_string(len), good.substr(0, len));
+  }
+  {
+    Bytes b = good;
+    for (int i = 0; i < 8; ++i) b[i] = '\xff';
+    cases.emplace_back("wrong magic (absurd header length)", b);
+  }
+  {
+    Bytes b = good;
+    const uint64_t big = (100ull << 20) + 1;
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((big >> (8 * i)) & 0xff);
+    cases.emplace_back("header length over the bound", b);
+  }
+  cases.emplace_back("not a safetensors file", Bytes("PK\x03\x04 this is a zip file, not a checkpoint....", 48));
+  {
+    Bytes b = good;
+    b[8] = 'x';  // the opening brace
+    cases.emplace_back("corrupted header", b);
+  }
+  {
+    nlohmann::json h = header;
+    h["__metadata__"].erase("format");
+    cases.emplace_back("no fwp format marker", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h.erase("k_proj.bias");
+    cases.emplace_back("missing parameter tensor", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h.erase("optimizer/q_proj.weight/exp_avg_sq");
+    cases.emplace_back("missing optimizer tensor", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h["q_proj.bias"]["dtype"] = "F16";
+    h["q_proj.bias"]["shape"] = {32};
+    cases.emplace_back("wrong dtype", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h["q_proj.bias"]["shape"] = {2, 8};
+    cases.emplace_back("wrong shape", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h["q_proj.bias"]["shape"] = {17};
+    cases.emplace_back("offsets inconsistent with the shape", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h["q_proj.bias"]["data_offsets"] = {0, uint64_t(1) << 40};
+    cases.emplace_back("offsets beyond the file", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h["q_proj.bias"]["shape"] = {-16};
+    cases.emplace_back("negative shape", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h["__metadata__"]["model_rng"] = "[1,2]";
+    cases.emplace_back("bad model rng", with_header(good, h));
+  }
+  {
+    nlohmann::json h = header;
+    h["__metadata__"]["model"] = "{\"kind\": ";
+    cases.emplace_back("model config not JSON", with_header(good, h));
+  }
+  {
+    RetrievalConfig other = small_config();
+    other.num_keys = 10;
+    TrainingRun foreign(other, 2);
+    const std::string p = dir.file("foreign.safetensors");
+    save_checkpoint(p, *foreign.model, foreign.opt.get(), foreign.data.get(), nullptr);
+    cases.emplace_back("foreign config (S = 10)", read_bytes(p));
+    RetrievalConfig elu = small_config();
+    elu.feature_map = FeatureMap::Elu;
+    TrainingRun foreign2(elu, 2);
+    save_checkpoint(p, *foreign2.model, foreign2.opt.get(), foreign2.data.get(), nullptr);
+    cases.emplace_back("foreign config (elu)", read_bytes(p));
+    TrainingRun sgd(small_config(), 2, FWP_OPTIMIZER_SGD);
+    save_checkpoint(p, *sgd.model, sgd.opt.get(), sgd.data.get(), nullptr);
+    cases.emplace_back("optimizer of another kind", read_bytes(p));
+    save_checkpoint(p, *src.model, nullptr, src.data.get(), nullptr);
+    cases.emplace_back("no optimizer state", read_bytes(p));
+    save_checkpoint(p, *src.model, src.opt.get(), nullptr, nullptr);
+    cases.emplace_back("no data state", read_bytes(p));
+    RetrievalData other_data(1, 8, 3);
+    save_checkpoint(p, *src.model, src.opt.get(), &other_data, nullptr);
+    cases.emplace_back("data generator of another setting", read_bytes(p));
+  }
+
+  TrainingRun target(small_config(), 7);
+  target.step();
+  const TrainingRun::Snapshot before = target.snapshot();
+  const std::string bad_path = dir.file("bad.safetensors");
+  for (const auto& [what, bytes] : cases) {
+    write_bytes(bad_path, bytes);
+    expect_status([&] { load_checkpoint(bad_path, *target.model, target.opt.get(), target.data.get()); },
+                  FWP_ERR_FORMAT, what);
+    EXPECT_TRUE(target.snapshot() == before) << what << " changed the target";
+  }
+  expect_status([&] { load_checkpoint(dir.file("absent"), *target.model, target.opt.get(), nullptr); }, FWP_ERR_IO,
+                "missing file");
+  write_bytes(bad_path, good.substr(0, good.size() - 1));
+  expect_status([&] { load_model(make_context(1), bad_path); }, FWP_ERR_FORMAT, "load_model of a truncated file");
+  EXPECT_TRUE(target.snapshot() == before);
+  // The good file still loads, and optional parts may be skipped.
+  EXPECT_NO_THROW(load_checkpoint(good_path, *target.model, nullptr, nullptr));
+  EXPECT_NO_THROW(load_checkpoint(good_path, *target.model, target.opt.get(), target.data.get()));
+}
+
+TEST(Checkpoint, OptimizerOfAnotherModelIsAContextMismatch) {
+  TempDir dir;
+  TrainingRun a(small_config(), 1), b(small_config(), 2);
+  expect_status([&] { save_checkpoint(dir.file("x"), *a.model, b.opt.get(), nullptr, nullptr); },
+                FWP_ERR_CONTEXT_MISMATCH, "save");
+  save_checkpoint(dir.file("x"), *a.model, a.opt.get(), nullptr, nullptr);
+  expect_status([&] { load_checkpoint(dir.file("x"), *a.model, b.opt.get(), nullptr); }, FWP_ERR_CONTEXT_MISMATCH,
+                "load");
+}
+
+// ---- failed saves ----------------------------------------------------------------------------------
+
+TEST(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {
+  TempDir dir;
+  const std::string path = dir.file("ckpt.safetensors");
+  TrainingRun a(small_config(), 1);
+  save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "first");
+  const Bytes first = read_bytes(path);
+  a.step();
+  // Block the temporary file (a directory in its place), so the write fails
+  // even for root, which ignores permission bits.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  ASSERT_EQ(::mkdir(tmp.c_str(), 0755), 0);
+  expect_status([&] { save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "second"); }, FWP_ERR_IO,
+                "blocked temporary file");
+  EXPECT_EQ(read_bytes(path), first);
+  ::rmdir(tmp.c_str());
+  // An unwritable destination: a directory that does not exist.
+  expect_status([&] { save_checkpoint(dir.file("no/such/dir/x.safetensors"), *a.model, nullptr, nullptr, nullptr); },
+                FWP_ERR_IO, "missing directory");
+  // Renaming over a directory fails after the temporary was written: it must be removed.
+  const std::string dir_target = dir.file("a_directory");
+  ASSERT_EQ(::mkdir(dir_target.c_str(), 0755), 0);
+  expect_status([&] { save_checkpoint(dir_target, *a.model, nullptr, nullptr, nullptr); }, FWP_ERR_IO,
+                "rename over a directory");
+  struct stat st;
+  EXPECT_NE(::stat((dir_target + ".tmp." + std::to_string(::getpid())).c_str(), &st), 0) << "temporary removed";
+  // And a save that works replaces the file.
+  save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "second");
+  EXPECT_NE(read_bytes(path), first);
+  EXPECT_EQ(header_of(read_bytes(path))["__metadata__"]["user"], "second");
+}
+
+TEST(Checkpoint, RejectsUserMetadataThatIsNotUtf8) {
+  TempDir dir;
+  TrainingRun a(small_config(), 1);
+  expect_status([&] { save_checkpoint(dir.file("x"), *a.model, nullptr, nullptr, "bad \xff byte"); },
+                FWP_ERR_INVALID_ARGUMENT, "invalid UTF-8");
+  struct stat st;
+  EXPECT_NE(::stat(dir.file("x").c_str(), &st), 0);
+}
+
+}  // namespace
+}  // namespace fwp
