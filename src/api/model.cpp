@@ -46,10 +46,10 @@ const fwp::RetrievalModel& retrieval(const fwp_model* model) {
 // Enums (FWP_ERR_OUT_OF_RANGE) and flags here; sizes and consistency in RetrievalConfig::validate().
 fwp::RetrievalConfig to_internal(const fwp_retrieval_config& c) {
   fwp::api::check_struct_size(c.struct_size, sizeof(fwp_retrieval_config), "config");
-  const int feature_map = static_cast<int>(c.feature_map);
+  const int feature_map = fwp::api::enum_value(c.feature_map);
   if (feature_map < FWP_FEATURE_MAP_ELU || feature_map > FWP_FEATURE_MAP_SOFTMAX)
     throw Error(FWP_ERR_OUT_OF_RANGE, "config->feature_map must be one of FWP_FEATURE_MAP_*" + got(feature_map));
-  const int rule = static_cast<int>(c.update_rule);
+  const int rule = fwp::api::enum_value(c.update_rule);
   if (rule < FWP_UPDATE_SUM || rule > FWP_UPDATE_DELTA)
     throw Error(FWP_ERR_OUT_OF_RANGE, "config->update_rule must be FWP_UPDATE_SUM or FWP_UPDATE_DELTA" + got(rule));
   check_flag(c.favor_redraw, "config->favor_redraw");
@@ -60,8 +60,8 @@ fwp::RetrievalConfig to_internal(const fwp_retrieval_config& c) {
   out.setting = c.setting;
   out.num_keys = c.num_keys;
   out.d_head = c.d_head;
-  out.softmax = c.feature_map == FWP_FEATURE_MAP_SOFTMAX;
-  switch (c.feature_map) {
+  out.softmax = feature_map == FWP_FEATURE_MAP_SOFTMAX;
+  switch (feature_map) {
     case FWP_FEATURE_MAP_ELU: out.feature_map = fwp::FeatureMap::Elu; break;
     case FWP_FEATURE_MAP_FAVOR: out.feature_map = fwp::FeatureMap::Favor; break;
     case FWP_FEATURE_MAP_DPFP: out.feature_map = fwp::FeatureMap::Dpfp; break;
@@ -70,7 +70,7 @@ fwp::RetrievalConfig to_internal(const fwp_retrieval_config& c) {
   out.dpfp_nu = c.dpfp_nu;
   out.favor_features = c.favor_features;
   out.favor_redraw = c.favor_redraw != 0;
-  out.update_rule = c.update_rule == FWP_UPDATE_DELTA ? fwp::UpdateRule::Delta : fwp::UpdateRule::Sum;
+  out.update_rule = rule == FWP_UPDATE_DELTA ? fwp::UpdateRule::Delta : fwp::UpdateRule::Sum;
   out.sum_normalize = c.sum_normalize != 0;
   out.attn_normalize = c.attn_normalize != 0;
   out.norm_eps = static_cast<double>(c.norm_eps);

@@ -19,8 +19,15 @@ using fwp::api::check_not_null;
 
 fwp::OptimizerConfig to_internal(const fwp_optimizer_config& c) {
   fwp::api::check_struct_size(c.struct_size, sizeof(fwp_optimizer_config), "config");
+  // Read the enum as an int: an out-of-range value loaded through the enum type is undefined.
+  const int kind = fwp::api::enum_value(c.kind);
+  if (kind != FWP_OPTIMIZER_SGD && kind != FWP_OPTIMIZER_ADAM && kind != FWP_OPTIMIZER_ADAMW) {
+    throw Error(FWP_ERR_OUT_OF_RANGE,
+                "config->kind must be FWP_OPTIMIZER_SGD, FWP_OPTIMIZER_ADAM or FWP_OPTIMIZER_ADAMW (got " +
+                    std::to_string(kind) + ")");
+  }
   fwp::OptimizerConfig out;
-  out.kind = c.kind;
+  out.kind = static_cast<fwp_optimizer_kind>(kind);
   out.learning_rate = static_cast<double>(c.learning_rate);
   out.beta1 = static_cast<double>(c.beta1);
   out.beta2 = static_cast<double>(c.beta2);

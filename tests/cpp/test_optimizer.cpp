@@ -324,7 +324,7 @@ TEST(OptimizerConfigCheck, RejectsEveryBadField) {
     edit(c);
     expect_error([&] { c.validate("config->"); }, status, fragment);
   };
-  bad([](OptimizerConfig& c) { c.kind = static_cast<fwp_optimizer_kind>(7); }, FWP_ERR_OUT_OF_RANGE, "config->kind");
+  bad([](OptimizerConfig& c) { c.kind = static_cast<fwp_optimizer_kind>(3); }, FWP_ERR_OUT_OF_RANGE, "config->kind");
   bad([](OptimizerConfig& c) { c.learning_rate = -1e-3; }, FWP_ERR_INVALID_ARGUMENT, "config->learning_rate");
   bad([](OptimizerConfig& c) { c.learning_rate = INFINITY; }, FWP_ERR_INVALID_ARGUMENT, "config->learning_rate");
   bad([](OptimizerConfig& c) { c.beta1 = 1.0; }, FWP_ERR_INVALID_ARGUMENT, "config->beta1");
