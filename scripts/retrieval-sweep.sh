@@ -23,6 +23,8 @@
 #   DEVICE       cpu or cuda                  (cpu)
 #   S1_ELU S1_DPFP1 S1_DPFP2 S1_DPFP3 S1_FAVOR S1_SOFTMAX   grids of setting 1 (S or A:B:STEP)
 #   S2_KEYS      grid of setting 2            (20:200:20)
+#   S2_DPFP1_SUM S2_DPFP1_DELTA S2_ELU_DELTA   per-model grids of setting 2 (default: S2_KEYS)
+# A grid set to the empty string skips that model (e.g. to add points to one model only).
 #
 # Outputs: $OUT/setting{1,2}.csv (one row per run: the sweep table), $OUT/setting{1,2}.png
 # (final eval loss vs S, one line per model), $OUT/setting{N}-<model>-evals.csv (every
@@ -38,13 +40,17 @@ MAX_STEPS=${MAX_STEPS:-100000}
 SEED=${SEED:-1}
 THREADS=${THREADS:-0}
 DEVICE=${DEVICE:-cpu}
-S1_ELU=${S1_ELU:-20:200:20}
-S1_DPFP1=${S1_DPFP1:-20:200:20}
-S1_DPFP2=${S1_DPFP2:-20:400:20}
-S1_DPFP3=${S1_DPFP3:-20:500:20}
-S1_FAVOR=${S1_FAVOR:-20:200:20}
-S1_SOFTMAX=${S1_SOFTMAX:-20:600:20}
+# ${VAR-default}: unset takes the default, the empty string skips the model.
+S1_ELU=${S1_ELU-20:200:20}
+S1_DPFP1=${S1_DPFP1-20:200:20}
+S1_DPFP2=${S1_DPFP2-20:400:20}
+S1_DPFP3=${S1_DPFP3-20:500:20}
+S1_FAVOR=${S1_FAVOR-20:200:20}
+S1_SOFTMAX=${S1_SOFTMAX-20:600:20}
 S2_KEYS=${S2_KEYS:-20:200:20}
+S2_DPFP1_SUM=${S2_DPFP1_SUM-$S2_KEYS}
+S2_DPFP1_DELTA=${S2_DPFP1_DELTA-$S2_KEYS}
+S2_ELU_DELTA=${S2_ELU_DELTA-$S2_KEYS}
 
 what=${1:-all}
 case "$what" in
@@ -63,23 +69,31 @@ run() {
   "$@"
 }
 
+# model GRID ARGS...: runs `fwp ARGS... --keys GRID` unless GRID is empty.
+model() {
+  local grid=$1
+  shift
+  if [[ -z "$grid" ]]; then return 0; fi
+  run "$FWP" "$@" --keys "$grid"
+}
+
 common=(--seed "$SEED" --max-steps "$MAX_STEPS" --threads "$THREADS" --device "$DEVICE")
 
 setting1() {
   local s=(retrieval --setting 1 "${common[@]}" --sweep-csv "$OUT/setting1.csv" --plot "$OUT/setting1.png")
-  run "$FWP" "${s[@]}" --phi elu --keys "$S1_ELU" --csv "$OUT/setting1-elu-evals.csv"
-  run "$FWP" "${s[@]}" --phi dpfp --nu 1 --keys "$S1_DPFP1" --csv "$OUT/setting1-dpfp1-evals.csv"
-  run "$FWP" "${s[@]}" --phi dpfp --nu 2 --keys "$S1_DPFP2" --csv "$OUT/setting1-dpfp2-evals.csv"
-  run "$FWP" "${s[@]}" --phi dpfp --nu 3 --keys "$S1_DPFP3" --csv "$OUT/setting1-dpfp3-evals.csv"
-  run "$FWP" "${s[@]}" --phi favor --m 64 --keys "$S1_FAVOR" --csv "$OUT/setting1-favor64-evals.csv"
-  run "$FWP" "${s[@]}" --phi softmax --keys "$S1_SOFTMAX" --csv "$OUT/setting1-softmax-evals.csv"
+  model "$S1_ELU" "${s[@]}" --phi elu --csv "$OUT/setting1-elu-evals.csv"
+  model "$S1_DPFP1" "${s[@]}" --phi dpfp --nu 1 --csv "$OUT/setting1-dpfp1-evals.csv"
+  model "$S1_DPFP2" "${s[@]}" --phi dpfp --nu 2 --csv "$OUT/setting1-dpfp2-evals.csv"
+  model "$S1_DPFP3" "${s[@]}" --phi dpfp --nu 3 --csv "$OUT/setting1-dpfp3-evals.csv"
+  model "$S1_FAVOR" "${s[@]}" --phi favor --m 64 --csv "$OUT/setting1-favor64-evals.csv"
+  model "$S1_SOFTMAX" "${s[@]}" --phi softmax --csv "$OUT/setting1-softmax-evals.csv"
 }
 
 setting2() {
   local s=(retrieval --setting 2 "${common[@]}" --sweep-csv "$OUT/setting2.csv" --plot "$OUT/setting2.png")
-  run "$FWP" "${s[@]}" --phi dpfp --nu 1 --rule sum --keys "$S2_KEYS" --csv "$OUT/setting2-dpfp1-sum-evals.csv"
-  run "$FWP" "${s[@]}" --phi dpfp --nu 1 --rule delta --keys "$S2_KEYS" --csv "$OUT/setting2-dpfp1-delta-evals.csv"
-  run "$FWP" "${s[@]}" --phi elu --rule delta --keys "$S2_KEYS" --csv "$OUT/setting2-elu-delta-evals.csv"
+  model "$S2_DPFP1_SUM" "${s[@]}" --phi dpfp --nu 1 --rule sum --csv "$OUT/setting2-dpfp1-sum-evals.csv"
+  model "$S2_DPFP1_DELTA" "${s[@]}" --phi dpfp --nu 1 --rule delta --csv "$OUT/setting2-dpfp1-delta-evals.csv"
+  model "$S2_ELU_DELTA" "${s[@]}" --phi elu --rule delta --csv "$OUT/setting2-elu-delta-evals.csv"
 }
 
 if [[ "$what" == setting1 || "$what" == all ]]; then setting1; fi

@@ -273,42 +273,19 @@ class EvalLog {
     if (file_ != nullptr) std::fclose(file_);
   }
 
-  /// Starts a fresh log (truncating the file).
-  void open_fresh(const std::string& path) {
-    path_ = path;
-    write_file_atomically(path, std::string(kEvalCsvHeader) + "\n");
-    reopen();
+  /// Starts the log of fresh runs of the given values of S: earlier rows of those
+  /// S are dropped (they belong to runs being replaced), rows of other S are kept,
+  /// so several invocations can fill one log.
+  void open_fresh(const std::string& path, const std::vector<int64_t>& keys) {
+    open_keeping(path, [&keys](int64_t s, int64_t) {
+      return std::find(keys.begin(), keys.end(), s) == keys.end();
+    });
   }
 
   /// Continues a log after resuming S at `step`: rows of S past that step (written
   /// after the checkpoint was saved) are dropped so the log reads as one run.
   void open_resumed(const std::string& path, int64_t keys, int64_t step) {
-    path_ = path;
-    std::string kept = std::string(kEvalCsvHeader) + "\n";
-    if (file_exists(path)) {
-      std::istringstream text(read_file(path));
-      std::string line;
-      bool header = true;
-      while (std::getline(text, line)) {
-        if (header) {
-          header = false;
-          if (line != kEvalCsvHeader) {
-            throw RunError(fmt::format("{} is not an evaluation CSV of fwp retrieval (its header is not '{}')",
-                                       path, kEvalCsvHeader));
-          }
-          continue;
-        }
-        if (line.empty()) continue;
-        const std::vector<std::string> fields = split_csv_record(line);
-        if (fields.size() >= 2 && std::strtoll(fields[0].c_str(), nullptr, 10) == keys &&
-            std::strtoll(fields[1].c_str(), nullptr, 10) > step) {
-          continue;
-        }
-        kept += line + "\n";
-      }
-    }
-    write_file_atomically(path, kept);
-    reopen();
+    open_keeping(path, [keys, step](int64_t s, int64_t row_step) { return s != keys || row_step <= step; });
   }
 
   void append(int64_t keys, const TrainState& s) {
@@ -323,6 +300,37 @@ class EvalLog {
   }
 
  private:
+  /// Rewrites the file keeping the rows for which keep(keys, step) holds, then opens it for appending.
+  template <typename Keep>
+  void open_keeping(const std::string& path, Keep keep) {
+    path_ = path;
+    std::string kept = std::string(kEvalCsvHeader) + "\n";
+    if (file_exists(path)) {
+      std::istringstream text(read_file(path));
+      std::string line;
+      bool header = true;
+      while (std::getline(text, line)) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (header) {
+          header = false;
+          if (line != kEvalCsvHeader) {
+            throw RunError(fmt::format("{} is not an evaluation CSV of fwp retrieval (its header is not '{}')",
+                                       path, kEvalCsvHeader));
+          }
+          continue;
+        }
+        if (line.empty()) continue;
+        const std::vector<std::string> fields = split_csv_record(line);
+        if (fields.size() != 5) throw RunError(fmt::format("{}: malformed row '{}'", path, line));
+        if (keep(std::strtoll(fields[0].c_str(), nullptr, 10), std::strtoll(fields[1].c_str(), nullptr, 10))) {
+          kept += line + "\n";
+        }
+      }
+    }
+    write_file_atomically(path, kept);
+    reopen();
+  }
+
   void reopen() {
     file_ = std::fopen(path_.c_str(), "a");
     if (file_ == nullptr) throw RunError(fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
@@ -812,7 +820,9 @@ CLI::App* add_retrieval_command(CLI::App& app, RetrievalOptions& o) {
                                   "Divide the readout by z . phi(q) (default: on for --rule sum, off for delta, "
                                   "as in the paper)")
                         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  cmd->add_option("--csv", o.csv, "Write one row per evaluation to FILE: keys,step,eval_loss,best,seconds");
+  cmd->add_option("--csv", o.csv,
+                  "Write one row per evaluation to FILE: keys,step,eval_loss,best,seconds (rows of other S already "
+                  "in FILE are kept, rows of the S being run are replaced)");
   cmd->add_option("--sweep-csv", o.sweep_csv,
                   "Merge one row per finished run into FILE: model,keys,final_eval_loss,best_eval_loss,steps,"
                   "seconds,setting,stopped_by,seed (a rerun replaces the row of the same model, setting and S)");
@@ -865,7 +875,9 @@ int run_retrieval_command(RetrievalOptions& o) {
     if (resuming) {
       eval_log.open_resumed(o.csv, configs.front().keys, resumed_state.step);
     } else {
-      eval_log.open_fresh(o.csv);
+      std::vector<int64_t> fresh_keys;
+      for (const RunConfig& cfg : configs) fresh_keys.push_back(cfg.keys);
+      eval_log.open_fresh(o.csv, fresh_keys);
     }
   }
 
