@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@ struct LayerCase {
     return n;
   }
 };
+
+// gtest prints parameters with this (instead of their bytes).
+void PrintTo(const LayerCase& c, std::ostream* os) { *os << c.name(); }
 
 std::vector<LayerCase> all_cases() {
   std::vector<LayerCase> cases;
@@ -389,8 +393,9 @@ TEST_P(LayerReference, ForwardMatchesReference) {
   EXPECT_EQ(z, z0);
 }
 
-TEST_P(LayerReference, CarryStateLeavesTheFinalState) {
-  if (GetParam().softmax) GTEST_SKIP() << "softmax attention has no state";
+class LayerCarry : public ::testing::TestWithParam<LayerCase> {};
+
+TEST_P(LayerCarry, CarryStateLeavesTheFinalState) {
   FastWeightLayerConfig cfg = make_config(GetParam());
   cfg.carry_state = true;
   auto layer = make_layer(cfg);
@@ -409,6 +414,16 @@ TEST_P(LayerReference, CarryStateLeavesTheFinalState) {
   // Without attention normalisation z is not part of the computation and is carried unchanged.
   EXPECT_LT(rel_diff(z, cfg.attn_normalize ? ref.z : z0), 1e-12);
 }
+
+std::vector<LayerCase> fast_weight_cases() {
+  std::vector<LayerCase> cases;
+  for (const auto& c : all_cases())
+    if (!c.softmax) cases.push_back(c);
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Layer, LayerCarry, ::testing::ValuesIn(fast_weight_cases()),
+                         [](const ::testing::TestParamInfo<LayerCase>& info) { return info.param.name(); });
 
 // ---- gradients by central differences --------------------------------------------------------------
 
