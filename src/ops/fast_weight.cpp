@@ -66,8 +66,8 @@ inline T dot(const T* a, const T* b, int64_t n) {
 // The backward keeps that property (dq_t and dk_t sum over the values, but
 // they are outputs and feed nothing back). So the values are split into
 // blocks of B, and each block runs through all steps while its slice of W
-// blocks of B, and each block runs through all steps while its slice of W
 // stays in L1 (forward; the backward prefers wider blocks, see below).
+//
 // Working layout of a block: its slice of W transposed, [d_key][B]. The
 // forward's reductions all run over d_key, so with this layout they become
 // vector accumulations over the block's values (no horizontal sums):
@@ -467,24 +467,39 @@ int64_t stream_cost(const FastWeightShape& s) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// Algorithm choice. Measured on the 2-core development machine (AVX-512, float,
-// forward + backward, 2 threads, Eigen 3.4, see the notes in the commit that
-// introduced this): the per-step recurrence is one fused pass over W per step and is
-// hard to beat when W is tiny, while the chunked form turns the work into
-// [C x d] matrix products whose efficiency grows with d.
+// Algorithm choice, by measurement (2-core AVX-512 Xeon, float, one thread,
+// forward + backward, CPU time; sum and delta rule behave alike):
+//   d_key x d_value   recurrent   chunked (best C)      (T = 1024, 2 streams)
+//   16 x 16             0.31 ms     0.87 ms (16)
+//   32 x 32             0.74        1.62    (16)
+//   64 x 64             2.5         3.3     (16)
+//   128 x 32, 256 x 32, 512 x 16, 96 x 96: within 5-10% of each other
+//   128 x 64            7.3         7.7     (32)
+//   256 x 64           16.6        13.8     (32)
+//   128 x 128          16          11.9     (16-32)
+//   256 x 256          71          40       (64)
+// The recurrent kernel keeps a block of W in L1 and does the minimum of
+// arithmetic, so it wins while the state is small; once the state outgrows L1
+// (and the backward's per-row sums pile up) the chunked form's matrix products
+// win, for any T >= ~16 (at 128 x 128 the chunked form is ahead from T = 16).
+// Very short calls (decoding) stay recurrent.
 // ---------------------------------------------------------------------------
 template <typename T>
-Algorithm CpuBackend<T>::choose_algorithm(UpdateRule rule, const FastWeightShape& shape) {
-  const int64_t d = std::min(shape.d_key, shape.d_value);
-  if (shape.steps < 64 || d < 32) return Algorithm::Recurrent;
-  (void)rule;
+Algorithm CpuBackend<T>::choose_algorithm(UpdateRule /*rule*/, const FastWeightShape& shape) {
+  constexpr int64_t kChunkedMinState = 128 * 128;
+  constexpr int64_t kChunkedMinSteps = 8;
+  if (shape.steps < kChunkedMinSteps || shape.d_key * shape.d_value < kChunkedMinState) return Algorithm::Recurrent;
   return Algorithm::Chunked;
 }
 
+// Measured as above: C = 16 is best up to d = 64, 32 around d = 128, 64 from a
+// 256 x 256 state on (the c x c products and the substitution grow with C,
+// the per-chunk overheads shrink).
 template <typename T>
 int64_t CpuBackend<T>::default_chunk_size(const FastWeightShape& shape) {
-  const int64_t d = std::max(shape.d_key, shape.d_value);
-  return d <= 32 ? 32 : 64;
+  if (std::max(shape.d_key, shape.d_value) <= 64) return 16;
+  if (shape.d_key * shape.d_value < 256 * 256) return 32;
+  return 64;
 }
 
 template <typename T>

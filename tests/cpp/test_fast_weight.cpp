@@ -584,6 +584,34 @@ TEST(FastWeightShapes, WideKeysNarrowValues) {
   }
 }
 
+// The recurrent kernels split the values into blocks of 16 / 32 / 64 (padded);
+// these shapes give several blocks, a partial last block and, in float, wide
+// blocks in the backward that do not fit L1.
+TEST(FastWeightShapes, SeveralValueBlocks) {
+  const int64_t dims[][2] = {{12, 70}, {20, 128}, {33, 130}, {256, 64}};
+  for (const auto& dim : dims) {
+    for (const UpdateRule rule : {UpdateRule::Sum, UpdateRule::Delta}) {
+      SCOPED_TRACE("d_key " + std::to_string(dim[0]) + " d_value " + std::to_string(dim[1]) +
+                   (rule == UpdateRule::Delta ? " delta" : " sum"));
+      const Problem p = make_problem(rule, 2, 37, dim[0], dim[1], true, true, 70 + static_cast<uint64_t>(dim[1]));
+      const RefForward ref = reference_forward(p);
+      const Grads ref_g = reference_backward(p, ref, true, true);
+      CpuBackend<double> be(2);
+      const Inputs<double> in(p);
+      CpuBackend<float> bf(2);
+      const Inputs<float> inf(p);
+      for (const Algorithm algo : {Algorithm::Recurrent, Algorithm::Chunked}) {
+        const Outputs<double> fwd = run_forward(be, p, in, algo, 16);
+        expect_forward_near(fwd, ref, true, 1e-10);
+        expect_grads_near(run_backward(be, p, in, fwd, algo, 16), ref_g, 1e-10);
+        const Outputs<float> fwdf = run_forward(bf, p, inf, algo, 16);
+        expect_forward_near(fwdf, ref, true, 1e-4);
+        expect_grads_near(run_backward(bf, p, inf, fwdf, algo, 16), ref_g, 1e-4);
+      }
+    }
+  }
+}
+
 TEST(FastWeightFloat, MatchesDoubleReference) {
   for (const UpdateRule rule : {UpdateRule::Sum, UpdateRule::Delta}) {
     for (const int64_t steps : {5, 67, 200}) {
@@ -614,10 +642,11 @@ void normalize_keys(Vec& k, int64_t d) {
 
 // In float over 2048 steps the backward's reconstruction W_{t-1} = W_t - u_t k_t^T
 // accumulates rounding error; with normalised keys it stays small. Both float
-// algorithms are compared with the double reference and with each other; the
-// tolerance (relative to the largest reference magnitude) is 2e-3.
+// algorithms are compared with the double reference and with each other. The
+// largest error observed (relative to the largest reference magnitude) is
+// 1.5e-6; the tolerance 2e-5 leaves a 10x margin.
 TEST(FastWeightLong, FloatRecurrentAndChunkedAgreeOverLongSequence) {
-  const double tol = 2e-3;
+  const double tol = 2e-5;
   for (const UpdateRule rule : {UpdateRule::Sum, UpdateRule::Delta}) {
     SCOPED_TRACE(rule == UpdateRule::Delta ? "delta" : "sum");
     Problem p = make_problem(rule, 2, 2048, 32, 32, true, true, 2048, 0.0, 1.0);
@@ -709,12 +738,13 @@ TEST(FastWeightEdgeCases, StateOutMayAliasStateIn) {
   }
 }
 
-TEST(FastWeightAlgorithmChoice, RuleIsConsistent) {
+TEST(FastWeightAlgorithmChoice, FollowsTheMeasuredRule) {
   for (const UpdateRule rule : {UpdateRule::Sum, UpdateRule::Delta}) {
-    // Tiny problems run the recurrence; long sequences with wide heads the chunked form.
-    EXPECT_EQ(CpuBackend<float>::choose_algorithm(rule, {8, 1, 64, 64}), Algorithm::Recurrent);
-    EXPECT_EQ(CpuBackend<float>::choose_algorithm(rule, {8, 2048, 64, 64}), Algorithm::Chunked);
-    EXPECT_NE(CpuBackend<float>::choose_algorithm(rule, {8, 2048, 64, 64}), Algorithm::Auto);
+    // Small states and very short calls run the recurrence; large states the chunked form.
+    EXPECT_EQ(CpuBackend<float>::choose_algorithm(rule, {8, 2048, 64, 64}), Algorithm::Recurrent);
+    EXPECT_EQ(CpuBackend<float>::choose_algorithm(rule, {8, 1, 256, 256}), Algorithm::Recurrent);
+    EXPECT_EQ(CpuBackend<float>::choose_algorithm(rule, {8, 2048, 128, 128}), Algorithm::Chunked);
+    EXPECT_EQ(CpuBackend<float>::choose_algorithm(rule, {8, 256, 256, 64}), Algorithm::Chunked);
   }
   for (const int64_t d : {1, 7, 16, 64, 128, 512}) {
     const int64_t c = CpuBackend<float>::default_chunk_size({4, 1024, d, d});
