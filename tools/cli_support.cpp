@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -104,6 +106,22 @@ std::string csv_field(const std::string& field) {
     quoted += c;
   }
   return quoted + '"';
+}
+
+FileLock::FileLock(const std::string& path) {
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw RunError(fmt::format("cannot create the lock file {}: {}", path, std::strerror(errno)));
+  while (::flock(fd_, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      const std::string reason = std::strerror(errno);
+      ::close(fd_);
+      throw RunError(fmt::format("cannot lock {}: {}", path, reason));
+    }
+  }
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
 }
 
 std::string find_in_path(const std::string& program) {

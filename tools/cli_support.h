@@ -70,6 +70,19 @@ std::vector<std::string> split_csv_record(const std::string& line);
 /// Quotes a CSV field when it contains a comma, a quote or a newline.
 std::string csv_field(const std::string& field);
 
+/// An exclusive advisory lock (flock) on a lock file, held for the object's lifetime.
+/// Throws RunError if the lock file cannot be created.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 /// The full path of `program` found in PATH, or "" when it is not there.
 std::string find_in_path(const std::string& program);
 

@@ -917,16 +917,18 @@ int run_retrieval_command(RetrievalOptions& o) {
     }
 
     const SweepRow row = sweep_row_of(result);
-    std::vector<SweepRow> rows;
     if (!o.sweep_csv.empty()) {
+      std::vector<SweepRow> rows;
+      // Concurrent invocations may share one table: merge under a lock so no row is lost.
+      const FileLock lock(o.sweep_csv + ".lock");
       rows = read_sweep_csv(o.sweep_csv);
       merge_sweep_row(rows, row);
       write_sweep_csv(o.sweep_csv, rows);
+      if (!o.plot.empty()) render_sweep_plot(gnuplot, o.plot, rows);
     } else {
       merge_sweep_row(plotted, row);
-      rows = plotted;
+      if (!o.plot.empty()) render_sweep_plot(gnuplot, o.plot, plotted);
     }
-    if (!o.plot.empty()) render_sweep_plot(gnuplot, o.plot, rows);
   }
   return kExitOk;
 }
