@@ -12,9 +12,14 @@
 
 #if defined(__CUDACC__)
 #define FWP_HD __host__ __device__
-#define FWP_UNROLL _Pragma("unroll")
 #else
 #define FWP_HD
+#endif
+// Loop unrolling hint for the device compilation pass only (the host pass and
+// g++ do not know the pragma).
+#if defined(__CUDA_ARCH__)
+#define FWP_UNROLL _Pragma("unroll")
+#else
 #define FWP_UNROLL
 #endif
 

@@ -32,13 +32,9 @@ using DVec = std::vector<double>;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-std::shared_ptr<Backend<float>> cpu_f() { return make_cpu_backend<float>(2); }
 std::shared_ptr<Backend<double>> cpu_d() { return make_cpu_backend<double>(2); }
 
-const float* ptr_or_null(const FVec& v) { return v.empty() ? nullptr : v.data(); }
 float* ptr_or_null(FVec& v) { return v.empty() ? nullptr : v.data(); }
-const double* ptr_or_null(const DVec& v) { return v.empty() ? nullptr : v.data(); }
-double* ptr_or_null(DVec& v) { return v.empty() ? nullptr : v.data(); }
 
 // ---- a host executor for cuda/chunked_plan.h ----------------------------------------------------
 

@@ -1,0 +1,125 @@
+// CudaBackend: dense products (cuBLAS sgemm for row-major data via the
+// transpose identity C^T = op(B)^T op(A)^T), bias, axpy and scale.
+#include <cstdint>
+#include <string>
+
+#include "cuda_backend.h"
+#include "cuda_common.cuh"
+#include "tile_math.cuh"
+
+namespace fwp {
+
+namespace {
+
+cublasOperation_t op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+__global__ void add_bias_kernel(float* y, const float* bias, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t i = cuda::global_thread_index(); i < n; i += cuda::global_thread_count()) y[i] += bias[i % cols];
+}
+
+// dbias[c] += sum_r dy[r, c] in two deterministic passes: blocks of 32
+// columns x kBiasRowsPerChunk rows write partial column sums (8 warps over
+// interleaved rows, added in a fixed order), then one thread per column adds
+// the chunks' partials in order.
+constexpr int kBiasCols = 32;
+constexpr int kBiasWarps = 8;
+constexpr int64_t kBiasRowsPerChunk = 512;
+
+__global__ void bias_grad_partial_kernel(float* partial, const float* dy, int64_t rows, int64_t cols) {
+  __shared__ float warp_sums[kBiasWarps][kBiasCols];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kBiasCols + threadIdx.x;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kBiasRowsPerChunk;
+  const int64_t r1 = r0 + kBiasRowsPerChunk < rows ? r0 + kBiasRowsPerChunk : rows;
+  float acc = 0.0f;
+  if (c < cols) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kBiasWarps) acc += dy[r * cols + c];
+  }
+  warp_sums[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    float total = 0.0f;
+    for (int i = 0; i < kBiasWarps; ++i) total += warp_sums[i][threadIdx.x];
+    partial[static_cast<int64_t>(blockIdx.y) * cols + c] = total;
+  }
+}
+
+__global__ void bias_grad_finish_kernel(float* dbias, const float* partial, int64_t chunks, int64_t cols) {
+  for (int64_t c = cuda::global_thread_index(); c < cols; c += cuda::global_thread_count()) {
+    float total = 0.0f;
+    for (int64_t i = 0; i < chunks; ++i) total += partial[i * cols + c];
+    dbias[c] += total;
+  }
+}
+
+__global__ void axpy_kernel(int64_t n, float alpha, const float* x, float* y) {
+  for (int64_t i = cuda::global_thread_index(); i < n; i += cuda::global_thread_count()) y[i] += alpha * x[i];
+}
+
+__global__ void scale_kernel(int64_t n, float alpha, float* x) {
+  for (int64_t i = cuda::global_thread_index(); i < n; i += cuda::global_thread_count()) x[i] *= alpha;
+}
+
+}  // namespace
+
+void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                       int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  cuda::DeviceGuard guard(device_);
+  const tile::ColMajorGemm cm = tile::to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb);
+  FWP_CUDA_CHECK(cublasSgemm_64(cublas_, op(cm.trans_first), op(cm.trans_second), cm.m, cm.n, cm.k, &alpha,
+                                cm.first, cm.ld_first, cm.second, cm.ld_second, &beta, C, ldc));
+}
+
+void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
+                               int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c,
+                               int64_t batch) {
+  if (M <= 0 || N <= 0 || batch <= 0) return;
+  cuda::DeviceGuard guard(device_);
+  const tile::ColMajorGemm cm = tile::to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb);
+  FWP_CUDA_CHECK(cublasSgemmStridedBatched_64(cublas_, op(cm.trans_first), op(cm.trans_second), cm.m, cm.n, cm.k,
+                                              &alpha, cm.first, cm.ld_first, stride_b, cm.second, cm.ld_second,
+                                              stride_a, &beta, C, ldc, stride_c, batch));
+}
+
+void CudaBackend::add_bias(float* y, const float* bias, int64_t rows, int64_t cols) {
+  if (rows <= 0 || cols <= 0) return;
+  cuda::DeviceGuard guard(device_);
+  add_bias_kernel<<<cuda::grid_for(rows * cols, cuda::kElementwiseThreads), cuda::kElementwiseThreads, 0,
+                    stream_>>>(y, bias, rows, cols);
+  FWP_CUDA_CHECK_LAUNCH("add_bias_kernel");
+}
+
+void CudaBackend::bias_grad_accumulate(float* dbias, const float* dy, int64_t rows, int64_t cols) {
+  if (rows <= 0 || cols <= 0) return;
+  cuda::DeviceGuard guard(device_);
+  const int64_t chunks = (rows + kBiasRowsPerChunk - 1) / kBiasRowsPerChunk;
+  if (chunks > 65535) {
+    throw Error(FWP_ERR_UNSUPPORTED, "bias_grad_accumulate: " + std::to_string(rows) + " rows exceed the CUDA limit");
+  }
+  cuda::Scratch<float> partial(*this, chunks * cols);
+  const dim3 grid(static_cast<unsigned>((cols + kBiasCols - 1) / kBiasCols), static_cast<unsigned>(chunks));
+  bias_grad_partial_kernel<<<grid, dim3(kBiasCols, kBiasWarps), 0, stream_>>>(partial.get(), dy, rows, cols);
+  FWP_CUDA_CHECK_LAUNCH("bias_grad_partial_kernel");
+  bias_grad_finish_kernel<<<cuda::grid_for(cols, cuda::kElementwiseThreads), cuda::kElementwiseThreads, 0,
+                            stream_>>>(dbias, partial.get(), chunks, cols);
+  FWP_CUDA_CHECK_LAUNCH("bias_grad_finish_kernel");
+}
+
+void CudaBackend::axpy(int64_t n, float alpha, const float* x, float* y) {
+  if (n <= 0) return;
+  cuda::DeviceGuard guard(device_);
+  axpy_kernel<<<cuda::grid_for(n, cuda::kElementwiseThreads), cuda::kElementwiseThreads, 0, stream_>>>(n, alpha, x,
+                                                                                                        y);
+  FWP_CUDA_CHECK_LAUNCH("axpy_kernel");
+}
+
+void CudaBackend::scale(int64_t n, float alpha, float* x) {
+  if (n <= 0) return;
+  cuda::DeviceGuard guard(device_);
+  scale_kernel<<<cuda::grid_for(n, cuda::kElementwiseThreads), cuda::kElementwiseThreads, 0, stream_>>>(n, alpha, x);
+  FWP_CUDA_CHECK_LAUNCH("scale_kernel");
+}
+
+}  // namespace fwp
