@@ -24,7 +24,6 @@
 #include <vector>
 
 #include <Eigen/Core>
-#include <Eigen/Dense>
 
 #include "ops/cpu_backend.h"
 #include "ops/cpu_parallel.h"
@@ -48,14 +47,6 @@ StreamIn<T> stream_in(const FastWeightShape& s, int64_t i, const T* q, const T* 
   const int64_t tk = s.steps * s.d_key;
   const int64_t tv = s.steps * s.d_value;
   return {q ? q + i * tk : nullptr, k + i * tk, v + i * tv, beta ? beta + i * s.steps : nullptr};
-}
-
-template <typename T>
-inline T dot(const T* a, const T* b, int64_t n) {
-  T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
-  return acc;
 }
 
 // ---------------------------------------------------------------------------
