@@ -1,5 +1,7 @@
 /* C API contract: versions, status strings, thread-local error messages and
  * contexts (lifecycle, bad configs, CUDA without a GPU, logging). */
+/* pthread barriers are POSIX.1-2001; ask for them explicitly under strict C99. */
+#define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
