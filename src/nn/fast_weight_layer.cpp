@@ -125,7 +125,7 @@ struct FastWeightLayer<T>::Workspace {
   Buffer<T> o_norm;     // [S, T, d_head] o after attention normalisation
   Buffer<T> denom;      // [S, T]
   Buffer<T> lse;        // [S, T] softmax log-sum-exp
-  Buffer<T> merged;     // [N, H * d_head] heads merged (and scaled): the input of out_proj
+  Buffer<T> merged;     // [N, H * d_head] heads merged (unscaled): the input of out_proj
   Buffer<T> y;          // [N, d_model]
 
   const T* phi_q(bool normalized) const { return normalized ? phi_q_norm.data() : phi_q_raw.data(); }
@@ -219,23 +219,29 @@ void FastWeightLayer<T>::check_shape(int64_t batch, int64_t seq_len, const char*
   if (!is_softmax()) mul(batch, state_w_count(1), "batch * the state size of one batch row");
 }
 
-// y[rows, out] = x[rows, in] W^T (+ b), W: [out, in].
+// y[rows, out] = alpha * x[rows, in] W^T (+ b), W: [out, in].
 template <typename T>
 void FastWeightLayer<T>::linear_forward(const T* x, int64_t rows, const Parameter<T>& w, const Parameter<T>* b,
-                                        T* y) {
+                                        T* y, T alpha) {
   const int64_t out = w.shape[0], in = w.shape[1];
-  backend_->gemm(false, true, rows, out, in, T(1), x, in, w.value.data(), in, T(0), y, out);
+  backend_->gemm(false, true, rows, out, in, alpha, x, in, w.value.data(), in, T(0), y, out);
   if (b) backend_->add_bias(y, b->value.data(), rows, out);
 }
 
-// dW += dy^T x, db += colsum(dy), dx = dx_alpha * dy W + dx_beta * dx (when dx is not null).
+// Backward of linear_forward with the same alpha: dW += alpha * dy^T x,
+// db += colsum(dy), dx = dx_alpha * dy W + dx_beta * dx (when dx is not null).
 template <typename T>
 void FastWeightLayer<T>::linear_backward(const T* x, const T* dy, int64_t rows, Parameter<T>& w,
-                                         Parameter<T>* b, T dx_alpha, T dx_beta, T* dx) {
+                                         Parameter<T>* b, T dx_alpha, T dx_beta, T* dx, T alpha) {
   const int64_t out = w.shape[0], in = w.shape[1];
-  backend_->gemm(true, false, out, in, rows, T(1), dy, out, x, in, T(1), w.grad.data(), in);
+  backend_->gemm(true, false, out, in, rows, alpha, dy, out, x, in, T(1), w.grad.data(), in);
   if (b) backend_->bias_grad_accumulate(b->grad.data(), dy, rows, out);
   if (dx) backend_->gemm(false, false, rows, in, out, dx_alpha, dy, out, w.value.data(), in, dx_beta, dx, in);
+}
+
+template <typename T>
+T FastWeightLayer<T>::output_scale() const {
+  return config_.scale_output ? static_cast<T>(1.0 / std::sqrt(static_cast<double>(config_.d_head))) : T(1);
 }
 
 // ---- forward ------------------------------------------------------------------------------------
@@ -353,12 +359,11 @@ void FastWeightLayer<T>::run_fast_weight_forward(Workspace& ws, const T* x, int6
     heads_out = ws.o_norm.data();
   }
 
-  // Merge heads, scale, output projection.
+  // Merge heads and project; the output scale is folded into the product.
   ws.merged.resize(be_ptr, N * P);
   be.merge_heads(heads_out, ws.merged.data(), B, Tn, H, dh);
-  if (config_.scale_output) be.scale(N * P, static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh))), ws.merged.data());
   ws.y.resize(be_ptr, N * D);
-  linear_forward(ws.merged.data(), N, params_[out_w_], bias(out_b_), ws.y.data());
+  linear_forward(ws.merged.data(), N, params_[out_w_], bias(out_b_), ws.y.data(), output_scale());
   be.download(y, ws.y.data(), N * D);
 }
 
@@ -455,10 +460,10 @@ void FastWeightLayer<T>::fast_weight_backward(const T* dy, T* dx) {
   const T* phi_q = ws.phi_q(sum_norm);
   const T* phi_k = ws.phi_k(sum_norm);
 
-  // Output projection; the scale of the forward is folded into d_lin.
-  const T s = config_.scale_output ? static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh))) : T(1);
+  // Output projection (with the forward's output scale).
+  const T s = output_scale();
   g.d_lin.resize(be_ptr, N * P);
-  linear_backward(ws.merged.data(), dy, N, params_[out_w_], bias(out_b_), s, T(0), g.d_lin.data());
+  linear_backward(ws.merged.data(), dy, N, params_[out_w_], bias(out_b_), s, T(0), g.d_lin.data(), s);
   g.d_heads.resize(be_ptr, N * P);
   be.split_heads(g.d_lin.data(), g.d_heads.data(), B, Tn, H, dh);
 

@@ -114,9 +114,12 @@ class FastWeightLayer {
 
   bool is_softmax() const { return config_.softmax; }
   void check_shape(int64_t batch, int64_t seq_len, const char* batch_name) const;
-  void linear_forward(const T* x, int64_t rows, const Parameter<T>& w, const Parameter<T>* b, T* y);
+  void linear_forward(const T* x, int64_t rows, const Parameter<T>& w, const Parameter<T>* b, T* y,
+                      T alpha = T(1));
   void linear_backward(const T* x, const T* dy, int64_t rows, Parameter<T>& w, Parameter<T>* b, T dx_alpha,
-                       T dx_beta, T* dx);
+                       T dx_beta, T* dx, T alpha = T(1));
+  // 1/sqrt(d_head) with scale_output, else 1.
+  T output_scale() const;
   // The fast-weight forward into `ws`, from the held state if one is held.
   void run_fast_weight_forward(Workspace& ws, const T* x, int64_t batch, int64_t seq_len, T* y,
                                bool fixed_features);
