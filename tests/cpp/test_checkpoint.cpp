@@ -268,7 +268,7 @@ TEST(Checkpoint, DamagedFilesAreFormatErrorsAndChangeNothing) {
     for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((big >> (8 * i)) & 0xff);
     cases.emplace_back("header length over the bound", b);
   }
-  cases.emplace_back("not a safetensors file", Bytes("PK\x03\x04 this is a zip file, not a checkpoint....", 48));
+  cases.emplace_back("not a safetensors file", Bytes("PK\x03\x04 this is a zip file, not a checkpoint."));
   {
     Bytes b = good;
     b[8] = 'x';  // the opening brace
