@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 jobs=$(nproc)
 export CTEST_OUTPUT_ON_FAILURE=1
+# Tests run two at a time on small machines: OpenMP threads that spin at
+# barriers would steal the core the other test needs.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 step() { printf '\n==== %s ====\n' "$*"; }
 
