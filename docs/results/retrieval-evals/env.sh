@@ -1,0 +1,4 @@
+export FWP=/work/main/build-cli-sweep/build/tools/fwp
+export MAX_STEPS=5000 SEED=1 THREADS=1
+export S1_ELU=20:100:20 S1_DPFP1=20:180:40 S1_DPFP2=100:200:100 S1_DPFP3=200 S1_FAVOR=20:100:40 S1_SOFTMAX=20:200:60
+export S2_KEYS=20:140:40
