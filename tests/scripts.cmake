@@ -72,7 +72,12 @@ if(TARGET fwp_cli)
            COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_resume
                    "-DARGS=--keys|6|--phi|dpfp|--rule|delta|--eval-every|50|--threads|1|--target-loss|0|--patience|100"
                    -DSTEPS=200 -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_resume.cmake)
-  set_tests_properties(cli_retrieval_json cli_retrieval_resume PROPERTIES LABELS cli)
+  # FAVOR+ redraws its random features at every training step: the checkpoint must restore that stream too.
+  add_test(NAME cli_retrieval_resume_favor
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_resume_favor
+                   "-DARGS=--keys|6|--phi|favor|--m|16|--eval-every|50|--threads|1|--target-loss|0|--patience|100"
+                   -DSTEPS=200 -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_resume.cmake)
+  set_tests_properties(cli_retrieval_json cli_retrieval_resume cli_retrieval_resume_favor PROPERTIES LABELS cli)
 
   find_program(FWP_GNUPLOT gnuplot)
   if(FWP_GNUPLOT)
