@@ -222,9 +222,12 @@ TEST(OpsLinear, AxpyAndScale) {
     const Vec x = normal_vector(rng, n), y0 = normal_vector(rng, n);
     Vec y = y0;
     be->axpy(n, -0.75, x.data(), y.data());
-    for (int64_t i = 0; i < n; ++i) ASSERT_DOUBLE_EQ(y[i], y0[i] - 0.75 * x[i]);
+    // Tolerance relative to the operands, not the result: y0 - 0.75 x may nearly
+    // cancel, and a fused multiply-add (compiler's choice) rounds once, not twice.
+    auto tol = [&](int64_t i) { return 4e-16 * (std::abs(y0[i]) + std::abs(0.75 * x[i])); };
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[i], y0[i] - 0.75 * x[i], tol(i));
     be->scale(n, 3.0, y.data());
-    for (int64_t i = 0; i < n; ++i) ASSERT_DOUBLE_EQ(y[i], 3.0 * (y0[i] - 0.75 * x[i]));
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[i], 3.0 * (y0[i] - 0.75 * x[i]), 4.0 * tol(i));
   }
 }
 
