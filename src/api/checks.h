@@ -9,6 +9,7 @@
 #include <string>
 
 #include "api/guard.h"
+#include "core/backend.h"
 #include "core/error.h"
 #include "fwp/fwp.h"
 
@@ -75,6 +76,32 @@ inline void check_flag(int64_t value, const char* name) {
     throw Error(FWP_ERR_INVALID_ARGUMENT,
                 std::string(name) + " must be 0 or 1 (got " + std::to_string(value) + ")");
   }
+}
+
+// Feature-map and rule enums between fwp.h and the internal configs, shared by
+// the layer and model entry points. Internally softmax attention is a flag
+// beside the feature map; `feature_map` must already be range-checked.
+inline FeatureMap internal_feature_map(int feature_map) {
+  switch (feature_map) {
+    case FWP_FEATURE_MAP_FAVOR: return FeatureMap::Favor;
+    case FWP_FEATURE_MAP_DPFP: return FeatureMap::Dpfp;
+    default: return FeatureMap::Elu;  // elu, or softmax (where the map is unused)
+  }
+}
+inline fwp_feature_map public_feature_map(bool softmax, FeatureMap feature_map) {
+  if (softmax) return FWP_FEATURE_MAP_SOFTMAX;
+  switch (feature_map) {
+    case FeatureMap::Favor: return FWP_FEATURE_MAP_FAVOR;
+    case FeatureMap::Dpfp: return FWP_FEATURE_MAP_DPFP;
+    case FeatureMap::Elu: break;
+  }
+  return FWP_FEATURE_MAP_ELU;
+}
+inline UpdateRule internal_update_rule(int rule) {
+  return rule == FWP_UPDATE_DELTA ? UpdateRule::Delta : UpdateRule::Sum;
+}
+inline fwp_update_rule public_update_rule(UpdateRule rule) {
+  return rule == UpdateRule::Delta ? FWP_UPDATE_DELTA : FWP_UPDATE_SUM;
 }
 
 }  // namespace fwp::api

@@ -43,17 +43,12 @@ fwp::FastWeightLayerConfig to_internal(const fwp_layer_config& c) {
   out.d_model = c.d_model;
   out.num_heads = c.num_heads;
   out.d_head = c.d_head;
-  out.softmax = c.feature_map == FWP_FEATURE_MAP_SOFTMAX;
-  switch (c.feature_map) {
-    case FWP_FEATURE_MAP_ELU: out.feature_map = fwp::FeatureMap::Elu; break;
-    case FWP_FEATURE_MAP_FAVOR: out.feature_map = fwp::FeatureMap::Favor; break;
-    case FWP_FEATURE_MAP_DPFP: out.feature_map = fwp::FeatureMap::Dpfp; break;
-    case FWP_FEATURE_MAP_SOFTMAX: out.feature_map = fwp::FeatureMap::Elu; break;  // unused
-  }
+  out.softmax = feature_map == FWP_FEATURE_MAP_SOFTMAX;
+  out.feature_map = fwp::api::internal_feature_map(feature_map);
   out.dpfp_nu = c.dpfp_nu;
   out.favor_features = c.favor_features;
   out.favor_redraw = c.favor_redraw != 0;
-  out.update_rule = c.update_rule == FWP_UPDATE_DELTA ? fwp::UpdateRule::Delta : fwp::UpdateRule::Sum;
+  out.update_rule = fwp::api::internal_update_rule(rule);
   out.sum_normalize = c.sum_normalize != 0;
   out.attn_normalize = c.attn_normalize != 0;
   out.norm_eps = static_cast<double>(c.norm_eps);
@@ -77,19 +72,11 @@ fwp_layer_config to_public(const fwp::FastWeightLayerConfig& c) {
   out.d_model = c.d_model;
   out.num_heads = c.num_heads;
   out.d_head = c.d_head;
-  if (c.softmax) {
-    out.feature_map = FWP_FEATURE_MAP_SOFTMAX;
-  } else {
-    switch (c.feature_map) {
-      case fwp::FeatureMap::Elu: out.feature_map = FWP_FEATURE_MAP_ELU; break;
-      case fwp::FeatureMap::Favor: out.feature_map = FWP_FEATURE_MAP_FAVOR; break;
-      case fwp::FeatureMap::Dpfp: out.feature_map = FWP_FEATURE_MAP_DPFP; break;
-    }
-  }
+  out.feature_map = fwp::api::public_feature_map(c.softmax, c.feature_map);
   out.dpfp_nu = c.dpfp_nu;
   out.favor_features = c.favor_features;
   out.favor_redraw = c.favor_redraw ? 1 : 0;
-  out.update_rule = c.update_rule == fwp::UpdateRule::Delta ? FWP_UPDATE_DELTA : FWP_UPDATE_SUM;
+  out.update_rule = fwp::api::public_update_rule(c.update_rule);
   out.sum_normalize = c.sum_normalize ? 1 : 0;
   out.attn_normalize = c.attn_normalize ? 1 : 0;
   out.norm_eps = static_cast<float>(c.norm_eps);

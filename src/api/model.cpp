@@ -61,16 +61,11 @@ fwp::RetrievalConfig to_internal(const fwp_retrieval_config& c) {
   out.num_keys = c.num_keys;
   out.d_head = c.d_head;
   out.softmax = feature_map == FWP_FEATURE_MAP_SOFTMAX;
-  switch (feature_map) {
-    case FWP_FEATURE_MAP_ELU: out.feature_map = fwp::FeatureMap::Elu; break;
-    case FWP_FEATURE_MAP_FAVOR: out.feature_map = fwp::FeatureMap::Favor; break;
-    case FWP_FEATURE_MAP_DPFP: out.feature_map = fwp::FeatureMap::Dpfp; break;
-    case FWP_FEATURE_MAP_SOFTMAX: out.feature_map = fwp::FeatureMap::Dpfp; break;  // unused
-  }
+  out.feature_map = fwp::api::internal_feature_map(feature_map);
   out.dpfp_nu = c.dpfp_nu;
   out.favor_features = c.favor_features;
   out.favor_redraw = c.favor_redraw != 0;
-  out.update_rule = rule == FWP_UPDATE_DELTA ? fwp::UpdateRule::Delta : fwp::UpdateRule::Sum;
+  out.update_rule = fwp::api::internal_update_rule(rule);
   out.sum_normalize = c.sum_normalize != 0;
   out.attn_normalize = c.attn_normalize != 0;
   out.norm_eps = static_cast<double>(c.norm_eps);
@@ -84,19 +79,11 @@ fwp_retrieval_config to_public(const fwp::RetrievalConfig& c) {
   out.setting = c.setting;
   out.num_keys = c.num_keys;
   out.d_head = c.d_head;
-  if (c.softmax) {
-    out.feature_map = FWP_FEATURE_MAP_SOFTMAX;
-  } else {
-    switch (c.feature_map) {
-      case fwp::FeatureMap::Elu: out.feature_map = FWP_FEATURE_MAP_ELU; break;
-      case fwp::FeatureMap::Favor: out.feature_map = FWP_FEATURE_MAP_FAVOR; break;
-      case fwp::FeatureMap::Dpfp: out.feature_map = FWP_FEATURE_MAP_DPFP; break;
-    }
-  }
+  out.feature_map = fwp::api::public_feature_map(c.softmax, c.feature_map);
   out.dpfp_nu = c.dpfp_nu;
   out.favor_features = c.favor_features;
   out.favor_redraw = c.favor_redraw ? 1 : 0;
-  out.update_rule = c.update_rule == fwp::UpdateRule::Delta ? FWP_UPDATE_DELTA : FWP_UPDATE_SUM;
+  out.update_rule = fwp::api::public_update_rule(c.update_rule);
   out.sum_normalize = c.sum_normalize ? 1 : 0;
   out.attn_normalize = c.attn_normalize ? 1 : 0;
   out.norm_eps = static_cast<float>(c.norm_eps);
