@@ -64,15 +64,29 @@ void FastWeightLayerConfig::validate(const std::string& prefix) const {
   require(chunk_size >= 0, FWP_ERR_INVALID_ARGUMENT, prefix + "chunk_size must be >= 0" + got(chunk_size));
 
   if (softmax) {
+    require(!carry_state, FWP_ERR_INVALID_ARGUMENT,
+            prefix + "carry_state must be 0 with softmax attention (it has no fast-weight state)");
+  }
+  const int64_t dd = validate_attention_options(prefix, softmax, update_rule, sum_normalize, attn_normalize,
+                                                norm_eps, feature_map, d_head, dpfp_nu, favor_features);
+  mul(width, dd, prefix + "num_heads * d_head * d_dot (the state of one batch row)");
+}
+
+int64_t validate_attention_options(const std::string& prefix, bool softmax, UpdateRule update_rule,
+                                   bool sum_normalize, bool attn_normalize, double norm_eps,
+                                   FeatureMap feature_map, int64_t d_head, int64_t dpfp_nu,
+                                   int64_t favor_features) {
+  auto positive = [&](int64_t v, const char* name) {
+    require(v >= 1, FWP_ERR_INVALID_ARGUMENT, prefix + name + " must be >= 1" + got(v));
+  };
+  if (softmax) {
     require(update_rule == UpdateRule::Sum, FWP_ERR_INVALID_ARGUMENT,
             prefix + "update_rule must be FWP_UPDATE_SUM with softmax attention");
     require(!sum_normalize, FWP_ERR_INVALID_ARGUMENT,
             prefix + "sum_normalize must be 0 with softmax attention");
     require(!attn_normalize, FWP_ERR_INVALID_ARGUMENT,
             prefix + "attn_normalize must be 0 with softmax attention");
-    require(!carry_state, FWP_ERR_INVALID_ARGUMENT,
-            prefix + "carry_state must be 0 with softmax attention (it has no fast-weight state)");
-    return;
+    return 0;
   }
   // The epsilon only matters with a normalisation, but a bad value is still a
   // mistake worth reporting.
@@ -97,7 +111,7 @@ void FastWeightLayerConfig::validate(const std::string& prefix) const {
   require(dd <= kMaxFeatureDim, FWP_ERR_INVALID_ARGUMENT,
           prefix + "the feature dimension d_dot must be <= " + std::to_string(kMaxFeatureDim) +
               " (d_head, dpfp_nu or favor_features is too large)");
-  mul(width, dd, prefix + "num_heads * d_head * d_dot (the state of one batch row)");
+  return dd;
 }
 
 // ---- workspaces ------------------------------------------------------------------------

@@ -55,6 +55,16 @@ struct FastWeightLayerConfig {
 // Largest d_dot a layer accepts (a state row is d_head x d_dot per head).
 constexpr int64_t kMaxFeatureDim = 4096;
 
+// The checks every attention config (layer, retrieval model) shares: options
+// that only exist for a fast-weight memory keep their neutral values with
+// softmax attention (never silently ignored), norm_eps is finite and > 0, the
+// feature-map sizes are >= 1 and d_dot <= kMaxFeatureDim. Throws Error naming
+// `prefix` + the field; returns d_dot (0 for softmax).
+int64_t validate_attention_options(const std::string& prefix, bool softmax, UpdateRule update_rule,
+                                   bool sum_normalize, bool attn_normalize, double norm_eps,
+                                   FeatureMap feature_map, int64_t d_head, int64_t dpfp_nu,
+                                   int64_t favor_features);
+
 template <typename T>
 class FastWeightLayer {
  public:

@@ -102,36 +102,9 @@ void RetrievalConfig::validate(const std::string& prefix) const {
           prefix + "num_keys must be in [2, " + std::to_string(kMaxRetrievalKeys) + "]" + got(num_keys));
   require(d_head >= 1 && d_head <= kMaxFeatureDim, FWP_ERR_INVALID_ARGUMENT,
           prefix + "d_head must be in [1, " + std::to_string(kMaxFeatureDim) + "]" + got(d_head));
-  if (softmax) {
-    // The same rules as the layer: options that only exist for a fast-weight
-    // memory must keep their neutral values rather than be silently ignored.
-    require(update_rule == UpdateRule::Sum, FWP_ERR_INVALID_ARGUMENT,
-            prefix + "update_rule must be FWP_UPDATE_SUM with softmax attention");
-    require(!sum_normalize, FWP_ERR_INVALID_ARGUMENT, prefix + "sum_normalize must be 0 with softmax attention");
-    require(!attn_normalize, FWP_ERR_INVALID_ARGUMENT,
-            prefix + "attn_normalize must be 0 with softmax attention");
-    return;
-  }
-  require(std::isfinite(norm_eps) && norm_eps > 0, FWP_ERR_INVALID_ARGUMENT,
-          prefix + "norm_eps must be finite and > 0" + got(norm_eps));
-  int64_t dd = kMaxFeatureDim + 1;
-  switch (feature_map) {
-    case FeatureMap::Elu:
-      dd = d_head;
-      break;
-    case FeatureMap::Dpfp:
-      require(dpfp_nu >= 1, FWP_ERR_INVALID_ARGUMENT, prefix + "dpfp_nu must be >= 1" + got(dpfp_nu));
-      if (dpfp_nu <= kMaxFeatureDim) dd = 2 * d_head * dpfp_nu;
-      break;
-    case FeatureMap::Favor:
-      require(favor_features >= 1, FWP_ERR_INVALID_ARGUMENT,
-              prefix + "favor_features must be >= 1" + got(favor_features));
-      if (favor_features <= kMaxFeatureDim) dd = 2 * favor_features;
-      break;
-  }
-  require(dd <= kMaxFeatureDim, FWP_ERR_INVALID_ARGUMENT,
-          prefix + "the feature dimension d_dot must be <= " + std::to_string(kMaxFeatureDim) +
-              " (d_head, dpfp_nu or favor_features is too large)");
+  // The same rules as the layer.
+  validate_attention_options(prefix, softmax, update_rule, sum_normalize, attn_normalize, norm_eps, feature_map,
+                             d_head, dpfp_nu, favor_features);
 }
 
 nlohmann::json RetrievalConfig::to_json() const {
