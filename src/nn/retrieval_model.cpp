@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -75,6 +76,13 @@ class IdBuffer {
   int32_t* data_ = nullptr;
   int64_t size_ = 0;
 };
+
+// out[cols, rows] = in[rows, cols]^T. split_heads with B = 1, D = 1 is exactly
+// this permutation ([1, rows, cols, 1] -> [1, cols, rows, 1]) on every backend.
+template <typename T>
+void transpose(Backend<T>& be, const T* in, T* out, int64_t rows, int64_t cols) {
+  be.split_heads(in, out, 1, rows, cols, 1);
+}
 
 }  // namespace
 
@@ -201,17 +209,26 @@ struct RetrievalNetwork<T>::Workspace {
   int64_t batch = 0, seq_len = 0, queries = 0;
   int64_t valid_queries = 0;
   IdBuffer<T> keys, values, queries_ids, targets;  // targets: -1 for padding
-  Buffer<T> e_k;           // [B*L, E]: e(key)
-  Buffer<T> x_kv;          // [B*L, S+E]: [onehot(value) ; e(key)]
+  IdBuffer<T> slots;       // [B*L]: b * S + value_i, the memory row pair i writes (sum rule)
+  // Projections through the vocabulary (see "Keys" in forward()): per-id rows.
+  Buffer<T> k_w_t;         // [S+E, d_head]: W_k transposed; rows [0, S) are the one-hot columns
+  Buffer<T> k_by_key;      // [S, d_head]: emb W_k[:, S:]^T
+  Buffer<T> beta_by_key;   // [S]: emb W_b[S:]^T
+  Buffer<T> q_by_key;      // [S, d_head]: emb W_q^T
+  Buffer<T> gathered;      // [B*L, d_head]: scratch for the second gather
   Buffer<T> k_lin;         // [B*L, d_head]
   Buffer<T> beta_lin;      // [B*L]: W_b x + b_b
   Buffer<T> beta;          // [B*L]: sigmoid(beta_lin)
-  Buffer<T> e_q;           // [B*Q, E]
   Buffer<T> q_lin;         // [B*Q, d_head]
-  Buffer<T> phi_k_raw, phi_k;  // [B*L, d_dot]; phi_k is sum-normalised (or a copy of the raw one)
-  Buffer<T> phi_q_raw, phi_q;  // [B*Q, d_dot]
-  Buffer<T> v_onehot;      // [B*L, S]
-  Buffer<T> u;             // [B*L, S]
+  // [B*L, d_dot] / [B*Q, d_dot]: phi_k, phi_q are what the memory uses. With
+  // sum normalisation they are the normalised rows and *_raw keeps phi itself;
+  // without it, phi is written straight to phi_k, phi_q and *_raw stays empty.
+  Buffer<T> phi_k_raw, phi_k;
+  Buffer<T> phi_q_raw, phi_q;
+  const T* raw_k(bool sum_normalize) const { return sum_normalize ? phi_k_raw.data() : phi_k.data(); }
+  const T* raw_q(bool sum_normalize) const { return sum_normalize ? phi_q_raw.data() : phi_q.data(); }
+  Buffer<T> v_onehot;      // [B*L, S] (delta rule and softmax)
+  Buffer<T> u;             // [B*L, S] (delta rule)
   Buffer<T> state;         // [B, S, d_dot]
   Buffer<T> z;             // [B, d_dot] (attention normalisation)
   Buffer<T> y;             // [B*Q, S]
@@ -222,7 +239,8 @@ struct RetrievalNetwork<T>::Workspace {
   const T* favor_used = nullptr;
 
   // backward scratch
-  Buffer<T> dy, dphi_q, d_state, dz, dphi_k, dv, dbeta, dk_lin, dq_lin, dbeta_lin, de_k, de_q;
+  Buffer<T> dy, dphi_q, d_state, dz, dphi_k, dv, dbeta, dk_lin, dq_lin, dbeta_lin;
+  Buffer<T> d_k_w_t, d_k_w, d_k_by_key, d_beta_w, d_beta_by_key, d_q_by_key;
 };
 
 template <typename T>
@@ -288,6 +306,9 @@ void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
   const int64_t rows = mul(b.batch_size, b.num_queries, "batch->batch_size * batch->num_queries");
   mul(rows, std::max<int64_t>(S, config_.embedding_dim()), "batch->batch_size * batch->num_queries * E");
   if (config_.softmax) mul(rows, b.seq_len, "batch->batch_size * batch->num_queries * batch->seq_len");
+  // The sum rule addresses the rows of all B memories with one int32 index.
+  require(b.batch_size <= std::numeric_limits<int32_t>::max() / S, FWP_ERR_INVALID_ARGUMENT,
+          "batch->batch_size * S must be < 2^31" + got(b.batch_size * S));
 
   require(b.keys != nullptr, FWP_ERR_NULL_POINTER, "batch->keys must not be NULL");
   require(b.values != nullptr, FWP_ERR_NULL_POINTER, "batch->values must not be NULL");
@@ -356,25 +377,41 @@ double RetrievalNetwork<T>::forward(const RetrievalBatch& batch, T* outputs) {
   const Parameter<T>& k_w = params_[k_w_];
   const Parameter<T>& q_w = params_[q_w_];
 
-  // Keys: x = [onehot(v) ; e(key)], k = W_k x + b_k.
-  ws.e_k.resize(bp, BL * E);
-  be.embedding_gather(emb.value.data(), ws.keys.data(), ws.e_k.data(), BL, E);
-  ws.x_kv.resize(bp, BL * W);
-  be.onehot_concat(ws.values.data(), ws.e_k.data(), ws.x_kv.data(), BL, S, E);
+  // Keys: k_i = W_k [onehot(v_i) ; e(key_i)] + b_k = W_k[:, v_i] + (W_k[:, S:] e(key_i)) + b_k.
+  // Both terms depend on one id only, so they are computed once per id
+  // (O(S E d_head)) and gathered per pair (O(B L d_head)), instead of a
+  // product over the B L rows of [onehot ; e] (O(B L (S + E) d_head)).
+  ws.k_w_t.resize(bp, W * dh);
+  transpose(be, k_w.value.data(), ws.k_w_t.data(), dh, W);
+  ws.k_by_key.resize(bp, S * dh);
+  be.gemm(false, true, S, dh, E, T(1), emb.value.data(), E, k_w.value.data() + S, W, T(0), ws.k_by_key.data(), dh);
   ws.k_lin.resize(bp, BL * dh);
-  be.gemm(false, true, BL, dh, W, T(1), ws.x_kv.data(), W, k_w.value.data(), W, T(0), ws.k_lin.data(), dh);
+  ws.gathered.resize(bp, BL * dh);
+  be.embedding_gather(ws.k_w_t.data(), ws.values.data(), ws.k_lin.data(), BL, dh);
+  be.embedding_gather(ws.k_by_key.data(), ws.keys.data(), ws.gathered.data(), BL, dh);
+  be.axpy(BL * dh, T(1), ws.gathered.data(), ws.k_lin.data());
   be.add_bias(ws.k_lin.data(), params_[k_b_].value.data(), BL, dh);
 
-  // Queries: q = W_q e(query) + b_q.
-  ws.e_q.resize(bp, BQ * E);
-  be.embedding_gather(emb.value.data(), ws.queries_ids.data(), ws.e_q.data(), BQ, E);
+  // Queries: q = W_q e(query) + b_q, gathered the same way (padding ids give
+  // a zero row, i.e. q = b_q).
+  ws.q_by_key.resize(bp, S * dh);
+  be.gemm(false, true, S, dh, E, T(1), emb.value.data(), E, q_w.value.data(), E, T(0), ws.q_by_key.data(), dh);
   ws.q_lin.resize(bp, BQ * dh);
-  be.gemm(false, true, BQ, dh, E, T(1), ws.e_q.data(), E, q_w.value.data(), E, T(0), ws.q_lin.data(), dh);
+  be.embedding_gather(ws.q_by_key.data(), ws.queries_ids.data(), ws.q_lin.data(), BQ, dh);
   be.add_bias(ws.q_lin.data(), params_[q_b_].value.data(), BQ, dh);
 
-  // The stored values: one-hot rows.
-  ws.v_onehot.resize(bp, BL * S);
-  be.onehot_concat(ws.values.data(), nullptr, ws.v_onehot.data(), BL, S, 0);
+  // The stored values: one-hot rows (the sum rule writes them by index instead).
+  const bool sum_write = !config_.softmax && !delta;
+  if (!sum_write) {
+    ws.v_onehot.resize(bp, BL * S);
+    be.onehot_concat(ws.values.data(), nullptr, ws.v_onehot.data(), BL, S, 0);
+  } else {
+    std::vector<int32_t> slots(static_cast<size_t>(BL));
+    for (int64_t r = 0; r < BL; ++r) {
+      slots[static_cast<size_t>(r)] = static_cast<int32_t>((r / L) * S + batch.values[r]);
+    }
+    ws.slots.upload(bp, slots.data(), BL);
+  }
 
   ws.y.resize(bp, BQ * S);
   if (config_.softmax) {
@@ -386,8 +423,13 @@ double RetrievalNetwork<T>::forward(const RetrievalBatch& batch, T* outputs) {
     if (delta) {
       ws.beta_lin.resize(bp, BL);
       ws.beta.resize(bp, BL);
-      be.gemm(false, true, BL, 1, W, T(1), ws.x_kv.data(), W, params_[beta_w_].value.data(), W, T(0),
-              ws.beta_lin.data(), 1);
+      // beta_i = sigmoid(W_b[v_i] + (W_b[S:] . e(key_i)) + b_b), gathered like the keys.
+      const T* b_w = params_[beta_w_].value.data();
+      ws.beta_by_key.resize(bp, S);
+      be.gemm(false, true, S, 1, E, T(1), emb.value.data(), E, b_w + S, W, T(0), ws.beta_by_key.data(), 1);
+      be.embedding_gather(b_w, ws.values.data(), ws.beta_lin.data(), BL, 1);
+      be.embedding_gather(ws.beta_by_key.data(), ws.keys.data(), ws.gathered.data(), BL, 1);
+      be.axpy(BL, T(1), ws.gathered.data(), ws.beta_lin.data());
       be.add_bias(ws.beta_lin.data(), params_[beta_b_].value.data(), BL, 1);
       be.sigmoid_forward(ws.beta_lin.data(), ws.beta.data(), BL);
     }
@@ -407,27 +449,35 @@ double RetrievalNetwork<T>::forward(const RetrievalBatch& batch, T* outputs) {
     }
     const FeatureMapSpec spec = config_.feature_spec();
     const T eps = static_cast<T>(config_.norm_eps);
-    ws.phi_k_raw.resize(bp, BL * dd);
+    const bool sum_norm = config_.sum_normalize;
     ws.phi_k.resize(bp, BL * dd);
-    ws.phi_q_raw.resize(bp, BQ * dd);
     ws.phi_q.resize(bp, BQ * dd);
-    be.feature_map_forward(spec, ws.favor_used, ws.k_lin.data(), ws.phi_k_raw.data(), BL);
-    be.feature_map_forward(spec, ws.favor_used, ws.q_lin.data(), ws.phi_q_raw.data(), BQ);
-    if (config_.sum_normalize) {
-      be.sum_normalize_forward(ws.phi_k_raw.data(), ws.phi_k.data(), BL, dd, eps);
-      be.sum_normalize_forward(ws.phi_q_raw.data(), ws.phi_q.data(), BQ, dd, eps);
-    } else {
-      be.copy(ws.phi_k.data(), ws.phi_k_raw.data(), BL * dd);
-      be.copy(ws.phi_q.data(), ws.phi_q_raw.data(), BQ * dd);
+    if (sum_norm) {
+      ws.phi_k_raw.resize(bp, BL * dd);
+      ws.phi_q_raw.resize(bp, BQ * dd);
+    }
+    T* raw_k = sum_norm ? ws.phi_k_raw.data() : ws.phi_k.data();
+    T* raw_q = sum_norm ? ws.phi_q_raw.data() : ws.phi_q.data();
+    be.feature_map_forward(spec, ws.favor_used, ws.k_lin.data(), raw_k, BL);
+    be.feature_map_forward(spec, ws.favor_used, ws.q_lin.data(), raw_q, BQ);
+    if (sum_norm) {
+      be.sum_normalize_forward(raw_k, ws.phi_k.data(), BL, dd, eps);
+      be.sum_normalize_forward(raw_q, ws.phi_q.data(), BQ, dd, eps);
     }
 
     // Write all L pairs into the memory, then read every query from the final state.
-    const FastWeightShape write{B, L, dd, S};
-    ws.u.resize(bp, BL * S);
     ws.state.resize(bp, B * S * dd);
-    be.fast_weight_forward(delta ? UpdateRule::Delta : UpdateRule::Sum, Algorithm::Auto, 0, write, nullptr,
-                           ws.phi_k.data(), ws.v_onehot.data(), delta ? ws.beta.data() : nullptr, nullptr,
-                           nullptr, ws.u.data(), ws.state.data());
+    if (delta) {
+      const FastWeightShape write{B, L, dd, S};
+      ws.u.resize(bp, BL * S);
+      be.fast_weight_forward(UpdateRule::Delta, Algorithm::Auto, 0, write, nullptr, ws.phi_k.data(),
+                             ws.v_onehot.data(), ws.beta.data(), nullptr, nullptr, ws.u.data(), ws.state.data());
+    } else {
+      // Sum rule with one-hot values: W = sum_i onehot(v_i) phi(k_i)^T adds
+      // phi(k_i) to row v_i of its sequence's memory (O(B L d_dot), not O(B L d_dot S)).
+      ws.state.zero();
+      be.embedding_scatter_accumulate(ws.state.data(), ws.slots.data(), ws.phi_k.data(), BL, dd);
+    }
     if (config_.attn_normalize) {
       ws.z.resize(bp, B * dd);
       ws.denom.resize(bp, BQ);
@@ -490,14 +540,18 @@ void RetrievalNetwork<T>::backward() {
                                     ws.dy.data(), ws.dphi_q.data(), ws.d_state.data(),
                                     config_.attn_normalize ? ws.dz.data() : nullptr);
 
-    const FastWeightShape write{B, L, dd, S};
     ws.dphi_k.resize(bp, BL * dd);
-    ws.dv.resize(bp, BL * S);  // the values are fixed one-hot rows: computed, then unused
-    if (delta) ws.dbeta.resize(bp, BL);
-    be.fast_weight_backward(delta ? UpdateRule::Delta : UpdateRule::Sum, Algorithm::Auto, 0, write, nullptr,
-                            ws.phi_k.data(), ws.v_onehot.data(), delta ? ws.beta.data() : nullptr, ws.u.data(),
-                            ws.state.data(), nullptr, ws.d_state.data(), nullptr, ws.dphi_k.data(), ws.dv.data(),
-                            delta ? ws.dbeta.data() : nullptr, nullptr);
+    if (delta) {
+      const FastWeightShape write{B, L, dd, S};
+      ws.dv.resize(bp, BL * S);  // the values are fixed one-hot rows: computed, then unused
+      ws.dbeta.resize(bp, BL);
+      be.fast_weight_backward(UpdateRule::Delta, Algorithm::Auto, 0, write, nullptr, ws.phi_k.data(),
+                              ws.v_onehot.data(), ws.beta.data(), ws.u.data(), ws.state.data(), nullptr,
+                              ws.d_state.data(), nullptr, ws.dphi_k.data(), ws.dv.data(), ws.dbeta.data(), nullptr);
+    } else {
+      // The transpose of the scatter: each pair reads back its memory row's gradient.
+      be.embedding_gather(ws.d_state.data(), ws.slots.data(), ws.dphi_k.data(), BL, dd);
+    }
     // z = sum_i phi(k_i) feeds every phi(k_i).
     if (config_.attn_normalize) be.step_broadcast_accumulate(ws.dz.data(), ws.dphi_k.data(), B, L, dd);
 
@@ -505,10 +559,10 @@ void RetrievalNetwork<T>::backward() {
       be.sum_normalize_backward(ws.phi_k_raw.data(), ws.dphi_k.data(), ws.dphi_k.data(), BL, dd, eps);
       be.sum_normalize_backward(ws.phi_q_raw.data(), ws.dphi_q.data(), ws.dphi_q.data(), BQ, dd, eps);
     }
-    be.feature_map_backward(spec, ws.favor_used, ws.k_lin.data(), ws.phi_k_raw.data(), ws.dphi_k.data(),
-                            ws.dk_lin.data(), BL);
-    be.feature_map_backward(spec, ws.favor_used, ws.q_lin.data(), ws.phi_q_raw.data(), ws.dphi_q.data(),
-                            ws.dq_lin.data(), BQ);
+    be.feature_map_backward(spec, ws.favor_used, ws.k_lin.data(), ws.raw_k(config_.sum_normalize),
+                            ws.dphi_k.data(), ws.dk_lin.data(), BL);
+    be.feature_map_backward(spec, ws.favor_used, ws.q_lin.data(), ws.raw_q(config_.sum_normalize),
+                            ws.dphi_q.data(), ws.dq_lin.data(), BQ);
     if (delta) {
       ws.dbeta_lin.resize(bp, BL);
       be.sigmoid_backward(ws.beta.data(), ws.dbeta.data(), ws.dbeta_lin.data(), BL);
@@ -518,28 +572,48 @@ void RetrievalNetwork<T>::backward() {
   Parameter<T>& emb = params_[emb_];
   Parameter<T>& k_w = params_[k_w_];
   Parameter<T>& q_w = params_[q_w_];
-  // Projection gradients (accumulated: gemm with beta = 1).
-  be.gemm(true, false, dh, W, BL, T(1), ws.dk_lin.data(), dh, ws.x_kv.data(), W, T(1), k_w.grad.data(), W);
+  // The transposes of the per-id gathers of forward(): scatter the row
+  // gradients to their ids, then take the per-id products back to the
+  // weights and the embedding (all accumulated into the gradients).
+  // Key projection: d(W_k^T) rows [0, S) by value id, rows [S, S+E) = emb^T dK, dK by key id.
+  ws.d_k_w_t.resize(bp, W * dh);
+  ws.d_k_w_t.zero();
+  be.embedding_scatter_accumulate(ws.d_k_w_t.data(), ws.values.data(), ws.dk_lin.data(), BL, dh);
+  ws.d_k_by_key.resize(bp, S * dh);
+  ws.d_k_by_key.zero();
+  be.embedding_scatter_accumulate(ws.d_k_by_key.data(), ws.keys.data(), ws.dk_lin.data(), BL, dh);
+  be.gemm(true, false, E, dh, S, T(1), emb.value.data(), E, ws.d_k_by_key.data(), dh, T(0),
+          ws.d_k_w_t.data() + S * dh, dh);
+  ws.d_k_w.resize(bp, dh * W);
+  transpose(be, ws.d_k_w_t.data(), ws.d_k_w.data(), W, dh);
+  be.axpy(dh * W, T(1), ws.d_k_w.data(), k_w.grad.data());
   be.bias_grad_accumulate(params_[k_b_].grad.data(), ws.dk_lin.data(), BL, dh);
-  be.gemm(true, false, dh, E, BQ, T(1), ws.dq_lin.data(), dh, ws.e_q.data(), E, T(1), q_w.grad.data(), E);
-  be.bias_grad_accumulate(params_[q_b_].grad.data(), ws.dq_lin.data(), BQ, dh);
-  if (delta) {
-    Parameter<T>& b_w = params_[beta_w_];
-    be.gemm(true, false, 1, W, BL, T(1), ws.dbeta_lin.data(), 1, ws.x_kv.data(), W, T(1), b_w.grad.data(), W);
-    be.bias_grad_accumulate(params_[beta_b_].grad.data(), ws.dbeta_lin.data(), BL, 1);
-  }
+  be.gemm(false, false, S, E, dh, T(1), ws.d_k_by_key.data(), dh, k_w.value.data() + S, W, T(1), emb.grad.data(), E);
 
-  // Embedding rows: only the e(key) columns of x (from column S on) are trainable.
-  ws.de_k.resize(bp, BL * E);
-  be.gemm(false, false, BL, E, dh, T(1), ws.dk_lin.data(), dh, k_w.value.data() + S, W, T(0), ws.de_k.data(), E);
+  // Query projection.
+  ws.d_q_by_key.resize(bp, S * dh);
+  ws.d_q_by_key.zero();
+  be.embedding_scatter_accumulate(ws.d_q_by_key.data(), ws.queries_ids.data(), ws.dq_lin.data(), BQ, dh);
+  be.gemm(true, false, dh, E, S, T(1), ws.d_q_by_key.data(), dh, emb.value.data(), E, T(1), q_w.grad.data(), E);
+  be.bias_grad_accumulate(params_[q_b_].grad.data(), ws.dq_lin.data(), BQ, dh);
+  be.gemm(false, false, S, E, dh, T(1), ws.d_q_by_key.data(), dh, q_w.value.data(), E, T(1), emb.grad.data(), E);
+
   if (delta) {
-    be.gemm(false, false, BL, E, 1, T(1), ws.dbeta_lin.data(), 1, params_[beta_w_].value.data() + S, W, T(1),
-            ws.de_k.data(), E);
+    // Beta projection (W_b is one row, so its transpose is itself).
+    Parameter<T>& b_w = params_[beta_w_];
+    ws.d_beta_w.resize(bp, W);
+    ws.d_beta_w.zero();
+    be.embedding_scatter_accumulate(ws.d_beta_w.data(), ws.values.data(), ws.dbeta_lin.data(), BL, 1);
+    ws.d_beta_by_key.resize(bp, S);
+    ws.d_beta_by_key.zero();
+    be.embedding_scatter_accumulate(ws.d_beta_by_key.data(), ws.keys.data(), ws.dbeta_lin.data(), BL, 1);
+    be.gemm(true, false, E, 1, S, T(1), emb.value.data(), E, ws.d_beta_by_key.data(), 1, T(0),
+            ws.d_beta_w.data() + S, 1);
+    be.axpy(W, T(1), ws.d_beta_w.data(), b_w.grad.data());
+    be.bias_grad_accumulate(params_[beta_b_].grad.data(), ws.dbeta_lin.data(), BL, 1);
+    be.gemm(false, false, S, E, 1, T(1), ws.d_beta_by_key.data(), 1, b_w.value.data() + S, W, T(1),
+            emb.grad.data(), E);
   }
-  ws.de_q.resize(bp, BQ * E);
-  be.gemm(false, false, BQ, E, dh, T(1), ws.dq_lin.data(), dh, q_w.value.data(), E, T(0), ws.de_q.data(), E);
-  be.embedding_scatter_accumulate(emb.grad.data(), ws.keys.data(), ws.de_k.data(), BL, E);
-  be.embedding_scatter_accumulate(emb.grad.data(), ws.queries_ids.data(), ws.de_q.data(), BQ, E);
 }
 
 template class RetrievalNetwork<float>;
