@@ -140,7 +140,7 @@ struct FastWeightLayer<T>::Workspace {
   Buffer<T> denom;      // [S, T]
   Buffer<T> lse;        // [S, T] softmax log-sum-exp
   Buffer<T> merged;     // [N, H * d_head] heads merged (unscaled): the input of out_proj
-  Buffer<T> y;          // [N, d_model]
+  Buffer<T> y;          // [N, d_model]: the output staged in device memory (not used on the CPU)
 
   const T* phi_q(bool normalized) const { return normalized ? phi_q_norm.data() : phi_q_raw.data(); }
   const T* phi_k(bool normalized) const { return normalized ? phi_k_norm.data() : phi_k_raw.data(); }
@@ -148,7 +148,7 @@ struct FastWeightLayer<T>::Workspace {
 
 template <typename T>
 struct FastWeightLayer<T>::BackwardWorkspace {
-  Buffer<T> dy;                   // [N, d_model]
+  Buffer<T> dy;                   // [N, d_model] staged in device memory (not used on the CPU)
   Buffer<T> d_lin;                // [N, H * d_head] gradient of a projection's output
   Buffer<T> d_heads;              // [S, T, d_head] gradient of the (normalised) head outputs
   Buffer<T> d_o;                  // [S, T, d_head] gradient of the raw fast-weight output
@@ -156,7 +156,7 @@ struct FastWeightLayer<T>::BackwardWorkspace {
   Buffer<T> dphi_q, dphi_k;       // [S, T, d_dot]
   Buffer<T> dqh, dkh, dvh;        // [S, T, d_head]
   Buffer<T> dbeta, dbeta_logit;   // [S, T]
-  Buffer<T> dx;                   // [N, d_model]
+  Buffer<T> dx;                   // [N, d_model] staged in device memory (not used on the CPU)
 };
 
 // ---- construction --------------------------------------------------------------------------
@@ -251,6 +251,22 @@ void FastWeightLayer<T>::linear_backward(const T* x, const T* dy, int64_t rows, 
   backend_->gemm(true, false, out, in, rows, alpha, dy, out, x, in, T(1), w.grad.data(), in);
   if (b) backend_->bias_grad_accumulate(b->grad.data(), dy, rows, out);
   if (dx) backend_->gemm(false, false, rows, in, out, dx_alpha, dy, out, w.value.data(), in, dx_beta, dx, in);
+}
+
+// The CPU backend's memory is the caller's: results can be written straight
+// to the caller's arrays instead of through a staging buffer and a copy.
+template <typename T>
+bool FastWeightLayer<T>::host_memory() const {
+  return backend_->device() == Device::Cpu;
+}
+
+// Where the layer's output of `n` values goes: the caller's y, or ws.y to be
+// downloaded from device memory.
+template <typename T>
+T* FastWeightLayer<T>::output_target(Workspace& ws, T* y, int64_t n) {
+  if (host_memory()) return y;
+  ws.y.resize(backend_, n);
+  return ws.y.data();
 }
 
 template <typename T>
@@ -376,9 +392,8 @@ void FastWeightLayer<T>::run_fast_weight_forward(Workspace& ws, const T* x, int6
   // Merge heads and project; the output scale is folded into the product.
   ws.merged.resize(be_ptr, N * P);
   be.merge_heads(heads_out, ws.merged.data(), B, Tn, H, dh);
-  ws.y.resize(be_ptr, N * D);
-  linear_forward(ws.merged.data(), N, params_[out_w_], bias(out_b_), ws.y.data(), output_scale());
-  be.download(y, ws.y.data(), N * D);
+  linear_forward(ws.merged.data(), N, params_[out_w_], bias(out_b_), output_target(ws, y, N * D), output_scale());
+  if (!host_memory()) be.download(y, ws.y.data(), N * D);
 }
 
 template <typename T>
@@ -412,9 +427,8 @@ void FastWeightLayer<T>::run_softmax_forward(Workspace& ws, const T* x, int64_t 
                                ws.lse.data());
   ws.merged.resize(be_ptr, N * P);
   be.merge_heads(ws.o.data(), ws.merged.data(), B, Tn, H, dh);
-  ws.y.resize(be_ptr, N * D);
-  linear_forward(ws.merged.data(), N, params_[out_w_], bias(out_b_), ws.y.data());
-  be.download(y, ws.y.data(), N * D);
+  linear_forward(ws.merged.data(), N, params_[out_w_], bias(out_b_), output_target(ws, y, N * D));
+  if (!host_memory()) be.download(y, ws.y.data(), N * D);
 }
 
 template <typename T>
@@ -445,14 +459,26 @@ void FastWeightLayer<T>::backward(const T* dy, int64_t batch, int64_t seq_len, T
               got(seq_len));
   const int64_t N = batch * seq_len, D = config_.d_model;
   BackwardWorkspace& g = *bwd_;
-  g.dy.resize(backend_, N * D);
-  g.dy.from_host(dy, N * D);
-  if (dx) g.dx.resize(backend_, N * D);
+  // With host memory the caller's arrays are used in place (dy is read only
+  // by the output projection's backward, before dx is first written, so the
+  // two may even be the same array).
+  const bool host = host_memory();
+  const T* dy_dev = dy;
+  if (!host) {
+    g.dy.resize(backend_, N * D);
+    g.dy.from_host(dy, N * D);
+    dy_dev = g.dy.data();
+  }
+  T* dx_dev = nullptr;
+  if (dx) {
+    if (!host) g.dx.resize(backend_, N * D);
+    dx_dev = host ? dx : g.dx.data();
+  }
   if (is_softmax())
-    softmax_backward(g.dy.data(), dx ? g.dx.data() : nullptr);
+    softmax_backward(dy_dev, dx_dev);
   else
-    fast_weight_backward(g.dy.data(), dx ? g.dx.data() : nullptr);
-  if (dx) backend_->download(dx, g.dx.data(), N * D);
+    fast_weight_backward(dy_dev, dx_dev);
+  if (dx && !host) backend_->download(dx, g.dx.data(), N * D);
 }
 
 template <typename T>

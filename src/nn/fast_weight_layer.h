@@ -129,6 +129,8 @@ class FastWeightLayer {
   void linear_backward(const T* x, const T* dy, int64_t rows, Parameter<T>& w, Parameter<T>* b, T dx_alpha,
                        T dx_beta, T* dx, T alpha = T(1));
   // 1/sqrt(d_head) with scale_output, else 1.
+  bool host_memory() const;
+  T* output_target(Workspace& ws, T* y, int64_t n);
   T output_scale() const;
   // The fast-weight forward into `ws`, from the held state if one is held.
   void run_fast_weight_forward(Workspace& ws, const T* x, int64_t batch, int64_t seq_len, T* y,
