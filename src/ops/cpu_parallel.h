@@ -1,6 +1,7 @@
 // Small helpers shared by the CPU op implementations: how many OpenMP threads a
 // piece of work deserves, a static parallel-for over contiguous ranges that
-// carries exceptions out of the parallel region, and row-major Eigen maps.
+// carries exceptions out of the parallel region (with denormals flushed), and
+// row-major Eigen maps.
 #pragma once
 
 #include <omp.h>
@@ -11,6 +12,11 @@
 #include <mutex>
 
 #include <Eigen/Core>
+
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define FWP_HAVE_MXCSR 1
+#endif
 
 namespace fwp {
 namespace cpu {
@@ -27,6 +33,31 @@ inline int threads_for(int max_threads, int64_t items, int64_t cost_per_item) {
   return static_cast<int>(std::min<int64_t>({static_cast<int64_t>(max_threads), items, by_work}));
 }
 
+// Sets flush-to-zero and denormals-are-zero on the calling thread for its
+// lifetime and restores the caller's mode afterwards. The recurrences drive
+// many values (delta-rule corrections, their gradients) towards zero as a
+// model converges, and x86 cores take a microcode assist on every denormal
+// operand: one retrieval run slowed from 30 to 5 steps/s that way. Values
+// below 1.2e-38 (float) only ever matter as zeros here.
+class FlushDenormals {
+ public:
+#ifdef FWP_HAVE_MXCSR
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushToZero | kDenormalsAreZero); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+#else
+  FlushDenormals() = default;
+#endif
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+ private:
+#ifdef FWP_HAVE_MXCSR
+  static constexpr unsigned kFlushToZero = 0x8000;
+  static constexpr unsigned kDenormalsAreZero = 0x0040;
+  unsigned saved_;
+#endif
+};
+
 // Runs body(begin, end) over a static partition of [0, n) into contiguous
 // ranges, one per thread (so each call can set up its scratch space once).
 // An exception thrown by any range is rethrown on the calling thread: an
@@ -36,6 +67,7 @@ void parallel_for(int max_threads, int64_t n, int64_t cost_per_item, Body&& body
   if (n <= 0) return;
   const int nt = threads_for(max_threads, n, cost_per_item);
   if (nt <= 1) {
+    FlushDenormals flush;
     body(int64_t{0}, n);
     return;
   }
@@ -47,6 +79,7 @@ void parallel_for(int max_threads, int64_t n, int64_t cost_per_item, Body&& body
     const int64_t team = omp_get_num_threads();
     const int64_t begin = n * t / team;
     const int64_t end = n * (t + 1) / team;
+    FlushDenormals flush;
     if (begin < end) {
       try {
         body(begin, end);
