@@ -64,7 +64,7 @@ StreamIn<T> stream_in(const FastWeightShape& s, int64_t i, const T* q, const T* 
 // vector accumulations over the block's values (no horizontal sums):
 //   pass 1: vbar += k_j Wt_j;  u = beta (v - vbar);
 //   pass 2: Wt_j += k_j u;  out += q_j Wt_j.
-// d_value is padded to a multiple of 16 with zero values, which stay zero.
+// d_value is padded to a multiple of the block with zero values, which stay zero.
 // ---------------------------------------------------------------------------
 
 template <typename T>
@@ -76,17 +76,22 @@ constexpr int64_t kBlockBytes = 32 * 1024;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Block width: the widest of 64 / 32 / 16 values that divides the padded
-// d_value and whose accumulators (B values) fit a few vector registers
-// (<= 256 bytes). With fit_l1 (the forward) the block's [d_key][B] slice of W
-// must also fit kBlockBytes. The backward takes the wide block even when it
-// spills to L2: its per-row horizontal sums (dq, dk) cost more than L2
-// traffic (measured: d 256, float, 1.7x faster with B = 64 than with 16).
+// Block width: the widest of 64 / 32 / 16 values whose accumulators (B
+// values) fit a few vector registers (<= 256 bytes) and whose padding of
+// d_value (to a multiple of B) adds at most a quarter to the minimal padding
+// (to a multiple of 16). With fit_l1 (the forward) the block's [d_key][B] slice
+// of W must also fit kBlockBytes. The backward takes the wide block even when
+// it spills to L2: its per-row horizontal sums (dq, dk) cost more than L2
+// traffic (measured: d 256, float, 1.7x faster with B = 64 than with 16), and
+// so does narrow blocking forced by an awkward d_value (d_value 200 as
+// 13 x 16: 2.7x slower than 4 x 64 with 56 padding values).
 template <typename T>
-int recurrent_block(int64_t d_key, int64_t dvp, bool fit_l1) {
+int recurrent_block(int64_t d_key, int64_t d_value, bool fit_l1) {
+  const int64_t minimal = round_up(d_value, kValuePad);
   for (const int b : {64, 32}) {
     const int64_t bytes = static_cast<int64_t>(b * sizeof(T));
-    if (bytes <= 256 && dvp % b == 0 && (!fit_l1 || d_key * bytes <= kBlockBytes)) return b;
+    const bool little_padding = 4 * round_up(d_value, b) <= 5 * minimal;
+    if (bytes <= 256 && little_padding && (!fit_l1 || d_key * bytes <= kBlockBytes)) return b;
   }
   return 16;
 }
@@ -116,12 +121,27 @@ using ValueBlock = Eigen::Array<T, B, 1>;
 template <typename T, int B>
 using RowBlock = Eigen::Map<ValueBlock<T, B>, Eigen::AlignedMax>;
 
-// x[0 .. nb) into a block, zero beyond nb.
+// x[0 .. nb) into a block, zero beyond nb. Full blocks (all but the last
+// block of a row) move as whole packets: a variable-length element loop, or a
+// memmove call, per block and step costs as much as the block's arithmetic
+// at small d_key.
 template <typename T, int B>
 ValueBlock<T, B> load_block(const T* x, int64_t nb) {
+  if (nb == B) return Eigen::Map<const ValueBlock<T, B>>(x);
   ValueBlock<T, B> r = ValueBlock<T, B>::Zero();
   for (int64_t ii = 0; ii < nb; ++ii) r[ii] = x[ii];
   return r;
+}
+
+// The first nb values of a block to x[0 .. nb).
+template <typename T, int B>
+void store_block(const ValueBlock<T, B>& r, int64_t nb, T* x) {
+  if (nb == B) {
+    Eigen::Map<ValueBlock<T, B>> dst(x);
+    dst = r;
+    return;
+  }
+  for (int64_t ii = 0; ii < nb; ++ii) x[ii] = r[ii];
 }
 
 // One block of values (columns i0 .. i0 + B of W^T; nb of them real) through
@@ -147,11 +167,11 @@ void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, i
         w += kt[j] * ub;
         ob += qt[j] * w;
       }
-      std::copy(ob.data(), ob.data() + nb, out + t * dv + i0);
+      store_block<T, B>(ob, nb, out + t * dv + i0);
     } else {
       for (int64_t j = 0; j < dk; ++j) Row(Wt + j * B) += kt[j] * ub;
     }
-    std::copy(ub.data(), ub.data() + nb, u + t * dv + i0);
+    store_block<T, B>(ub, nb, u + t * dv + i0);
   }
 }
 
@@ -204,7 +224,7 @@ void recurrent_backward_block(const StreamIn<T>& in, const T* u, const T* d_out,
       }
     }
     if (!kDelta) {
-      std::copy(du.data(), du.data() + nb, dval + t * dv + i0);
+      store_block<T, B>(du, nb, dval + t * dv + i0);
       continue;
     }
     const T b = in.beta[t];
@@ -212,7 +232,7 @@ void recurrent_backward_block(const StreamIn<T>& in, const T* u, const T* d_out,
     const T db = (du * (vb - vbar)).sum();  // zero in the padding
     dbeta[t] = first ? db : dbeta[t] + db;
     const Blk dvb = b * du;
-    std::copy(dvb.data(), dvb.data() + nb, dval + t * dv + i0);
+    store_block<T, B>(dvb, nb, dval + t * dv + i0);
     const Blk c = -dvb;
     for (int64_t j = 0; j < dk; ++j) {  // pass B
       Row w(Wt + j * B);
@@ -473,11 +493,16 @@ int64_t stream_cost(const FastWeightShape& s) {
 // arithmetic, so it wins while the state is small; once the state outgrows L1
 // (and the backward's per-row sums pile up) the chunked form's matrix products
 // win, for any T >= ~16 (at 128 x 128 the chunked form is ahead from T = 16).
-// Very short calls (decoding) stay recurrent.
+// Very short calls (decoding) stay recurrent. Re-measured with non-square
+// states (32 streams, T = 400, delta rule, with and without q; the retrieval
+// model writes d_value = S): 64 x 200 recurrent 55 vs chunked 51 ms,
+// 128 x 80 46 vs 39, 64 x 128 30 vs 35, 32 x 200 38 vs 33 (without q; with q
+// the recurrent form is ahead there), so the crossover is a state of about
+// 96 x 96 values.
 // ---------------------------------------------------------------------------
 template <typename T>
 Algorithm CpuBackend<T>::choose_algorithm(UpdateRule /*rule*/, const FastWeightShape& shape) {
-  constexpr int64_t kChunkedMinState = 128 * 128;
+  constexpr int64_t kChunkedMinState = 96 * 96;
   constexpr int64_t kChunkedMinSteps = 8;
   if (shape.steps < kChunkedMinSteps || shape.d_key * shape.d_value < kChunkedMinState) return Algorithm::Recurrent;
   return Algorithm::Chunked;
@@ -505,8 +530,8 @@ void CpuBackend<T>::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t
   if (algo == Algorithm::Auto) algo = choose_algorithm(rule, shape);
   const bool chunked = algo == Algorithm::Chunked && steps > 0;
   const int64_t chunk = chunk_size > 0 ? chunk_size : default_chunk_size(shape);
-  const int64_t dvp = round_up(dv, kValuePad);
-  const int block = recurrent_block<T>(dk, dvp, true);
+  const int block = recurrent_block<T>(dk, dv, true);
+  const int64_t dvp = round_up(dv, block);
 
   cpu::parallel_for(num_threads(), shape.streams, stream_cost(shape), [&](int64_t begin, int64_t end) {
     std::unique_ptr<ChunkScratch<T>> ws;
@@ -562,8 +587,8 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
   if (algo == Algorithm::Auto) algo = choose_algorithm(rule, shape);
   const bool chunked = algo == Algorithm::Chunked && steps > 0;
   const int64_t chunk = chunk_size > 0 ? chunk_size : default_chunk_size(shape);
-  const int64_t dvp = round_up(d_value, kValuePad);
-  const int block = recurrent_block<T>(d_key, dvp, false);
+  const int block = recurrent_block<T>(d_key, d_value, false);
+  const int64_t dvp = round_up(d_value, block);
   // An output gradient only exists together with the query.
   const T* d_out_used = q ? d_out : nullptr;
 
