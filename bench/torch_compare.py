@@ -14,6 +14,7 @@ Usage (torch from PyPI in any venv):
 """
 import argparse
 import json
+import os
 import math
 import subprocess
 import time
@@ -150,7 +151,9 @@ def time_fwd_bwd(layer, x, dy, repeats, warmup=1):
 def run_fwp(binary, threads, min_time):
     out = subprocess.run(
         [binary, "--benchmark_filter=^Layer/", "--benchmark_format=json", f"--benchmark_min_time={min_time}"],
-        check=True, capture_output=True, text=True, env={"FWP_BENCH_THREADS": str(threads), "PATH": "/usr/bin:/bin"})
+        check=True, capture_output=True, text=True,
+        # Same environment as the PyTorch side (OMP_* settings apply to both).
+        env={**os.environ, "FWP_BENCH_THREADS": str(threads)})
     result = {}
     for b in json.loads(out.stdout)["benchmarks"]:
         # UseRealTime() appends "/real_time" to the registered name; times are in ms.
