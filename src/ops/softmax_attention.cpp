@@ -15,7 +15,8 @@
 // packing). The remaining products (dK, dV: output rows are keys, columns are
 // features) use a second kernel over feature columns padded to whole vectors.
 // These kernels replace Eigen's general GEMM, whose packing dominated at
-// d = 16..64.
+// d = 16..64: fwd+bwd of the op alone, 1 thread, AVX-512 Xeon, about 1.9x faster at
+// d = 16 (T = 256) and 1.5x at d = 32 (T = 384) and d = 64 (T = 2048).
 //
 // The forward keeps an online (running max) softmax per query block and stores
 // the log-sum-exp of every row; the backward recomputes the probabilities from it.
