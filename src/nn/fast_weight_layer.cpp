@@ -721,9 +721,8 @@ void FastWeightLayer<T>::softmax_step(const T* x, int64_t B, T* y) {
   ws.o.resize(be_ptr, B * P);
   be.softmax_attention_decode(S, cache_length_, cache_capacity_, dh, ws.qh.data(), k_cache_.data(),
                               v_cache_.data(), scale, ws.o.data());
-  ws.y.resize(be_ptr, B * D);
-  linear_forward(ws.o.data(), B, params_[out_w_], bias(out_b_), ws.y.data());
-  be.download(y, ws.y.data(), B * D);
+  linear_forward(ws.o.data(), B, params_[out_w_], bias(out_b_), output_target(ws, y, B * D));
+  if (!host_memory()) be.download(y, ws.y.data(), B * D);
 }
 
 template class FastWeightLayer<float>;

@@ -301,7 +301,6 @@ void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
     throw Error(FWP_ERR_INVALID_ARGUMENT, "batch->num_queries must be >= 1" + got(b.num_queries));
   }
   const int64_t pairs = mul(b.batch_size, b.seq_len, "batch->batch_size * batch->seq_len");
-  mul(pairs, S + config_.embedding_dim(), "batch->batch_size * batch->seq_len * (S + E)");
   mul(pairs, std::max<int64_t>(S, config_.d_dot()), "batch->batch_size * batch->seq_len * max(S, d_dot)");
   const int64_t rows = mul(b.batch_size, b.num_queries, "batch->batch_size * batch->num_queries");
   mul(rows, std::max<int64_t>(S, config_.embedding_dim()), "batch->batch_size * batch->num_queries * E");
