@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks that the Rust and Julia bindings declare exactly the C API of fwp.h.
+"""Checks that the Rust and Julia bindings declare exactly the C API of fwp.h
+(the umbrella header and every header it includes).
 
 The C header include/fwp/fwp.h is the single source of truth. This script
 parses its FWP_API prototypes, typedef'd enums (names and values), structs
@@ -121,10 +122,29 @@ def strip_c_comments(text: str) -> str:
     return re.sub(r"//[^\n]*", "", text)
 
 
+def read_public_headers(path: Path, seen: set | None = None) -> str:
+    """The text of a public header with its `#include "fwp/X.h"` lines replaced
+    by those headers' text (each once), so the umbrella fwp.h reads as the
+    whole API."""
+    seen = set() if seen is None else seen
+    path = path.resolve()
+    if path in seen:
+        return ""
+    seen.add(path)
+    out = []
+    for line in path.read_text().split("\n"):
+        m = re.match(r'\s*#\s*include\s+"fwp/([A-Za-z0-9_]+\.h)"', line)
+        if m:
+            out.append(read_public_headers(path.parent / m.group(1), seen))
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 class Header:
     def __init__(self, path: Path):
         self.path = path
-        raw = path.read_text()
+        raw = read_public_headers(path)
         text = strip_c_comments(raw)
         # Preprocessor lines (with continuations) carry no declarations we need
         # except simple integer #defines.

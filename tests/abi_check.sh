@@ -70,7 +70,7 @@ if [ -n "$extra" ]; then
 fi
 
 # SONAME: libfwp.so.<major> on ELF platforms.
-major=$(grep -E '^#define FWP_VERSION_MAJOR' "$header" | awk '{print $3}')
+major=$(printf '#include "fwp/fwp.h"\nFWP_VERSION_MAJOR\n' | "$cc" -E -P -x c -I "$(dirname "$(dirname "$header")")" - | tail -n 1 | tr -d ' ')
 soname=$(objdump -p "$lib" | awk '$1 == "SONAME" {print $2}')
 if [ "$soname" != "libfwp.so.$major" ]; then
   echo "abi_check: SONAME is '${soname:-<none>}', expected libfwp.so.$major" >&2
@@ -81,4 +81,4 @@ if [ $status -ne 0 ]; then
   echo "abi_check: FAILED ($n_declared declared, $n_exported exported)" >&2
   exit 1
 fi
-echo "abi_check: OK: $n_exported symbols exported, all $n_declared declared in fwp.h, SONAME $soname"
+echo "abi_check: OK: $n_exported symbols exported, all $n_declared declared in fwp/*.h, SONAME $soname"

@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "data/retrieval_data.h"
 #include "fwp/fwp.h"
-#include "nn/model.h"
+#include "models/model.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
 

@@ -3,7 +3,10 @@
 // the argument, for guard() to turn into a status.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -11,26 +14,72 @@
 #include "api/guard.h"
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "fwp/fwp.h"
 
 namespace fwp::api {
 
-// The largest number of elements one array argument or internal buffer may
-// have (2^40). Larger requests are certainly mistakes (4 TiB of floats) and are
-// rejected before anything is allocated.
-constexpr int64_t kMaxElements = int64_t(1) << 40;
+using fwp::checked_mul;  // core/limits.h: the one bound on sizes (2^40 elements)
+using fwp::kMaxElements;
 
-// Config structs must come from the matching fwp_*_config_init() of this
-// version of the header: a smaller struct_size means an old or uninitialised
-// struct, a larger one fields this library would silently ignore.
-inline void check_struct_size(uint32_t struct_size, size_t expected, const char* name) {
-  if (struct_size != expected) {
-    std::string msg = std::string(name) + "->struct_size must be " + std::to_string(expected) + " (got " +
-                      std::to_string(struct_size) + ")";
-    msg += struct_size < expected ? "; fill the struct with its fwp_*_config_init() first"
+// ---- config structs of every released header version ----------------------------
+//
+// A caller built against an older fwp.h passes a smaller config struct (fields
+// are only ever appended; libgit2's rule). Each released layout is described by
+// its sizeof and the bytes its fields cover: trailing padding of an old struct
+// may hold a field of a newer one, so only field bytes are ever read. The
+// layouts of earlier releases are kept in src/api/config_history.h.
+struct ConfigLayout {
+  size_t size;         // sizeof the struct in that release
+  size_t field_bytes;  // leading bytes that hold its fields
+};
+// The layout of a frozen copy `Old` of a released struct whose last field is `last`.
+#define FWP_CONFIG_LAYOUT(Old, last) \
+  ::fwp::api::ConfigLayout { sizeof(Old), offsetof(Old, last) + sizeof(((Old*)nullptr)->last) }
+
+// The number of leading bytes of the caller's struct that hold fields, for any
+// struct_size from the smallest released one up to sizeof(C) (the largest
+// release not larger than struct_size is honoured). Error(INVALID_ARGUMENT)
+// for a size below every release (an uninitialised struct) or above sizeof(C)
+// (a caller built against a newer fwp.h than this library).
+template <typename C>
+size_t config_field_bytes(uint32_t struct_size, const char* name, std::initializer_list<ConfigLayout> older) {
+  size_t smallest = sizeof(C), honoured = 0;
+  for (const ConfigLayout& l : older) {
+    smallest = std::min(smallest, l.size);
+    if (l.size <= struct_size) honoured = std::max(honoured, l.field_bytes);
+  }
+  if (struct_size == sizeof(C)) return sizeof(C);
+  if (struct_size < smallest || struct_size > sizeof(C)) {
+    std::string msg = std::string(name) + "->struct_size must be in [" + std::to_string(smallest) + ", " +
+                      std::to_string(sizeof(C)) + "] (got " + std::to_string(struct_size) + ")";
+    msg += struct_size < smallest ? "; fill the struct with its fwp_*_config_init() first"
                                   : "; the caller was built against a newer fwp.h than this library";
     throw Error(FWP_ERR_INVALID_ARGUMENT, msg);
   }
+  return honoured;
+}
+
+// The caller's config as this library's struct: the defaults of `init` with
+// the fields of the caller's version copied over.
+template <typename C>
+C read_config(const C& user, void (*init)(C*), const char* name, std::initializer_list<ConfigLayout> older = {}) {
+  const size_t bytes = config_field_bytes<C>(user.struct_size, name, older);
+  C config;
+  init(&config);
+  std::memcpy(static_cast<void*>(&config), &user, bytes);
+  config.struct_size = sizeof(C);
+  return config;
+}
+
+// Writes `full` into the caller's struct, only the fields its version has
+// (struct_size is left as the caller set it).
+template <typename C>
+void write_config(C* user, const C& full, const char* name, std::initializer_list<ConfigLayout> older = {}) {
+  const uint32_t struct_size = user->struct_size;
+  const size_t bytes = config_field_bytes<C>(struct_size, name, older);
+  std::memcpy(static_cast<void*>(user), &full, bytes);
+  user->struct_size = struct_size;
 }
 
 // The integer stored in a C enum field. A caller may store any int there; in
@@ -50,24 +99,6 @@ inline void check_positive(int64_t value, const char* name) {
     throw Error(FWP_ERR_INVALID_ARGUMENT,
                 std::string(name) + " must be >= 1 (got " + std::to_string(value) + ")");
   }
-}
-
-// a * b for non-negative sizes; FWP_ERR_INVALID_ARGUMENT when the product
-// exceeds kMaxElements (which also rules out int64 overflow).
-inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
-  if (a < 0 || b < 0) throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(what) + " is negative");
-  if (a != 0 && b > kMaxElements / a) {
-    throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(what) + " is too large (more than 2^40 elements)");
-  }
-  return a * b;
-}
-
-inline int64_t checked_mul(int64_t a, int64_t b, int64_t c, const char* what) {
-  return checked_mul(checked_mul(a, b, what), c, what);
-}
-
-inline int64_t checked_mul(int64_t a, int64_t b, int64_t c, int64_t d, const char* what) {
-  return checked_mul(checked_mul(a, b, c, what), d, what);
 }
 
 // A C boolean flag argument or field: 0 or 1.

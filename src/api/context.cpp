@@ -28,9 +28,9 @@ FWP_API fwp_status fwp_context_create(const fwp_context_config* config, fwp_cont
     *out = nullptr;
     fwp_context_config defaults;
     fwp_context_config_init(&defaults);
-    if (config) fwp::api::check_struct_size(config->struct_size, sizeof(fwp_context_config), "config");
+    const fwp_context_config c = config ? fwp::api::read_config(*config, fwp_context_config_init, "config") : defaults;
     auto handle = std::make_unique<fwp_context>();
-    handle->impl = std::make_shared<fwp::Context>(config ? *config : defaults);
+    handle->impl = std::make_shared<fwp::Context>(c);
     *out = handle.release();
   });
 }

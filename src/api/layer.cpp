@@ -21,8 +21,8 @@ std::string got(int64_t v) { return " (got " + std::to_string(v) + ")"; }
 
 // Converts and checks a C config: enums (FWP_ERR_OUT_OF_RANGE) and flags here,
 // sizes and consistency in FastWeightLayerConfig::validate().
-fwp::FastWeightLayerConfig to_internal(const fwp_layer_config& c) {
-  fwp::api::check_struct_size(c.struct_size, sizeof(fwp_layer_config), "config");
+fwp::FastWeightLayerConfig to_internal(const fwp_layer_config& user) {
+  const fwp_layer_config c = fwp::api::read_config(user, fwp_layer_config_init, "config");
   const int feature_map = fwp::api::enum_value(c.feature_map);
   if (feature_map < FWP_FEATURE_MAP_ELU || feature_map > FWP_FEATURE_MAP_SOFTMAX)
     throw Error(FWP_ERR_OUT_OF_RANGE, "config->feature_map must be one of FWP_FEATURE_MAP_*" + got(feature_map));
@@ -163,8 +163,7 @@ FWP_API fwp_status fwp_layer_get_config(const fwp_layer* layer, fwp_layer_config
   return fwp::api::guard(__func__, [&] {
     const auto& l = impl(layer);
     check_not_null(config, "config");
-    fwp::api::check_struct_size(config->struct_size, sizeof(fwp_layer_config), "config");
-    *config = to_public(l.config());
+    fwp::api::write_config(config, to_public(l.config()), "config");
   });
 }
 

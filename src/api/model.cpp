@@ -10,8 +10,8 @@
 #include "api/params.h"
 #include "core/error.h"
 #include "fwp/fwp.h"
-#include "nn/model.h"
-#include "nn/retrieval_model.h"
+#include "models/model.h"
+#include "models/retrieval/retrieval_model.h"
 
 namespace {
 
@@ -44,8 +44,8 @@ const fwp::RetrievalModel& retrieval(const fwp_model* model) {
 }
 
 // Enums (FWP_ERR_OUT_OF_RANGE) and flags here; sizes and consistency in RetrievalConfig::validate().
-fwp::RetrievalConfig to_internal(const fwp_retrieval_config& c) {
-  fwp::api::check_struct_size(c.struct_size, sizeof(fwp_retrieval_config), "config");
+fwp::RetrievalConfig to_internal(const fwp_retrieval_config& user) {
+  const fwp_retrieval_config c = fwp::api::read_config(user, fwp_retrieval_config_init, "config");
   const int feature_map = fwp::api::enum_value(c.feature_map);
   if (feature_map < FWP_FEATURE_MAP_ELU || feature_map > FWP_FEATURE_MAP_SOFTMAX)
     throw Error(FWP_ERR_OUT_OF_RANGE, "config->feature_map must be one of FWP_FEATURE_MAP_*" + got(feature_map));
@@ -140,8 +140,7 @@ FWP_API fwp_status fwp_model_get_retrieval_config(const fwp_model* model, fwp_re
   return fwp::api::guard(__func__, [&] {
     check_not_null(model, "model");
     check_not_null(config, "config");
-    fwp::api::check_struct_size(config->struct_size, sizeof(fwp_retrieval_config), "config");
-    *config = to_public(retrieval(model).config());
+    fwp::api::write_config(config, to_public(retrieval(model).config()), "config");
   });
 }
 

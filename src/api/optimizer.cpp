@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "fwp/fwp.h"
 #include "nn/fast_weight_layer.h"
-#include "nn/model.h"
+#include "models/model.h"
 #include "train/optimizer.h"
 
 namespace {
@@ -17,8 +17,8 @@ namespace {
 using fwp::Error;
 using fwp::api::check_not_null;
 
-fwp::OptimizerConfig to_internal(const fwp_optimizer_config& c) {
-  fwp::api::check_struct_size(c.struct_size, sizeof(fwp_optimizer_config), "config");
+fwp::OptimizerConfig to_internal(const fwp_optimizer_config& user) {
+  const fwp_optimizer_config c = fwp::api::read_config(user, fwp_optimizer_config_init, "config");
   // Read the enum as an int: an out-of-range value loaded through the enum type is undefined.
   const int kind = fwp::api::enum_value(c.kind);
   if (kind != FWP_OPTIMIZER_SGD && kind != FWP_OPTIMIZER_ADAM && kind != FWP_OPTIMIZER_ADAMW) {

@@ -6,13 +6,9 @@
 #include <vector>
 
 #include "core/error.h"
-#include "nn/retrieval_model.h"
+#include "core/limits.h"
 
 namespace fwp {
-
-namespace {
-constexpr int64_t kMaxElements = int64_t(1) << 40;
-}
 
 RetrievalData::RetrievalData(int32_t setting, int64_t num_keys, uint64_t seed)
     : setting_(setting), num_keys_(num_keys), rng_(seed) {
@@ -33,8 +29,7 @@ void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t*
   require(queries_per_seq >= 1, FWP_ERR_INVALID_ARGUMENT,
           "queries_per_seq must be >= 1 (got " + std::to_string(queries_per_seq) + ")");
   const int64_t L = seq_len(), S = num_keys_, Q = queries_per_seq;
-  require(batch_size <= kMaxElements / L && batch_size <= kMaxElements / Q, FWP_ERR_INVALID_ARGUMENT,
-          "batch_size is too large (more than 2^40 ids)");
+  checked_mul(batch_size, std::max(L, Q), "batch_size * the ids per sequence");
 
   // Scratch, allocated before the first draw.
   std::vector<int32_t> latest(static_cast<size_t>(S));  // most recent value per key, -1 if absent

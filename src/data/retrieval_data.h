@@ -16,6 +16,11 @@
 #include "core/rng.h"
 
 namespace fwp {
+// Largest vocabulary accepted (the model's embedding alone is 2.2 S^2 values).
+constexpr int64_t kMaxRetrievalKeys = int64_t(1) << 16;
+}  // namespace fwp
+
+namespace fwp {
 
 class RetrievalData {
  public:

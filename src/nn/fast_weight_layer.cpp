@@ -10,29 +10,18 @@
 
 #include "core/context.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "ops/favor_projection.h"
 
 namespace fwp {
 
 namespace {
 
-// Sizes larger than this many elements are rejected before allocating (they
-// are mistakes, and the limit keeps every product of sizes far from overflow).
-constexpr int64_t kMaxElements = int64_t(1) << 40;
-
 std::string got(int64_t v) { return " (got " + std::to_string(v) + ")"; }
 std::string got(double v) {
   std::ostringstream os;
   os << v;
   return " (got " + os.str() + ")";
-}
-
-// a * b, or an Error naming `what` when the product exceeds kMaxElements.
-int64_t mul(int64_t a, int64_t b, const std::string& what) {
-  require(a >= 0 && b >= 0, FWP_ERR_INVALID_ARGUMENT, what + " is negative");
-  require(a == 0 || b <= kMaxElements / a, FWP_ERR_INVALID_ARGUMENT,
-          what + " is too large (more than 2^40 elements)");
-  return a * b;
 }
 
 }  // namespace
@@ -57,8 +46,8 @@ void FastWeightLayerConfig::validate(const std::string& prefix) const {
   positive(d_model, "d_model");
   positive(num_heads, "num_heads");
   positive(d_head, "d_head");
-  const int64_t width = mul(num_heads, d_head, prefix + "num_heads * d_head");
-  mul(width, d_model, prefix + "d_model * num_heads * d_head (the size of a projection)");
+  const int64_t width = checked_mul(num_heads, d_head, prefix + "num_heads * d_head");
+  checked_mul(width, d_model, prefix + "d_model * num_heads * d_head (the size of a projection)");
   require(std::isfinite(init_std) && init_std >= 0, FWP_ERR_INVALID_ARGUMENT,
           prefix + "init_std must be finite and >= 0" + got(init_std));
   require(chunk_size >= 0, FWP_ERR_INVALID_ARGUMENT, prefix + "chunk_size must be >= 0" + got(chunk_size));
@@ -69,7 +58,7 @@ void FastWeightLayerConfig::validate(const std::string& prefix) const {
   }
   const int64_t dd = validate_attention_options(prefix, softmax, update_rule, sum_normalize, attn_normalize,
                                                 norm_eps, feature_map, d_head, dpfp_nu, favor_features);
-  mul(width, dd, prefix + "num_heads * d_head * d_dot (the state of one batch row)");
+  checked_mul(width, dd, prefix + "num_heads * d_head * d_dot (the state of one batch row)");
 }
 
 int64_t validate_attention_options(const std::string& prefix, bool softmax, UpdateRule update_rule,
@@ -225,12 +214,12 @@ template <typename T>
 void FastWeightLayer<T>::check_shape(int64_t batch, int64_t seq_len, const char* batch_name) const {
   require(batch >= 1, FWP_ERR_INVALID_ARGUMENT, std::string(batch_name) + " must be >= 1" + got(batch));
   require(seq_len >= 1, FWP_ERR_INVALID_ARGUMENT, "seq_len must be >= 1" + got(seq_len));
-  const int64_t rows = mul(batch, seq_len, "batch * seq_len");
-  mul(rows, config_.d_model, "batch * seq_len * d_model");
+  const int64_t rows = checked_mul(batch, seq_len, "batch * seq_len");
+  checked_mul(rows, config_.d_model, "batch * seq_len * d_model");
   const int64_t width = std::max(config_.num_heads * config_.d_head, config_.d_model);
   const int64_t feat = std::max(config_.d_dot(), width);
-  mul(rows, feat, "batch * seq_len * (the widest activation)");
-  if (!is_softmax()) mul(batch, state_w_count(1), "batch * the state size of one batch row");
+  checked_mul(rows, feat, "batch * seq_len * (the widest activation)");
+  if (!is_softmax()) checked_mul(batch, state_w_count(1), "batch * the state size of one batch row");
 }
 
 // y[rows, out] = alpha * x[rows, in] W^T (+ b), W: [out, in].
@@ -600,14 +589,14 @@ template <typename T>
 int64_t FastWeightLayer<T>::state_w_count(int64_t batch) const {
   require(!is_softmax(), FWP_ERR_UNSUPPORTED, "softmax attention has no fast-weight state");
   require(batch >= 1, FWP_ERR_INVALID_ARGUMENT, "batch must be >= 1" + got(batch));
-  return mul(mul(batch, config_.num_heads * config_.d_head, "the state size"), config_.d_dot(), "the state size");
+  return checked_mul(checked_mul(batch, config_.num_heads * config_.d_head, "the state size"), config_.d_dot(), "the state size");
 }
 
 template <typename T>
 int64_t FastWeightLayer<T>::state_z_count(int64_t batch) const {
   require(!is_softmax(), FWP_ERR_UNSUPPORTED, "softmax attention has no fast-weight state");
   require(batch >= 1, FWP_ERR_INVALID_ARGUMENT, "batch must be >= 1" + got(batch));
-  return mul(batch, config_.num_heads * config_.d_dot(), "the state size");
+  return checked_mul(batch, config_.num_heads * config_.d_dot(), "the state size");
 }
 
 template <typename T>
@@ -691,7 +680,7 @@ void FastWeightLayer<T>::softmax_step(const T* x, int64_t B, T* y) {
   // Grow the cache by doubling (copy each stream's prefix into the new layout).
   if (cache_length_ + 1 > cache_capacity_) {
     const int64_t capacity = std::max<int64_t>(16, 2 * cache_capacity_);
-    mul(mul(S, capacity, "the key/value cache"), dh, "the key/value cache");
+    checked_mul(checked_mul(S, capacity, "the key/value cache"), dh, "the key/value cache");
     Buffer<T> k_new(be_ptr, S * capacity * dh), v_new(be_ptr, S * capacity * dh);
     for (int64_t s = 0; s < S && cache_length_ > 0; ++s) {
       be.copy(k_new.data() + s * capacity * dh, k_cache_.data() + s * cache_capacity_ * dh, cache_length_ * dh);

@@ -16,8 +16,8 @@
 #include "core/context.h"
 #include "core/error.h"
 #include "data/retrieval_data.h"
-#include "nn/model.h"
-#include "nn/retrieval_model.h"
+#include "models/model.h"
+#include "models/retrieval/retrieval_model.h"
 #include "train/optimizer.h"
 
 #ifndef FWP_VERSION_STRING

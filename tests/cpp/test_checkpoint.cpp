@@ -21,7 +21,7 @@
 #include "core/context.h"
 #include "core/error.h"
 #include "data/retrieval_data.h"
-#include "nn/retrieval_model.h"
+#include "models/retrieval/retrieval_model.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
 

@@ -19,7 +19,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/retrieval_data.h"
-#include "nn/retrieval_model.h"
+#include "models/retrieval/retrieval_model.h"
 #include "ops_reference.h"
 #include "train/optimizer.h"
 

@@ -37,7 +37,7 @@ end
 "Major version of the header these bindings mirror."
 const FWP_VERSION_MAJOR = 0
 "Minor version of the header these bindings mirror."
-const FWP_VERSION_MINOR = 1
+const FWP_VERSION_MINOR = 2
 "Patch version of the header these bindings mirror."
 const FWP_VERSION_PATCH = 0
 "The version as one integer, major * 10000 + minor * 100 + patch."

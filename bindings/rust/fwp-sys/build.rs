@@ -158,7 +158,7 @@ fn find_header(repo_root: &Path) -> Result<PathBuf, String> {
     }
     let in_repo = repo_root.join("include");
     if has_header(&in_repo) {
-        println!("cargo:rerun-if-changed={}", in_repo.join("fwp/fwp.h").display());
+        println!("cargo:rerun-if-changed={}", in_repo.join("fwp").display());
         return Ok(in_repo);
     }
     if let Ok(flags) = pkg_config(&["--cflags-only-I", "fwp"]) {
@@ -171,6 +171,29 @@ fn find_header(repo_root: &Path) -> Result<PathBuf, String> {
         }
     }
     Err("fwp/fwp.h not found (set FWP_INCLUDE_DIR)".to_string())
+}
+
+/// The text of a public header with each `#include "fwp/X.h"` line replaced by
+/// that header's text (once each), so the umbrella fwp.h reads as the whole API.
+fn read_public_headers(path: &Path, seen: &mut Vec<PathBuf>) -> Result<String, String> {
+    if seen.iter().any(|p| p == path) {
+        return Ok(String::new());
+    }
+    seen.push(path.to_path_buf());
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = String::new();
+    for line in text.lines() {
+        let included = line
+            .trim_start()
+            .strip_prefix("#include \"fwp/")
+            .and_then(|rest| rest.strip_suffix('"'));
+        match included {
+            Some(name) => out.push_str(&read_public_headers(&path.with_file_name(name), seen)?),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// The struct definitions of the header: (name, [field names]).
@@ -230,7 +253,7 @@ fn layout_probe(include_dir: &Path, out_dir: &Path) -> Result<String, String> {
     if env::var("TARGET").ok() != env::var("HOST").ok() {
         return Err("cross-compiling: the probe cannot run on the build machine".to_string());
     }
-    let header = fs::read_to_string(include_dir.join("fwp/fwp.h")).map_err(|e| e.to_string())?;
+    let header = read_public_headers(&include_dir.join("fwp/fwp.h"), &mut Vec::new())?;
     let structs = header_structs(&header);
     if structs.is_empty() {
         return Err("no struct definitions found in fwp.h".to_string());

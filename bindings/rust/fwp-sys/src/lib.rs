@@ -22,7 +22,7 @@ use core::marker::{PhantomData, PhantomPinned};
 /// Major version of the header these declarations mirror (`FWP_VERSION_MAJOR`).
 pub const FWP_VERSION_MAJOR: c_int = 0;
 /// Minor version of the header these declarations mirror (`FWP_VERSION_MINOR`).
-pub const FWP_VERSION_MINOR: c_int = 1;
+pub const FWP_VERSION_MINOR: c_int = 2;
 /// Patch version of the header these declarations mirror (`FWP_VERSION_PATCH`).
 pub const FWP_VERSION_PATCH: c_int = 0;
 /// The version as one integer, major * 10000 + minor * 100 + patch (`FWP_VERSION`).

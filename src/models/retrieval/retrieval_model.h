@@ -25,7 +25,8 @@
 #include "core/backend.h"
 #include "core/buffer.h"
 #include "core/rng.h"
-#include "nn/model.h"
+#include "data/retrieval_data.h"
+#include "models/model.h"
 #include "nn/parameter.h"
 
 namespace fwp {
@@ -60,9 +61,6 @@ struct RetrievalConfig {
   // member, Error(FWP_ERR_FORMAT) also for values validate() rejects.
   static RetrievalConfig from_json(const nlohmann::json& j);
 };
-
-// Largest vocabulary accepted (the embedding alone is 2.2 S^2 values).
-constexpr int64_t kMaxRetrievalKeys = int64_t(1) << 16;
 
 // A batch in host memory (the C++ mirror of fwp_retrieval_batch).
 struct RetrievalBatch {

@@ -1,4 +1,4 @@
-#include "nn/retrieval_model.h"
+#include "models/retrieval/retrieval_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +11,7 @@
 
 #include "core/context.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "nn/fast_weight_layer.h"
 #include "ops/favor_projection.h"
 
@@ -18,22 +19,11 @@ namespace fwp {
 
 namespace {
 
-// Same bound as the C API's checks (2^40 elements): larger sizes are mistakes.
-constexpr int64_t kMaxElements = int64_t(1) << 40;
-
 template <typename V>
 std::string got(V v) {
   std::ostringstream os;
   os << v;
   return " (got " + os.str() + ")";
-}
-
-int64_t mul(int64_t a, int64_t b, const char* what) {
-  if (a < 0 || b < 0) throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(what) + " is negative");
-  if (a != 0 && b > kMaxElements / a) {
-    throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(what) + " is too large (more than 2^40 elements)");
-  }
-  return a * b;
 }
 
 const char* feature_map_name(const RetrievalConfig& c) {
@@ -300,11 +290,11 @@ void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
   if (b.num_queries < 1) {
     throw Error(FWP_ERR_INVALID_ARGUMENT, "batch->num_queries must be >= 1" + got(b.num_queries));
   }
-  const int64_t pairs = mul(b.batch_size, b.seq_len, "batch->batch_size * batch->seq_len");
-  mul(pairs, std::max<int64_t>(S, config_.d_dot()), "batch->batch_size * batch->seq_len * max(S, d_dot)");
-  const int64_t rows = mul(b.batch_size, b.num_queries, "batch->batch_size * batch->num_queries");
-  mul(rows, std::max<int64_t>(S, config_.embedding_dim()), "batch->batch_size * batch->num_queries * E");
-  if (config_.softmax) mul(rows, b.seq_len, "batch->batch_size * batch->num_queries * batch->seq_len");
+  const int64_t pairs = checked_mul(b.batch_size, b.seq_len, "batch->batch_size * batch->seq_len");
+  checked_mul(pairs, std::max<int64_t>(S, config_.d_dot()), "batch->batch_size * batch->seq_len * max(S, d_dot)");
+  const int64_t rows = checked_mul(b.batch_size, b.num_queries, "batch->batch_size * batch->num_queries");
+  checked_mul(rows, std::max<int64_t>(S, config_.embedding_dim()), "batch->batch_size * batch->num_queries * E");
+  if (config_.softmax) checked_mul(rows, b.seq_len, "batch->batch_size * batch->num_queries * batch->seq_len");
   // The sum rule addresses the rows of all B memories with one int32 index.
   require(b.batch_size <= std::numeric_limits<int32_t>::max() / S, FWP_ERR_INVALID_ARGUMENT,
           "batch->batch_size * S must be < 2^31" + got(b.batch_size * S));
