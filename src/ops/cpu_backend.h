@@ -2,15 +2,16 @@
 // OpenMP over independent rows/streams for everything else. Templated on the
 // scalar so that tests run the very same code in double precision.
 //
-// One file per op family implements its methods (same names as in cuda/):
+// One file per op family (core/backend/<family>.h) implements its methods
+// (same names as in cuda/):
 //   cpu_backend.cpp        memory, layout, elementwise, factory
 //   linear.cpp             gemm, bias, axpy, scale
 //   feature_map.cpp        elu+1, FAVOR+, DPFP, sum normalisation
 //   fast_weight.cpp        sum / delta rule, recurrent and chunkwise, forward and backward
 //   attn_norm.cpp          attention normalisation
-//   softmax_attention.cpp  causal softmax attention and decoding
-//   embedding.cpp          row gather / scatter-add, one-hot rows (models)
-//   retrieval_ops.cpp      per-stream sums, fast-weight readout, cross attention (retrieval model)
+//   softmax_attention.cpp  causal softmax attention and decoding, cross attention
+//   embedding.cpp          row gather / scatter-add (models)
+//   retrieval_ops.cpp      one-hot rows, per-stream sums, fast-weight readout (retrieval model)
 //   loss.cpp               one-hot squared-error loss
 //   optimizer_ops.cpp      sum of squares, Adam/AdamW and SGD updates
 #pragma once

@@ -1,7 +1,8 @@
 // CpuBackend: the ops of the associative-retrieval model that the layer ops do
-// not cover: per-stream sums over steps, reading queries out of a fixed
-// fast-weight state, and non-causal softmax attention of queries over a
-// sequence. Every op works stream by stream, so streams run in parallel.
+// not cover (core/backend/retrieval_ops.h): per-stream sums over steps and
+// reading queries out of a fixed fast-weight state. Every op works stream by
+// stream, so streams run in parallel. (Its cross attention is in
+// softmax_attention.cpp.)
 #include <cmath>
 #include <limits>
 
@@ -94,64 +95,6 @@ void CpuBackend<T>::fast_weight_readout_backward(const FastWeightShape& shape, c
   });
 }
 
-template <typename T>
-void CpuBackend<T>::cross_attention_forward(int64_t streams, int64_t queries, int64_t keys, int64_t d,
-                                            int64_t d_value, const T* q, const T* k, const T* v, T scale, T* out,
-                                            T* lse) {
-  if (streams <= 0 || queries <= 0) return;
-  const int64_t cost = 2 * queries * keys * (d + d_value);
-  cpu::parallel_for(num_threads_, streams, cost, [&](int64_t s0, int64_t s1) {
-    cpu::RowMat<T> p;  // scores, then probabilities, [queries, keys]
-    for (int64_t s = s0; s < s1; ++s) {
-      const auto Q = cpu::row_map(q + s * queries * d, queries, d, d);
-      const auto K = cpu::row_map(k + s * keys * d, keys, d, d);
-      const auto V = cpu::row_map(v + s * keys * d_value, keys, d_value, d_value);
-      auto O = cpu::row_map(out + s * queries * d_value, queries, d_value, d_value);
-      p.noalias() = scale * (Q * K.transpose());
-      for (int64_t j = 0; j < queries; ++j) {
-        const T mx = keys > 0 ? p.row(j).maxCoeff() : T(0);
-        p.row(j) = (p.row(j).array() - mx).exp().matrix();
-        const T sum = p.row(j).sum();
-        p.row(j) /= sum;
-        lse[s * queries + j] = mx + std::log(sum);
-      }
-      O.noalias() = p * V;
-    }
-  });
-}
-
-template <typename T>
-void CpuBackend<T>::cross_attention_backward(int64_t streams, int64_t queries, int64_t keys, int64_t d,
-                                             int64_t d_value, const T* q, const T* k, const T* v, const T* out,
-                                             const T* lse, const T* d_out, T scale, T* dq, T* dk, T* dv) {
-  if (streams <= 0) return;
-  const int64_t cost = 4 * queries * keys * (d + d_value);
-  cpu::parallel_for(num_threads_, streams, cost, [&](int64_t s0, int64_t s1) {
-    cpu::RowMat<T> p, ds;
-    for (int64_t s = s0; s < s1; ++s) {
-      const auto Q = cpu::row_map(q + s * queries * d, queries, d, d);
-      const auto K = cpu::row_map(k + s * keys * d, keys, d, d);
-      const auto V = cpu::row_map(v + s * keys * d_value, keys, d_value, d_value);
-      const auto O = cpu::row_map(out + s * queries * d_value, queries, d_value, d_value);
-      const auto dO = cpu::row_map(d_out + s * queries * d_value, queries, d_value, d_value);
-      // Recompute the probabilities from the stored log-sum-exp.
-      p.noalias() = scale * (Q * K.transpose());
-      for (int64_t j = 0; j < queries; ++j) {
-        p.row(j) = (p.row(j).array() - lse[s * queries + j]).exp().matrix();
-      }
-      // d score_ji = p_ji (dO_j . v_i - dO_j . out_j)
-      ds.noalias() = dO * V.transpose();
-      for (int64_t j = 0; j < queries; ++j) {
-        const T row_dot = dO.row(j).dot(O.row(j));
-        ds.row(j) = (p.row(j).array() * (ds.row(j).array() - row_dot)).matrix();
-      }
-      cpu::row_map(dq + s * queries * d, queries, d, d).noalias() = scale * (ds * K);
-      cpu::row_map(dk + s * keys * d, keys, d, d).noalias() = scale * (ds.transpose() * Q);
-      if (dv) cpu::row_map(dv + s * keys * d_value, keys, d_value, d_value).noalias() = p.transpose() * dO;
-    }
-  });
-}
-
 #define FWP_INSTANTIATE_RETRIEVAL_OPS(T)                                                                      \
   template void CpuBackend<T>::step_sum(const T*, T*, int64_t, int64_t, int64_t);                             \
   template void CpuBackend<T>::step_broadcast_accumulate(const T*, T*, int64_t, int64_t, int64_t);            \
@@ -159,12 +102,7 @@ void CpuBackend<T>::cross_attention_backward(int64_t streams, int64_t queries, i
                                                            const T*, T, T*, T*);                             \
   template void CpuBackend<T>::fast_weight_readout_backward(const FastWeightShape&, const T*, const T*,      \
                                                             const T*, const T*, const T*, const T*, T*, T*, \
-                                                            T*);                                             \
-  template void CpuBackend<T>::cross_attention_forward(int64_t, int64_t, int64_t, int64_t, int64_t, const T*, \
-                                                       const T*, const T*, T, T*, T*);                       \
-  template void CpuBackend<T>::cross_attention_backward(int64_t, int64_t, int64_t, int64_t, int64_t,         \
-                                                        const T*, const T*, const T*, const T*, const T*,    \
-                                                        const T*, T, T*, T*, T*);
+                                                            T*);
 
 FWP_INSTANTIATE_RETRIEVAL_OPS(float)
 FWP_INSTANTIATE_RETRIEVAL_OPS(double)

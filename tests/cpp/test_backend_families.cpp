@@ -1,0 +1,90 @@
+// Backend op families (core/backend/*.h): a backend that implements only some
+// families still builds, and every op it lacks reports FWP_ERR_UNSUPPORTED with
+// the op and the device named, instead of crashing.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+
+namespace {
+
+// Host memory and nothing else: the smallest possible backend.
+class MemoryOnlyBackend final : public fwp::Backend<float> {
+ public:
+  fwp::Device device() const override { return fwp::Device::Cuda; }  // pretend, to check the name
+  float* allocate(int64_t n) override { return n > 0 ? new float[static_cast<size_t>(n)] : nullptr; }
+  void deallocate(float* p) noexcept override { delete[] p; }
+  int32_t* allocate_int(int64_t n) override { return n > 0 ? new int32_t[static_cast<size_t>(n)] : nullptr; }
+  void deallocate_int(int32_t* p) noexcept override { delete[] p; }
+  void upload(float* dst, const float* src, int64_t n) override { std::copy(src, src + n, dst); }
+  void download(float* dst, const float* src, int64_t n) override { std::copy(src, src + n, dst); }
+  void upload_int(int32_t* dst, const int32_t* src, int64_t n) override { std::copy(src, src + n, dst); }
+  void copy(float* dst, const float* src, int64_t n) override { std::copy(src, src + n, dst); }
+  void fill(float* dst, float value, int64_t n) override { std::fill(dst, dst + n, value); }
+  void synchronize() override {}
+};
+
+void expect_unsupported(const std::function<void()>& call, const std::string& op) {
+  try {
+    call();
+    ADD_FAILURE() << op << " did not throw";
+  } catch (const fwp::Error& e) {
+    EXPECT_EQ(e.status(), FWP_ERR_UNSUPPORTED) << op;
+    EXPECT_EQ(std::string(e.what()), "the " + op + " op is not supported on the CUDA backend");
+  }
+}
+
+TEST(BackendFamilies, MissingOpsReportUnsupportedNamingOpAndDevice) {
+  MemoryOnlyBackend be;
+  std::vector<float> a(16, 1.0f), b(16, 2.0f), c(16, 0.0f);
+  be.copy(c.data(), a.data(), 16);  // the memory family works
+  EXPECT_EQ(c[3], 1.0f);
+
+  expect_unsupported([&] { be.gemm(false, false, 2, 2, 2, 1.0f, a.data(), 2, b.data(), 2, 0.0f, c.data(), 2); },
+                     "gemm");
+  expect_unsupported([&] { be.split_heads(a.data(), c.data(), 1, 2, 2, 2); }, "split_heads");
+  expect_unsupported([&] { be.sigmoid_forward(a.data(), c.data(), 4); }, "sigmoid_forward");
+  fwp::FeatureMapSpec spec;
+  spec.d_in = 4;
+  expect_unsupported([&] { be.feature_map_forward(spec, nullptr, a.data(), c.data(), 1); }, "feature_map_forward");
+  fwp::FastWeightShape shape{1, 2, 2, 2};
+  expect_unsupported(
+      [&] {
+        be.fast_weight_forward(fwp::UpdateRule::Sum, fwp::Algorithm::Auto, 0, shape, a.data(), a.data(), a.data(),
+                               nullptr, nullptr, c.data(), b.data(), c.data());
+      },
+      "fast_weight_forward");
+  expect_unsupported(
+      [&] { be.attn_norm_forward(shape, a.data(), a.data(), nullptr, a.data(), 1e-6f, c.data(), b.data(), nullptr); },
+      "attn_norm_forward");
+  expect_unsupported([&] { be.softmax_attention_forward(1, 2, 2, a.data(), a.data(), a.data(), 1.0f, c.data(), b.data()); },
+                     "softmax_attention_forward");
+  expect_unsupported(
+      [&] { be.cross_attention_forward(1, 2, 2, 2, 2, a.data(), a.data(), a.data(), 1.0f, c.data(), b.data()); },
+      "cross_attention_forward");
+  std::vector<int32_t> ids{0, 1};
+  expect_unsupported([&] { be.embedding_gather(a.data(), ids.data(), c.data(), 2, 2); }, "embedding_gather");
+  expect_unsupported([&] { be.step_sum(a.data(), c.data(), 1, 2, 2); }, "step_sum");
+  expect_unsupported([&] { be.onehot_mse_forward(a.data(), ids.data(), c.data(), 2, 2); }, "onehot_mse_forward");
+  expect_unsupported([&] { be.sum_squares(a.data(), 4); }, "sum_squares");
+}
+
+TEST(BackendFamilies, TheCpuBackendImplementsEveryOp) {
+  // Spot checks across the families: each runs without an UNSUPPORTED error.
+  auto be = fwp::make_cpu_backend<double>(1);
+  std::vector<double> a(16, 0.5), b(16, 0.25), c(16, 0.0);
+  be->gemm(false, false, 2, 2, 2, 1.0, a.data(), 2, b.data(), 2, 0.0, c.data(), 2);
+  EXPECT_DOUBLE_EQ(c[0], 0.25);
+  EXPECT_DOUBLE_EQ(be->sum_squares(a.data(), 4), 1.0);
+  be->sigmoid_forward(a.data(), c.data(), 1);
+  EXPECT_NEAR(c[0], 1.0 / (1.0 + std::exp(-0.5)), 1e-15);
+  EXPECT_EQ(be->device(), fwp::Device::Cpu);
+}
+
+}  // namespace
