@@ -47,7 +47,11 @@ typedef struct fwp_context_config {
   uint32_t struct_size;           /**< sizeof(fwp_context_config); set by init. */
   fwp_device device;              /**< Default FWP_DEVICE_CPU. */
   int32_t device_index;           /**< CUDA device ordinal; default 0. */
-  int32_t num_threads;            /**< CPU threads; 0 (default) = all hardware threads. */
+  int32_t num_threads;            /**< CPU threads; 0 (default): the environment variable
+                                       FWP_NUM_THREADS if set, else the first number of
+                                       OMP_NUM_THREADS if set, else the CPUs this process may
+                                       run on (its affinity mask). A set variable that is not an
+                                       integer in [1, 4096] makes fwp_context_create() fail. */
   uint64_t seed;                  /**< Seed of all randomness drawn through this context; default 42. */
   fwp_log_callback log_callback;  /**< NULL (default): no logging. */
   void* log_user_data;            /**< Passed to log_callback. */

@@ -2,7 +2,8 @@
 
 #include <cstring>
 #include <string>
-#include <thread>
+
+#include "core/thread_pool.h"
 
 namespace fwp {
 
@@ -43,9 +44,11 @@ Context::Context(const fwp_context_config& config) {
   if (config.num_threads > 0) {
     num_threads_ = config.num_threads;
   } else {
-    // hardware_concurrency() may return 0 when it cannot tell.
-    const unsigned hw = std::thread::hardware_concurrency();
-    num_threads_ = hw > 0 ? static_cast<int>(hw) : 1;
+    std::string bad_variable;
+    num_threads_ = default_num_threads(&bad_variable);
+    require(bad_variable.empty(), FWP_ERR_INVALID_ARGUMENT,
+            "the environment variable " + bad_variable +
+                " is not a thread count (an integer in [1, 4096]); unset it or fix it");
   }
   seed_ = config.seed;
   log_callback_ = config.log_callback;

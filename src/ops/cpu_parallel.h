@@ -1,17 +1,15 @@
-// Small helpers shared by the CPU op implementations: how many OpenMP threads a
-// piece of work deserves, a static parallel-for over contiguous ranges that
-// carries exceptions out of the parallel region (with denormals flushed), and
+// Small helpers shared by the CPU op implementations: how many threads a piece
+// of work deserves, a parallel-for over contiguous ranges on the thread pool
+// that carries exceptions back to the caller (with denormals flushed), and
 // row-major Eigen maps.
 #pragma once
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <exception>
-#include <mutex>
 
 #include <Eigen/Core>
+
+#include "core/thread_pool.h"
 
 #if defined(__SSE__) || defined(_M_X64)
 #include <xmmintrin.h>
@@ -21,13 +19,14 @@
 namespace fwp {
 namespace cpu {
 
-// Below roughly this many scalar operations per thread, waking another thread
-// costs more than it saves.
-constexpr int64_t kMinWorkPerThread = 1 << 15;
+// The grain: below roughly this many scalar operations per chunk, handing work
+// to another thread costs more than it saves (waking a sleeping worker takes
+// some microseconds). Measured with bench/parallel_overhead (bench/RESULTS.md).
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 17;
 
 // Threads to use for `items` independent items of `cost_per_item` operations each.
 inline int threads_for(int max_threads, int64_t items, int64_t cost_per_item) {
-  if (max_threads <= 1 || items <= 1 || omp_in_parallel()) return 1;
+  if (max_threads <= 1 || items <= 1 || in_parallel_region()) return 1;
   const int64_t total = items * std::max<int64_t>(cost_per_item, 1);
   const int64_t by_work = std::max<int64_t>(total / kMinWorkPerThread, 1);
   return static_cast<int>(std::min<int64_t>({static_cast<int64_t>(max_threads), items, by_work}));
@@ -58,38 +57,25 @@ class FlushDenormals {
 #endif
 };
 
-// Runs body(begin, end) over a static partition of [0, n) into contiguous
-// ranges, one per thread (so each call can set up its scratch space once).
-// An exception thrown by any range is rethrown on the calling thread: an
-// exception must never escape an OpenMP region.
+// Runs body(begin, end) over contiguous ranges that together cover [0, n),
+// on the thread pool (core/thread_pool.h). The ranges are chunks of at least
+// the grain, up to four per thread, claimed dynamically: a thread that gets
+// less CPU (another process on the core) simply claims fewer. body may run
+// several times on one thread, so it sets up its scratch once per range. An
+// exception thrown by any range is rethrown on the calling thread.
 template <typename Body>
 void parallel_for(int max_threads, int64_t n, int64_t cost_per_item, Body&& body) {
   if (n <= 0) return;
+  FlushDenormals flush;  // the calling thread; pool workers flush denormals for life
   const int nt = threads_for(max_threads, n, cost_per_item);
   if (nt <= 1) {
-    FlushDenormals flush;
     body(int64_t{0}, n);
     return;
   }
-  std::exception_ptr error;
-  std::mutex error_mutex;
-#pragma omp parallel num_threads(nt)
-  {
-    const int64_t t = omp_get_thread_num();
-    const int64_t team = omp_get_num_threads();
-    const int64_t begin = n * t / team;
-    const int64_t end = n * (t + 1) / team;
-    FlushDenormals flush;
-    if (begin < end) {
-      try {
-        body(begin, end);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-      }
-    }
-  }
-  if (error) std::rethrow_exception(error);
+  const int64_t total = n * std::max<int64_t>(cost_per_item, 1);
+  const int64_t chunks =
+      std::min<int64_t>({n, int64_t{4} * nt, std::max<int64_t>(nt, total / kMinWorkPerThread)});
+  run_in_pool(nt, chunks, [&](int64_t c) { body(n * c / chunks, n * (c + 1) / chunks); });
 }
 
 template <typename T>

@@ -75,7 +75,7 @@ void CpuBackend<T>::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64
 
   const double flops = 2.0 * double(M) * double(N) * double(std::max<int64_t>(K, 1));
   int nt = 1;
-  if (num_threads_ > 1 && !omp_in_parallel()) {
+  if (num_threads_ > 1 && !in_parallel_region()) {
     nt = static_cast<int>(std::min<double>(num_threads_, std::max(1.0, flops / kGemmFlopsPerThread)));
   }
   // Split rows of C when they are plentiful, else columns when those are.

@@ -294,32 +294,14 @@ void CpuBackend<T>::softmax_attention_forward(int64_t streams, int64_t steps, in
   const int64_t items = streams * blocks;
   // Query blocks are independent in the forward, so (stream, block) pairs are
   // the work items; later blocks see more keys, hence dynamic scheduling.
-  const int nt = cpu::threads_for(num_threads_, items, 2 * block * steps * d);
-  std::exception_ptr error;
-  std::mutex error_mutex;
-#pragma omp parallel num_threads(nt)
-  {
-    // Every thread must reach the worksharing loop, so failures are recorded
-    // and the remaining items skipped instead of leaving the region early.
-    auto record = [&] {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-    };
-    cpu::FlushDenormals flush;
+  // parallel_for hands out small chunks dynamically, which balances them.
+  cpu::parallel_for(num_threads_, items, 2 * block * steps * d, [&](int64_t item_begin, int64_t item_end) {
     Buffer<T> qt, tile, ot;
-    bool ok = true;
-    try {
-      qt.resize(d * block);
-      tile.resize(kKeyBlock * block);
-      ot.resize(d * block);
-    } catch (...) {
-      record();
-      ok = false;
-    }
-#pragma omp for schedule(dynamic, 1) nowait
-    for (int64_t item = 0; item < items; ++item) {
-      if (!ok) continue;
-      try {
+    qt.resize(d * block);
+    tile.resize(kKeyBlock * block);
+    ot.resize(d * block);
+    for (int64_t item = item_begin; item < item_end; ++item) {
+      {  // one (stream, query block) item
         const int64_t s = item / blocks;
         const int64_t i0 = (item % blocks) * block;
         const int64_t nb = std::min(block, steps - i0);
@@ -405,13 +387,9 @@ void CpuBackend<T>::softmax_attention_forward(int64_t streams, int64_t steps, in
           lse[s * steps + i0 + r] = m[r] + std::log(l[r]);
         }
         transpose_scaled(ot.data(), block, d, nb, T(1), inv, out + (s * steps + i0) * d, d);
-      } catch (...) {
-        record();
-        ok = false;
       }
     }
-  }
-  if (error) std::rethrow_exception(error);
+  });
 }
 
 template <typename T>
