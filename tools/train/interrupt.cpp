@@ -41,6 +41,8 @@ InterruptScope::~InterruptScope() {
 
 int interrupt_signal() { return static_cast<int>(g_signal); }
 
+void clear_interrupt() { g_signal = 0; }
+
 int interrupted_exit_code(int signal) { return 128 + signal; }
 
 }  // namespace train

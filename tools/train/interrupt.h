@@ -25,6 +25,9 @@ class InterruptScope {
 /// set it stays set: a Ctrl-C ends the whole invocation, not just one run.
 int interrupt_signal();
 
+/// Forgets a signal seen; for tests that provoke one and go on.
+void clear_interrupt();
+
 /// The exit code of a program stopped by `signal`: 128 + signal.
 int interrupted_exit_code(int signal);
 
