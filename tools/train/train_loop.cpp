@@ -22,6 +22,12 @@ std::string signal_name(int signal) {
   return fmt::format("signal {}", signal);
 }
 
+/// "nan", "inf", "-inf" or the number (printf would write "-nan" for some NaNs).
+std::string number_text(double value) {
+  if (std::isnan(value)) return "nan";
+  return fmt::format("{:g}", value);
+}
+
 /// Updates the best loss and the patience count, and applies the stopping rules.
 void record_evaluation(const TrainingPlan& plan, const Evaluation& evaluation, TrainState& state) {
   ++state.evaluations;
@@ -95,7 +101,7 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
       result.failure = fmt::format(
           "training diverged at step {}: the {} is {}; {}; a smaller learning rate may help",
           state.step + 1, std::isfinite(step.loss) ? "gradient norm" : "loss",
-          std::isfinite(step.loss) ? step.grad_norm : step.loss,
+          number_text(std::isfinite(step.loss) ? step.grad_norm : step.loss),
           out.checkpoint.empty() || state.evaluations == 0
               ? std::string("no checkpoint was written")
               : fmt::format("the checkpoint {} keeps the last evaluated state", out.checkpoint));
