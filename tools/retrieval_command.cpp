@@ -339,7 +339,7 @@ void add_retrieval_options(CLI::App& app) {
                   "Render final eval loss vs S (one line per model) to FILE.png with gnuplot after each run; "
                   "with --sweep-csv it plots every row of that file");
   app.add_option("--checkpoint", o.checkpoint,
-                  "Save model, optimizer, data and run state to FILE at every evaluation (with several S: "
+                  "Save model, optimizer, data and run state to FILE at every evaluation and on Ctrl-C (with several S: "
                   "FILE with -S<n> before its extension)");
   app.add_option("--resume", o.resume,
                   "Continue the run saved in FILE exactly; its settings are kept, only --max-steps, --threads, "
