@@ -41,8 +41,8 @@ stop_with() {
   wait "$2" || rc=$?
 }
 
-# Background jobs of a script ignore SIGINT unless job control is on, and fwp
-# keeps a signal its parent ignores (as under nohup).
+# Job control on: each background fwp gets its own process group, as from an
+# interactive shell.
 set -m
 common=(--keys 6 --phi dpfp --rule delta --eval-every 20 --threads 1 --target-loss 0 --patience 1000000)
 

@@ -25,12 +25,10 @@ InterruptScope::InterruptScope() {
   // One-shot (a second signal takes the default action and ends the program);
   // restart interrupted system calls so file writes are not cut short.
   action.sa_flags = SA_RESETHAND | SA_RESTART;
+  // Installed even where the parent ignores the signal (a script's background
+  // jobs ignore SIGINT): stopping with a checkpoint is never worse than being killed.
   sigaction(SIGINT, &action, &g_previous_int);
   sigaction(SIGTERM, &action, &g_previous_term);
-  // A signal the parent chose to ignore (e.g. SIGINT of a background job in a
-  // script, or under nohup) stays ignored.
-  if (g_previous_int.sa_handler == SIG_IGN) sigaction(SIGINT, &g_previous_int, nullptr);
-  if (g_previous_term.sa_handler == SIG_IGN) sigaction(SIGTERM, &g_previous_term, nullptr);
 }
 
 InterruptScope::~InterruptScope() {

@@ -102,9 +102,9 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
           "training diverged at step {}: the {} is {}; {}; a smaller learning rate may help",
           state.step + 1, std::isfinite(step.loss) ? "gradient norm" : "loss",
           number_text(std::isfinite(step.loss) ? step.grad_norm : step.loss),
-          out.checkpoint.empty() || state.evaluations == 0
-              ? std::string("no checkpoint was written")
-              : fmt::format("the checkpoint {} keeps the last evaluated state", out.checkpoint));
+          !out.checkpoint.empty() && file_exists(out.checkpoint)
+              ? fmt::format("the checkpoint {} keeps the last saved state", out.checkpoint)
+              : std::string("no checkpoint was written"));
       break;
     }
     ++state.step;
