@@ -3,8 +3,18 @@
 // to its CLI11 subcommand (binding them to options the file keeps), and one
 // that runs it after a successful parse and returns the exit code. fwp_main.cpp
 // lists them in its command table; adding a command means adding its file, its
-// two declarations here and one row there. Training commands build a
-// train::TrainingTask and hand it to the driver in tools/train/.
+// two declarations here and one row there.
+//
+// A training command (retrieval_command.cpp is the example) has three parts:
+//   1. a train::TrainingTask (train/training_task.h): describe() its config,
+//      objects() (model, optimizer, data source), train_step() and evaluate()
+//      (loss plus named metrics such as perplexity or BLEU);
+//   2. its flags, turned into that task's config and a train::TrainingPlan;
+//   3. run(): build the task (or read_saved_run() + load_checkpoint() for
+//      --resume), call train::run_training(), report result_json() and
+//      summary_line(), and return 128 + train::interrupt_signal() after Ctrl-C.
+// The loop, stopping rules, progress, evaluation log, checkpoints and signals
+// are the driver's; a command does not touch them.
 #ifndef FWP_TOOLS_COMMANDS_H
 #define FWP_TOOLS_COMMANDS_H
 
