@@ -12,7 +12,7 @@
 //   2. its flags, turned into that task's config and a train::TrainingPlan;
 //   3. run(): build the task (or read_saved_run() + load_checkpoint() for
 //      --resume), call train::run_training(), report result_json() and
-//      summary_line(), and return 128 + train::interrupt_signal() after Ctrl-C.
+//      summary_line(), and after Ctrl-C return train::interrupted_exit_code().
 // The loop, stopping rules, progress, evaluation log, checkpoints and signals
 // are the driver's; a command does not touch them.
 #ifndef FWP_TOOLS_COMMANDS_H
