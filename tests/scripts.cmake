@@ -78,6 +78,17 @@ if(TARGET fwp_cli)
                    "-DARGS=--keys|6|--phi|favor|--m|16|--eval-every|50|--threads|1|--target-loss|0|--patience|100"
                    -DSTEPS=200 -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_resume.cmake)
   set_tests_properties(cli_retrieval_json cli_retrieval_resume cli_retrieval_resume_favor PROPERTIES LABELS cli)
+  # A training whose loss becomes NaN stops with exit code 1, one line on stderr and stopped_by non_finite.
+  fwp_cli_test(error_diverged EXIT 1 ONE_LINE ARGS retrieval --keys 6 --lr 1e30 --max-steps 50 --threads 1 --json
+               --quiet STDOUT non_finite STDERR_MATCHES "diverged at step [0-9]+: the (loss|gradient norm) is")
+  # Ctrl-C (SIGINT) and SIGTERM: exit 130 / 143 after saving the checkpoint; --resume continues exactly.
+  find_program(FWP_BASH bash)
+  if(FWP_BASH)
+    add_test(NAME cli_retrieval_interrupt
+             COMMAND ${FWP_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_interrupt.sh $<TARGET_FILE:fwp_cli>
+                     ${FWP_CLI_WORK}/retrieval_interrupt)
+    set_tests_properties(cli_retrieval_interrupt PROPERTIES LABELS cli TIMEOUT 300)
+  endif()
 
   find_program(FWP_GNUPLOT gnuplot)
   if(FWP_GNUPLOT)
@@ -91,6 +102,15 @@ if(TARGET fwp_cli)
   else()
     message(STATUS "gnuplot not found: the test of fwp retrieval --plot is not registered")
   endif()
+endif()
+
+if(TARGET fwp_train_driver)
+  # The training driver of the tools (tools/train/) with a scripted task.
+  file(GLOB FWP_TOOLS_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tools/*.cpp)
+  add_executable(fwp_tools_tests ${FWP_TOOLS_TESTS})
+  target_link_libraries(fwp_tools_tests PRIVATE fwp_train_driver GTest::gtest GTest::gtest_main)
+  fwp_target_defaults(fwp_tools_tests)
+  gtest_discover_tests(fwp_tools_tests DISCOVERY_TIMEOUT 60 TEST_PREFIX tools. PROPERTIES LABELS cli)
 endif()
 
 if(TARGET example_retrieval)

@@ -14,10 +14,11 @@
 
 namespace fwp_cli {
 
-/// Exit codes of the program.
+/// Exit codes of the program. A run stopped by SIGINT or SIGTERM exits with
+/// 128 + the signal number instead (train/interrupt.h).
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailure = 1,  ///< A library call, a file or an external program failed.
+  kExitFailure = 1,  ///< A library call, a file or an external program failed, or a training diverged.
   kExitUsage = 2     ///< Bad command-line flags or values.
 };
 

@@ -1,20 +1,40 @@
-// The `fwp` command-line program: a client of the public C API (fwp.h) that
-// runs the paper's experiments. Exit codes: 0 success, 1 a run failed (library
-// call, file, gnuplot), 2 bad command-line flags or values. Errors are one line
-// on stderr.
+// The `fwp` command-line program: a client of the public C API (fwp/fwp.h)
+// that runs the paper's experiments, one subcommand per experiment, dispatched
+// from the command table below (see commands.h). Exit codes: 0 success, 1 a run
+// failed (library call, file, gnuplot, a diverged training), 2 bad command-line
+// flags or values, 128 + N when stopped by signal N (130 for Ctrl-C, 143 for
+// SIGTERM) after saving a checkpoint. Errors are one line on stderr.
 #include "cli_support.h"
-#include "retrieval_command.h"
+#include "commands.h"
 
 #include <fwp/fwp.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 namespace {
+
+using fwp_cli::Command;
+
+const Command kCommands[] = {
+    {"retrieval",
+     "Train the synthetic associative-retrieval model of the paper (section 6.1) with Adam until the eval loss "
+     "reaches --target-loss, --patience evaluations pass without improvement, or --max-steps is reached; one run "
+     "per value of --keys.",
+     fwp_cli::add_retrieval_options, fwp_cli::run_retrieval},
+};
+
+constexpr const char* kExitCodes =
+    "Exit codes: 0 success; 1 a run failed (a library call, a file, gnuplot, or a training whose loss or gradient "
+    "became NaN or infinite); 2 bad flags or values; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM): stopped between two "
+    "training steps after saving a checkpoint where --checkpoint or --resume names one (a second Ctrl-C ends the "
+    "program at once).";
 
 std::string version_text() {
   int32_t cuda_devices = 0;
@@ -33,14 +53,23 @@ void print_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A reader that went away (gnuplot, `fwp ... | head`) is an error to report, not a reason to die.
+  std::signal(SIGPIPE, SIG_IGN);
+
   CLI::App app("fwp: fast weight programmers (linear transformers) from the command line.\n"
                "Runs the experiments of Schlag, Irie and Schmidhuber (ICML 2021) on the fwp library.",
                "fwp");
   app.require_subcommand(1);
   app.set_version_flag("--version", version_text(), "Print the version of fwp and of its library, and exit");
+  app.footer(kExitCodes);
 
-  fwp_cli::RetrievalOptions retrieval_options;
-  CLI::App* retrieval = fwp_cli::add_retrieval_command(app, retrieval_options);
+  std::vector<std::pair<const Command*, CLI::App*>> subcommands;
+  for (const Command& command : kCommands) {
+    CLI::App* sub = app.add_subcommand(command.name, command.help);
+    sub->footer(kExitCodes);
+    command.add_options(*sub);
+    subcommands.emplace_back(&command, sub);
+  }
 
   try {
     app.parse(argc, argv);
@@ -56,7 +85,9 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (retrieval->parsed()) return fwp_cli::run_retrieval_command(retrieval_options);
+    for (const auto& entry : subcommands) {
+      if (entry.second->parsed()) return entry.first->run();
+    }
     print_error("no subcommand given (see fwp --help)");
     return fwp_cli::kExitUsage;
   } catch (const fwp_cli::UsageError& e) {

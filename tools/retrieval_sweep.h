@@ -2,8 +2,8 @@
 // number of keys S, kept in a CSV file that several invocations merge into,
 // and its plot (final evaluation loss against S, one line per model) drawn by
 // gnuplot like the figures of the paper's section 6.1.
-#ifndef FWP_TOOLS_SWEEP_TABLE_H
-#define FWP_TOOLS_SWEEP_TABLE_H
+#ifndef FWP_TOOLS_RETRIEVAL_SWEEP_H
+#define FWP_TOOLS_RETRIEVAL_SWEEP_H
 
 #include <cstdint>
 #include <string>
@@ -44,4 +44,4 @@ void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
 
 }  // namespace fwp_cli
 
-#endif  // FWP_TOOLS_SWEEP_TABLE_H
+#endif  // FWP_TOOLS_RETRIEVAL_SWEEP_H

@@ -1,6 +1,7 @@
-#include "sweep_table.h"
+#include "retrieval_sweep.h"
 
 #include "cli_support.h"
+#include "train/gnuplot.h"
 
 #include <fmt/format.h>
 
@@ -15,10 +16,10 @@
 #include <sstream>
 #include <utility>
 
-#include <sys/wait.h>
-
 namespace fwp_cli {
 namespace {
+
+using train::gnuplot_quote;
 
 constexpr size_t kColumns = 9;
 
@@ -45,28 +46,6 @@ int64_t parse_int(const std::string& text, const std::string& where) {
     throw RunError(fmt::format("{}: '{}' is not an integer", where, text));
   }
   return value;
-}
-
-// A gnuplot single-quoted string: a doubled quote stands for one quote.
-std::string gnuplot_quote(const std::string& text) {
-  std::string quoted = "'";
-  for (char c : text) {
-    if (c == '\'') quoted += '\'';
-    quoted += c;
-  }
-  return quoted + "'";
-}
-
-std::string shell_quote(const std::string& text) {
-  std::string quoted = "'";
-  for (char c : text) {
-    if (c == '\'') {
-      quoted += "'\\''";
-    } else {
-      quoted += c;
-    }
-  }
-  return quoted + "'";
 }
 
 }  // namespace
@@ -157,12 +136,6 @@ void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
   const double pad = std::max(1.0, 0.04 * static_cast<double>(max_keys - min_keys));
 
   std::string script;
-  script += "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-            "  set terminal pngcairo size 960,620 font 'sans,11'\n"
-            "} else {\n"
-            "  set terminal png size 960,620\n"
-            "}\n";
-  script += fmt::format("set output {}\n", gnuplot_quote(png_path));
   if (one_setting) {
     const int setting = *settings.begin();
     script += fmt::format("set title {}\n",
@@ -200,15 +173,7 @@ void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
   }
   script += plot + "\n";
 
-  const std::string command = shell_quote(gnuplot);
-  FILE* pipe = ::popen(command.c_str(), "w");
-  if (pipe == nullptr) throw RunError(fmt::format("cannot start gnuplot ({}): {}", gnuplot, std::strerror(errno)));
-  const size_t written = std::fwrite(script.data(), 1, script.size(), pipe);
-  const int status = ::pclose(pipe);
-  if (written != script.size() || status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    throw RunError(fmt::format("gnuplot failed to render {}", png_path));
-  }
-  if (!file_exists(png_path)) throw RunError(fmt::format("gnuplot did not write {}", png_path));
+  train::render_png(gnuplot, png_path, script);
 }
 
 }  // namespace fwp_cli

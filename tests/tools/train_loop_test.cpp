@@ -1,0 +1,294 @@
+// The training driver (tools/train/) with a scripted task: stopping rules,
+// the non-finite stop, Ctrl-C between steps, resuming a finished run, and the
+// evaluation log. The CLI tests (tests/scripts.cmake) check the same through
+// `fwp retrieval` with a real model.
+#include "cli_support.h"
+#include "train/eval_log.h"
+#include "train/interrupt.h"
+#include "train/train_loop.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace fwp_cli {
+namespace train {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+/// A task whose step results and evaluation losses are given by functions of the step.
+class ScriptedTask : public TrainingTask {
+ public:
+  std::function<StepResult(int64_t)> step_result = [](int64_t) { return StepResult{1.0, 1.0}; };
+  std::function<double(int64_t)> eval_loss = [](int64_t) { return 0.5; };
+  std::vector<int64_t> steps_taken;
+  std::vector<int64_t> evaluated_at;
+
+  std::string label() const override { return "scripted"; }
+  nlohmann::json describe() const override { return {{"task", "scripted"}}; }
+  TrainingObjects objects() override { return {}; }
+  StepResult train_step(int64_t step) override {
+    steps_taken.push_back(step);
+    return step_result(step);
+  }
+  Evaluation evaluate(int64_t step) override {
+    evaluated_at.push_back(step);
+    Evaluation evaluation;
+    evaluation.loss = eval_loss(step);
+    evaluation.metrics = {{"perplexity", std::exp(evaluation.loss)}};
+    return evaluation;
+  }
+};
+
+TrainingPlan plan(int64_t max_steps, int64_t eval_every, int64_t patience, double target_loss) {
+  TrainingPlan p;
+  p.max_steps = max_steps;
+  p.eval_every = eval_every;
+  p.patience = patience;
+  p.target_loss = target_loss;
+  return p;
+}
+
+class TrainLoop : public ::testing::Test {
+ protected:
+  void SetUp() override { clear_interrupt(); }
+  void TearDown() override { clear_interrupt(); }
+
+  RunResult run(ScriptedTask& task, const TrainingPlan& p, TrainState start = TrainState()) {
+    RunOutputs out;
+    out.progress = &progress_;
+    return run_training(task, p, start, out);
+  }
+
+  Progress progress_{false, stdout};
+};
+
+TEST_F(TrainLoop, StopsAtTheStepCapWithAFinalEvaluation) {
+  ScriptedTask task;
+  const RunResult r = run(task, plan(25, 10, 100, 0.0));
+  EXPECT_EQ(r.state.stopped_by, stop::kMaxSteps);
+  EXPECT_EQ(r.state.step, 25);
+  EXPECT_EQ(task.steps_taken.size(), 25u);
+  EXPECT_EQ(task.evaluated_at, (std::vector<int64_t>{10, 20, 25}));  // the cap is evaluated too
+  EXPECT_EQ(r.state.evaluations, 3);
+  ASSERT_EQ(r.state.last_metrics.size(), 1u);
+  EXPECT_EQ(r.state.last_metrics[0].name, "perplexity");
+}
+
+TEST_F(TrainLoop, StopsAtTheTargetLoss) {
+  ScriptedTask task;
+  task.eval_loss = [](int64_t step) { return 1.0 / static_cast<double>(step); };
+  const RunResult r = run(task, plan(1000, 10, 100, 0.02));
+  EXPECT_EQ(r.state.stopped_by, stop::kTarget);
+  EXPECT_EQ(r.state.step, 50);  // 1/50 = 0.02 <= target
+  EXPECT_DOUBLE_EQ(r.state.best, 0.02);
+}
+
+TEST_F(TrainLoop, StopsWhenPatienceRunsOut) {
+  ScriptedTask task;
+  // Improves until step 30, then gets worse: 3 more evaluations without a new best.
+  task.eval_loss = [](int64_t step) { return step <= 30 ? 1.0 / static_cast<double>(step) : 1.0; };
+  const RunResult r = run(task, plan(1000, 10, 3, 0.0));
+  EXPECT_EQ(r.state.stopped_by, stop::kPatience);
+  EXPECT_EQ(r.state.step, 60);
+  EXPECT_EQ(r.state.evals_since_best, 3);
+  EXPECT_DOUBLE_EQ(r.state.best, 1.0 / 30.0);
+}
+
+TEST_F(TrainLoop, ANonFiniteLossStopsTheRunWithAMessage) {
+  ScriptedTask task;
+  task.step_result = [](int64_t step) { return StepResult{step == 7 ? kNaN : 1.0, 1.0}; };
+  const RunResult r = run(task, plan(100, 5, 100, 0.0));
+  EXPECT_EQ(r.state.stopped_by, stop::kNonFinite);
+  EXPECT_EQ(r.state.step, 6);  // step 7 does not count
+  EXPECT_EQ(task.steps_taken.back(), 7);
+  EXPECT_NE(r.failure.find("step 7"), std::string::npos) << r.failure;
+  EXPECT_NE(r.failure.find("loss is nan"), std::string::npos) << r.failure;
+}
+
+TEST_F(TrainLoop, ANonFiniteGradientNormStopsTheRun) {
+  ScriptedTask task;
+  task.step_result = [](int64_t step) { return StepResult{1.0, step == 3 ? kInf : 1.0}; };
+  const RunResult r = run(task, plan(100, 5, 100, 0.0));
+  EXPECT_EQ(r.state.stopped_by, stop::kNonFinite);
+  EXPECT_EQ(r.state.step, 2);
+  EXPECT_NE(r.failure.find("gradient norm is inf"), std::string::npos) << r.failure;
+}
+
+TEST_F(TrainLoop, ASignalStopsTheRunBetweenTwoSteps) {
+  ScriptedTask task;
+  task.step_result = [](int64_t step) {
+    if (step == 4) std::raise(SIGINT);  // the handler only sets a flag: the step finishes
+    return StepResult{1.0, 1.0};
+  };
+  const RunResult r = run(task, plan(100, 10, 100, 0.0));
+  EXPECT_EQ(r.state.stopped_by, stop::kInterrupted);
+  EXPECT_EQ(r.signal, SIGINT);
+  EXPECT_EQ(r.state.step, 4);
+  EXPECT_EQ(task.steps_taken.size(), 4u);
+  EXPECT_EQ(interrupt_signal(), SIGINT);  // stays set: the command ends the whole invocation
+  EXPECT_EQ(interrupted_exit_code(SIGINT), 130);
+  EXPECT_TRUE(r.checkpoint.empty());  // no path was given
+}
+
+TEST_F(TrainLoop, SignalsOutsideAScopeKeepTheirDefaultAction) {
+  struct sigaction current {};
+  {
+    const InterruptScope scope;
+    sigaction(SIGTERM, nullptr, &current);
+    EXPECT_NE(current.sa_handler, SIG_DFL);
+  }
+  sigaction(SIGTERM, nullptr, &current);
+  EXPECT_EQ(current.sa_handler, SIG_DFL);
+}
+
+TEST_F(TrainLoop, AFinishedRunStaysFinishedUnlessTheCapWasRaised) {
+  ScriptedTask task;
+  RunResult first = run(task, plan(20, 10, 100, 0.0));
+  ASSERT_EQ(first.state.stopped_by, stop::kMaxSteps);
+
+  ScriptedTask same_cap;
+  const RunResult again = run(same_cap, plan(20, 10, 100, 0.0), first.state);
+  EXPECT_TRUE(same_cap.steps_taken.empty());
+  EXPECT_EQ(again.state.step, 20);
+
+  ScriptedTask raised;
+  const RunResult longer = run(raised, plan(30, 10, 100, 0.0), first.state);
+  EXPECT_EQ(raised.steps_taken, (std::vector<int64_t>{21, 22, 23, 24, 25, 26, 27, 28, 29, 30}));
+  EXPECT_EQ(longer.state.evaluations, 3);
+
+  TrainState by_patience = first.state;
+  by_patience.stopped_by = stop::kPatience;
+  ScriptedTask none;
+  run(none, plan(30, 10, 100, 0.0), by_patience);
+  EXPECT_TRUE(none.steps_taken.empty());
+}
+
+TEST_F(TrainLoop, TheStateSurvivesJson) {
+  ScriptedTask task;
+  const RunResult r = run(task, plan(20, 10, 100, 0.0));
+  const TrainState back = state_from_json(state_to_json(r.state));
+  EXPECT_EQ(back.step, r.state.step);
+  EXPECT_EQ(back.evaluations, r.state.evaluations);
+  EXPECT_EQ(back.best, r.state.best);
+  EXPECT_EQ(back.stopped_by, r.state.stopped_by);
+  // No evaluation yet: best is infinite, stored as null, read back as infinite.
+  const TrainState fresh = state_from_json(state_to_json(TrainState()));
+  EXPECT_TRUE(std::isinf(fresh.best));
+  EXPECT_TRUE(std::isnan(fresh.last_eval));
+}
+
+TEST_F(TrainLoop, ResultJsonHasTheCommonFields) {
+  ScriptedTask task;
+  const RunResult r = run(task, plan(20, 10, 100, 0.0));
+  const nlohmann::json j = result_json(task, r);
+  for (const char* key : {"final_eval_loss", "best_eval_loss", "steps", "evaluations", "seconds",
+                          "steps_per_second", "stopped_by", "resumed", "metrics", "config", "fwp_version"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["config"]["task"], "scripted");
+  EXPECT_TRUE(j["metrics"].contains("perplexity"));
+}
+
+// ---- the evaluation log -----------------------------------------------------------
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+class EvalLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = ::testing::TempDir() + "fwp_eval_log_test_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".csv";
+    std::remove(path_.c_str());
+  }
+  void TearDown() override { std::remove(path_.c_str()); }
+
+  static TrainState at(int64_t step, double loss) {
+    TrainState s;
+    s.step = step;
+    s.last_eval = loss;
+    s.best = loss;
+    s.last_metrics = {{"bleu", 10.0 * static_cast<double>(step)}};
+    return s;
+  }
+
+  std::string path_;
+  const std::vector<std::string> ids_ = {"keys"};
+  const std::vector<std::string> metrics_ = {"bleu"};
+};
+
+TEST_F(EvalLogTest, FreshRunsReplaceTheirOwnRowsAndKeepOthers) {
+  {
+    EvalLog log;
+    log.open_fresh(path_, ids_, metrics_, {{"4"}, {"6"}});
+    log.append({"4"}, at(10, 0.5));
+    log.append({"6"}, at(10, 0.25));
+  }
+  {
+    EvalLog log;
+    log.open_fresh(path_, ids_, metrics_, {{"4"}});
+    log.append({"4"}, at(20, 0.125));
+  }
+  EXPECT_EQ(read_text(path_),
+            "keys,step,eval_loss,best,seconds,bleu\n"
+            "6,10,0.25,0.25,0.000,100\n"
+            "4,20,0.125,0.125,0.000,200\n");
+}
+
+TEST_F(EvalLogTest, AResumedRunDropsRowsWrittenAfterItsCheckpoint) {
+  {
+    EvalLog log;
+    log.open_fresh(path_, ids_, metrics_, {{"4"}, {"6"}});
+    log.append({"4"}, at(10, 0.5));
+    log.append({"4"}, at(20, 0.5));
+    log.append({"6"}, at(20, 0.5));
+  }
+  {
+    EvalLog log;
+    log.open_resumed(path_, ids_, metrics_, {"4"}, 10);
+  }
+  EXPECT_EQ(read_text(path_),
+            "keys,step,eval_loss,best,seconds,bleu\n"
+            "4,10,0.5,0.5,0.000,100\n"
+            "6,20,0.5,0.5,0.000,200\n");
+}
+
+TEST_F(EvalLogTest, AnotherKindOfLogIsRefusedAndLeftAlone) {
+  {
+    std::ofstream out(path_);
+    out << "something,else\n1,2\n";
+  }
+  EvalLog log;
+  EXPECT_THROW(log.open_fresh(path_, ids_, metrics_, {{"4"}}), RunError);
+  EXPECT_EQ(read_text(path_), "something,else\n1,2\n");
+}
+
+TEST_F(EvalLogTest, NonFiniteNumbersAreWrittenAsNan) {
+  {
+    EvalLog log;
+    log.open_fresh(path_, {}, {}, {{}});
+    TrainState s;
+    s.step = 3;  // no evaluation loss yet, best still infinite
+    log.append({}, s);
+  }
+  EXPECT_EQ(read_text(path_), "step,eval_loss,best,seconds\n3,nan,nan,0.000\n");
+}
+
+}  // namespace
+}  // namespace train
+}  // namespace fwp_cli

@@ -1,0 +1,166 @@
+#include "train_loop.h"
+
+#include "../cli_support.h"
+#include "interrupt.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+
+namespace fwp_cli {
+namespace train {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string signal_name(int signal) {
+  if (signal == SIGINT) return "SIGINT";
+  if (signal == SIGTERM) return "SIGTERM";
+  return fmt::format("signal {}", signal);
+}
+
+/// "nan", "inf", "-inf" or the number (printf would write "-nan" for some NaNs).
+std::string number_text(double value) {
+  if (std::isnan(value)) return "nan";
+  return fmt::format("{:g}", value);
+}
+
+/// Updates the best loss and the patience count, and applies the stopping rules.
+void record_evaluation(const TrainingPlan& plan, const Evaluation& evaluation, TrainState& state) {
+  ++state.evaluations;
+  state.last_eval = evaluation.loss;
+  state.last_metrics = evaluation.metrics;
+  if (evaluation.loss < state.best) {
+    state.best = evaluation.loss;
+    state.evals_since_best = 0;
+  } else {
+    ++state.evals_since_best;  // NaN never improves, so a broken evaluation runs out of patience
+  }
+  if (evaluation.loss <= plan.target_loss) {
+    state.stopped_by = stop::kTarget;
+  } else if (state.evals_since_best >= plan.patience) {
+    state.stopped_by = stop::kPatience;
+  } else if (state.step >= plan.max_steps) {
+    state.stopped_by = stop::kMaxSteps;
+  }
+}
+
+}  // namespace
+
+double take_optimizer_step(fwp_optimizer* optimizer, int64_t step) {
+  float grad_norm = 0.0f;
+  const fwp_status status = fwp_optimizer_step(optimizer, &grad_norm);
+  // The library refuses a non-finite gradient (and changes nothing); report it
+  // as such so the driver ends the run with its own message.
+  if (status == FWP_ERR_INVALID_ARGUMENT) return std::nan("");
+  check_status(status, fmt::format("optimizer step {}", step).c_str());
+  return static_cast<double>(grad_norm);
+}
+
+RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState state, const RunOutputs& out) {
+  const InterruptScope interrupt_scope;
+  RunResult result;
+  const TrainingObjects objects = task.objects();
+  out.progress->start(task.label());
+
+  const auto session_start = Clock::now();
+  const double seconds_before = state.seconds;
+  const int64_t first_step = state.step;
+  double loss_sum = 0.0;  // training loss averaged since the last evaluation, for the progress line
+  int64_t loss_count = 0;
+  auto elapsed = [&]() { return std::chrono::duration<double>(Clock::now() - session_start).count(); };
+  auto steps_per_second = [&]() {
+    const double t = elapsed();
+    return t > 0 ? static_cast<double>(state.step - first_step) / t : 0.0;
+  };
+  auto save = [&]() {
+    if (out.checkpoint.empty()) return;
+    save_checkpoint(out.checkpoint, objects, out.checkpoint_format, task.describe(), state);
+    result.checkpoint = out.checkpoint;
+  };
+
+  // A run stopped by a rule stays stopped; one stopped by the cap goes on if the cap was raised.
+  if (state.stopped_by == stop::kMaxSteps && state.step < plan.max_steps) state.stopped_by.clear();
+
+  while (state.stopped_by.empty() && state.step < plan.max_steps) {
+    if (interrupt_signal() != 0) {
+      // Saved as still running, so that --resume continues where it stopped.
+      state.seconds = seconds_before + elapsed();
+      save();
+      state.stopped_by = stop::kInterrupted;
+      result.signal = interrupt_signal();
+      break;
+    }
+
+    const StepResult step = task.train_step(state.step + 1);
+    if (!std::isfinite(step.loss) || !std::isfinite(step.grad_norm)) {
+      state.stopped_by = stop::kNonFinite;
+      result.failure = fmt::format(
+          "training diverged at step {}: the {} is {}; {}; a smaller learning rate may help",
+          state.step + 1, std::isfinite(step.loss) ? "gradient norm" : "loss",
+          number_text(std::isfinite(step.loss) ? step.grad_norm : step.loss),
+          !out.checkpoint.empty() && file_exists(out.checkpoint)
+              ? fmt::format("the checkpoint {} keeps the last saved state", out.checkpoint)
+              : std::string("no checkpoint was written"));
+      break;
+    }
+    ++state.step;
+    loss_sum += step.loss;
+    ++loss_count;
+    const double train_loss = loss_sum / static_cast<double>(loss_count);
+
+    if (state.step % plan.eval_every != 0 && state.step < plan.max_steps) {
+      out.progress->step(state, plan.max_steps, train_loss, steps_per_second());
+      continue;
+    }
+
+    record_evaluation(plan, task.evaluate(state.step), state);
+    state.seconds = seconds_before + elapsed();
+    save();
+    if (out.eval_log != nullptr) out.eval_log->append(out.run_id, state);
+    out.progress->evaluation(state, plan.max_steps, train_loss, steps_per_second());
+    loss_sum = 0.0;
+    loss_count = 0;
+  }
+  if (state.stopped_by.empty()) state.stopped_by = stop::kMaxSteps;  // resumed with a cap already passed
+  state.seconds = seconds_before + elapsed();
+  result.state = state;
+  return result;
+}
+
+json result_json(const TrainingTask& task, const RunResult& result) {
+  const TrainState& s = result.state;
+  json metrics = json::object();
+  for (const Metric& metric : s.last_metrics) metrics[metric.name] = finite_or_null(metric.value);
+  return {{"final_eval_loss", finite_or_null(s.last_eval)},
+          {"best_eval_loss", finite_or_null(s.best)},
+          {"steps", s.step},
+          {"evaluations", s.evaluations},
+          {"seconds", s.seconds},
+          {"steps_per_second", s.seconds > 0 ? static_cast<double>(s.step) / s.seconds : 0.0},
+          {"stopped_by", s.stopped_by},
+          {"resumed", result.resumed},
+          {"metrics", metrics},
+          {"config", task.describe()},
+          {"fwp_version", fwp_version_string()}};
+}
+
+std::string summary_line(const TrainingTask& task, const TrainingPlan& plan, const RunResult& result) {
+  const TrainState& s = result.state;
+  std::string reason = stop_reason_text(plan, s.stopped_by);
+  if (s.stopped_by == stop::kInterrupted) {
+    reason = fmt::format("interrupted by {}", signal_name(result.signal));
+    reason += result.checkpoint.empty() ? std::string("; no checkpoint (give --checkpoint FILE to keep one)")
+                                        : fmt::format("; continue with --resume {}", result.checkpoint);
+  }
+  std::string metrics;
+  for (const Metric& metric : s.last_metrics) metrics += fmt::format(", {} {:.4g}", metric.name, metric.value);
+  return fmt::format("{}: final eval loss {:.6f} (best {:.6f}){} after {} steps in {}; stopped: {}", task.label(),
+                     s.last_eval, s.best, metrics, s.step, format_duration(s.seconds), reason);
+}
+
+}  // namespace train
+}  // namespace fwp_cli
