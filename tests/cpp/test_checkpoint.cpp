@@ -154,7 +154,9 @@ void expect_status(const std::function<void()>& f, fwp_status status, const std:
     ADD_FAILURE() << what << ": expected status " << status;
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), status) << what << ": " << e.what();
-    if (!message_part.empty()) EXPECT_NE(std::string(e.what()).find(message_part), std::string::npos) << e.what();
+    if (!message_part.empty()) {
+      EXPECT_NE(std::string(e.what()).find(message_part), std::string::npos) << e.what();
+    }
   }
 }
 
