@@ -36,7 +36,8 @@ extern "C" {
  * \param[in] opt      Its optimizer, or NULL.
  * \param[in] data     A data source of any kind (e.g. an ::fwp_retrieval_data) whose position to store, or NULL.
  * \param[in] user_metadata A NUL-terminated string stored as metadata "user", or NULL.
- * \return FWP_OK, FWP_ERR_NULL_POINTER, FWP_ERR_CONTEXT_MISMATCH (optimizer of another model) or FWP_ERR_IO.
+ * \return FWP_OK, FWP_ERR_NULL_POINTER, FWP_ERR_CONTEXT_MISMATCH (optimizer of another model),
+ *         FWP_ERR_INVALID_ARGUMENT (user_metadata not valid UTF-8 or over 16 MiB) or FWP_ERR_IO.
  */
 FWP_API fwp_status fwp_checkpoint_save(const char* path, const fwp_model* model, const fwp_optimizer* opt,
                                        const fwp_data* data, const char* user_metadata);
@@ -51,7 +52,9 @@ FWP_API fwp_status fwp_checkpoint_save(const char* path, const fwp_model* model,
  * \param[in,out] model The model to fill.
  * \param[in,out] opt   The optimizer to restore, or NULL (the file must then hold no optimizer or it is skipped).
  * \param[in,out] data  A data source to restore to the stored position, or NULL.
- * \return FWP_OK, FWP_ERR_IO, FWP_ERR_FORMAT (truncated, corrupted or foreign file, or a config mismatch).
+ * \return FWP_OK, FWP_ERR_NULL_POINTER, FWP_ERR_CONTEXT_MISMATCH (optimizer of another model), FWP_ERR_IO,
+ *         or FWP_ERR_FORMAT (truncated, corrupted or foreign file, or a model, optimizer or data source of
+ *         another kind or configuration than the file's).
  */
 FWP_API fwp_status fwp_checkpoint_load(const char* path, fwp_model* model, fwp_optimizer* opt,
                                        fwp_data* data);
