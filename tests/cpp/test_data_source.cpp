@@ -52,6 +52,20 @@ TEST(DataSource, RetrievalGeneratorStateResumesTheSameDraws) {
   EXPECT_EQ(draw(b, 4), expected);
 }
 
+// The generator's numbers are part of the reproducibility contract: seeded
+// runs (and the paper tables made with them) must not change. These are the
+// draws of fwp 0.1 for seed 7, S = 5, two sequences with one query each.
+TEST(DataSource, RetrievalGeneratorDrawsAreFixed) {
+  RetrievalData one(1, 5, 7);
+  EXPECT_EQ(draw(one, 2), (std::vector<int32_t>{1, 3, 0, 2, 4, 0, 2, 1, 3, 4,    // keys
+                                                2, 0, 3, 1, 4, 0, 4, 3, 2, 1,    // values
+                                                2, 4, 1, 1}));                   // queries, targets
+  RetrievalData two(2, 5, 7);
+  EXPECT_EQ(draw(two, 2), (std::vector<int32_t>{4, 4, 3, 4, 4, 1, 1, 1, 3, 4, 2, 3, 2, 1, 4, 1, 1, 0, 0, 2,
+                                                3, 1, 2, 1, 0, 3, 0, 4, 0, 2, 0, 4, 0, 2, 3, 3, 2, 3, 2, 2,
+                                                3, 0, 0, 2}));
+}
+
 TEST(DataSource, RetrievalGeneratorRejectsBadStatesWithoutChange) {
   RetrievalData data(1, 5, 3);
   const nlohmann::json before = data.state_json();
