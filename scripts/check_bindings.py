@@ -171,6 +171,7 @@ class Header:
         self.text = "\n".join(kept)
         self.enums: dict[str, dict[str, int]] = {}
         self.opaque: set[str] = set()
+        self.aliases: dict[str, str] = {}  # typedef'd names of other fwp types
         self.fnptrs: set[str] = set()
         self.api = Api()
         self._parse_enums()
@@ -220,6 +221,10 @@ class Header:
     def _parse_typedefs(self):
         for m in re.finditer(r"typedef\s+struct\s+(\w+)\s+(\w+)\s*;", self.text):
             self.opaque.add(m.group(2))
+        # `typedef fwp_data fwp_retrieval_data;`: another name for a type, resolved
+        # to it (bindings declare it as an alias, e.g. `pub type X = fwp_data;`).
+        for m in re.finditer(r"typedef\s+(fwp_\w+)\s+(fwp_\w+)\s*;", self.text):
+            self.aliases[m.group(2)] = m.group(1)
         for m in re.finditer(r"typedef\s+[\w\s\*]+\(\s*\*\s*(\w+)\s*\)\s*\(", self.text):
             self.fnptrs.add(m.group(1))
 
@@ -235,6 +240,10 @@ class Header:
         if len(base_words) != 1:
             raise ValueError(f"cannot parse C type '{decl}'")
         base = base_words[0]
+        seen = set()
+        while base in self.aliases and base not in seen:
+            seen.add(base)
+            base = self.aliases[base]
         if base in C_SCALARS:
             t = C_SCALARS[base]
         elif base in self.enums:

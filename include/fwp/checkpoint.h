@@ -1,6 +1,6 @@
 /**
  * \file checkpoint.h
- * \brief Checkpoints: safetensors files holding a model, its optimizer and its data generator.
+ * \brief Checkpoints: safetensors files holding a model, its optimizer and the state of a data source.
  *
  * Part of the fwp C API; `#include <fwp/fwp.h>` brings in all of it. The
  * conventions (status codes, ownership, config structs, threads) are stated
@@ -9,8 +9,9 @@
 #ifndef FWP_CHECKPOINT_H
 #define FWP_CHECKPOINT_H
 
+#include "fwp/data.h"
+#include "fwp/model.h"
 #include "fwp/optimizer.h"
-#include "fwp/retrieval.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,42 +22,49 @@ extern "C" {
  *
  * Checkpoints are safetensors files: the model's parameters under their names,
  * the optimizer's moments under "optimizer/...", and in `__metadata__` the
- * model config, optimizer config and step, the data generator's state and the
- * caller's own metadata. They are written to a temporary file and renamed into
- * place, so a failed save never destroys the previous file.
+ * model's kind and config, the optimizer config and step, the kind, config
+ * and position of a data source, and the caller's own metadata. They are
+ * written to a temporary file and renamed into place, so a failed save never
+ * destroys the previous file. Models of every kind and data sources of every
+ * kind are saved and loaded by the same functions.
  *  @{ */
 
 /**
- * \brief Saves a model (and optionally its optimizer and data generator) to a file.
+ * \brief Saves a model (and optionally its optimizer and the state of a data source) to a file.
  * \param[in] path     Destination file name.
  * \param[in] model    The model.
  * \param[in] opt      Its optimizer, or NULL.
- * \param[in] data     The retrieval data generator to resume from, or NULL.
+ * \param[in] data     A data source of any kind (e.g. an ::fwp_retrieval_data) whose position to store, or NULL.
  * \param[in] user_metadata A NUL-terminated string stored as metadata "user", or NULL.
- * \return FWP_OK, FWP_ERR_NULL_POINTER, FWP_ERR_CONTEXT_MISMATCH (optimizer of another model) or FWP_ERR_IO.
+ * \return FWP_OK, FWP_ERR_NULL_POINTER, FWP_ERR_CONTEXT_MISMATCH (optimizer of another model),
+ *         FWP_ERR_INVALID_ARGUMENT (user_metadata not valid UTF-8 or over 16 MiB) or FWP_ERR_IO.
  */
 FWP_API fwp_status fwp_checkpoint_save(const char* path, const fwp_model* model, const fwp_optimizer* opt,
-                                       const fwp_retrieval_data* data, const char* user_metadata);
+                                       const fwp_data* data, const char* user_metadata);
 
 /**
  * \brief Loads a checkpoint into existing objects whose configuration matches the file.
  *
- * Either everything is loaded or nothing is changed.
+ * Either everything is loaded or nothing is changed. A data source must be of
+ * the kind and configuration stored in the file (e.g. the same retrieval
+ * setting and S).
  * \param[in]     path  The file.
  * \param[in,out] model The model to fill.
  * \param[in,out] opt   The optimizer to restore, or NULL (the file must then hold no optimizer or it is skipped).
- * \param[in,out] data  The data generator to restore, or NULL.
- * \return FWP_OK, FWP_ERR_IO, FWP_ERR_FORMAT (truncated, corrupted or foreign file, or a config mismatch).
+ * \param[in,out] data  A data source to restore to the stored position, or NULL.
+ * \return FWP_OK, FWP_ERR_NULL_POINTER, FWP_ERR_CONTEXT_MISMATCH (optimizer of another model), FWP_ERR_IO,
+ *         or FWP_ERR_FORMAT (truncated, corrupted or foreign file, or a model, optimizer or data source of
+ *         another kind or configuration than the file's).
  */
 FWP_API fwp_status fwp_checkpoint_load(const char* path, fwp_model* model, fwp_optimizer* opt,
-                                       fwp_retrieval_data* data);
+                                       fwp_data* data);
 
 /**
- * \brief Creates a model from the configuration and parameters stored in a checkpoint.
+ * \brief Creates a model from the kind, configuration and parameters stored in a checkpoint.
  * \param[in]  ctx  The context for the new model.
  * \param[in]  path The file.
  * \param[out] out  Receives the model (fwp_model_destroy()).
- * \return FWP_OK, FWP_ERR_IO or FWP_ERR_FORMAT.
+ * \return FWP_OK, FWP_ERR_IO or FWP_ERR_FORMAT (also for a model kind this library does not know).
  */
 FWP_API fwp_status fwp_model_load(fwp_context* ctx, const char* path, fwp_model** out);
 

@@ -9,6 +9,7 @@
 #ifndef FWP_RETRIEVAL_H
 #define FWP_RETRIEVAL_H
 
+#include "fwp/data.h"
 #include "fwp/layer.h"
 #include "fwp/model.h"
 
@@ -23,7 +24,8 @@ extern "C" {
  * is then queried with keys. fwp_model_create_retrieval() creates it as an
  * ::fwp_model; fwp_retrieval_forward() is its forward pass and loss; the
  * generic model functions (model.h) do the rest. A seeded generator
- * (::fwp_retrieval_data) draws the sequences of settings 1 and 2.
+ * (::fwp_retrieval_data, a data source of kind FWP_DATA_RETRIEVAL) draws the
+ * sequences of settings 1 and 2.
  *  @{ */
 
 /** \brief Settings of the retrieval model. Fill with fwp_retrieval_config_init(). */
@@ -101,8 +103,15 @@ typedef struct fwp_retrieval_batch {
 FWP_API fwp_status fwp_retrieval_forward(fwp_model* model, const fwp_retrieval_batch* batch, float* loss,
                                          float* outputs, int64_t outputs_count);
 
-/** \brief Seeded generator of retrieval sequences for setting 1 or 2. */
-typedef struct fwp_retrieval_data fwp_retrieval_data;
+/**
+ * \brief Seeded generator of retrieval sequences for setting 1 or 2.
+ *
+ * The same type as ::fwp_data (a data source of kind FWP_DATA_RETRIEVAL), so
+ * it can be passed wherever a data source is taken, e.g. to the checkpoint
+ * functions. The fwp_retrieval_data_* functions reject a data source of
+ * another kind with FWP_ERR_INVALID_ARGUMENT.
+ */
+typedef fwp_data fwp_retrieval_data;
 
 /**
  * \brief Creates a generator of retrieval data.
@@ -115,14 +124,14 @@ typedef struct fwp_retrieval_data fwp_retrieval_data;
 FWP_API fwp_status fwp_retrieval_data_create(int32_t setting, int64_t num_keys, uint64_t seed,
                                              fwp_retrieval_data** out);
 
-/** \brief Destroys a generator. \param[in] data The generator; NULL is a no-op. */
+/** \brief Destroys a generator (the same as fwp_data_destroy()). \param[in] data The generator; NULL is a no-op. */
 FWP_API void fwp_retrieval_data_destroy(fwp_retrieval_data* data);
 
 /**
  * \brief The sequence length L of a generator (S for setting 1, 2 S for setting 2).
  * \param[in]  data    The generator.
  * \param[out] seq_len Receives L.
- * \return FWP_OK or FWP_ERR_NULL_POINTER.
+ * \return FWP_OK, FWP_ERR_NULL_POINTER, or FWP_ERR_INVALID_ARGUMENT for a data source of another kind.
  */
 FWP_API fwp_status fwp_retrieval_data_seq_len(const fwp_retrieval_data* data, int64_t* seq_len);
 
@@ -140,7 +149,7 @@ FWP_API fwp_status fwp_retrieval_data_seq_len(const fwp_retrieval_data* data, in
  * \param[out] values          [B][L].
  * \param[out] queries         [B][Q].
  * \param[out] targets         [B][Q].
- * \return FWP_OK, FWP_ERR_NULL_POINTER or FWP_ERR_INVALID_ARGUMENT.
+ * \return FWP_OK, FWP_ERR_NULL_POINTER or FWP_ERR_INVALID_ARGUMENT (also for a data source of another kind).
  */
 FWP_API fwp_status fwp_retrieval_data_sample(fwp_retrieval_data* data, int64_t batch_size,
                                              int64_t queries_per_seq, int32_t* keys, int32_t* values,

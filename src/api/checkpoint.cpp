@@ -5,7 +5,7 @@
 #include "api/guard.h"
 #include "api/handles.h"
 #include "core/error.h"
-#include "data/retrieval_data.h"
+#include "data/data_source.h"
 #include "fwp/fwp.h"
 #include "models/model.h"
 #include "train/checkpoint.h"
@@ -32,7 +32,7 @@ void check_pair(const fwp_model* model, const fwp_optimizer* opt) {
 extern "C" {
 
 FWP_API fwp_status fwp_checkpoint_save(const char* path, const fwp_model* model, const fwp_optimizer* opt,
-                                       const fwp_retrieval_data* data, const char* user_metadata) {
+                                       const fwp_data* data, const char* user_metadata) {
   return fwp::api::guard(__func__, [&] {
     check_not_null(path, "path");
     check_not_null(model, "model");
@@ -43,7 +43,7 @@ FWP_API fwp_status fwp_checkpoint_save(const char* path, const fwp_model* model,
 }
 
 FWP_API fwp_status fwp_checkpoint_load(const char* path, fwp_model* model, fwp_optimizer* opt,
-                                       fwp_retrieval_data* data) {
+                                       fwp_data* data) {
   return fwp::api::guard(__func__, [&] {
     check_not_null(path, "path");
     check_not_null(model, "model");
@@ -60,7 +60,7 @@ FWP_API fwp_status fwp_model_load(fwp_context* ctx, const char* path, fwp_model*
     check_not_null(path, "path");
     auto handle = std::make_unique<fwp_model>();
     handle->context = ctx->impl;
-    handle->impl = fwp::load_model(ctx->impl, path);
+    handle->impl = fwp::load_model(ctx->impl, path);  // the built-in registry of model kinds
     *out = handle.release();
   });
 }

@@ -12,7 +12,7 @@ namespace fwp {
 template <typename T> class FastWeightLayer;  // nn/fast_weight_layer.h
 class Model;                                   // nn/model.h (retrieval and later models)
 class Optimizer;                               // train/optimizer.h
-class RetrievalData;                           // data/retrieval_data.h
+class DataSource;                              // data/data_source.h (retrieval and later kinds)
 }  // namespace fwp
 
 struct fwp_context {
@@ -36,6 +36,7 @@ struct fwp_optimizer {
   const fwp_layer* layer = nullptr;  // the layer it updates, or NULL for a model
 };
 
-struct fwp_retrieval_data {
-  std::unique_ptr<fwp::RetrievalData> impl;
+// One handle for every kind of data source (fwp_retrieval_data is the same type).
+struct fwp_data {
+  std::unique_ptr<fwp::DataSource> impl;
 };

@@ -5,8 +5,11 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "core/limits.h"
+#include "io/rng_json.h"
 
 namespace fwp {
 
@@ -78,5 +81,24 @@ void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t*
     }
   }
 }
+
+nlohmann::json RetrievalData::config_json() const {
+  return nlohmann::json{{"setting", setting_}, {"num_keys", num_keys_}};
+}
+
+nlohmann::json RetrievalData::state_json() const { return nlohmann::json{{"rng", rng_state_to_json(rng_.state())}}; }
+
+namespace {
+// The generator state inside state_json()'s object; Error(FWP_ERR_FORMAT) otherwise.
+Rng::State parse_state(const nlohmann::json& state) {
+  require(state.is_object() && state.contains("rng"), FWP_ERR_FORMAT,
+          "the retrieval generator's state must be an object with an 'rng'");
+  return rng_state_from_json(state["rng"], "the retrieval generator's rng");
+}
+}  // namespace
+
+void RetrievalData::check_state(const nlohmann::json& state) const { (void)parse_state(state); }
+
+void RetrievalData::restore_state(const nlohmann::json& state) { rng_.set_state(parse_state(state)); }
 
 }  // namespace fwp

@@ -1,5 +1,5 @@
 // Seeded generator of the paper's synthetic associative-retrieval sequences
-// (section 6.1), behind fwp_retrieval_data.
+// (section 6.1), behind fwp_retrieval_data; the first DataSource.
 //
 // Setting 1 (capacity): L = S pairs; the keys are a random permutation of the
 // S keys and the values an independent random permutation of the S values.
@@ -12,8 +12,12 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "core/rng.h"
+#include "data/data_source.h"
 
 namespace fwp {
 // Largest vocabulary accepted (the model's embedding alone is 2.2 S^2 values).
@@ -22,7 +26,7 @@ constexpr int64_t kMaxRetrievalKeys = int64_t(1) << 16;
 
 namespace fwp {
 
-class RetrievalData {
+class RetrievalData final : public DataSource {
  public:
   // Throws Error(FWP_ERR_INVALID_ARGUMENT) unless setting is 1 or 2 and
   // 2 <= num_keys <= kMaxRetrievalKeys.
@@ -41,9 +45,18 @@ class RetrievalData {
               int32_t* targets);
 
   // The generator's state: with setting() and num_keys() it resumes the exact
-  // sequence of draws (checkpoints store it).
+  // sequence of draws.
   Rng::State rng_state() const { return rng_.state(); }
   void set_rng_state(const Rng::State& state) { rng_.set_state(state); }
+
+  // DataSource: kind "retrieval", config {"setting", "num_keys"}, state {"rng"}
+  // (rng: the six words of rng_state() as decimal strings).
+  fwp_data_kind kind() const override { return FWP_DATA_RETRIEVAL; }
+  std::string kind_name() const override { return "retrieval"; }
+  nlohmann::json config_json() const override;
+  nlohmann::json state_json() const override;
+  void check_state(const nlohmann::json& state) const override;
+  void restore_state(const nlohmann::json& state) override;
 
  private:
   int32_t setting_;

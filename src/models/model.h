@@ -36,7 +36,8 @@ class Model {
   virtual void backward() = 0;
 
   // The model's settings as a JSON object with a "kind" member; checkpoints
-  // store it, and load_model() (train/checkpoint.h) rebuilds the model from it.
+  // store it, and the kind's factory in the registry (models/registry.h)
+  // rebuilds the model from it.
   virtual nlohmann::json config_json() const = 0;
 
   // The state of the model's own random generator (e.g. FAVOR+ redraws), so a

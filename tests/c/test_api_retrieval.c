@@ -608,6 +608,28 @@ static void test_retrieval_data_arguments(void** state) {
   fwp_retrieval_data_destroy(NULL);
 }
 
+/* A generator is a data source (fwp_data) of kind FWP_DATA_RETRIEVAL: the same
+ * handle type, no cast, and fwp_data_destroy() releases it. */
+static void test_generator_is_a_data_source(void** state) {
+  (void)state;
+  fwp_retrieval_data* generator = NULL;
+  CHECK_OK(fwp_retrieval_data_create(1, 5, 1, &generator));
+  fwp_data* data = generator;
+  fwp_data_kind kind = FWP_DATA_PARALLEL_TEXT;
+  CHECK_OK(fwp_data_get_kind(data, &kind));
+  assert_int_equal(kind, FWP_DATA_RETRIEVAL);
+  EXPECT_ERROR(fwp_data_get_kind(NULL, &kind), FWP_ERR_NULL_POINTER, "data");
+  EXPECT_ERROR(fwp_data_get_kind(data, NULL), FWP_ERR_NULL_POINTER, "kind");
+  assert_int_equal(FWP_DATA_RETRIEVAL, 0);
+  assert_int_equal(FWP_DATA_TOKEN_FILE, 1);
+  assert_int_equal(FWP_DATA_PARALLEL_TEXT, 2);
+  int64_t len = 0;
+  CHECK_OK(fwp_retrieval_data_seq_len(data, &len));
+  assert_int_equal(len, 5);
+  fwp_data_destroy(data);
+  fwp_data_destroy(NULL);
+}
+
 /* ---- a short training run through the C API --------------------------------------------------------- */
 
 static void test_training_lowers_the_eval_loss(void** state) {
@@ -660,6 +682,7 @@ int main(void) {
       cmocka_unit_test(test_optimizer_arguments),
       cmocka_unit_test(test_checkpoints),
       cmocka_unit_test(test_retrieval_data_arguments),
+      cmocka_unit_test(test_generator_is_a_data_source),
       cmocka_unit_test(test_training_lowers_the_eval_loss),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

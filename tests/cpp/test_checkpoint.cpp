@@ -1,6 +1,7 @@
 // Checkpoints: bit-exact resumption of training, the safetensors layout,
 // rejection of damaged or foreign files without touching the target objects,
-// and saves that fail without damaging the previous file.
+// saves that fail without damaging the previous file, the registry of model
+// kinds, data sources of any kind, and files of format version 1.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,7 +21,9 @@
 
 #include "core/context.h"
 #include "core/error.h"
+#include "counter_source.h"
 #include "data/retrieval_data.h"
+#include "models/registry.h"
 #include "models/retrieval/retrieval_model.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
@@ -144,12 +147,16 @@ struct TrainingRun {
   }
 };
 
-void expect_status(const std::function<void()>& f, fwp_status status, const std::string& what) {
+void expect_status(const std::function<void()>& f, fwp_status status, const std::string& what,
+                   const std::string& message_part = "") {
   try {
     f();
     ADD_FAILURE() << what << ": expected status " << status;
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), status) << what << ": " << e.what();
+    if (!message_part.empty()) {
+      EXPECT_NE(std::string(e.what()).find(message_part), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -419,6 +426,239 @@ TEST(Checkpoint, RejectsUserMetadataThatIsNotUtf8) {
                 FWP_ERR_INVALID_ARGUMENT, "invalid UTF-8");
   struct stat st;
   EXPECT_NE(::stat(dir.file("x").c_str(), &st), 0);
+}
+
+// ---- the registry of model kinds ------------------------------------------------------------------
+
+TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
+  EXPECT_EQ(ModelRegistry::builtin().kinds(), std::vector<std::string>{"retrieval"});
+  TempDir dir;
+  const std::string good_path = dir.file("good.safetensors");
+  TrainingRun src(small_config(), 1);
+  save_checkpoint(good_path, *src.model, src.opt.get(), src.data.get(), nullptr);
+  const Bytes good = read_bytes(good_path);
+  const nlohmann::json header = header_of(good);
+  auto with_model_config = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json h = header;
+    nlohmann::json config = nlohmann::json::parse(h["__metadata__"]["model"].get<std::string>());
+    edit(config);
+    h["__metadata__"]["model"] = config.dump();
+    const std::string p = dir.file("edited.safetensors");
+    write_bytes(p, with_header(good, h));
+    return p;
+  };
+
+  const std::string lm = with_model_config([](nlohmann::json& c) { c["kind"] = "lm"; });
+  expect_status([&] { load_model(make_context(1), lm); }, FWP_ERR_FORMAT, "unknown kind",
+                "unknown model kind 'lm' (this library knows 'retrieval')");
+  // Loading into an existing model of another kind names both kinds and changes nothing.
+  TrainingRun target(small_config(), 7);
+  const TrainingRun::Snapshot before = target.snapshot();
+  expect_status([&] { load_checkpoint(lm, *target.model, target.opt.get(), target.data.get()); }, FWP_ERR_FORMAT,
+                "load into another kind", "a model of kind 'lm', not 'retrieval'");
+  EXPECT_TRUE(target.snapshot() == before);
+
+  const std::string no_kind = with_model_config([](nlohmann::json& c) { c.erase("kind"); });
+  expect_status([&] { load_model(make_context(1), no_kind); }, FWP_ERR_FORMAT, "no kind", "no string 'kind'");
+  const std::string bad_config = with_model_config([](nlohmann::json& c) { c["num_keys"] = 1; });
+  expect_status([&] { load_model(make_context(1), bad_config); }, FWP_ERR_FORMAT, "config the factory rejects",
+                "num_keys");
+  expect_status([&] { load_model(make_context(1), bad_config); }, FWP_ERR_FORMAT, "the message names the file",
+                bad_config);
+
+  // load_model goes through the registry it is given.
+  ModelRegistry empty;
+  EXPECT_TRUE(empty.kinds().empty());
+  expect_status([&] { load_model(make_context(1), good_path, empty); }, FWP_ERR_FORMAT, "empty registry",
+                "unknown model kind 'retrieval' (this library knows none)");
+  ModelRegistry counting;
+  int built = 0;
+  counting.add("retrieval", [&](const std::shared_ptr<Context>& ctx, const nlohmann::json& config) {
+    ++built;
+    return std::shared_ptr<Model>(std::make_shared<RetrievalModel>(ctx, RetrievalConfig::from_json(config)));
+  });
+  EXPECT_TRUE(counting.contains("retrieval"));
+  const auto loaded = load_model(make_context(5), good_path, counting);
+  EXPECT_EQ(built, 1);
+  for (int64_t i = 0; i < loaded->parameters().size(); ++i) {
+    EXPECT_EQ(loaded->parameters()[i].value.to_host(), src.model->parameters()[i].value.to_host());
+  }
+  EXPECT_EQ(loaded->rng_state(), src.model->rng_state());
+
+  const ModelFactory any = [](const std::shared_ptr<Context>&, const nlohmann::json&) -> std::shared_ptr<Model> {
+    return nullptr;
+  };
+  expect_status([&] { counting.add("retrieval", any); }, FWP_ERR_INVALID_ARGUMENT, "duplicate", "twice");
+  expect_status([&] { counting.add("", any); }, FWP_ERR_INVALID_ARGUMENT, "empty name", "empty");
+  expect_status([&] { counting.add("x", ModelFactory()); }, FWP_ERR_INVALID_ARGUMENT, "empty factory", "empty");
+  EXPECT_EQ(counting.kinds(), std::vector<std::string>{"retrieval"});
+}
+
+// ---- data sources of any kind ------------------------------------------------------------------------
+
+using test_support::CounterSource;
+
+TEST(CheckpointData, StoresKindConfigAndStateOfAnySource) {
+  TempDir dir;
+  const std::string path = dir.file("counter.safetensors");
+  TrainingRun a(small_config(), 1);
+  CounterSource counter(5);
+  for (int i = 0; i < 3; ++i) counter.next();
+  save_checkpoint(path, *a.model, a.opt.get(), &counter, nullptr);
+  const nlohmann::json meta = header_of(read_bytes(path))["__metadata__"];
+  EXPECT_EQ(meta["format_version"], "2");
+  EXPECT_EQ(nlohmann::json::parse(meta["data"].get<std::string>()),
+            (nlohmann::json{{"kind", "counter"}, {"config", {{"period", 5}}}, {"state", {{"position", 3}}}}));
+
+  CounterSource resumed(5);
+  load_checkpoint(path, *a.model, nullptr, &resumed);
+  EXPECT_EQ(resumed.position(), 3);
+  EXPECT_EQ(resumed.next(), counter.next());
+
+  // The retrieval generator's record has the same three parts.
+  save_checkpoint(path, *a.model, nullptr, a.data.get(), nullptr);
+  const nlohmann::json record =
+      nlohmann::json::parse(header_of(read_bytes(path))["__metadata__"]["data"].get<std::string>());
+  EXPECT_EQ(record["kind"], "retrieval");
+  EXPECT_EQ(record["config"], (nlohmann::json{{"setting", 2}, {"num_keys", 8}}));
+  EXPECT_EQ(record["state"]["rng"].size(), 6u);
+}
+
+TEST(CheckpointData, SourceOfAnotherKindOrConfigChangesNothing) {
+  TempDir dir;
+  TrainingRun src(small_config(), 1);
+  src.step();
+  const std::string retrieval_file = dir.file("retrieval.safetensors");
+  save_checkpoint(retrieval_file, *src.model, src.opt.get(), src.data.get(), nullptr);
+  CounterSource counter_of_3(3);
+  counter_of_3.next();
+  const std::string counter_file = dir.file("counter.safetensors");
+  save_checkpoint(counter_file, *src.model, src.opt.get(), &counter_of_3, nullptr);
+  const Bytes counter_bytes = read_bytes(counter_file);
+
+  TrainingRun target(small_config(), 7);
+  target.step();
+  CounterSource counter(3);
+  counter.next();
+  counter.next();
+  const TrainingRun::Snapshot before = target.snapshot();
+  auto unchanged = [&](const std::string& what) {
+    EXPECT_TRUE(target.snapshot() == before) << what << " changed the model or optimizer";
+    EXPECT_EQ(counter.position(), 2) << what << " changed the counter";
+  };
+
+  // A retrieval file into a counter, and a counter file into a retrieval generator.
+  expect_status([&] { load_checkpoint(retrieval_file, *target.model, target.opt.get(), &counter); }, FWP_ERR_FORMAT,
+                "retrieval state into a counter", "a 'retrieval' data source, not of a 'counter' one");
+  unchanged("retrieval state into a counter");
+  expect_status([&] { load_checkpoint(counter_file, *target.model, target.opt.get(), target.data.get()); },
+                FWP_ERR_FORMAT, "counter state into the generator", "a 'counter' data source, not of a 'retrieval'");
+  unchanged("counter state into the generator");
+  // Another config of the same kind.
+  CounterSource counter_of_4(4);
+  expect_status([&] { load_checkpoint(counter_file, *target.model, target.opt.get(), &counter_of_4); },
+                FWP_ERR_FORMAT, "another period", "'period' is 3 in the file but 4 here");
+  EXPECT_EQ(counter_of_4.position(), 0);
+  unchanged("another period");
+  RetrievalData setting_1(1, 8, 5);
+  const Rng::State setting_1_rng = setting_1.rng_state();
+  expect_status([&] { load_checkpoint(retrieval_file, *target.model, target.opt.get(), &setting_1); },
+                FWP_ERR_FORMAT, "another setting", "'setting' is 2 in the file but 1 here");
+  EXPECT_EQ(setting_1.rng_state(), setting_1_rng);
+  unchanged("another setting");
+
+  // Damaged data records: the source's own check and the generic layout.
+  const nlohmann::json header = header_of(counter_bytes);
+  const std::string bad = dir.file("bad.safetensors");
+  auto with_data = [&](const std::string& data) {
+    nlohmann::json h = header;
+    h["__metadata__"]["data"] = data;
+    write_bytes(bad, with_header(counter_bytes, h));
+  };
+  const std::vector<std::pair<std::string, std::string>> records = {
+      {R"({"kind": "counter", "config": {"period": 3}, "state": {"position": 3}})", "outside [0, 3)"},
+      {R"({"kind": "counter", "config": {"period": 3}, "state": {}})", "integer 'position'"},
+      {R"({"kind": "counter", "config": {"period": 3}})", "needs a string 'kind', a 'config' and a 'state'"},
+      {R"({"kind": 5, "config": {"period": 3}, "state": {"position": 0}})", "string 'kind'"},
+      {R"([1, 2])", "string 'kind'"},
+      {R"({"kind": "counter", )", "not valid JSON"},
+  };
+  for (const auto& [record, message] : records) {
+    with_data(record);
+    expect_status([&] { load_checkpoint(bad, *target.model, target.opt.get(), &counter); }, FWP_ERR_FORMAT, record,
+                  message);
+    unchanged(record);
+  }
+  // The retrieval generator checks its state too.
+  const Bytes retrieval_bytes = read_bytes(retrieval_file);
+  nlohmann::json h = header_of(retrieval_bytes);
+  nlohmann::json record = nlohmann::json::parse(h["__metadata__"]["data"].get<std::string>());
+  record["state"]["rng"][2] = "-1";
+  h["__metadata__"]["data"] = record.dump();
+  write_bytes(bad, with_header(retrieval_bytes, h));
+  const Rng::State data_rng = target.data->rng_state();
+  expect_status([&] { load_checkpoint(bad, *target.model, target.opt.get(), target.data.get()); }, FWP_ERR_FORMAT,
+                "bad generator state", "rng");
+  EXPECT_EQ(target.data->rng_state(), data_rng);
+  unchanged("bad generator state");
+
+  // Without a data source the record is not read at all.
+  EXPECT_NO_THROW(load_checkpoint(bad, *target.model, target.opt.get(), nullptr));
+}
+
+// ---- files of earlier format versions ---------------------------------------------------------------
+
+// A file as fwp 0.1 wrote it: format_version "1", the generator's state as
+// {"setting", "num_keys", "rng"}.
+Bytes as_version_1(const Bytes& file) {
+  nlohmann::json h = header_of(file);
+  nlohmann::json& meta = h["__metadata__"];
+  meta["format_version"] = "1";
+  if (meta.contains("data")) {
+    const nlohmann::json record = nlohmann::json::parse(meta["data"].get<std::string>());
+    meta["data"] = nlohmann::json{{"setting", record["config"]["setting"]},
+                                  {"num_keys", record["config"]["num_keys"]},
+                                  {"rng", record["state"]["rng"]}}
+                       .dump();
+  }
+  return with_header(file, h);
+}
+
+TEST(CheckpointVersions, ReadsVersion1Files) {
+  TempDir dir;
+  const std::string path = dir.file("v2.safetensors");
+  TrainingRun a(small_config(), 1);
+  for (int i = 0; i < 3; ++i) a.step();
+  save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "old");
+  const std::string v1 = dir.file("v1.safetensors");
+  write_bytes(v1, as_version_1(read_bytes(path)));
+
+  TrainingRun b(small_config(), 99);
+  load_checkpoint(v1, *b.model, b.opt.get(), b.data.get());
+  EXPECT_TRUE(a.snapshot() == b.snapshot());
+  EXPECT_EQ(a.step(), b.step());
+  EXPECT_NO_THROW(load_model(make_context(2), v1));
+
+  // Version 1 data records are checked like any other.
+  RetrievalData other(1, 8, 3);
+  const Rng::State other_rng = other.rng_state();
+  expect_status([&] { load_checkpoint(v1, *b.model, nullptr, &other); }, FWP_ERR_FORMAT, "v1 other setting",
+                "'setting' is 2 in the file but 1 here");
+  EXPECT_EQ(other.rng_state(), other_rng);
+  CounterSource counter(3);
+  expect_status([&] { load_checkpoint(v1, *b.model, nullptr, &counter); }, FWP_ERR_FORMAT, "v1 into a counter",
+                "'retrieval' data source");
+
+  // Versions this library does not know.
+  for (const char* version : {"3", "0", ""}) {
+    nlohmann::json h = header_of(read_bytes(path));
+    h["__metadata__"]["format_version"] = version;
+    write_bytes(v1, with_header(read_bytes(path), h));
+    expect_status([&] { load_checkpoint(v1, *b.model, nullptr, nullptr); }, FWP_ERR_FORMAT,
+                  std::string("version '") + version + "'", "format_version");
+    expect_status([&] { load_model(make_context(2), v1); }, FWP_ERR_FORMAT, "load_model of an unknown version",
+                  "format_version");
+  }
 }
 
 }  // namespace

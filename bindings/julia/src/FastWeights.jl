@@ -28,7 +28,7 @@ export version, version_string, cuda_is_built, cuda_device_count, last_error_mes
 export device, num_threads, config, feature_dim, set_training!, forward, backward, zero_grad!
 export num_params, param_info, param_index, getparam, setparam!, getgrad
 export state_size, set_state!, get_state, state_grad, reset_state!, step!
-export retrieval_model, load_model, model_kind, retrieval_forward, backward!, seq_len, sample
+export retrieval_model, load_model, model_kind, data_kind, retrieval_forward, backward!, seq_len, sample
 export learning_rate, set_learning_rate!, steps, save_checkpoint, load_checkpoint!
 
 const L = LibFwp
@@ -780,6 +780,20 @@ end
 L, the number of pairs per sequence (S for setting 1, 2 S for setting 2).
 """
 seq_len(data::RetrievalData) = data.seq_len
+
+"""
+    data_kind(data::RetrievalData) -> Symbol
+
+The kind of data source as the library reports it: `:retrieval` (or
+`:token_file`, `:parallel_text` for the reserved kinds).
+"""
+function data_kind(data::RetrievalData)
+    k = Ref{L.fwp_data_kind}(0)
+    check(L.fwp_data_get_kind(handle(data), k))
+    names = Dict(L.FWP_DATA_RETRIEVAL => :retrieval, L.FWP_DATA_TOKEN_FILE => :token_file,
+        L.FWP_DATA_PARALLEL_TEXT => :parallel_text)
+    return get(names, k[], Int(k[]))
+end
 
 """
     sample(data::RetrievalData, batch_size, queries_per_seq = 1) -> RetrievalBatch

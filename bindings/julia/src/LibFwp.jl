@@ -101,6 +101,12 @@ const FWP_MODEL_RETRIEVAL = fwp_model_kind(0)
 const FWP_MODEL_LANGUAGE = fwp_model_kind(1)
 const FWP_MODEL_SEQ2SEQ = fwp_model_kind(2)
 
+"`fwp_data_kind`: kinds of data source."
+const fwp_data_kind = Cint
+const FWP_DATA_RETRIEVAL = fwp_data_kind(0)
+const FWP_DATA_TOKEN_FILE = fwp_data_kind(1)
+const FWP_DATA_PARALLEL_TEXT = fwp_data_kind(2)
+
 "`fwp_optimizer_kind`: optimization algorithm."
 const fwp_optimizer_kind = Cint
 const FWP_OPTIMIZER_SGD = fwp_optimizer_kind(0)
@@ -116,8 +122,10 @@ mutable struct fwp_context end
 mutable struct fwp_layer end
 "Opaque `fwp_model`."
 mutable struct fwp_model end
-"Opaque `fwp_retrieval_data`."
-mutable struct fwp_retrieval_data end
+"Opaque `fwp_data`: a data source of any kind."
+mutable struct fwp_data end
+"`fwp_retrieval_data`: the retrieval generator, the same C type as `fwp_data`."
+const fwp_retrieval_data = fwp_data
 "Opaque `fwp_optimizer`."
 mutable struct fwp_optimizer end
 
@@ -391,6 +399,13 @@ fwp_retrieval_forward(model, batch, loss, outputs, outputs_count) = @ccall libfw
 "Backward pass of the last forward of a model."
 fwp_model_backward(model) = @ccall libfwp().fwp_model_backward(model::Ptr{fwp_model})::fwp_status
 
+"Destroys a data source of any kind."
+fwp_data_destroy(data) = @ccall libfwp().fwp_data_destroy(data::Ptr{fwp_data})::Cvoid
+
+"The kind of a data source."
+fwp_data_get_kind(data, kind) =
+    @ccall libfwp().fwp_data_get_kind(data::Ptr{fwp_data}, kind::Ptr{fwp_data_kind})::fwp_status
+
 "Creates a generator of retrieval data."
 fwp_retrieval_data_create(setting, num_keys, seed, out) = @ccall libfwp().fwp_retrieval_data_create(
     setting::Int32, num_keys::Int64, seed::UInt64, out::Ptr{Ptr{fwp_retrieval_data}})::fwp_status
@@ -442,14 +457,14 @@ fwp_optimizer_set_lr(opt, lr) = @ccall libfwp().fwp_optimizer_set_lr(opt::Ptr{fw
 fwp_optimizer_get_step(opt, steps) =
     @ccall libfwp().fwp_optimizer_get_step(opt::Ptr{fwp_optimizer}, steps::Ptr{Int64})::fwp_status
 
-"Saves a model (optionally its optimizer and data generator) to a checkpoint."
+"Saves a model (optionally its optimizer and the state of a data source) to a checkpoint."
 fwp_checkpoint_save(path, model, opt, data, user_metadata) = @ccall libfwp().fwp_checkpoint_save(
-    path::Cstring, model::Ptr{fwp_model}, opt::Ptr{fwp_optimizer}, data::Ptr{fwp_retrieval_data},
+    path::Cstring, model::Ptr{fwp_model}, opt::Ptr{fwp_optimizer}, data::Ptr{fwp_data},
     user_metadata::Cstring)::fwp_status
 
 "Loads a checkpoint into existing objects (all or nothing)."
 fwp_checkpoint_load(path, model, opt, data) = @ccall libfwp().fwp_checkpoint_load(
-    path::Cstring, model::Ptr{fwp_model}, opt::Ptr{fwp_optimizer}, data::Ptr{fwp_retrieval_data})::fwp_status
+    path::Cstring, model::Ptr{fwp_model}, opt::Ptr{fwp_optimizer}, data::Ptr{fwp_data})::fwp_status
 
 "Creates a model from a checkpoint."
 fwp_model_load(ctx, path, out) =

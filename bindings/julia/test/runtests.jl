@@ -183,6 +183,7 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         data = RetrievalData(1, 5, 2)
         @test seq_len(data) == 5
         @test seq_len(RetrievalData(2, 5, 2)) == 10
+        @test data_kind(data) == :retrieval
         a, b = RetrievalData(1, 5, 17), RetrievalData(1, 5, 17)
         ba, bb = sample(a, 3), sample(b, 3)
         @test ba.keys == bb.keys && ba.queries == bb.queries

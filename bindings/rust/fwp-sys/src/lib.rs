@@ -152,6 +152,18 @@ c_enum! {
 }
 
 c_enum! {
+    /// `fwp_data_kind`: kinds of data source.
+    fwp_data_kind {
+        /// Seeded generator of retrieval sequences.
+        FWP_DATA_RETRIEVAL = 0,
+        /// Reserved: token files for language modelling.
+        FWP_DATA_TOKEN_FILE = 1,
+        /// Reserved: line-aligned parallel text for translation.
+        FWP_DATA_PARALLEL_TEXT = 2,
+    }
+}
+
+c_enum! {
     /// `fwp_optimizer_kind`: optimization algorithm.
     fwp_optimizer_kind {
         /// SGD with optional momentum and L2 weight decay.
@@ -189,9 +201,12 @@ opaque! {
     fwp_model
 }
 opaque! {
-    /// `fwp_retrieval_data`: seeded generator of retrieval sequences.
-    fwp_retrieval_data
+    /// `fwp_data`: a data source of any kind.
+    fwp_data
 }
+/// `fwp_retrieval_data`: seeded generator of retrieval sequences, a data
+/// source of kind [`FWP_DATA_RETRIEVAL`] (the same C type as [`fwp_data`]).
+pub type fwp_retrieval_data = fwp_data;
 opaque! {
     /// `fwp_optimizer`: updates the trainable parameters of a model or layer.
     fwp_optimizer
@@ -509,6 +524,12 @@ extern "C" {
     /// Backward pass of the last forward of a model.
     pub fn fwp_model_backward(model: *mut fwp_model) -> fwp_status;
 
+    // ---- data sources ----
+    /// Destroys a data source of any kind.
+    pub fn fwp_data_destroy(data: *mut fwp_data);
+    /// The kind of a data source.
+    pub fn fwp_data_get_kind(data: *const fwp_data, kind: *mut fwp_data_kind) -> fwp_status;
+
     // ---- retrieval data ----
     /// Creates a generator of retrieval data.
     pub fn fwp_retrieval_data_create(
@@ -517,7 +538,7 @@ extern "C" {
         seed: u64,
         out: *mut *mut fwp_retrieval_data,
     ) -> fwp_status;
-    /// Destroys a generator.
+    /// Destroys a generator (the same as `fwp_data_destroy`).
     pub fn fwp_retrieval_data_destroy(data: *mut fwp_retrieval_data);
     /// The sequence length L of a generator.
     pub fn fwp_retrieval_data_seq_len(data: *const fwp_retrieval_data, seq_len: *mut i64) -> fwp_status;
@@ -561,12 +582,12 @@ extern "C" {
     pub fn fwp_optimizer_get_step(opt: *const fwp_optimizer, steps: *mut i64) -> fwp_status;
 
     // ---- checkpoints ----
-    /// Saves a model (and optionally its optimizer and data generator) to a file.
+    /// Saves a model (and optionally its optimizer and the state of a data source) to a file.
     pub fn fwp_checkpoint_save(
         path: *const c_char,
         model: *const fwp_model,
         opt: *const fwp_optimizer,
-        data: *const fwp_retrieval_data,
+        data: *const fwp_data,
         user_metadata: *const c_char,
     ) -> fwp_status;
     /// Loads a checkpoint into existing objects whose configuration matches the file.
@@ -574,7 +595,7 @@ extern "C" {
         path: *const c_char,
         model: *mut fwp_model,
         opt: *mut fwp_optimizer,
-        data: *mut fwp_retrieval_data,
+        data: *mut fwp_data,
     ) -> fwp_status;
     /// Creates a model from the configuration and parameters stored in a checkpoint.
     pub fn fwp_model_load(ctx: *mut fwp_context, path: *const c_char, out: *mut *mut fwp_model) -> fwp_status;

@@ -1,4 +1,5 @@
-//! Retrieval batches and their seeded generator.
+//! Data sources (one C handle, `fwp_data`, for every kind): retrieval batches
+//! and their seeded generator.
 
 use std::fmt;
 use std::ptr::{self, NonNull};
@@ -6,6 +7,19 @@ use std::ptr::{self, NonNull};
 use fwp_sys as sys;
 
 use crate::error::{check, check_len, product, to_i64, to_usize, Error, Result};
+use crate::layer::rust_enum;
+
+rust_enum! {
+    /// The kind of a data source.
+    DataKind: fwp_data_kind {
+        /// The seeded generator of retrieval sequences ([`RetrievalData`]).
+        Retrieval = FWP_DATA_RETRIEVAL,
+        /// Reserved: token files for language modelling.
+        TokenFile = FWP_DATA_TOKEN_FILE,
+        /// Reserved: line-aligned parallel text for translation.
+        ParallelText = FWP_DATA_PARALLEL_TEXT,
+    }
+}
 
 /// A batch of associative-retrieval sequences (paper section 6.1).
 ///
@@ -138,6 +152,14 @@ impl RetrievalData {
         self.seq_len
     }
 
+    /// The kind of data source as the library reports it ([`DataKind::Retrieval`]).
+    pub fn kind(&self) -> DataKind {
+        let mut kind = sys::FWP_DATA_RETRIEVAL;
+        // SAFETY: valid handle and output pointer; the call cannot fail then.
+        check(unsafe { sys::fwp_data_get_kind(self.raw.as_ptr(), &mut kind) }).expect("fwp_data_get_kind");
+        DataKind::from_raw(kind)
+    }
+
     /// Draws `batch_size` sequences. With `queries_per_seq` = 1 each is queried
     /// with one of its keys (training); with Q > 1 with its distinct keys in
     /// order of first appearance, at most Q of them, padded with -1 (evaluation).
@@ -163,7 +185,8 @@ impl RetrievalData {
         RetrievalBatch::new(batch_size, self.seq_len, queries_per_seq, keys, values, queries, targets)
     }
 
-    /// The raw handle, for use with `fwp-sys`. It stays owned by this object.
+    /// The raw handle, for use with `fwp-sys` (an `fwp_data` of kind
+    /// `FWP_DATA_RETRIEVAL`). It stays owned by this object.
     pub fn as_raw(&self) -> *mut sys::fwp_retrieval_data {
         self.raw.as_ptr()
     }

@@ -8,7 +8,8 @@
 //!   explicit [`forward`](Layer::forward) / [`backward`](Layer::backward),
 //!   parameters, gradients and a fast-weight [`State`] carried across segments;
 //! * [`Model`]: the paper's associative-retrieval model with its loss;
-//! * [`RetrievalData`] / [`RetrievalBatch`]: seeded retrieval sequences;
+//! * [`RetrievalData`] / [`RetrievalBatch`]: seeded retrieval sequences (a
+//!   data source of [`DataKind::Retrieval`]; checkpoints store its position);
 //! * [`Optimizer`]: SGD, Adam or AdamW over a model or layer, and checkpoints.
 //!
 //! Every fallible call returns [`Result`]; an [`Error`] carries the library's
@@ -44,7 +45,7 @@ mod params;
 use std::ffi::CStr;
 
 pub use context::{Context, ContextConfig, Device, LogLevel};
-pub use data::{RetrievalBatch, RetrievalData};
+pub use data::{DataKind, RetrievalBatch, RetrievalData};
 pub use error::{Error, Result, Status};
 pub use layer::{Algorithm, FeatureMap, Layer, LayerConfig, State, UpdateRule};
 pub use model::{Model, ModelKind, RetrievalConfig};

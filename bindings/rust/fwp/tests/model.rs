@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use fwp::{
-    Context, ContextConfig, FeatureMap, Model, ModelKind, Optimizer, OptimizerConfig, RetrievalBatch, RetrievalConfig,
-    RetrievalData, Status, UpdateRule,
+    Context, ContextConfig, DataKind, FeatureMap, Model, ModelKind, Optimizer, OptimizerConfig, RetrievalBatch,
+    RetrievalConfig, RetrievalData, Status, UpdateRule,
 };
 
 fn ctx() -> Context {
@@ -55,6 +55,7 @@ fn data_generator_is_seeded_and_checked() {
     let mut a = RetrievalData::new(1, 8, 17).unwrap();
     let mut b = RetrievalData::new(1, 8, 17).unwrap();
     assert_eq!(a.seq_len(), 8);
+    assert_eq!(a.kind(), DataKind::Retrieval);
     assert_eq!(RetrievalData::new(2, 8, 17).unwrap().seq_len(), 16);
     let ba = a.sample(3, 1).unwrap();
     assert_eq!(ba, b.sample(3, 1).unwrap());
