@@ -208,24 +208,31 @@ Optimizer::Optimizer(std::shared_ptr<Backend<float>> backend, ParameterList<floa
   const bool adam = is_adam(config_.kind);
   const bool momentum = config_.kind == FWP_OPTIMIZER_SGD && config_.momentum != 0;
   // Moment blocks in the parameters' layout: one update op covers them all,
-  // and each parameter's moments are a view at its offset.
-  if (adam || momentum) {
-    first_moments_ = Buffer<float>(backend_, trainable_size_);
-    first_moments_.zero();
-  }
+  // and each parameter's moments are a view at its offset. Both blocks share
+  // one allocation, the second starting 256 bytes further into its 4 KiB page
+  // than the first: the Adam update stores exp_avg[i] and then loads
+  // exp_avg_sq[i], and at equal page offsets the CPU treats that load as
+  // dependent on the store (4K aliasing), which made a step 2.5x slower.
+  const int64_t n = trainable_size_;
   if (adam) {
-    second_moments_ = Buffer<float>(backend_, trainable_size_);
-    second_moments_.zero();
+    constexpr int64_t kPage = 4096 / sizeof(float), kSkew = 256 / sizeof(float);
+    const int64_t second_offset = n + kSkew + (kPage - n % kPage) % kPage;  // = kSkew (mod kPage)
+    moments_ = Buffer<float>(backend_, second_offset + n);
+    moments_.zero();
+    first_moments_ = moments_.data();
+    second_moments_ = moments_.data() + second_offset;
+  } else if (momentum) {
+    moments_ = Buffer<float>(backend_, n);
+    moments_.zero();
+    first_moments_ = moments_.data();
   }
   for (int64_t i = 0; i < params_.size(); ++i) {
     const Parameter<float>& p = params_[i];
     if (!p.trainable) continue;
     Slot slot;
     slot.param_index = i;
-    if (!first_moments_.empty()) slot.first = BlockView<float>(backend_.get(), first_moments_.data() + p.offset, p.numel());
-    if (!second_moments_.empty()) {
-      slot.second = BlockView<float>(backend_.get(), second_moments_.data() + p.offset, p.numel());
-    }
+    if (first_moments_) slot.first = BlockView<float>(backend_.get(), first_moments_ + p.offset, p.numel());
+    if (second_moments_) slot.second = BlockView<float>(backend_.get(), second_moments_ + p.offset, p.numel());
     slots_.push_back(std::move(slot));
   }
 }
@@ -272,16 +279,14 @@ double Optimizer::step() {
     hp.bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(t));
     hp.bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(t));
     hp.grad_scale = grad_scale;
-    backend_->adam_update(hp, n, params_.value_block(), params_.grad_block(), first_moments_.data(),
-                          second_moments_.data());
+    backend_->adam_update(hp, n, params_.value_block(), params_.grad_block(), first_moments_, second_moments_);
   } else if (n > 0) {
     SgdStepParams hp;
     hp.lr = lr;
     hp.momentum = config_.momentum;
     hp.weight_decay = config_.weight_decay;
     hp.grad_scale = grad_scale;
-    backend_->sgd_update(hp, n, params_.value_block(), params_.grad_block(),
-                         first_moments_.empty() ? nullptr : first_moments_.data());
+    backend_->sgd_update(hp, n, params_.value_block(), params_.grad_block(), first_moments_);
   }
   steps_ = t;
   return norm;

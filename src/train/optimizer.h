@@ -111,8 +111,9 @@ class Optimizer {
   int64_t steps_ = 0;
   int64_t trainable_size_ = 0;             // params_.trainable_size() at construction
   const float* value_block_ = nullptr;     // params_.value_block() at construction
-  Buffer<float> first_moments_;            // [trainable_size_] in the parameters' layout, or empty
-  Buffer<float> second_moments_;           // [trainable_size_] (Adam/AdamW), or empty
+  Buffer<float> moments_;                  // the moment blocks below (empty for plain SGD)
+  float* first_moments_ = nullptr;         // exp_avg or momentum_buffer, [trainable_size_] in the parameters' layout
+  float* second_moments_ = nullptr;        // exp_avg_sq (Adam/AdamW), [trainable_size_]
   std::vector<Slot> slots_;                // one per trainable parameter, views into the moment blocks
 };
 
