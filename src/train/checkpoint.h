@@ -12,9 +12,7 @@
 //   fwp_version  the library version that wrote it
 //   model        the model's config JSON (Model::config_json())
 //   model_rng    the model's generator state, a JSON array of 6 decimal strings
-//   optimizer    (optional) {"config": {...}, "step": n, "tensors": [names]}; the
-//                config holds the schedule and its base learning_rate, which
-//                with the step are the schedule's whole state
+//   optimizer    (optional) {"config": {...}, "step": n, "tensors": [names]}
 //   data         (optional) {"setting", "num_keys", "rng": [6 decimal strings]}
 //   user         (optional) the caller's string
 // Files are written to "<path>.tmp.<pid>", flushed to disk and renamed over
