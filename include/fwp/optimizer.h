@@ -27,7 +27,45 @@ typedef enum fwp_optimizer_kind {
   FWP_OPTIMIZER_ADAMW = 2   /**< Adam with decoupled weight decay. */
 } fwp_optimizer_kind;
 
-/** \brief Settings of an optimizer. Fill with fwp_optimizer_config_init(). */
+/**
+ * \brief How the learning rate changes with the number of steps taken.
+ *
+ * Let n be the number of steps already taken (fwp_optimizer_get_step(); the
+ * step about to run is step n + 1, so the first step uses n = 0), base the
+ * config's learning_rate (or the value of the last fwp_optimizer_set_lr()),
+ * W = warmup_steps, N = total_steps and floor = min_learning_rate. Every
+ * schedule starts with a linear warm-up from 0:
+ *
+ *     lr(n) = base * n / W                                        for n < W
+ *
+ * so with W > 0 the first step uses lr 0 and step W + 1 the full base (as the
+ * schedules of fairseq and Hugging Face transformers with a zero initial
+ * warm-up lr). After the warm-up (n >= W):
+ *
+ * - FWP_LR_CONSTANT:      lr(n) = base.
+ * - FWP_LR_WARMUP_COSINE: lr(n) = floor + (base - floor) * (1 + cos(pi * (n - W) / (N - W))) / 2
+ *                         for W <= n < N, and lr(n) = floor for n >= N (the decay
+ *                         ends at the floor and stays there; no restarts).
+ * - FWP_LR_INVERSE_SQRT:  lr(n) = max(floor, base * sqrt(W / n)) (fairseq's
+ *                         inverse_sqrt; with base = d_model^-0.5 * W^-0.5 it is the
+ *                         schedule of "Attention is all you need"). Needs W >= 1.
+ *
+ * The optimizer evaluates lr(n) in double precision before each step;
+ * AdamW's decoupled weight decay is scaled by the same lr(n), as in PyTorch.
+ */
+typedef enum fwp_lr_schedule {
+  FWP_LR_CONSTANT = 0,       /**< base after the warm-up. */
+  FWP_LR_WARMUP_COSINE = 1,  /**< Cosine decay from base to the floor, reached at total_steps. */
+  FWP_LR_INVERSE_SQRT = 2    /**< base * sqrt(warmup_steps / n), not below the floor. */
+} fwp_lr_schedule;
+
+/**
+ * \brief Settings of an optimizer. Fill with fwp_optimizer_config_init().
+ *
+ * Fields after clip_grad_norm were appended in 0.2.0; a caller built against
+ * 0.1.0 passes the smaller struct (its struct_size) and gets the constant
+ * schedule.
+ */
 typedef struct fwp_optimizer_config {
   uint32_t struct_size;       /**< sizeof(fwp_optimizer_config); set by init. */
   fwp_optimizer_kind kind;    /**< Default FWP_OPTIMIZER_ADAM. */
@@ -37,7 +75,17 @@ typedef struct fwp_optimizer_config {
   float eps;                  /**< Adam: default 1e-8. */
   float weight_decay;         /**< Default 0. */
   float momentum;             /**< SGD: default 0. */
-  float clip_grad_norm;       /**< Clip the global gradient L2 norm to this before each step; 0 (default) = off. */
+  float clip_grad_norm;       /**< Before each step, scale all gradients by min(1, clip_grad_norm / (norm + 1e-6)),
+                                   norm = the L2 norm of all trainable gradients together (PyTorch's
+                                   clip_grad_norm_); 0 (default) = off. */
+  /* Appended in 0.2.0. */
+  fwp_lr_schedule lr_schedule; /**< Default FWP_LR_CONSTANT; see ::fwp_lr_schedule for the lr at each step. */
+  int64_t warmup_steps;       /**< Steps of linear warm-up from 0 to learning_rate, in [0, 2^53]; default 0.
+                                   FWP_LR_INVERSE_SQRT needs >= 1. */
+  int64_t total_steps;        /**< FWP_LR_WARMUP_COSINE: the step count at which the decay reaches the floor
+                                   (warm-up included), > warmup_steps and <= 2^53. Other schedules: 0 (default). */
+  float min_learning_rate;    /**< Floor of the decay, finite and in [0, learning_rate]; must be 0 (default)
+                                   for FWP_LR_CONSTANT. */
 } fwp_optimizer_config;
 
 /** \brief Updates the trainable parameters of a model or layer from their gradients. */
@@ -81,12 +129,26 @@ FWP_API fwp_status fwp_optimizer_step(fwp_optimizer* opt, float* grad_norm);
  *  \return FWP_OK or FWP_ERR_NULL_POINTER. */
 FWP_API fwp_status fwp_optimizer_zero_grad(fwp_optimizer* opt);
 
-/** \brief Reads the learning rate. \param[in] opt The optimizer. \param[out] lr Receives it.
- *  \return FWP_OK or FWP_ERR_NULL_POINTER. */
+/**
+ * \brief Reads the learning rate that the next fwp_optimizer_step() will use: the
+ *        schedule's lr(n) after n = fwp_optimizer_get_step() steps (::fwp_lr_schedule).
+ * \param[in]  opt The optimizer.
+ * \param[out] lr  Receives it.
+ * \return FWP_OK or FWP_ERR_NULL_POINTER.
+ */
 FWP_API fwp_status fwp_optimizer_get_lr(const fwp_optimizer* opt, float* lr);
 
-/** \brief Sets the learning rate (for schedules). \param[in] opt The optimizer. \param[in] lr Finite, >= 0.
- *  \return FWP_OK, FWP_ERR_NULL_POINTER or FWP_ERR_INVALID_ARGUMENT. */
+/**
+ * \brief Sets the base (peak) learning rate that the schedule scales, as if it
+ *        had been the config's learning_rate; the step count is kept. With the
+ *        constant schedule after its warm-up this is the lr of the next step
+ *        (a caller may drive its own schedule so); during a warm-up or decay the
+ *        next step uses the schedule's value for the new base (the floor stays).
+ *        Checkpoints save and restore the base and the step count.
+ * \param[in] opt The optimizer.
+ * \param[in] lr  Finite, >= 0 and >= the config's min_learning_rate.
+ * \return FWP_OK, FWP_ERR_NULL_POINTER or FWP_ERR_INVALID_ARGUMENT (nothing changes then).
+ */
 FWP_API fwp_status fwp_optimizer_set_lr(fwp_optimizer* opt, float lr);
 
 /** \brief The number of steps taken. \param[in] opt The optimizer. \param[out] steps Receives it.

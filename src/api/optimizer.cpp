@@ -4,6 +4,7 @@
 #include <string>
 
 #include "api/checks.h"
+#include "api/config_history.h"
 #include "api/guard.h"
 #include "api/handles.h"
 #include "core/error.h"
@@ -18,7 +19,10 @@ using fwp::Error;
 using fwp::api::check_not_null;
 
 fwp::OptimizerConfig to_internal(const fwp_optimizer_config& user) {
-  const fwp_optimizer_config c = fwp::api::read_config(user, fwp_optimizer_config_init, "config");
+  // Callers built against 0.1.0 pass the struct without the schedule fields.
+  const fwp_optimizer_config c =
+      fwp::api::read_config(user, fwp_optimizer_config_init, "config",
+                            {FWP_CONFIG_LAYOUT(fwp::api::fwp_optimizer_config_v0_1, clip_grad_norm)});
   // Read the enum as an int: an out-of-range value loaded through the enum type is undefined.
   const int kind = fwp::api::enum_value(c.kind);
   if (kind != FWP_OPTIMIZER_SGD && kind != FWP_OPTIMIZER_ADAM && kind != FWP_OPTIMIZER_ADAMW) {
@@ -26,8 +30,18 @@ fwp::OptimizerConfig to_internal(const fwp_optimizer_config& user) {
                 "config->kind must be FWP_OPTIMIZER_SGD, FWP_OPTIMIZER_ADAM or FWP_OPTIMIZER_ADAMW (got " +
                     std::to_string(kind) + ")");
   }
+  const int schedule = fwp::api::enum_value(c.lr_schedule);
+  if (schedule != FWP_LR_CONSTANT && schedule != FWP_LR_WARMUP_COSINE && schedule != FWP_LR_INVERSE_SQRT) {
+    throw Error(FWP_ERR_OUT_OF_RANGE,
+                "config->lr_schedule must be FWP_LR_CONSTANT, FWP_LR_WARMUP_COSINE or FWP_LR_INVERSE_SQRT (got " +
+                    std::to_string(schedule) + ")");
+  }
   fwp::OptimizerConfig out;
   out.kind = static_cast<fwp_optimizer_kind>(kind);
+  out.lr_schedule = static_cast<fwp_lr_schedule>(schedule);
+  out.warmup_steps = c.warmup_steps;
+  out.total_steps = c.total_steps;
+  out.min_learning_rate = static_cast<double>(c.min_learning_rate);
   out.learning_rate = static_cast<double>(c.learning_rate);
   out.beta1 = static_cast<double>(c.beta1);
   out.beta2 = static_cast<double>(c.beta2);
@@ -65,6 +79,10 @@ FWP_API void fwp_optimizer_config_init(fwp_optimizer_config* config) {
   config->weight_decay = 0.0f;
   config->momentum = 0.0f;
   config->clip_grad_norm = 0.0f;
+  config->lr_schedule = FWP_LR_CONSTANT;
+  config->warmup_steps = 0;
+  config->total_steps = 0;
+  config->min_learning_rate = 0.0f;
 }
 
 FWP_API fwp_status fwp_optimizer_create_for_model(fwp_model* model, const fwp_optimizer_config* config,

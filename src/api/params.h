@@ -73,7 +73,7 @@ int64_t param_index(const ParameterList<T>& params, const char* name) {
 
 namespace detail {
 template <typename T>
-void download_as_float(const Buffer<T>& buffer, float* data, int64_t count) {
+void download_as_float(const BlockView<T>& buffer, float* data, int64_t count) {
   const std::vector<T> host = buffer.to_host();
   for (int64_t i = 0; i < count; ++i) data[i] = static_cast<float>(host[static_cast<size_t>(i)]);
 }

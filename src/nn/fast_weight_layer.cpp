@@ -159,15 +159,13 @@ FastWeightLayer<T>::FastWeightLayer(const FastWeightLayerConfig& config, std::sh
   const int64_t D = config_.d_model, P = config_.num_heads * config_.d_head, H = config_.num_heads;
   const bool delta = !is_softmax() && config_.update_rule == UpdateRule::Delta;
 
-  // Weights ~ N(0, init_std^2) drawn on the host in parameter order, biases 0.
+  // Declare every parameter, allocate the one block, then draw the weights
+  // ~ N(0, init_std^2) on the host in parameter order (biases stay 0).
   auto add_linear = [&](const std::string& name, int64_t out, int64_t in, int64_t& w_index, int64_t& b_index) {
-    Parameter<T>& w = params_.add(backend_, name + ".weight", {out, in});
-    std::vector<T> host(static_cast<size_t>(out * in));
-    for (T& value : host) value = static_cast<T>(config_.init_std * rng_.normal());
-    w.value.from_host(host.data(), out * in);
+    params_.declare(name + ".weight", {out, in});
     w_index = params_.size() - 1;
     if (config_.use_bias) {
-      params_.add(backend_, name + ".bias", {out});
+      params_.declare(name + ".bias", {out});
       b_index = params_.size() - 1;
     }
   };
@@ -176,13 +174,23 @@ FastWeightLayer<T>::FastWeightLayer(const FastWeightLayerConfig& config, std::sh
   add_linear("v_proj", P, D, v_w_, v_b_);
   if (delta) add_linear("beta_proj", H, D, beta_w_, beta_b_);
   add_linear("out_proj", D, P, out_w_, out_b_);
+  const int64_t m = config_.favor_features, dh = config_.d_head;
   if (!is_softmax() && config_.feature_map == FeatureMap::Favor) {
-    const int64_t m = config_.favor_features, dh = config_.d_head;
-    Parameter<T>& proj = params_.add(backend_, "favor.projection", {m, dh}, /*trainable=*/false);
+    params_.declare("favor.projection", {m, dh}, /*trainable=*/false);
+    favor_ = params_.size() - 1;
+  }
+  params_.allocate(backend_);
+  for (const int64_t w_index : {q_w_, k_w_, v_w_, beta_w_, out_w_}) {
+    if (w_index < 0) continue;  // no beta_proj
+    Parameter<T>& w = params_[w_index];
+    std::vector<T> host(static_cast<size_t>(w.numel()));
+    for (T& value : host) value = static_cast<T>(config_.init_std * rng_.normal());
+    w.value.from_host(host.data(), w.numel());
+  }
+  if (favor_ >= 0) {
     std::vector<T> host(static_cast<size_t>(m * dh));
     draw_favor_projection<T>(rng_, m, dh, host.data());
-    proj.value.from_host(host.data(), m * dh);
-    favor_ = params_.size() - 1;
+    params_[favor_].value.from_host(host.data(), m * dh);
   }
   saved_ = std::make_unique<Workspace>();
   step_ws_ = std::make_unique<Workspace>();

@@ -203,6 +203,123 @@ INSTANTIATE_TEST_SUITE_P(Checkpoint, CheckpointResume, ::testing::Values(false, 
                            return std::string(info.param ? "FavorRedraw" : "Dpfp");
                          });
 
+// ---- learning-rate schedules ----------------------------------------------------------------------
+
+// AdamW with clipping, a warm-up and a cosine decay that ends during the resumed part.
+OptimizerConfig scheduled_config() {
+  OptimizerConfig oc;
+  oc.kind = FWP_OPTIMIZER_ADAMW;
+  oc.learning_rate = 3e-3;
+  oc.weight_decay = 0.01;
+  oc.clip_grad_norm = 0.5;
+  oc.lr_schedule = FWP_LR_WARMUP_COSINE;
+  oc.warmup_steps = 3;
+  oc.total_steps = 9;
+  oc.min_learning_rate = 1e-4;
+  return oc;
+}
+
+TrainingRun scheduled_run(const RetrievalConfig& c, uint64_t seed, const OptimizerConfig& oc) {
+  TrainingRun run(c, seed);
+  run.opt = std::make_unique<Optimizer>(run.ctx->backend(), run.model->parameters(), oc);
+  return run;
+}
+
+TEST(CheckpointSchedule, ResumedTrainingWithAScheduleIsBitIdentical) {
+  const RetrievalConfig c = small_config();
+  TempDir dir;
+  const std::string path = dir.file("scheduled.safetensors");
+  const int N = 5, M = 7;  // saved mid-decay; the resumed part reaches the floor
+  TrainingRun a = scheduled_run(c, 1, scheduled_config());
+  for (int i = 0; i < N; ++i) a.step();
+  a.opt->set_learning_rate(2e-3);  // a changed peak is part of the state
+  save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), nullptr);
+  const double lr_at_save = a.opt->learning_rate();
+  std::vector<double> expected, expected_lr;
+  for (int i = 0; i < M; ++i) {
+    expected_lr.push_back(a.opt->learning_rate());
+    expected.push_back(a.step());
+  }
+  EXPECT_EQ(expected_lr.back(), 1e-4) << "the run ends on the floor";
+
+  // The file holds the schedule and the step count, readable without fwp.
+  const nlohmann::json meta =
+      nlohmann::json::parse(header_of(read_bytes(path)).at("__metadata__").at("optimizer").get<std::string>());
+  EXPECT_EQ(meta.at("step"), N);
+  EXPECT_EQ(meta.at("config").at("lr_schedule"), "warmup_cosine");
+  EXPECT_EQ(meta.at("config").at("warmup_steps"), 3);
+  EXPECT_EQ(meta.at("config").at("total_steps"), 9);
+  EXPECT_EQ(meta.at("config").at("learning_rate"), 2e-3);
+
+  TrainingRun b = scheduled_run(c, 99, scheduled_config());  // other parameters, data, and the config's peak
+  load_checkpoint(path, *b.model, b.opt.get(), b.data.get());
+  EXPECT_EQ(b.opt->steps(), N);
+  EXPECT_EQ(b.opt->base_learning_rate(), 2e-3);
+  EXPECT_EQ(b.opt->learning_rate(), lr_at_save);
+  for (int i = 0; i < M; ++i) {
+    EXPECT_EQ(b.opt->learning_rate(), expected_lr[i]) << "step " << i;
+    EXPECT_EQ(b.step(), expected[i]) << "step " << i;
+  }
+  EXPECT_TRUE(a.snapshot() == b.snapshot());
+}
+
+TEST(CheckpointSchedule, AnotherScheduleIsRefusedAndChangesNothing) {
+  const RetrievalConfig c = small_config();
+  TempDir dir;
+  const std::string path = dir.file("scheduled.safetensors");
+  TrainingRun a = scheduled_run(c, 1, scheduled_config());
+  for (int i = 0; i < 4; ++i) a.step();
+  save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), nullptr);
+
+  OptimizerConfig longer = scheduled_config();
+  longer.total_steps = 90;
+  OptimizerConfig constant;  // 0.1.0's only schedule
+  constant.kind = FWP_OPTIMIZER_ADAMW;
+  constant.learning_rate = 3e-3;
+  constant.weight_decay = 0.01;
+  constant.clip_grad_norm = 0.5;
+  for (const auto& [other, field] : {std::pair{longer, "total_steps"}, std::pair{constant, "lr_schedule"}}) {
+    TrainingRun b = scheduled_run(c, 99, other);
+    b.step();
+    const auto before = b.snapshot();
+    try {
+      load_checkpoint(path, *b.model, b.opt.get(), b.data.get());
+      ADD_FAILURE() << "a checkpoint with another " << field << " was loaded";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), FWP_ERR_FORMAT);
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(before == b.snapshot()) << field;
+  }
+}
+
+TEST(CheckpointSchedule, FilesWithoutScheduleLoadAsConstant) {
+  // A checkpoint as 0.1.0 wrote it: the optimizer config has no schedule members.
+  const RetrievalConfig c = small_config();
+  TempDir dir;
+  const std::string path = dir.file("old.safetensors");
+  TrainingRun a(c, 1);
+  for (int i = 0; i < 3; ++i) a.step();
+  save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), nullptr);
+  const Bytes file = read_bytes(path);
+  nlohmann::json header = header_of(file);
+  nlohmann::json opt = nlohmann::json::parse(header["__metadata__"]["optimizer"].get<std::string>());
+  for (const char* key : {"lr_schedule", "warmup_steps", "total_steps", "min_learning_rate"}) {
+    ASSERT_TRUE(opt["config"].contains(key)) << key;
+    opt["config"].erase(key);
+  }
+  header["__metadata__"]["optimizer"] = opt.dump();
+  write_bytes(path, with_header(file, header));
+
+  std::vector<double> expected;
+  for (int i = 0; i < 3; ++i) expected.push_back(a.step());
+  TrainingRun b(c, 99);
+  load_checkpoint(path, *b.model, b.opt.get(), b.data.get());
+  EXPECT_EQ(b.opt->steps(), 3);
+  EXPECT_EQ(b.opt->config().lr_schedule, FWP_LR_CONSTANT);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(b.step(), expected[i]) << "step " << i;
+}
+
 TEST(Checkpoint, FileIsPlainSafetensors) {
   TempDir dir;
   const std::string path = dir.file("model.safetensors");

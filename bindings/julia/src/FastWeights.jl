@@ -156,6 +156,8 @@ const ENUM_FIELDS = Dict{Symbol,Dict{Symbol,Int32}}(
     :algorithm => Dict(:auto => L.FWP_ALGORITHM_AUTO, :recurrent => L.FWP_ALGORITHM_RECURRENT,
         :chunked => L.FWP_ALGORITHM_CHUNKED),
     :kind => Dict(:sgd => L.FWP_OPTIMIZER_SGD, :adam => L.FWP_OPTIMIZER_ADAM, :adamw => L.FWP_OPTIMIZER_ADAMW),
+    :lr_schedule => Dict(:constant => L.FWP_LR_CONSTANT, :warmup_cosine => L.FWP_LR_WARMUP_COSINE,
+        :inverse_sqrt => L.FWP_LR_INVERSE_SQRT),
 )
 
 const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_output, :use_bias, :carry_state)
@@ -838,11 +840,19 @@ end
 
 """
     Optimizer(model_or_layer; kind = :adam, learning_rate = 1f-3, beta1 = 0.9f0, beta2 = 0.999f0,
-              eps = 1f-8, weight_decay = 0f0, momentum = 0f0, clip_grad_norm = 0f0)
+              eps = 1f-8, weight_decay = 0f0, momentum = 0f0, clip_grad_norm = 0f0,
+              lr_schedule = :constant, warmup_steps = 0, total_steps = 0, min_learning_rate = 0f0)
 
 Updates the trainable parameters of a [`Model`](@ref) or [`Layer`](@ref) from
 their gradients (`kind` is `:sgd`, `:adam` or `:adamw`). Defaults come from
 `fwp_optimizer_config_init`. The optimizer keeps its target alive.
+
+`lr_schedule` is `:constant`, `:warmup_cosine` or `:inverse_sqrt`; after `n`
+steps the next step uses, with `base = learning_rate`: `base * n / warmup_steps`
+while `n < warmup_steps`, then `base` (constant), a half cosine from `base` to
+`min_learning_rate` reached at `n = total_steps` and held after
+(warmup_cosine), or `max(min_learning_rate, base * sqrt(warmup_steps / n))`
+(inverse_sqrt, `warmup_steps >= 1`). See `fwp/optimizer.h`.
 """
 mutable struct Optimizer
     ptr::Ptr{L.fwp_optimizer}
@@ -901,7 +911,7 @@ zero_grad!(opt::Optimizer) = check(L.fwp_optimizer_zero_grad(handle(opt)))
 """
     learning_rate(opt::Optimizer) -> Float32
 
-The current learning rate.
+The learning rate the next step uses (the schedule's value after `steps(opt)` steps).
 """
 function learning_rate(opt::Optimizer)
     lr = Ref{Cfloat}(0)
@@ -912,7 +922,9 @@ end
 """
     set_learning_rate!(opt::Optimizer, lr)
 
-Sets the learning rate (finite, >= 0), e.g. for a schedule.
+Sets the base (peak) learning rate that the schedule scales: finite, >= 0 and
+not below the schedule's `min_learning_rate`. With a constant schedule after its
+warm-up this is the learning rate of the next step.
 """
 set_learning_rate!(opt::Optimizer, lr::Real) = check(L.fwp_optimizer_set_lr(handle(opt), Cfloat(lr)))
 

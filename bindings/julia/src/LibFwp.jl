@@ -113,6 +113,12 @@ const FWP_OPTIMIZER_SGD = fwp_optimizer_kind(0)
 const FWP_OPTIMIZER_ADAM = fwp_optimizer_kind(1)
 const FWP_OPTIMIZER_ADAMW = fwp_optimizer_kind(2)
 
+"`fwp_lr_schedule`: how the learning rate changes with the step count."
+const fwp_lr_schedule = Cint
+const FWP_LR_CONSTANT = fwp_lr_schedule(0)
+const FWP_LR_WARMUP_COSINE = fwp_lr_schedule(1)
+const FWP_LR_INVERSE_SQRT = fwp_lr_schedule(2)
+
 # ---------------------------------------------------------------------------
 # Opaque handles (only ever used behind a Ptr)
 
@@ -213,6 +219,10 @@ struct fwp_optimizer_config
     weight_decay::Cfloat
     momentum::Cfloat
     clip_grad_norm::Cfloat
+    lr_schedule::fwp_lr_schedule
+    warmup_steps::Int64
+    total_steps::Int64
+    min_learning_rate::Cfloat
 end
 
 # ---------------------------------------------------------------------------

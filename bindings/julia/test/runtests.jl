@@ -174,6 +174,32 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         @test layer.ptr == C_NULL
     end
 
+    @testset "learning-rate schedules" begin
+        ctx = Context(num_threads = 1)
+        layer = small_layer(ctx)
+        # Warm-up over 2 steps, cosine down to 0.01 at step 6, the floor after.
+        opt = Optimizer(layer; learning_rate = 0.1, lr_schedule = :warmup_cosine, warmup_steps = 2,
+            total_steps = 6, min_learning_rate = 0.01)
+        cosine(p) = 0.01 + 0.09 * 0.5 * (1 + cos(pi * p))
+        expected = [0.0, 0.05, 0.1, cosine(0.25), cosine(0.5), cosine(0.75), 0.01, 0.01]
+        for want in expected
+            @test isapprox(learning_rate(opt), want; atol = 1e-7)
+            step!(opt)  # zero gradients: only the step count matters here
+        end
+        @test steps(opt) == 8
+        # set_learning_rate! sets the peak; it may not go below the floor.
+        @test_throws FwpError set_learning_rate!(opt, 0.001)
+        close(opt)
+        @test_throws FwpError Optimizer(layer; lr_schedule = :inverse_sqrt)  # needs warmup_steps >= 1
+        @test_throws FwpError Optimizer(layer; lr_schedule = :sometimes)
+        inv = Optimizer(layer; learning_rate = 0.2, lr_schedule = :inverse_sqrt, warmup_steps = 4)
+        for _ in 1:16
+            step!(inv)
+        end
+        @test isapprox(learning_rate(inv), 0.2 * sqrt(4 / 16); atol = 1e-7)
+        close(inv)
+    end
+
     @testset "retrieval model, data and training" begin
         ctx = Context(num_threads = 1, seed = 5)
         model = retrieval_model(ctx; num_keys = 5, d_head = 16)

@@ -241,34 +241,47 @@ RetrievalNetwork<T>::RetrievalNetwork(const RetrievalConfig& config, std::shared
   const int64_t S = config_.num_keys, E = config_.embedding_dim(), dh = config_.d_head;
   const bool delta = !config_.softmax && config_.update_rule == UpdateRule::Delta;
 
-  // Host-side draws in parameter order. The embedding is N(0, 1) as in the
-  // paper; projections use PyTorch's nn.Linear default (the authors' code),
-  // U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
-  auto fill = [&](Parameter<T>& p, auto draw) {
+  // Declare every parameter, allocate the one block, then draw on the host in
+  // parameter order. The embedding is N(0, 1) as in the paper; projections use
+  // PyTorch's nn.Linear default (the authors' code), U(-1/sqrt(fan_in),
+  // 1/sqrt(fan_in)) for weights and biases.
+  auto fill = [&](int64_t index, auto draw) {
+    Parameter<T>& p = params_[index];
     std::vector<T> host(static_cast<size_t>(p.numel()));
     for (T& v : host) v = static_cast<T>(draw());
     p.value.from_host(host.data(), p.numel());
   };
   auto add_linear = [&](const std::string& name, int64_t out, int64_t in, int64_t& w_index, int64_t& b_index) {
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    auto uniform = [&] { return (2.0 * rng_.uniform() - 1.0) * bound; };
-    fill(params_.add(backend_, name + ".weight", {out, in}), uniform);
+    params_.declare(name + ".weight", {out, in});
     w_index = params_.size() - 1;
-    fill(params_.add(backend_, name + ".bias", {out}), uniform);
+    params_.declare(name + ".bias", {out});
     b_index = params_.size() - 1;
   };
-  fill(params_.add(backend_, "key_embedding", {S, E}), [&] { return rng_.normal(); });
+  auto fill_linear = [&](int64_t w_index, int64_t b_index) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(params_[w_index].shape[1]));  // fan_in
+    auto uniform = [&] { return (2.0 * rng_.uniform() - 1.0) * bound; };
+    fill(w_index, uniform);
+    fill(b_index, uniform);
+  };
+  params_.declare("key_embedding", {S, E});
   emb_ = params_.size() - 1;
   add_linear("k_proj", dh, S + E, k_w_, k_b_);
   add_linear("q_proj", dh, E, q_w_, q_b_);
   if (delta) add_linear("beta_proj", 1, S + E, beta_w_, beta_b_);
+  const int64_t m = config_.favor_features;
   if (!config_.softmax && config_.feature_map == FeatureMap::Favor) {
-    const int64_t m = config_.favor_features;
-    Parameter<T>& proj = params_.add(backend_, "favor.projection", {m, dh}, /*trainable=*/false);
+    params_.declare("favor.projection", {m, dh}, /*trainable=*/false);
+    favor_ = params_.size() - 1;
+  }
+  params_.allocate(backend_);
+  fill(emb_, [&] { return rng_.normal(); });
+  fill_linear(k_w_, k_b_);
+  fill_linear(q_w_, q_b_);
+  if (delta) fill_linear(beta_w_, beta_b_);
+  if (favor_ >= 0) {
     std::vector<T> host(static_cast<size_t>(m * dh));
     draw_favor_projection<T>(rng_, m, dh, host.data());
-    proj.value.from_host(host.data(), m * dh);
-    favor_ = params_.size() - 1;
+    params_[favor_].value.from_host(host.data(), m * dh);
   }
   ws_ = std::make_unique<Workspace>();
 }

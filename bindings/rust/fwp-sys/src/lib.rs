@@ -175,6 +175,18 @@ c_enum! {
     }
 }
 
+c_enum! {
+    /// `fwp_lr_schedule`: how the learning rate changes with the step count.
+    fwp_lr_schedule {
+        /// The learning rate, after an optional linear warm-up.
+        FWP_LR_CONSTANT = 0,
+        /// Linear warm-up, then a cosine decay to the floor at `total_steps`.
+        FWP_LR_WARMUP_COSINE = 1,
+        /// Linear warm-up, then decay as 1/sqrt(step) (fairseq's inverse_sqrt).
+        FWP_LR_INVERSE_SQRT = 2,
+    }
+}
+
 /// Declares an opaque C struct that is only ever used behind a pointer
 /// (the pattern of the Rustonomicon: not constructible, not `Send`, `Sync` or `Unpin`).
 macro_rules! opaque {
@@ -369,6 +381,14 @@ pub struct fwp_optimizer_config {
     pub momentum: f32,
     /// Clip the global gradient L2 norm to this before each step; 0 = off.
     pub clip_grad_norm: f32,
+    /// Since 0.2.0. Learning-rate schedule; default `FWP_LR_CONSTANT`.
+    pub lr_schedule: fwp_lr_schedule,
+    /// Since 0.2.0. Steps of linear warm-up from 0 to `learning_rate`; default 0.
+    pub warmup_steps: i64,
+    /// Since 0.2.0. Cosine: the step count at which the floor is reached (warm-up included); else 0.
+    pub total_steps: i64,
+    /// Since 0.2.0. Floor of the decay (cosine, inverse square root); default 0.
+    pub min_learning_rate: f32,
 }
 
 extern "C" {

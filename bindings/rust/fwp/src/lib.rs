@@ -49,7 +49,7 @@ pub use data::{DataKind, RetrievalBatch, RetrievalData};
 pub use error::{Error, Result, Status};
 pub use layer::{Algorithm, FeatureMap, Layer, LayerConfig, State, UpdateRule};
 pub use model::{Model, ModelKind, RetrievalConfig};
-pub use optimizer::{Optimizer, OptimizerConfig, OptimizerKind, Trainable};
+pub use optimizer::{LrSchedule, Optimizer, OptimizerConfig, OptimizerKind, Trainable};
 pub use params::ParamInfo;
 
 /// The raw C API, re-exported for what the safe types do not cover.

@@ -23,15 +23,58 @@ rust_enum! {
     }
 }
 
+/// How the learning rate changes with the number of steps taken, n (the
+/// step about to run is step n + 1). `base` is the configured learning rate
+/// ([`OptimizerConfig::learning_rate`], [`Optimizer::set_learning_rate`]).
+/// Every schedule starts with a linear warm-up: `base * n / warmup_steps`
+/// while `n < warmup_steps`, so the very first step uses 0 when
+/// `warmup_steps > 0` (as fairseq and Hugging Face schedules do).
+/// The exact formulas are in `fwp/optimizer.h`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+#[non_exhaustive]
+pub enum LrSchedule {
+    /// `base` after the warm-up.
+    Constant {
+        /// Steps of linear warm-up (0 = none).
+        warmup_steps: u64,
+    },
+    /// After the warm-up, a half cosine from `base` down to `min_learning_rate`,
+    /// reached when `n = total_steps`; the floor from then on.
+    WarmupCosine {
+        /// Steps of linear warm-up (0 = none).
+        warmup_steps: u64,
+        /// Where the decay ends (warm-up included); must exceed `warmup_steps`.
+        total_steps: u64,
+        /// The floor, in `[0, base]`.
+        min_learning_rate: f32,
+    },
+    /// After the warm-up, `base * sqrt(warmup_steps / n)`, never below
+    /// `min_learning_rate` (fairseq's `inverse_sqrt`; with
+    /// `base = d_model^-0.5 * warmup_steps^-0.5` the schedule of "Attention is
+    /// all you need").
+    InverseSqrt {
+        /// Steps of linear warm-up (>= 1).
+        warmup_steps: u64,
+        /// The floor, in `[0, base]`.
+        min_learning_rate: f32,
+    },
+    /// A schedule unknown to these bindings (from a newer libfwp).
+    Other(i32),
+}
+
 /// Settings of an [`Optimizer`], starting from the library's defaults
 /// (`fwp_optimizer_config_init`): Adam, learning rate 1e-3, betas 0.9 / 0.999,
-/// eps 1e-8, no weight decay, no momentum, no gradient clipping.
+/// eps 1e-8, no weight decay, no momentum, no gradient clipping, a constant
+/// learning rate.
 ///
 /// ```
-/// use fwp::{OptimizerConfig, OptimizerKind};
+/// use fwp::{LrSchedule, OptimizerConfig, OptimizerKind};
 /// let config = OptimizerConfig::default().kind(OptimizerKind::Sgd).learning_rate(0.1);
 /// assert_eq!(config.get_learning_rate(), 0.1);
 /// assert_eq!(OptimizerConfig::default().get_kind(), OptimizerKind::Adam);
+/// let cosine = LrSchedule::WarmupCosine { warmup_steps: 100, total_steps: 1000, min_learning_rate: 1e-5 };
+/// assert_eq!(OptimizerConfig::default().schedule(cosine).get_schedule(), cosine);
+/// assert_eq!(OptimizerConfig::default().get_schedule(), LrSchedule::Constant { warmup_steps: 0 });
 /// ```
 #[derive(Clone, Copy)]
 pub struct OptimizerConfig {
@@ -73,6 +116,46 @@ impl OptimizerConfig {
         /// Clip the global gradient L2 norm to this before each step; 0 (default) = off.
         clip_grad_norm, get_clip_grad_norm: f32);
 
+    /// The learning-rate schedule (default: constant, no warm-up).
+    pub fn schedule(mut self, schedule: LrSchedule) -> Self {
+        // Step counts beyond i64 are passed on saturated, for the library to reject with its message.
+        let steps = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let (kind, warmup, total, floor) = match schedule {
+            LrSchedule::Constant { warmup_steps } => (sys::FWP_LR_CONSTANT, steps(warmup_steps), 0, 0.0),
+            LrSchedule::WarmupCosine { warmup_steps, total_steps, min_learning_rate } => {
+                (sys::FWP_LR_WARMUP_COSINE, steps(warmup_steps), steps(total_steps), min_learning_rate)
+            }
+            LrSchedule::InverseSqrt { warmup_steps, min_learning_rate } => {
+                (sys::FWP_LR_INVERSE_SQRT, steps(warmup_steps), 0, min_learning_rate)
+            }
+            LrSchedule::Other(v) => {
+                (sys::fwp_lr_schedule(v), self.raw.warmup_steps, self.raw.total_steps, self.raw.min_learning_rate)
+            }
+        };
+        self.raw.lr_schedule = kind;
+        self.raw.warmup_steps = warmup;
+        self.raw.total_steps = total;
+        self.raw.min_learning_rate = floor;
+        self
+    }
+
+    /// The learning-rate schedule.
+    pub fn get_schedule(&self) -> LrSchedule {
+        let warmup_steps = self.raw.warmup_steps.max(0) as u64;
+        match self.raw.lr_schedule {
+            sys::FWP_LR_CONSTANT => LrSchedule::Constant { warmup_steps },
+            sys::FWP_LR_WARMUP_COSINE => LrSchedule::WarmupCosine {
+                warmup_steps,
+                total_steps: self.raw.total_steps.max(0) as u64,
+                min_learning_rate: self.raw.min_learning_rate,
+            },
+            sys::FWP_LR_INVERSE_SQRT => {
+                LrSchedule::InverseSqrt { warmup_steps, min_learning_rate: self.raw.min_learning_rate }
+            }
+            other => LrSchedule::Other(other.0),
+        }
+    }
+
     /// The raw C struct, for use with `fwp-sys`.
     pub fn as_raw(&self) -> &sys::fwp_optimizer_config {
         &self.raw
@@ -90,6 +173,7 @@ impl fmt::Debug for OptimizerConfig {
             .field("weight_decay", &self.raw.weight_decay)
             .field("momentum", &self.raw.momentum)
             .field("clip_grad_norm", &self.raw.clip_grad_norm)
+            .field("schedule", &self.get_schedule())
             .finish()
     }
 }
@@ -186,7 +270,8 @@ impl<'a, T: Trainable> Optimizer<'a, T> {
         check(unsafe { sys::fwp_optimizer_zero_grad(self.raw.as_ptr()) })
     }
 
-    /// The learning rate.
+    /// The learning rate the next step uses: the schedule's value after
+    /// [`steps`](Self::steps) steps.
     pub fn learning_rate(&self) -> f32 {
         let mut lr = 0f32;
         // SAFETY: valid handle and output pointer; the call cannot fail then.
@@ -194,7 +279,9 @@ impl<'a, T: Trainable> Optimizer<'a, T> {
         lr
     }
 
-    /// Sets the learning rate (finite, >= 0), e.g. for a schedule.
+    /// Sets the base (peak) learning rate that the schedule scales: finite, >= 0
+    /// and not below the schedule's `min_learning_rate`. With a constant
+    /// schedule after its warm-up this is the learning rate of the next step.
     pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
         // SAFETY: valid handle.
         check(unsafe { sys::fwp_optimizer_set_lr(self.raw.as_ptr(), lr) })
