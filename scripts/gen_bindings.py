@@ -58,10 +58,8 @@ class NamedHeader(Header):
             t = super().ctype(decl)
         finally:
             self.aliases = saved
-        if t == ("fnptr",) or (t[0] == "ptr" and "fnptr" in repr(t)):
-            base = [w for w in decl.replace("*", " ").split() if w not in ("const", "struct", "enum")][0]
-            t = _replace_fnptr(t, base)
-        return t
+        base = [w for w in decl.replace("*", " ").split() if w not in ("const", "struct", "enum")][0]
+        return _replace_fnptr(t, base)
 
     @staticmethod
     def _alias_target(name: str, aliases: dict) -> str:
@@ -222,9 +220,6 @@ class Api:
         for name, fn in self.h.api.functions.items():
             doc = self.doc.before(rf"FWP_API\s+[^;{{}}()]*?\b{name}\s*\(")
             self.functions.append((name, fn.ret, fn.params, doc))
-
-    def define_names(self) -> set:
-        return {d[0] for d in self.defines}
 
 
 def _balanced(s: str) -> bool:
