@@ -40,7 +40,8 @@ using .LibFwp
 # with common packages (`version`, `device`, `num_threads`, `config`,
 # `seq_len`, `learning_rate`, `steps`) are public but not exported: call them
 # qualified, e.g. `FastWeights.config(layer)`.
-export FwpError, Context, Layer, Model, RetrievalModel, OtherModel, RetrievalData, RetrievalBatch, Optimizer
+export FwpError, Context, Layer, Model, RetrievalModel, OtherModel, DataSource, RetrievalData, RetrievalBatch
+export Optimizer
 export cuda_is_built, cuda_device_count, last_error_message, clear_error
 export feature_dim, set_training!, forward!, backward!, zero_grad!
 export num_params, param_info, param_index, getparam, setparam!, getgrad
@@ -806,12 +807,20 @@ end
 Base.length(batch::RetrievalBatch) = size(batch.keys, 2)
 
 """
+    DataSource
+
+A data source of any kind (today [`RetrievalData`](@ref)) whose position a
+checkpoint stores ([`save_checkpoint`](@ref), [`load_checkpoint!`](@ref)).
+"""
+abstract type DataSource end
+
+"""
     RetrievalData(setting, num_keys, seed)
 
 A seeded generator of retrieval sequences: setting 1 (capacity, L = S
 distinct keys) or 2 (update, L = 2 S pairs with replacement).
 """
-mutable struct RetrievalData
+mutable struct RetrievalData <: DataSource
     ptr::Ptr{L.fwp_retrieval_data}
     seq_len::Int
 
@@ -1005,16 +1014,16 @@ end
 """
     save_checkpoint(path, model::Model; optimizer = nothing, data = nothing, metadata = nothing)
 
-Saves the model (and its optimizer, the state of a retrieval data generator,
+Saves the model (and its optimizer, the position of a data source of any kind,
 and a `metadata` string) to a safetensors file, written to a temporary name
 and renamed into place.
 """
 function save_checkpoint(path::AbstractString, model::Model; optimizer::Union{Nothing,Optimizer} = nothing,
-        data::Union{Nothing,RetrievalData} = nothing, metadata::Union{Nothing,AbstractString} = nothing)
+        data::Union{Nothing,DataSource} = nothing, metadata::Union{Nothing,AbstractString} = nothing)
     optimizer === nothing || optimizer.target === model ||
         throw(FwpError(L.FWP_ERR_CONTEXT_MISMATCH, "the optimizer does not train this model"))
     opt_ptr = optimizer === nothing ? Ptr{L.fwp_optimizer}(C_NULL) : handle(optimizer)
-    data_ptr = data === nothing ? Ptr{L.fwp_retrieval_data}(C_NULL) : handle(data)
+    data_ptr = data === nothing ? Ptr{L.fwp_data}(C_NULL) : handle(data)
     check(L.fwp_checkpoint_save(path, handle(model), opt_ptr, data_ptr,
         metadata === nothing ? Ptr{UInt8}(C_NULL) : metadata))
 end
@@ -1026,9 +1035,9 @@ Loads a checkpoint into `model` (and `optimizer`, `data`) whose configuration
 matches the file; either everything is loaded or nothing is changed.
 """
 function load_checkpoint!(path::AbstractString, model::Model; optimizer::Union{Nothing,Optimizer} = nothing,
-        data::Union{Nothing,RetrievalData} = nothing)
+        data::Union{Nothing,DataSource} = nothing)
     opt_ptr = optimizer === nothing ? Ptr{L.fwp_optimizer}(C_NULL) : handle(optimizer)
-    data_ptr = data === nothing ? Ptr{L.fwp_retrieval_data}(C_NULL) : handle(data)
+    data_ptr = data === nothing ? Ptr{L.fwp_data}(C_NULL) : handle(data)
     check(L.fwp_checkpoint_load(path, handle(model), opt_ptr, data_ptr))
 end
 

@@ -275,6 +275,7 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
             @test name in exported
         end
         @test RetrievalModel <: Model && OtherModel <: Model
+        @test RetrievalData <: DataSource
     end
 
     @testset "logger and handle lifetimes" begin

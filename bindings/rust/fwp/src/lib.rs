@@ -13,7 +13,8 @@
 //!   mode, checkpoints) are the [`Model`] trait, and [`AnyModel::load`] loads a
 //!   checkpoint of any kind as an enum to match on;
 //! * [`RetrievalData`] / [`RetrievalBatch`]: seeded retrieval sequences (a
-//!   data source of [`DataKind::Retrieval`]; checkpoints store its position);
+//!   data source of [`DataKind::Retrieval`]; checkpoints store the position of
+//!   any [`DataSource`]);
 //! * [`Optimizer`]: SGD, Adam or AdamW over a layer or any model, and checkpoints.
 //!
 //! Every fallible call returns [`Result`]; an [`Error`] carries the library's
@@ -49,7 +50,7 @@ mod params;
 use std::ffi::CStr;
 
 pub use context::{Context, ContextConfig, Device, LogLevel};
-pub use data::{DataKind, RetrievalBatch, RetrievalData};
+pub use data::{DataKind, DataSource, RetrievalBatch, RetrievalData};
 pub use error::{Error, Result, Status};
 pub use layer::{Algorithm, FeatureMap, Layer, LayerConfig, State, UpdateRule};
 pub use model::{AnyModel, Model, ModelKind, OtherModel, RetrievalConfig, RetrievalModel};

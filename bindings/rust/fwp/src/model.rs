@@ -14,7 +14,7 @@ use std::ptr::{self, NonNull};
 use fwp_sys as sys;
 
 use crate::context::{Context, Logger};
-use crate::data::{RetrievalBatch, RetrievalData};
+use crate::data::{DataSource, RetrievalBatch};
 use crate::error::{check, check_len, product, to_usize, Error, Result, Status};
 use crate::layer::{config_enum, config_field, config_flag, rust_enum, FeatureMap, UpdateRule};
 use crate::params::{ParamInfo, MODEL_PARAMS};
@@ -254,13 +254,13 @@ pub trait Model: sealed::Sealed {
         self.param(self.param_index(name)?)
     }
 
-    /// Saves the model (and the state of `data`, to resume from, and a
-    /// `user_metadata` string) to a safetensors checkpoint. To save an
-    /// optimizer too, use [`Optimizer::save_checkpoint`](crate::Optimizer::save_checkpoint).
+    /// Saves the model (and the position of a data source of any kind, to
+    /// resume from, and a `user_metadata` string) to a safetensors checkpoint.
+    /// To save an optimizer too, use [`Optimizer::save_checkpoint`](crate::Optimizer::save_checkpoint).
     fn save_checkpoint(
         &self,
         path: impl AsRef<Path>,
-        data: Option<&RetrievalData>,
+        data: Option<&dyn DataSource>,
         user_metadata: Option<&str>,
     ) -> Result<()>
     where
@@ -272,7 +272,7 @@ pub trait Model: sealed::Sealed {
     /// Loads a checkpoint into this model (and `data`) whose kind and
     /// configuration match the file; either everything is loaded or nothing is
     /// changed. An optimizer stored in the file is skipped.
-    fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut RetrievalData>) -> Result<()>
+    fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut dyn DataSource>) -> Result<()>
     where
         Self: Sized,
     {
@@ -468,7 +468,7 @@ pub(crate) fn save(
     path: &Path,
     model: *mut sys::fwp_model,
     opt: *const sys::fwp_optimizer,
-    data: Option<&RetrievalData>,
+    data: Option<&dyn DataSource>,
     user_metadata: Option<&str>,
 ) -> Result<()> {
     let path = path_cstring(path)?;
@@ -481,7 +481,7 @@ pub(crate) fn save(
             path.as_ptr(),
             model,
             opt,
-            data.map_or(ptr::null(), |d| d.raw.as_ptr()),
+            data.map_or(ptr::null(), |d| d.as_raw_data()),
             meta.as_ref().map_or(ptr::null(), |m| m.as_ptr()),
         )
     })
@@ -491,12 +491,12 @@ pub(crate) fn load(
     path: &Path,
     model: *mut sys::fwp_model,
     opt: *mut sys::fwp_optimizer,
-    data: Option<&mut RetrievalData>,
+    data: Option<&mut dyn DataSource>,
 ) -> Result<()> {
     let path = path_cstring(path)?;
     // SAFETY: valid handles or NULL, NUL-terminated path.
     check(unsafe {
-        sys::fwp_checkpoint_load(path.as_ptr(), model, opt, data.map_or(ptr::null_mut(), |d| d.raw.as_ptr()))
+        sys::fwp_checkpoint_load(path.as_ptr(), model, opt, data.map_or(ptr::null_mut(), |d| d.as_raw_data()))
     })
 }
 

@@ -6,7 +6,7 @@ use std::ptr::{self, NonNull};
 
 use fwp_sys as sys;
 
-use crate::data::RetrievalData;
+use crate::data::DataSource;
 use crate::error::{check, Result};
 use crate::layer::{config_enum, config_field, rust_enum, Layer};
 use crate::model::{self, AnyModel, Model, OtherModel, RetrievalModel};
@@ -229,13 +229,13 @@ impl<'a, T: Trainable> Optimizer<'a, T> {
 
 /// Checkpoints of a model with its optimizer (any kind of model).
 impl<T: Trainable + Model> Optimizer<'_, T> {
-    /// Saves the model, this optimizer's state, the state of `data` and a
+    /// Saves the model, this optimizer's state, the position of `data` (a data source of any kind) and a
     /// `user_metadata` string to a safetensors checkpoint, so that training
     /// resumes exactly. The file is written to a temporary name and renamed.
     pub fn save_checkpoint(
         &self,
         path: impl AsRef<Path>,
-        data: Option<&RetrievalData>,
+        data: Option<&dyn DataSource>,
         user_metadata: Option<&str>,
     ) -> Result<()> {
         model::save(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data, user_metadata)
@@ -243,7 +243,7 @@ impl<T: Trainable + Model> Optimizer<'_, T> {
 
     /// Restores the model, this optimizer and `data` from a checkpoint whose
     /// configuration matches; either everything is loaded or nothing is changed.
-    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut RetrievalData>) -> Result<()> {
+    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut dyn DataSource>) -> Result<()> {
         model::load(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data)
     }
 }
