@@ -18,7 +18,8 @@ enums -> 32-bit integers or their named alias; `const char*` -> `Cstring`).
 Rust pointer constness must match the header; Julia has no const pointers.
 
 Any C function, struct, field or constant without a binding, any binding
-without a C counterpart, and any mismatched signature fails the check
+without a C counterpart, any mismatched signature, and any generic name that
+FastWeights.jl exports (e.g. `sample`, `forward`, `config`) fails the check
 (exit status 1). Missing Python modules also fail (exit status 2): install them
 with `python3 -m pip install --user tree_sitter tree_sitter_julia`.
 
@@ -547,11 +548,22 @@ def named(node):
     return [c for c in node.children if c.is_named and c.type not in ("comment", "line_comment", "block_comment")]
 
 
+# Names FastWeights.jl must not export: generic verbs and nouns that common
+# packages (Base, StatsBase, Flux, Lux, CUDA, Pkg, ...) export or extend, and the
+# non-`!` forms of functions that mutate their argument. They may be public and
+# called qualified (`FastWeights.config(layer)`).
+JULIA_UNEXPORTABLE = {
+    "sample", "forward", "backward", "config", "device", "steps", "step", "seq_len", "learning_rate",
+    "version", "num_threads", "params", "update", "train", "zero_grad", "load", "save", "reset", "state",
+}
+
+
 class JuliaBindings:
     def __init__(self, root: Path, header: Header, parser):
         self.header = header
         self.api = Api()
         self.aliases: dict[str, str] = {}
+        self.exports: dict[str, str] = {}  # exported name -> where
         self.files = sorted(root.rglob("*.jl"))
         if not self.files:
             self.api.errors.append(f"julia: no .jl files under {root}")
@@ -642,6 +654,10 @@ class JuliaBindings:
 
     def _parse(self, path: Path, tree):
         for n in walk(tree.root_node):
+            if n.type == "export_statement":
+                for c in named(n):
+                    if c.type == "identifier":
+                        self.exports[text_of(c)] = f"{path}:{c.start_point[0] + 1}"
             if n.type == "macrocall_expression":
                 ident = next((c for c in n.children if c.type == "macro_identifier"), None)
                 if ident is not None and text_of(ident).replace(" ", "") in ("@ccall", "@ccall_effects"):
@@ -811,6 +827,10 @@ def main() -> int:
     julia = JuliaBindings(julia_dir, header, parser)
     errors += compare("rust", header.api, rust.api, check_const=True)
     errors += compare("julia", header.api, julia.api, check_const=False)
+    for name, where in sorted(julia.exports.items()):
+        if name in JULIA_UNEXPORTABLE:
+            errors.append(f"julia: `{name}` is exported ({where}): a generic name that clashes with other packages; "
+                          f"keep it unexported (callers write FastWeights.{name}) or give it a specific name")
 
     c = header.api
     summary = (

@@ -8,6 +8,9 @@
 #   bindings_rust_example   the Rust retrieval example, a few hundred steps
 #   bindings_check          scripts/check_bindings.py: Rust and Julia declarations
 #                           vs include/fwp/fwp.h (needs tree_sitter, tree_sitter_julia)
+#   bindings_generated      scripts/gen_bindings.py --check: the checked-in raw
+#                           declarations (fwp-sys src/generated.rs, LibFwp.jl) equal a
+#                           fresh generation from the headers
 #   bindings_abi            tests/abi_check.sh: libfwp exports exactly the fwp.h functions
 #   bindings_example_layer_training   the C example examples/c/layer_training.c
 #
@@ -53,12 +56,16 @@ if(FWP_TEST_BINDINGS)
   if(FWP_PYTHON3)
     add_test(NAME bindings_check
              COMMAND ${FWP_PYTHON3} ${FWP_SOURCE_ROOT}/scripts/check_bindings.py --root ${FWP_SOURCE_ROOT})
+    add_test(NAME bindings_generated
+             COMMAND ${FWP_PYTHON3} ${FWP_SOURCE_ROOT}/scripts/gen_bindings.py --root ${FWP_SOURCE_ROOT} --check)
   else()
     add_test(NAME bindings_check
              COMMAND ${CMAKE_COMMAND} -E echo "python3 not found: the binding check cannot run")
-    set_tests_properties(bindings_check PROPERTIES WILL_FAIL ON)
+    add_test(NAME bindings_generated
+             COMMAND ${CMAKE_COMMAND} -E echo "python3 not found: the generated bindings cannot be checked")
+    set_tests_properties(bindings_check bindings_generated PROPERTIES WILL_FAIL ON)
   endif()
-  set_tests_properties(bindings_check PROPERTIES LABELS bindings)
+  set_tests_properties(bindings_check bindings_generated PROPERTIES LABELS bindings)
 
   add_test(NAME bindings_abi
            COMMAND bash ${FWP_SOURCE_ROOT}/tests/abi_check.sh $<TARGET_FILE:fwp> ${FWP_SOURCE_ROOT}/include/fwp/fwp.h)

@@ -7,7 +7,19 @@ stable C API.
 
 Objects own their C handles, release them in a finalizer, and can be released
 early with `close`. Errors raise [`FwpError`](@ref) with the library's status
-and message.
+and message. Every function that changes one of its arguments (a layer's
+activations or state, a model's gradients, a generator's position, an
+optimizer's step) ends in `!`: `forward!`, `backward!`, `step!`, `sample!`, ...
+
+Each kind of model is a type of its own ([`RetrievalModel`](@ref) today) under
+the abstract type [`Model`](@ref), which carries the operations all kinds
+share (parameters, `backward!`, `zero_grad!`, checkpoints, optimizers).
+
+Names that would clash with other packages are not exported; call them
+qualified: `FastWeights.version()`, `FastWeights.device(ctx)`,
+`FastWeights.num_threads(ctx)`, `FastWeights.config(layer_or_model)`,
+`FastWeights.seq_len(data)`, `FastWeights.learning_rate(opt)`,
+`FastWeights.steps(opt)`.
 
 Arrays use Julia's column-major order with the C row-major dimensions
 reversed, so no data is transposed: a C `[batch][seq_len][d_model]` buffer is a
@@ -23,13 +35,19 @@ module FastWeights
 include("LibFwp.jl")
 using .LibFwp
 
-export FwpError, Context, Layer, Model, RetrievalData, RetrievalBatch, Optimizer
-export version, version_string, cuda_is_built, cuda_device_count, last_error_message, clear_error
-export device, num_threads, config, feature_dim, set_training!, forward, backward, zero_grad!
+# Exported: the types and the functions whose names say they belong to fwp.
+# Functions that mutate an argument end in `!`. Generic names that would clash
+# with common packages (`version`, `device`, `num_threads`, `config`,
+# `seq_len`, `learning_rate`, `steps`) are public but not exported: call them
+# qualified, e.g. `FastWeights.config(layer)`.
+export FwpError, Context, Layer, Model, RetrievalModel, OtherModel, DataSource, RetrievalData, RetrievalBatch
+export Optimizer
+export cuda_is_built, cuda_device_count, last_error_message, clear_error
+export feature_dim, set_training!, forward!, backward!, zero_grad!
 export num_params, param_info, param_index, getparam, setparam!, getgrad
 export state_size, set_state!, get_state, state_grad, reset_state!, step!
-export retrieval_model, load_model, model_kind, data_kind, retrieval_forward, backward!, seq_len, sample
-export learning_rate, set_learning_rate!, steps, save_checkpoint, load_checkpoint!
+export load_model, model_kind, data_kind, sample!
+export set_learning_rate!, save_checkpoint, load_checkpoint!
 
 const L = LibFwp
 
@@ -108,7 +126,7 @@ clear_error() = L.fwp_clear_error()
 # Library information
 
 """
-    version() -> VersionNumber
+    FastWeights.version() -> VersionNumber
 
 The version of the libfwp loaded at run time.
 """
@@ -119,7 +137,7 @@ function version()
 end
 
 """
-    version_string() -> String
+    FastWeights.version_string() -> String
 
 The run-time version as a string such as `"0.1.0"`.
 """
@@ -292,7 +310,7 @@ function handle(ctx::Context)
 end
 
 """
-    device(ctx::Context) -> Symbol
+    FastWeights.device(ctx::Context) -> Symbol
 
 The device the context computes on (`:cpu` or `:cuda`).
 """
@@ -304,7 +322,7 @@ function device(ctx::Context)
 end
 
 """
-    num_threads(ctx::Context) -> Int
+    FastWeights.num_threads(ctx::Context) -> Int
 
 The number of CPU threads the context uses.
 """
@@ -375,8 +393,8 @@ optimizer is closed). Later calls on `layer` throw.
 Base.close(layer::Layer) = release!(layer, L.fwp_layer_destroy)
 
 """
-    config(layer::Layer) -> NamedTuple
-    config(model::Model) -> NamedTuple
+    FastWeights.config(layer::Layer) -> NamedTuple
+    FastWeights.config(model::RetrievalModel) -> NamedTuple
 
 The settings the object was created with (enums as symbols, flags as `Bool`).
 """
@@ -411,12 +429,13 @@ function check_sequence(layer::Layer, x::AbstractArray, name)
 end
 
 """
-    forward(layer::Layer, x::AbstractArray{<:Real,3}) -> Array{Float32,3}
+    forward!(layer::Layer, x::AbstractArray{<:Real,3}) -> Array{Float32,3}
 
 Forward pass over `x` (`d_model × seq_len × batch`); returns `y` of the same
-size and keeps what [`backward`](@ref) needs.
+size. Changes the layer: it keeps what [`backward!`](@ref) needs (and, with
+`carry_state`, the final state).
 """
-function forward(layer::Layer, x::AbstractArray{<:Real,3})
+function forward!(layer::Layer, x::AbstractArray{<:Real,3})
     batch, seq = check_sequence(layer, x, "x")
     xc = Array{Float32}(x)
     y = similar(xc)
@@ -425,13 +444,13 @@ function forward(layer::Layer, x::AbstractArray{<:Real,3})
 end
 
 """
-    backward(layer::Layer, dy::AbstractArray{<:Real,3}; dx = true) -> Union{Array{Float32,3},Nothing}
+    backward!(layer::Layer, dy::AbstractArray{<:Real,3}; dx = true) -> Union{Array{Float32,3},Nothing}
 
 Backward pass of the last forward: adds the parameter gradients to the layer's
 gradients, computes the gradient of the initial state, and returns dL/dx
 (`nothing` with `dx = false`). The final state's gradient is taken as zero.
 """
-function backward(layer::Layer, dy::AbstractArray{<:Real,3}; dx::Bool = true)
+function backward!(layer::Layer, dy::AbstractArray{<:Real,3}; dx::Bool = true)
     batch, seq = check_sequence(layer, dy, "dy")
     dyc = Array{Float32}(dy)
     dxc = dx ? similar(dyc) : nothing
@@ -534,17 +553,71 @@ end
 """
     Model
 
-A network with its parameters, gradients and loss; create the paper's
-associative-retrieval model with [`retrieval_model`](@ref) or load one with
-[`load_model`](@ref).
+A network with its parameters, gradients and loss: the abstract type of every
+kind of model. Each kind is a subtype with its own constructor, config and
+forward pass ([`RetrievalModel`](@ref); [`OtherModel`](@ref) for a kind these
+bindings do not know); the operations all kinds share take any `Model`:
+[`backward!`](@ref), [`zero_grad!`](@ref), [`set_training!`](@ref), the
+parameter functions, checkpoints and [`Optimizer`](@ref).
 """
-mutable struct Model <: Trainable
+abstract type Model <: Trainable end
+
+const MODEL_KINDS = Dict{Int32,Symbol}(L.FWP_MODEL_RETRIEVAL => :retrieval, L.FWP_MODEL_LANGUAGE => :language,
+    L.FWP_MODEL_SEQ2SEQ => :seq2seq)
+
+# The kind of a live model handle, as a Symbol (an Int for a kind unknown here).
+function kind_of(ptr::Ptr{L.fwp_model})
+    k = Ref{L.fwp_model_kind}(0)
+    check(L.fwp_model_get_kind(ptr, k))
+    return get(MODEL_KINDS, k[], Int(k[]))
+end
+
+"""
+    RetrievalModel(ctx::Context; setting = 1, num_keys = 20, d_head = 64, feature_map = :dpfp,
+                   dpfp_nu = 1, favor_features = 64, favor_redraw = true, update_rule = :delta,
+                   sum_normalize = true, attn_normalize = false, norm_eps = 1f-6)
+
+The paper's associative-retrieval model (section 6.1) with fresh parameters;
+defaults come from `fwp_retrieval_config_init`. Its forward pass is
+[`forward!(model, batch)`](@ref forward!); load one from a checkpoint with
+[`load_model(RetrievalModel, ctx, path)`](@ref load_model).
+"""
+mutable struct RetrievalModel <: Model
+    ptr::Ptr{L.fwp_model}
+    num_keys::Int
+    logger::Union{Nothing,Base.RefValue{Any}}
+    optimizers::Int
+    closed::Bool
+
+    # Takes ownership of `ptr`, a model of kind retrieval.
+    function RetrievalModel(ptr::Ptr{L.fwp_model}, ctx::Context)
+        model = new(ptr, 0, ctx.logger, 0, false)
+        finalizer(close, model)
+        model.num_keys = config(model).num_keys
+        return model
+    end
+end
+
+function RetrievalModel(ctx::Context; kw...)
+    cfg = with_fields(default_config(L.fwp_retrieval_config, L.fwp_retrieval_config_init); kw...)
+    out = Ref{Ptr{L.fwp_model}}(C_NULL)
+    check(L.fwp_model_create_retrieval(handle(ctx), Ref(cfg), out))
+    return RetrievalModel(out[], ctx)
+end
+
+"""
+    OtherModel
+
+A model of a kind these bindings have no type for (e.g. loaded by a newer
+libfwp). The operations every [`Model`](@ref) shares work on it.
+"""
+mutable struct OtherModel <: Model
     ptr::Ptr{L.fwp_model}
     logger::Union{Nothing,Base.RefValue{Any}}
     optimizers::Int
     closed::Bool
 
-    function Model(ptr::Ptr{L.fwp_model}, ctx::Context)
+    function OtherModel(ptr::Ptr{L.fwp_model}, ctx::Context)
         model = new(ptr, ctx.logger, 0, false)
         finalizer(close, model)
         return model
@@ -560,29 +633,34 @@ optimizer is closed). Later calls on `model` throw.
 Base.close(model::Model) = release!(model, L.fwp_model_destroy)
 
 """
-    retrieval_model(ctx::Context; setting = 1, num_keys = 20, d_head = 64, feature_map = :dpfp,
-                    dpfp_nu = 1, favor_features = 64, favor_redraw = true, update_rule = :delta,
-                    sum_normalize = true, attn_normalize = false, norm_eps = 1f-6) -> Model
-
-The paper's associative-retrieval model (section 6.1) with fresh parameters;
-defaults come from `fwp_retrieval_config_init`.
-"""
-function retrieval_model(ctx::Context; kw...)
-    cfg = with_fields(default_config(L.fwp_retrieval_config, L.fwp_retrieval_config_init); kw...)
-    out = Ref{Ptr{L.fwp_model}}(C_NULL)
-    check(L.fwp_model_create_retrieval(handle(ctx), Ref(cfg), out))
-    return Model(out[], ctx)
-end
-
-"""
     load_model(ctx::Context, path::AbstractString) -> Model
+    load_model(::Type{RetrievalModel}, ctx::Context, path::AbstractString) -> RetrievalModel
 
-Creates a model from the configuration and parameters stored in a checkpoint.
+Creates a model from the kind, configuration and parameters stored in a
+checkpoint: a [`RetrievalModel`](@ref) for a retrieval checkpoint, an
+[`OtherModel`](@ref) for a kind these bindings do not know. With a type, a
+checkpoint of another kind throws `:format`.
 """
 function load_model(ctx::Context, path::AbstractString)
     out = Ref{Ptr{L.fwp_model}}(C_NULL)
     check(L.fwp_model_load(handle(ctx), path, out))
-    return Model(out[], ctx)
+    kind = try
+        kind_of(out[])
+    catch
+        L.fwp_model_destroy(out[])
+        rethrow()
+    end
+    return kind === :retrieval ? RetrievalModel(out[], ctx) : OtherModel(out[], ctx)
+end
+
+function load_model(::Type{T}, ctx::Context, path::AbstractString) where {T<:Model}
+    model = load_model(ctx, path)
+    if !(model isa T)
+        kind = model_kind(model)
+        close(model)
+        throw(FwpError(L.FWP_ERR_FORMAT, "$path holds a model of kind $kind, not a $(nameof(T))"))
+    end
+    return model
 end
 
 """
@@ -590,15 +668,9 @@ end
 
 `:retrieval` (or `:language`, `:seq2seq` for the reserved kinds).
 """
-function model_kind(model::Model)
-    k = Ref{L.fwp_model_kind}(0)
-    check(L.fwp_model_get_kind(handle(model), k))
-    names = Dict(L.FWP_MODEL_RETRIEVAL => :retrieval, L.FWP_MODEL_LANGUAGE => :language,
-        L.FWP_MODEL_SEQ2SEQ => :seq2seq)
-    return get(names, k[], Int(k[]))
-end
+model_kind(model::Model) = kind_of(handle(model))
 
-function config(model::Model)
+function config(model::RetrievalModel)
     ref = Ref(default_config(L.fwp_retrieval_config, L.fwp_retrieval_config_init))
     check(L.fwp_model_get_retrieval_config(handle(model), ref))
     return export_config(ref[])
@@ -619,12 +691,12 @@ backward!(model::Model) = check(L.fwp_model_backward(handle(model)))
 # ---------------------------------------------------------------------------
 # Parameters of layers and models (1-based indices)
 
-const PARAM_FUNCTIONS = Dict(
-    Layer => (num = L.fwp_layer_num_params, info = L.fwp_layer_param_info, index = L.fwp_layer_param_index,
-        get = L.fwp_layer_get_param, set = L.fwp_layer_set_param, grad = L.fwp_layer_get_grad),
-    Model => (num = L.fwp_model_num_params, info = L.fwp_model_param_info, index = L.fwp_model_param_index,
-        get = L.fwp_model_get_param, set = L.fwp_model_set_param, grad = L.fwp_model_get_grad),
-)
+param_functions(::Layer) = (num = L.fwp_layer_num_params, info = L.fwp_layer_param_info,
+    index = L.fwp_layer_param_index, get = L.fwp_layer_get_param, set = L.fwp_layer_set_param,
+    grad = L.fwp_layer_get_grad)
+param_functions(::Model) = (num = L.fwp_model_num_params, info = L.fwp_model_param_info,
+    index = L.fwp_model_param_index, get = L.fwp_model_get_param, set = L.fwp_model_set_param,
+    grad = L.fwp_model_get_grad)
 
 """
     num_params(layer_or_model) -> Int
@@ -633,7 +705,7 @@ The number of parameter tensors.
 """
 function num_params(obj::Trainable)
     n = Ref{Int64}(0)
-    check(PARAM_FUNCTIONS[typeof(obj)].num(handle(obj), n))
+    check(param_functions(obj).num(handle(obj), n))
     return Int(n[])
 end
 
@@ -645,7 +717,7 @@ Describes parameter `i` (1-based). `shape` is the C row-major shape (e.g.
 """
 function param_info(obj::Trainable, i::Integer)
     info = Ref{L.fwp_param_info}()
-    check(PARAM_FUNCTIONS[typeof(obj)].info(handle(obj), i - 1, info))
+    check(param_functions(obj).info(handle(obj), i - 1, info))
     p = info[]
     (1 <= p.ndim <= L.FWP_MAX_DIMS) ||
         throw(FwpError(L.FWP_ERR_INTERNAL, "libfwp reported a parameter with ndim = $(p.ndim)"))
@@ -661,7 +733,7 @@ for an unknown name.
 """
 function param_index(obj::Trainable, name::AbstractString)
     i = Ref{Int64}(0)
-    check(PARAM_FUNCTIONS[typeof(obj)].index(handle(obj), name, i))
+    check(param_functions(obj).index(handle(obj), name, i))
     return Int(i[]) + 1
 end
 
@@ -677,7 +749,7 @@ function getparam(obj::Trainable, which)
     i = param_index(obj, which)
     info = param_info(obj, i)
     data = Vector{Float32}(undef, info.numel)
-    check(PARAM_FUNCTIONS[typeof(obj)].get(handle(obj), i - 1, data, info.numel))
+    check(param_functions(obj).get(handle(obj), i - 1, data, info.numel))
     return reshape(data, reverse(info.shape))
 end
 
@@ -692,7 +764,7 @@ function setparam!(obj::Trainable, which, values::AbstractArray{<:Real})
     info = param_info(obj, i)
     length(values) == info.numel || shape_error("values has $(length(values)) elements, expected $(info.numel)")
     data = Vector{Float32}(vec(values))
-    check(PARAM_FUNCTIONS[typeof(obj)].set(handle(obj), i - 1, data, info.numel))
+    check(param_functions(obj).set(handle(obj), i - 1, data, info.numel))
 end
 
 """
@@ -704,7 +776,7 @@ function getgrad(obj::Trainable, which)
     i = param_index(obj, which)
     info = param_info(obj, i)
     data = Vector{Float32}(undef, info.numel)
-    check(PARAM_FUNCTIONS[typeof(obj)].grad(handle(obj), i - 1, data, info.numel))
+    check(param_functions(obj).grad(handle(obj), i - 1, data, info.numel))
     return reshape(data, reverse(info.shape))
 end
 
@@ -737,12 +809,20 @@ end
 Base.length(batch::RetrievalBatch) = size(batch.keys, 2)
 
 """
+    DataSource
+
+A data source of any kind (today [`RetrievalData`](@ref)) whose position a
+checkpoint stores ([`save_checkpoint`](@ref), [`load_checkpoint!`](@ref)).
+"""
+abstract type DataSource end
+
+"""
     RetrievalData(setting, num_keys, seed)
 
 A seeded generator of retrieval sequences: setting 1 (capacity, L = S
 distinct keys) or 2 (update, L = 2 S pairs with replacement).
 """
-mutable struct RetrievalData
+mutable struct RetrievalData <: DataSource
     ptr::Ptr{L.fwp_retrieval_data}
     seq_len::Int
 
@@ -777,7 +857,7 @@ function handle(data::RetrievalData)
 end
 
 """
-    seq_len(data::RetrievalData) -> Int
+    FastWeights.seq_len(data::RetrievalData) -> Int
 
 L, the number of pairs per sequence (S for setting 1, 2 S for setting 2).
 """
@@ -798,13 +878,13 @@ function data_kind(data::RetrievalData)
 end
 
 """
-    sample(data::RetrievalData, batch_size, queries_per_seq = 1) -> RetrievalBatch
+    sample!(data::RetrievalData, batch_size, queries_per_seq = 1) -> RetrievalBatch
 
-Draws `batch_size` sequences. With one query per sequence each is queried
+Draws `batch_size` sequences and advances the generator. With one query per sequence each is queried
 with one of its keys (training); with Q > 1 with its distinct keys in order of
 first appearance, at most Q, padded with -1 (evaluation).
 """
-function sample(data::RetrievalData, batch_size::Integer, queries_per_seq::Integer = 1)
+function sample!(data::RetrievalData, batch_size::Integer, queries_per_seq::Integer = 1)
     (batch_size >= 1 && queries_per_seq >= 1) ||
         argument_error("batch_size ($batch_size) and queries_per_seq ($queries_per_seq) must be >= 1")
     keys = Matrix{Int32}(undef, data.seq_len, batch_size)
@@ -816,16 +896,17 @@ function sample(data::RetrievalData, batch_size::Integer, queries_per_seq::Integ
 end
 
 """
-    retrieval_forward(model::Model, batch::RetrievalBatch; outputs = false)
+    forward!(model::RetrievalModel, batch::RetrievalBatch; outputs = false)
 
 Forward pass and loss (mean over non-padding queries of 0.5‖onehot(target) −
 y‖²). Returns the loss, or `(loss, y)` with `outputs = true` where `y` is
-`S × Q × B` (zeros for padding). Keeps what [`backward!`](@ref) needs.
+`S × Q × B` (zeros for padding). Changes the model: it keeps what
+[`backward!`](@ref) needs.
 """
-function retrieval_forward(model::Model, batch::RetrievalBatch; outputs::Bool = false)
+function forward!(model::RetrievalModel, batch::RetrievalBatch; outputs::Bool = false)
     loss = Ref{Cfloat}(0)
     B, Q = size(batch.keys, 2), size(batch.queries, 1)
-    y = outputs ? Array{Float32}(undef, config(model).num_keys, Q, B) : nothing
+    y = outputs ? Array{Float32}(undef, model.num_keys, Q, B) : nothing
     GC.@preserve batch y begin
         raw = L.fwp_retrieval_batch(B, size(batch.keys, 1), Q, pointer(batch.keys), pointer(batch.values),
             pointer(batch.queries), pointer(batch.targets))
@@ -843,7 +924,7 @@ end
               eps = 1f-8, weight_decay = 0f0, momentum = 0f0, clip_grad_norm = 0f0,
               lr_schedule = :constant, warmup_steps = 0, total_steps = 0, min_learning_rate = 0f0)
 
-Updates the trainable parameters of a [`Model`](@ref) or [`Layer`](@ref) from
+Updates the trainable parameters of a model (any [`Model`](@ref)) or a [`Layer`](@ref) from
 their gradients (`kind` is `:sgd`, `:adam` or `:adamw`). Defaults come from
 `fwp_optimizer_config_init`. The optimizer keeps its target alive.
 
@@ -909,7 +990,7 @@ end
 zero_grad!(opt::Optimizer) = check(L.fwp_optimizer_zero_grad(handle(opt)))
 
 """
-    learning_rate(opt::Optimizer) -> Float32
+    FastWeights.learning_rate(opt::Optimizer) -> Float32
 
 The learning rate the next step uses (the schedule's value after `steps(opt)` steps).
 """
@@ -929,7 +1010,7 @@ warm-up this is the learning rate of the next step.
 set_learning_rate!(opt::Optimizer, lr::Real) = check(L.fwp_optimizer_set_lr(handle(opt), Cfloat(lr)))
 
 """
-    steps(opt::Optimizer) -> Int
+    FastWeights.steps(opt::Optimizer) -> Int
 
 The number of steps taken.
 """
@@ -945,16 +1026,16 @@ end
 """
     save_checkpoint(path, model::Model; optimizer = nothing, data = nothing, metadata = nothing)
 
-Saves the model (and its optimizer, the state of a retrieval data generator,
+Saves the model (and its optimizer, the position of a data source of any kind,
 and a `metadata` string) to a safetensors file, written to a temporary name
 and renamed into place.
 """
 function save_checkpoint(path::AbstractString, model::Model; optimizer::Union{Nothing,Optimizer} = nothing,
-        data::Union{Nothing,RetrievalData} = nothing, metadata::Union{Nothing,AbstractString} = nothing)
+        data::Union{Nothing,DataSource} = nothing, metadata::Union{Nothing,AbstractString} = nothing)
     optimizer === nothing || optimizer.target === model ||
         throw(FwpError(L.FWP_ERR_CONTEXT_MISMATCH, "the optimizer does not train this model"))
     opt_ptr = optimizer === nothing ? Ptr{L.fwp_optimizer}(C_NULL) : handle(optimizer)
-    data_ptr = data === nothing ? Ptr{L.fwp_retrieval_data}(C_NULL) : handle(data)
+    data_ptr = data === nothing ? Ptr{L.fwp_data}(C_NULL) : handle(data)
     check(L.fwp_checkpoint_save(path, handle(model), opt_ptr, data_ptr,
         metadata === nothing ? Ptr{UInt8}(C_NULL) : metadata))
 end
@@ -966,9 +1047,9 @@ Loads a checkpoint into `model` (and `optimizer`, `data`) whose configuration
 matches the file; either everything is loaded or nothing is changed.
 """
 function load_checkpoint!(path::AbstractString, model::Model; optimizer::Union{Nothing,Optimizer} = nothing,
-        data::Union{Nothing,RetrievalData} = nothing)
+        data::Union{Nothing,DataSource} = nothing)
     opt_ptr = optimizer === nothing ? Ptr{L.fwp_optimizer}(C_NULL) : handle(optimizer)
-    data_ptr = data === nothing ? Ptr{L.fwp_retrieval_data}(C_NULL) : handle(data)
+    data_ptr = data === nothing ? Ptr{L.fwp_data}(C_NULL) : handle(data)
     check(L.fwp_checkpoint_load(path, handle(model), opt_ptr, data_ptr))
 end
 

@@ -13,9 +13,9 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
 
 @testset "FastWeights" begin
     @testset "version and errors" begin
-        v = version()
+        v = FastWeights.version()
         @test v.major == L.FWP_VERSION_MAJOR
-        @test version_string() == string(v)
+        @test FastWeights.version_string() == string(v)
         @test cuda_device_count() >= 0
         ctx = Context(num_threads = 1)
         err = try
@@ -41,26 +41,26 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
     @testset "layer forward/backward" begin
         ctx = Context(num_threads = 1, seed = 3)
         layer = small_layer(ctx)
-        @test config(layer).d_model == 12
-        @test config(layer).feature_map == :dpfp
-        @test config(layer).carry_state == false
+        @test FastWeights.config(layer).d_model == 12
+        @test FastWeights.config(layer).feature_map == :dpfp
+        @test FastWeights.config(layer).carry_state == false
         x = noise(12, 5, 2)
-        y = forward(layer, x)
+        y = forward!(layer, x)
         @test size(y) == (12, 5, 2)
         @test all(isfinite, y)
         @test any(!=(0), y)
-        dx = backward(layer, noise(12, 5, 2; seed = 2))
+        dx = backward!(layer, noise(12, 5, 2; seed = 2))
         @test size(dx) == size(x)
         @test any(!=(0), dx)
         err = try
-            forward(layer, noise(11, 5, 2))
+            forward!(layer, noise(11, 5, 2))
         catch e
             e
         end
         @test err isa FwpError && err.kind == :shape_mismatch
         fresh = small_layer(ctx)
         err = try
-            backward(fresh, noise(12, 1, 1))
+            backward!(fresh, noise(12, 1, 1))
         catch e
             e
         end
@@ -71,10 +71,10 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         ctx = Context(num_threads = 1)
         layer = small_layer(ctx; feature_map = :elu)
         x, r, v = noise(12, 4, 1; seed = 11), noise(12, 4, 1; seed = 12), noise(12, 4, 1; seed = 13)
-        forward(layer, x)
-        analytic = sum(Float64.(backward(layer, r)) .* v)
+        forward!(layer, x)
+        analytic = sum(Float64.(backward!(layer, r)) .* v)
         eps = 1f-2
-        lossat(s) = sum(Float64.(forward(layer, x .+ s * eps .* v)) .* r)
+        lossat(s) = sum(Float64.(forward!(layer, x .+ s * eps .* v)) .* r)
         numeric = (lossat(1) - lossat(-1)) / (2 * eps)
         @test abs(analytic - numeric) / max(abs(analytic), abs(numeric), 1e-3) < 2e-2
     end
@@ -101,8 +101,8 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         @test_throws FwpError setparam!(layer, q, values[1:end-1])
         @test_throws FwpError param_info(layer, n + 1)
         @test_throws FwpError param_index(layer, "no.such.param")
-        forward(layer, noise(12, 3, 2))
-        backward(layer, noise(12, 3, 2; seed = 4); dx = false)
+        forward!(layer, noise(12, 3, 2))
+        backward!(layer, noise(12, 3, 2; seed = 4); dx = false)
         @test any(!=(0), getgrad(layer, q))
         zero_grad!(layer)
         @test all(==(0), getgrad(layer, q))
@@ -112,15 +112,15 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         ctx = Context(num_threads = 1)
         layer = small_layer(ctx; carry_state = true)
         x = noise(12, 6, 2; seed = 21)
-        full = forward(layer, x)
+        full = forward!(layer, x)
         st = get_state(layer)
         wn, zn = state_size(layer, 2)
         @test st.batch == 2
         @test length(st.w) == wn == 2 * 2 * 4 * feature_dim(layer)
         @test length(st.z) == zn == 2 * 2 * feature_dim(layer)
         reset_state!(layer)
-        y1 = forward(layer, x[:, 1:3, :])
-        y2 = forward(layer, x[:, 4:6, :])
+        y1 = forward!(layer, x[:, 1:3, :])
+        y2 = forward!(layer, x[:, 4:6, :])
         @test isapprox(cat(y1, y2; dims = 2), full; atol = 1f-4)
         set_state!(layer, 2; w = st.w, z = st.z)
         @test get_state(layer) == st
@@ -132,8 +132,8 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         plain = small_layer(ctx)
         @test_throws FwpError state_grad(plain, 1)
         set_state!(plain, 1; w = noise(state_size(plain, 1)[1]), z = abs.(noise(state_size(plain, 1)[2])))
-        forward(plain, noise(12, 3, 1))
-        backward(plain, noise(12, 3, 1; seed = 7))
+        forward!(plain, noise(12, 3, 1))
+        backward!(plain, noise(12, 3, 1; seed = 7))
         g = state_grad(plain, 1)
         @test length(g.w) == state_size(plain, 1)[1]
         @test any(!=(0), g.w)
@@ -155,21 +155,21 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         losses = Float64[]
         for _ in 1:60
             zero_grad!(opt)
-            y = forward(layer, x)
+            y = forward!(layer, x)
             push!(losses, 0.5 * sum(abs2, y .- target))
-            backward(layer, y .- target; dx = false)
+            backward!(layer, y .- target; dx = false)
             @test step!(opt) > 0
         end
-        @test steps(opt) == 60
+        @test FastWeights.steps(opt) == 60
         @test losses[end] < 0.8 * losses[1]
         set_learning_rate!(opt, 0.5)
-        @test learning_rate(opt) == 0.5f0
+        @test FastWeights.learning_rate(opt) == 0.5f0
         @test_throws FwpError set_learning_rate!(opt, NaN)
         # Closing the layer first defers its destruction until the optimizer goes.
         close(layer)
         @test !isopen(layer)
-        @test_throws FwpError forward(layer, x)
-        @test steps(opt) == 60
+        @test_throws FwpError forward!(layer, x)
+        @test FastWeights.steps(opt) == 60
         close(opt)
         @test layer.ptr == C_NULL
     end
@@ -202,36 +202,36 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
 
     @testset "retrieval model, data and training" begin
         ctx = Context(num_threads = 1, seed = 5)
-        model = retrieval_model(ctx; num_keys = 5, d_head = 16)
+        model = RetrievalModel(ctx; num_keys = 5, d_head = 16)
         @test model_kind(model) == :retrieval
-        @test config(model).num_keys == 5
-        @test config(model).feature_map == :dpfp
+        @test FastWeights.config(model).num_keys == 5
+        @test FastWeights.config(model).feature_map == :dpfp
         data = RetrievalData(1, 5, 2)
-        @test seq_len(data) == 5
-        @test seq_len(RetrievalData(2, 5, 2)) == 10
+        @test FastWeights.seq_len(data) == 5
+        @test FastWeights.seq_len(RetrievalData(2, 5, 2)) == 10
         @test data_kind(data) == :retrieval
         a, b = RetrievalData(1, 5, 17), RetrievalData(1, 5, 17)
-        ba, bb = sample(a, 3), sample(b, 3)
+        ba, bb = sample!(a, 3), sample!(b, 3)
         @test ba.keys == bb.keys && ba.queries == bb.queries
         for s in 1:3
             @test sort(ba.keys[:, s]) == collect(0:4)
             pos = findfirst(==(ba.queries[1, s]), ba.keys[:, s])
             @test ba.targets[1, s] == ba.values[pos, s]
         end
-        eval_batch = sample(RetrievalData(1, 5, 3), 20, 5)
-        loss0, y = retrieval_forward(model, eval_batch; outputs = true)
+        eval_batch = sample!(RetrievalData(1, 5, 3), 20, 5)
+        loss0, y = forward!(model, eval_batch; outputs = true)
         @test size(y) == (5, 5, 20)
         @test loss0 > 0
         opt = Optimizer(model; learning_rate = 3e-3)
         for _ in 1:300
             zero_grad!(opt)
-            @test isfinite(retrieval_forward(model, sample(data, 32)))
+            @test isfinite(forward!(model, sample!(data, 32)))
             backward!(model)
             step!(opt)
         end
         @test_throws FwpError backward!(model)
         set_training!(model, false)
-        @test retrieval_forward(model, eval_batch) < 0.7 * loss0
+        @test forward!(model, eval_batch) < 0.7 * loss0
         @test_throws FwpError RetrievalData(1, 1, 0)
         @test_throws FwpError RetrievalBatch(zeros(Int32, 2, 1), zeros(Int32, 3, 1), zeros(Int32, 1, 1),
             zeros(Int32, 1, 1))
@@ -244,12 +244,12 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         function train!(opt, model, data, n)
             for _ in 1:n
                 zero_grad!(opt)
-                retrieval_forward(model, sample(data, 8))
+                forward!(model, sample!(data, 8))
                 backward!(model)
                 step!(opt)
             end
         end
-        model = retrieval_model(ctx; num_keys = 6, d_head = 16)
+        model = RetrievalModel(ctx; num_keys = 6, d_head = 16)
         data = RetrievalData(1, 6, 8)
         opt = Optimizer(model; learning_rate = 1e-2)
         train!(opt, model, data, 5)
@@ -257,17 +257,22 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         train!(opt, model, data, 3)
         continued = params(model)
 
-        model2 = retrieval_model(Context(seed = 1234); num_keys = 6, d_head = 16)
+        model2 = RetrievalModel(Context(seed = 1234); num_keys = 6, d_head = 16)
         data2 = RetrievalData(1, 6, 999)
         opt2 = Optimizer(model2; learning_rate = 1e-2)
         load_checkpoint!(path, model2; optimizer = opt2, data = data2)
-        @test steps(opt2) == 5
+        @test FastWeights.steps(opt2) == 5
         train!(opt2, model2, data2, 3)
         @test params(model2) == continued
 
         loaded = load_model(ctx, path)
-        @test config(loaded).num_keys == 6
-        other = retrieval_model(ctx; num_keys = 7, d_head = 16)
+        @test loaded isa RetrievalModel
+        @test model_kind(loaded) == :retrieval
+        @test FastWeights.config(loaded).num_keys == 6
+        typed = load_model(RetrievalModel, ctx, path)
+        @test params(typed) == params(loaded)
+        @test_throws FwpError load_model(OtherModel, ctx, path)
+        other = RetrievalModel(ctx; num_keys = 7, d_head = 16)
         before = params(other)
         err = try
             load_checkpoint!(path, other)
@@ -285,12 +290,26 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         rm(path; force = true)
     end
 
+    @testset "exports: mutating names end in !, no generic names" begin
+        exported = names(FastWeights)
+        for name in (:sample, :forward, :backward, :config, :device, :steps, :seq_len, :learning_rate,
+                :version, :num_threads, :retrieval_forward, :retrieval_model)
+            @test !(name in exported)
+        end
+        for name in (:forward!, :backward!, :zero_grad!, :step!, :sample!, :set_state!, :reset_state!,
+                :load_checkpoint!, :set_training!, :setparam!, :set_learning_rate!)
+            @test name in exported
+        end
+        @test RetrievalModel <: Model && OtherModel <: Model
+        @test RetrievalData <: DataSource
+    end
+
     @testset "logger and handle lifetimes" begin
         messages = Tuple{Symbol,String}[]
         ctx = Context(num_threads = 1, log_level = :debug, logger = (level, msg) -> push!(messages, (level, msg)))
         layer = small_layer(ctx)
         close(ctx)
-        @test size(forward(layer, noise(12, 2, 1))) == (12, 2, 1)
+        @test size(forward!(layer, noise(12, 2, 1))) == (12, 2, 1)
         @test all(m -> m[1] isa Symbol, messages)
         close(layer)
         close(layer)

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use fwp::{
-    Context, ContextConfig, FeatureMap, Model, Optimizer, OptimizerConfig, RetrievalConfig, RetrievalData, UpdateRule,
+    Context, ContextConfig, FeatureMap, Model, Optimizer, OptimizerConfig, RetrievalConfig, RetrievalData,
+    RetrievalModel, UpdateRule,
 };
 
 const BATCH: usize = 32;
@@ -89,7 +90,7 @@ fn run(args: &Args) -> fwp::Result<f32> {
     if args.update_rule == UpdateRule::Sum || args.feature_map == FeatureMap::Softmax {
         config = config.sum_normalize(false).attn_normalize(args.feature_map != FeatureMap::Softmax);
     }
-    let mut model = Model::retrieval(&ctx, &config)?;
+    let mut model = RetrievalModel::new(&ctx, &config)?;
     let mut train_data = RetrievalData::new(args.setting, args.num_keys, args.seed)?;
     // Evaluation uses fresh sequences from a generator of its own.
     let mut eval_data = RetrievalData::new(args.setting, args.num_keys, args.seed.wrapping_add(1_000_003))?;
@@ -114,7 +115,7 @@ fn run(args: &Args) -> fwp::Result<f32> {
     while opt.steps() < args.max_steps {
         let batch = train_data.sample(BATCH, 1)?;
         opt.zero_grad()?;
-        train_loss_sum += opt.target_mut().retrieval_forward(&batch)? as f64;
+        train_loss_sum += opt.target_mut().forward(&batch)? as f64;
         opt.target_mut().backward()?;
         opt.step()?;
 
@@ -125,7 +126,7 @@ fn run(args: &Args) -> fwp::Result<f32> {
         let eval = eval_data.sample(EVAL_SEQUENCES, queries)?;
         let model = opt.target_mut();
         model.set_training(false)?;
-        last_eval = model.retrieval_forward(&eval)?;
+        last_eval = model.forward(&eval)?;
         model.set_training(true)?;
         if last_eval < best {
             best = last_eval;

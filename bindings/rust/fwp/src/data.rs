@@ -21,6 +21,28 @@ rust_enum! {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::RetrievalData {}
+}
+
+/// A data source of any kind (today [`RetrievalData`]) whose position a
+/// checkpoint can store and restore, so that a resumed run reads the data an
+/// uninterrupted run would have read. Taken as `&dyn DataSource` by
+/// [`Model::save_checkpoint`](crate::Model::save_checkpoint) and the other
+/// checkpoint functions.
+pub trait DataSource: sealed::Sealed {
+    /// The raw handle, an `fwp_data` of any kind, for use with `fwp-sys`. It
+    /// stays owned by this object.
+    fn as_raw_data(&self) -> *mut sys::fwp_data;
+}
+
+impl DataSource for RetrievalData {
+    fn as_raw_data(&self) -> *mut sys::fwp_data {
+        self.raw.as_ptr()
+    }
+}
+
 /// A batch of associative-retrieval sequences (paper section 6.1).
 ///
 /// Sequence `b` holds `seq_len` (key, value) pairs `keys[b][i]`, `values[b][i]`

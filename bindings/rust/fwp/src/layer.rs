@@ -7,7 +7,7 @@ use fwp_sys as sys;
 
 use crate::context::{Context, Logger};
 use crate::error::{check, check_len, product, to_i64, to_usize, Result};
-use crate::params::param_methods;
+use crate::params::{ParamInfo, LAYER_PARAMS};
 
 /// Declares a Rust view of a C enum with an `Other` variant for unknown values.
 macro_rules! rust_enum {
@@ -478,16 +478,48 @@ impl Layer {
     }
 }
 
-param_methods!(
-    Layer,
-    "layer",
-    sys::fwp_layer_num_params,
-    sys::fwp_layer_param_info,
-    sys::fwp_layer_param_index,
-    sys::fwp_layer_get_param,
-    sys::fwp_layer_set_param,
-    sys::fwp_layer_get_grad
-);
+/// Parameters of the layer (the same operations as on every [`Model`](crate::Model)).
+impl Layer {
+    /// The number of parameter tensors of the layer.
+    pub fn num_params(&self) -> usize {
+        LAYER_PARAMS.num_params(self.raw.as_ptr())
+    }
+
+    /// Describes parameter number `index` of the layer.
+    pub fn param_info(&self, index: usize) -> Result<ParamInfo> {
+        LAYER_PARAMS.param_info(self.raw.as_ptr(), index)
+    }
+
+    /// Describes every parameter of the layer, in index order.
+    pub fn params(&self) -> Result<Vec<ParamInfo>> {
+        LAYER_PARAMS.params(self.raw.as_ptr())
+    }
+
+    /// The index of the layer's parameter called `name`.
+    pub fn param_index(&self, name: &str) -> Result<usize> {
+        LAYER_PARAMS.param_index(self.raw.as_ptr(), name)
+    }
+
+    /// Copies the values of parameter `index` of the layer (row-major).
+    pub fn param(&self, index: usize) -> Result<Vec<f32>> {
+        LAYER_PARAMS.param(self.raw.as_ptr(), index)
+    }
+
+    /// Overwrites parameter `index` of the layer; `data` must hold numel finite floats.
+    pub fn set_param(&mut self, index: usize, data: &[f32]) -> Result<()> {
+        LAYER_PARAMS.set_param(self.raw.as_ptr(), index, data)
+    }
+
+    /// Copies the accumulated gradient of parameter `index` of the layer.
+    pub fn grad(&self, index: usize) -> Result<Vec<f32>> {
+        LAYER_PARAMS.grad(self.raw.as_ptr(), index)
+    }
+
+    /// Copies the values of the layer's parameter called `name`.
+    pub fn param_by_name(&self, name: &str) -> Result<Vec<f32>> {
+        self.param(self.param_index(name)?)
+    }
+}
 
 impl Drop for Layer {
     fn drop(&mut self) {

@@ -7,10 +7,15 @@
 //! * [`Layer`]: a multi-head fast-weight (or softmax) attention layer with
 //!   explicit [`forward`](Layer::forward) / [`backward`](Layer::backward),
 //!   parameters, gradients and a fast-weight [`State`] carried across segments;
-//! * [`Model`]: the paper's associative-retrieval model with its loss;
+//! * one type per kind of model: [`RetrievalModel`], the paper's
+//!   associative-retrieval model with its own config and forward pass; the
+//!   operations every kind shares (parameters, gradients, backward, training
+//!   mode, checkpoints) are the [`Model`] trait, and [`AnyModel::load`] loads a
+//!   checkpoint of any kind as an enum to match on;
 //! * [`RetrievalData`] / [`RetrievalBatch`]: seeded retrieval sequences (a
-//!   data source of [`DataKind::Retrieval`]; checkpoints store its position);
-//! * [`Optimizer`]: SGD, Adam or AdamW over a model or layer, and checkpoints.
+//!   data source of [`DataKind::Retrieval`]; checkpoints store the position of
+//!   any [`DataSource`]);
+//! * [`Optimizer`]: SGD, Adam or AdamW over a layer or any model, and checkpoints.
 //!
 //! Every fallible call returns [`Result`]; an [`Error`] carries the library's
 //! [`Status`] and its message naming the argument and the problem. Slices are
@@ -45,10 +50,10 @@ mod params;
 use std::ffi::CStr;
 
 pub use context::{Context, ContextConfig, Device, LogLevel};
-pub use data::{DataKind, RetrievalBatch, RetrievalData};
+pub use data::{DataKind, DataSource, RetrievalBatch, RetrievalData};
 pub use error::{Error, Result, Status};
 pub use layer::{Algorithm, FeatureMap, Layer, LayerConfig, State, UpdateRule};
-pub use model::{Model, ModelKind, RetrievalConfig};
+pub use model::{AnyModel, Model, ModelKind, OtherModel, RetrievalConfig, RetrievalModel};
 pub use optimizer::{LrSchedule, Optimizer, OptimizerConfig, OptimizerKind, Trainable};
 pub use params::ParamInfo;
 

@@ -1,4 +1,10 @@
-//! Models: complete networks with a loss (the paper's retrieval model).
+//! Models: complete networks with a loss.
+//!
+//! Every kind of model is a type of its own ([`RetrievalModel`], later the
+//! language and translation models) with its own constructor, config and
+//! forward pass; what all kinds share (parameters, gradients, backward,
+//! training mode, checkpoints, optimizers) is the [`Model`] trait. A
+//! checkpoint of unknown kind loads as an [`AnyModel`] to match on.
 
 use std::ffi::CString;
 use std::fmt;
@@ -8,10 +14,10 @@ use std::ptr::{self, NonNull};
 use fwp_sys as sys;
 
 use crate::context::{Context, Logger};
-use crate::data::{RetrievalBatch, RetrievalData};
-use crate::error::{check, check_len, product, Error, Result};
+use crate::data::{DataSource, RetrievalBatch};
+use crate::error::{check, check_len, product, to_usize, Error, Result, Status};
 use crate::layer::{config_enum, config_field, config_flag, rust_enum, FeatureMap, UpdateRule};
-use crate::params::param_methods;
+use crate::params::{ParamInfo, MODEL_PARAMS};
 
 rust_enum! {
     /// The kind of a model.
@@ -123,144 +129,346 @@ pub(crate) fn path_cstring(path: &Path) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::invalid(format!("path {} contains a NUL byte", path.display())))
 }
 
-/// A network with its parameters, gradients and loss (for now the paper's
-/// associative-retrieval model).
-///
-/// ```
-/// use fwp::{Context, Model, RetrievalConfig, RetrievalData};
-/// let ctx = Context::cpu()?;
-/// let mut model = Model::retrieval(&ctx, &RetrievalConfig::default().num_keys(8).d_head(16))?;
-/// let mut data = RetrievalData::new(1, 8, 1)?;
-/// let batch = data.sample(4, 1)?;
-/// let loss = model.retrieval_forward(&batch)?;
-/// assert!(loss.is_finite());
-/// model.backward()?;
-/// # Ok::<(), fwp::Error>(())
-/// ```
-pub struct Model {
-    pub(crate) raw: NonNull<sys::fwp_model>,
+/// Owns one `fwp_model` handle (of any kind) and releases it on drop; the
+/// model types wrap it.
+struct Handle {
+    raw: NonNull<sys::fwp_model>,
     _logger: Logger,
 }
 
 // SAFETY: distinct handles may be used from distinct threads; mutation needs `&mut`.
-unsafe impl Send for Model {}
+unsafe impl Send for Handle {}
 
-impl Model {
-    fn from_raw(out: *mut sys::fwp_model, logger: Logger) -> Model {
-        Model { raw: NonNull::new(out).expect("libfwp returned FWP_OK and a NULL model"), _logger: logger }
+impl Handle {
+    fn new(out: *mut sys::fwp_model, ctx: &Context) -> Handle {
+        Handle { raw: NonNull::new(out).expect("libfwp returned FWP_OK and a NULL model"), _logger: ctx.logger() }
     }
 
-    /// Creates the retrieval model with freshly initialised parameters.
-    pub fn retrieval(ctx: &Context, config: &RetrievalConfig) -> Result<Model> {
-        let mut out = ptr::null_mut();
-        // SAFETY: valid context and config.
-        check(unsafe { sys::fwp_model_create_retrieval(ctx.as_raw(), &config.raw, &mut out) })?;
-        Ok(Model::from_raw(out, ctx.logger()))
+    fn kind(&self) -> ModelKind {
+        kind_of(self.raw.as_ptr())
     }
+}
 
-    /// Creates a model from the configuration and parameters stored in a checkpoint.
-    pub fn load(ctx: &Context, path: impl AsRef<Path>) -> Result<Model> {
-        let path = path_cstring(path.as_ref())?;
-        let mut out = ptr::null_mut();
-        // SAFETY: valid context and NUL-terminated path.
-        check(unsafe { sys::fwp_model_load(ctx.as_raw(), path.as_ptr(), &mut out) })?;
-        Ok(Model::from_raw(out, ctx.logger()))
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle is owned and released once; no optimizer can
+        // outlive it (an Optimizer borrows its model).
+        unsafe { sys::fwp_model_destroy(self.raw.as_ptr()) };
     }
+}
 
-    /// The kind of the model.
-    pub fn kind(&self) -> ModelKind {
-        let mut kind = sys::FWP_MODEL_RETRIEVAL;
-        // SAFETY: valid handle and output pointer; the call cannot fail then.
-        check(unsafe { sys::fwp_model_get_kind(self.raw.as_ptr(), &mut kind) }).expect("fwp_model_get_kind");
-        ModelKind::from_raw(kind)
-    }
+fn kind_of(raw: *mut sys::fwp_model) -> ModelKind {
+    let mut kind = sys::FWP_MODEL_RETRIEVAL;
+    // SAFETY: valid handle and output pointer; the call cannot fail then.
+    check(unsafe { sys::fwp_model_get_kind(raw, &mut kind) }).expect("fwp_model_get_kind");
+    ModelKind::from_raw(kind)
+}
 
-    /// The settings of a retrieval model ([`Status::InvalidArgument`](crate::Status::InvalidArgument)
-    /// for another kind of model).
-    pub fn retrieval_config(&self) -> Result<RetrievalConfig> {
-        let mut config = RetrievalConfig::default();
-        // SAFETY: struct_size was set by init.
-        check(unsafe { sys::fwp_model_get_retrieval_config(self.raw.as_ptr(), &mut config.raw) })?;
-        Ok(config)
+pub(crate) mod sealed {
+    /// Keeps [`Model`](super::Model) implemented by this crate's model types only.
+    pub trait Sealed {}
+}
+
+/// What every kind of model shares: parameters, gradients, backward, training
+/// mode and checkpoints. Implemented by [`RetrievalModel`], [`AnyModel`] and
+/// [`OtherModel`] (and by the types of later model kinds); an
+/// [`Optimizer`](crate::Optimizer) trains any of them.
+///
+/// The forward pass is not here: each kind takes its own inputs (e.g.
+/// [`RetrievalModel::forward`]).
+///
+/// ```
+/// use fwp::{Context, Model, RetrievalConfig, RetrievalModel};
+/// fn trainable_size(model: &impl Model) -> fwp::Result<usize> {
+///     Ok(model.params()?.iter().filter(|p| p.trainable).map(|p| p.numel).sum())
+/// }
+/// let model = RetrievalModel::new(&Context::cpu()?, &RetrievalConfig::default().num_keys(8).d_head(16))?;
+/// assert!(trainable_size(&model)? > 0);
+/// # Ok::<(), fwp::Error>(())
+/// ```
+pub trait Model: sealed::Sealed {
+    /// The raw handle, for use with `fwp-sys`. It stays owned by this object.
+    fn as_raw(&self) -> *mut sys::fwp_model;
+
+    /// The kind of the model, as the library reports it.
+    fn kind(&self) -> ModelKind {
+        kind_of(self.as_raw())
     }
 
     /// Switches between training (`true`, the default) and evaluation mode.
-    pub fn set_training(&mut self, training: bool) -> Result<()> {
+    fn set_training(&mut self, training: bool) -> Result<()> {
         // SAFETY: valid handle.
-        check(unsafe { sys::fwp_model_set_training(self.raw.as_ptr(), training as i32) })
+        check(unsafe { sys::fwp_model_set_training(self.as_raw(), training as i32) })
     }
 
-    /// Forward pass and loss of the retrieval model: the mean over the
-    /// non-padding queries of 0.5 ||onehot(target) - y||^2. Keeps what
-    /// [`Model::backward`] needs.
-    pub fn retrieval_forward(&mut self, batch: &RetrievalBatch) -> Result<f32> {
+    /// Backward pass of the last forward: adds dLoss/dparams to the gradients.
+    /// Fails with [`Status::BadState`](crate::Status::BadState) without a forward since the last backward.
+    fn backward(&mut self) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::fwp_model_backward(self.as_raw()) })
+    }
+
+    /// Sets all gradients to zero.
+    fn zero_grad(&mut self) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::fwp_model_zero_grad(self.as_raw()) })
+    }
+
+    /// The number of parameter tensors of the model.
+    fn num_params(&self) -> usize {
+        MODEL_PARAMS.num_params(self.as_raw())
+    }
+
+    /// Describes parameter number `index` of the model.
+    fn param_info(&self, index: usize) -> Result<ParamInfo> {
+        MODEL_PARAMS.param_info(self.as_raw(), index)
+    }
+
+    /// Describes every parameter of the model, in index order.
+    fn params(&self) -> Result<Vec<ParamInfo>> {
+        MODEL_PARAMS.params(self.as_raw())
+    }
+
+    /// The index of the model's parameter called `name`.
+    fn param_index(&self, name: &str) -> Result<usize> {
+        MODEL_PARAMS.param_index(self.as_raw(), name)
+    }
+
+    /// Copies the values of parameter `index` of the model (row-major).
+    fn param(&self, index: usize) -> Result<Vec<f32>> {
+        MODEL_PARAMS.param(self.as_raw(), index)
+    }
+
+    /// Overwrites parameter `index` of the model; `data` must hold numel finite floats.
+    fn set_param(&mut self, index: usize, data: &[f32]) -> Result<()> {
+        MODEL_PARAMS.set_param(self.as_raw(), index, data)
+    }
+
+    /// Copies the accumulated gradient of parameter `index` of the model.
+    fn grad(&self, index: usize) -> Result<Vec<f32>> {
+        MODEL_PARAMS.grad(self.as_raw(), index)
+    }
+
+    /// Copies the values of the model's parameter called `name`.
+    fn param_by_name(&self, name: &str) -> Result<Vec<f32>> {
+        self.param(self.param_index(name)?)
+    }
+
+    /// Saves the model (and the position of a data source of any kind, to
+    /// resume from, and a `user_metadata` string) to a safetensors checkpoint.
+    /// To save an optimizer too, use [`Optimizer::save_checkpoint`](crate::Optimizer::save_checkpoint).
+    fn save_checkpoint(
+        &self,
+        path: impl AsRef<Path>,
+        data: Option<&dyn DataSource>,
+        user_metadata: Option<&str>,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        save(path.as_ref(), self.as_raw(), ptr::null(), data, user_metadata)
+    }
+
+    /// Loads a checkpoint into this model (and `data`) whose kind and
+    /// configuration match the file; either everything is loaded or nothing is
+    /// changed. An optimizer stored in the file is skipped.
+    fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut dyn DataSource>) -> Result<()>
+    where
+        Self: Sized,
+    {
+        load(path.as_ref(), self.as_raw(), ptr::null_mut(), data)
+    }
+}
+
+/// The paper's associative-retrieval model (section 6.1): reads S (key, value)
+/// pairs through one fast-weight memory and answers queries; the loss is the
+/// mean over the queries of 0.5 ||onehot(target) - y||^2.
+///
+/// The generic operations (parameters, backward, checkpoints) come from the
+/// [`Model`] trait.
+///
+/// ```
+/// use fwp::{Context, Model, RetrievalConfig, RetrievalData, RetrievalModel};
+/// let ctx = Context::cpu()?;
+/// let mut model = RetrievalModel::new(&ctx, &RetrievalConfig::default().num_keys(8).d_head(16))?;
+/// let mut data = RetrievalData::new(1, 8, 1)?;
+/// let batch = data.sample(4, 1)?;
+/// let loss = model.forward(&batch)?;
+/// assert!(loss.is_finite());
+/// model.backward()?;
+/// # Ok::<(), fwp::Error>(())
+/// ```
+pub struct RetrievalModel {
+    handle: Handle,
+    num_keys: usize,
+}
+
+impl RetrievalModel {
+    /// Creates the retrieval model with freshly initialised parameters (seeded through the context).
+    pub fn new(ctx: &Context, config: &RetrievalConfig) -> Result<RetrievalModel> {
+        let mut out = ptr::null_mut();
+        // SAFETY: valid context and config; out receives an owned handle.
+        check(unsafe { sys::fwp_model_create_retrieval(ctx.as_raw(), &config.raw, &mut out) })?;
+        RetrievalModel::from_handle(Handle::new(out, ctx))
+    }
+
+    /// Creates a retrieval model from the configuration and parameters stored
+    /// in a checkpoint. A checkpoint of another kind of model fails with
+    /// [`Status::Format`](crate::Status::Format) (load it with [`AnyModel::load`]).
+    pub fn load(ctx: &Context, path: impl AsRef<Path>) -> Result<RetrievalModel> {
+        match AnyModel::load(ctx, path.as_ref())? {
+            AnyModel::Retrieval(model) => Ok(model),
+            other => Err(Error::new(
+                Status::Format,
+                format!("{} holds a model of kind {:?}, not a retrieval model", path.as_ref().display(), other.kind()),
+            )),
+        }
+    }
+
+    /// Wraps a handle the caller has checked to be of kind retrieval.
+    fn from_handle(handle: Handle) -> Result<RetrievalModel> {
+        let mut model = RetrievalModel { handle, num_keys: 0 };
+        model.num_keys = to_usize(model.config().get_num_keys(), "num_keys")?;
+        Ok(model)
+    }
+
+    /// The settings the model was created with.
+    pub fn config(&self) -> RetrievalConfig {
+        let mut config = RetrievalConfig::default();
+        // SAFETY: struct_size was set by init; the handle is a retrieval model,
+        // so the call cannot fail.
+        check(unsafe { sys::fwp_model_get_retrieval_config(self.handle.raw.as_ptr(), &mut config.raw) })
+            .expect("fwp_model_get_retrieval_config of a retrieval model");
+        config
+    }
+
+    /// S, the size of the key and of the value vocabulary.
+    pub fn num_keys(&self) -> usize {
+        self.num_keys
+    }
+
+    /// Forward pass and loss: the mean over the non-padding queries of
+    /// 0.5 ||onehot(target) - y||^2. Keeps what [`Model::backward`] needs.
+    pub fn forward(&mut self, batch: &RetrievalBatch) -> Result<f32> {
         let raw = batch.as_raw();
         let mut loss = 0f32;
         // SAFETY: the batch's arrays have the lengths its sizes say (checked on construction).
-        check(unsafe { sys::fwp_retrieval_forward(self.raw.as_ptr(), &raw, &mut loss, ptr::null_mut(), 0) })?;
+        check(unsafe { sys::fwp_retrieval_forward(self.as_raw(), &raw, &mut loss, ptr::null_mut(), 0) })?;
         Ok(loss)
     }
 
-    /// Like [`Model::retrieval_forward`], also returning the readouts y,
+    /// Like [`RetrievalModel::forward`], also returning the readouts y,
     /// `[B][Q][S]` (zeros for padding queries).
-    pub fn retrieval_forward_with_outputs(&mut self, batch: &RetrievalBatch) -> Result<(f32, Vec<f32>)> {
-        let num_keys = usize::try_from(self.retrieval_config()?.get_num_keys())
-            .map_err(|_| Error::invalid("num_keys is negative"))?;
-        let n = product(&[batch.batch_size(), batch.num_queries(), num_keys], "B * Q * S")?;
+    pub fn forward_with_outputs(&mut self, batch: &RetrievalBatch) -> Result<(f32, Vec<f32>)> {
+        let n = product(&[batch.batch_size(), batch.num_queries(), self.num_keys], "B * Q * S")?;
         let mut outputs = vec![0f32; n];
         check_len(outputs.len(), n, "outputs", "B * Q * S")?;
         let raw = batch.as_raw();
         let mut loss = 0f32;
         // SAFETY: outputs holds B*Q*S floats.
-        check(unsafe {
-            sys::fwp_retrieval_forward(self.raw.as_ptr(), &raw, &mut loss, outputs.as_mut_ptr(), n as i64)
-        })?;
+        check(unsafe { sys::fwp_retrieval_forward(self.as_raw(), &raw, &mut loss, outputs.as_mut_ptr(), n as i64) })?;
         Ok((loss, outputs))
     }
+}
 
-    /// Backward pass of the last forward: adds dLoss/dparams to the gradients.
-    /// Fails with [`Status::BadState`](crate::Status::BadState) without a forward since the last backward.
-    pub fn backward(&mut self) -> Result<()> {
-        // SAFETY: valid handle.
-        check(unsafe { sys::fwp_model_backward(self.raw.as_ptr()) })
+impl sealed::Sealed for RetrievalModel {}
+impl Model for RetrievalModel {
+    fn as_raw(&self) -> *mut sys::fwp_model {
+        self.handle.raw.as_ptr()
+    }
+}
+
+impl fmt::Debug for RetrievalModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetrievalModel").field("config", &self.config()).finish()
+    }
+}
+
+/// A model of a kind these bindings have no type for (e.g. loaded by a newer
+/// libfwp). The generic operations of [`Model`] work; its forward pass is
+/// reachable only through [`sys`](crate::sys).
+pub struct OtherModel {
+    handle: Handle,
+}
+
+impl sealed::Sealed for OtherModel {}
+impl Model for OtherModel {
+    fn as_raw(&self) -> *mut sys::fwp_model {
+        self.handle.raw.as_ptr()
+    }
+}
+
+impl fmt::Debug for OtherModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtherModel").field("kind", &self.handle.kind()).finish()
+    }
+}
+
+/// A model of any kind, as loaded from a checkpoint: match on it to reach the
+/// kind's own type, or use the generic operations of [`Model`] directly.
+///
+/// ```no_run
+/// use fwp::{AnyModel, Context, Model};
+/// let ctx = Context::cpu()?;
+/// match AnyModel::load(&ctx, "model.safetensors")? {
+///     AnyModel::Retrieval(model) => println!("retrieval model, S = {}", model.num_keys()),
+///     other => println!("a {:?} model with {} parameter tensors", other.kind(), other.num_params()),
+/// }
+/// # Ok::<(), fwp::Error>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyModel {
+    /// The associative-retrieval model.
+    Retrieval(RetrievalModel),
+    /// A kind without a type in these bindings.
+    Other(OtherModel),
+}
+
+impl AnyModel {
+    /// Creates a model of the kind, configuration and parameters stored in a checkpoint.
+    pub fn load(ctx: &Context, path: impl AsRef<Path>) -> Result<AnyModel> {
+        let path = path_cstring(path.as_ref())?;
+        let mut out = ptr::null_mut();
+        // SAFETY: valid context and NUL-terminated path; out receives an owned handle.
+        check(unsafe { sys::fwp_model_load(ctx.as_raw(), path.as_ptr(), &mut out) })?;
+        let handle = Handle::new(out, ctx);
+        Ok(match handle.kind() {
+            ModelKind::Retrieval => AnyModel::Retrieval(RetrievalModel::from_handle(handle)?),
+            _ => AnyModel::Other(OtherModel { handle }),
+        })
     }
 
-    /// Sets all gradients to zero.
-    pub fn zero_grad(&mut self) -> Result<()> {
-        // SAFETY: valid handle.
-        check(unsafe { sys::fwp_model_zero_grad(self.raw.as_ptr()) })
+    /// The retrieval model, if this is one.
+    pub fn into_retrieval(self) -> Option<RetrievalModel> {
+        match self {
+            AnyModel::Retrieval(model) => Some(model),
+            _ => None,
+        }
     }
+}
 
-    /// Saves the model (and the state of `data`, to resume from, and a
-    /// `user_metadata` string) to a safetensors checkpoint. To save an
-    /// optimizer too, use [`Optimizer::save_checkpoint`](crate::Optimizer::save_checkpoint).
-    pub fn save_checkpoint(
-        &self,
-        path: impl AsRef<Path>,
-        data: Option<&RetrievalData>,
-        user_metadata: Option<&str>,
-    ) -> Result<()> {
-        save(path.as_ref(), self, ptr::null(), data, user_metadata)
+impl From<RetrievalModel> for AnyModel {
+    fn from(model: RetrievalModel) -> AnyModel {
+        AnyModel::Retrieval(model)
     }
+}
 
-    /// Loads a checkpoint into this model (and `data`) whose configuration
-    /// matches the file; either everything is loaded or nothing is changed.
-    /// An optimizer stored in the file is skipped.
-    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut RetrievalData>) -> Result<()> {
-        load(path.as_ref(), self, ptr::null_mut(), data)
-    }
-
-    /// The raw handle, for use with `fwp-sys`. It stays owned by this `Model`.
-    pub fn as_raw(&self) -> *mut sys::fwp_model {
-        self.raw.as_ptr()
+impl sealed::Sealed for AnyModel {}
+impl Model for AnyModel {
+    fn as_raw(&self) -> *mut sys::fwp_model {
+        match self {
+            AnyModel::Retrieval(model) => model.as_raw(),
+            AnyModel::Other(model) => model.as_raw(),
+        }
     }
 }
 
 pub(crate) fn save(
     path: &Path,
-    model: &Model,
+    model: *mut sys::fwp_model,
     opt: *const sys::fwp_optimizer,
-    data: Option<&RetrievalData>,
+    data: Option<&dyn DataSource>,
     user_metadata: Option<&str>,
 ) -> Result<()> {
     let path = path_cstring(path)?;
@@ -271,9 +479,9 @@ pub(crate) fn save(
     check(unsafe {
         sys::fwp_checkpoint_save(
             path.as_ptr(),
-            model.raw.as_ptr(),
+            model,
             opt,
-            data.map_or(ptr::null(), |d| d.raw.as_ptr()),
+            data.map_or(ptr::null(), |d| d.as_raw_data()),
             meta.as_ref().map_or(ptr::null(), |m| m.as_ptr()),
         )
     })
@@ -281,45 +489,15 @@ pub(crate) fn save(
 
 pub(crate) fn load(
     path: &Path,
-    model: &mut Model,
+    model: *mut sys::fwp_model,
     opt: *mut sys::fwp_optimizer,
-    data: Option<&mut RetrievalData>,
+    data: Option<&mut dyn DataSource>,
 ) -> Result<()> {
     let path = path_cstring(path)?;
     // SAFETY: valid handles or NULL, NUL-terminated path.
     check(unsafe {
-        sys::fwp_checkpoint_load(
-            path.as_ptr(),
-            model.raw.as_ptr(),
-            opt,
-            data.map_or(ptr::null_mut(), |d| d.raw.as_ptr()),
-        )
+        sys::fwp_checkpoint_load(path.as_ptr(), model, opt, data.map_or(ptr::null_mut(), |d| d.as_raw_data()))
     })
-}
-
-param_methods!(
-    Model,
-    "model",
-    sys::fwp_model_num_params,
-    sys::fwp_model_param_info,
-    sys::fwp_model_param_index,
-    sys::fwp_model_get_param,
-    sys::fwp_model_set_param,
-    sys::fwp_model_get_grad
-);
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        // SAFETY: the handle is owned and released once; no optimizer can
-        // outlive it (an Optimizer borrows its model).
-        unsafe { sys::fwp_model_destroy(self.raw.as_ptr()) };
-    }
-}
-
-impl fmt::Debug for Model {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Model").field("kind", &self.kind()).finish()
-    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use std::ptr::{self, NonNull};
 
 use fwp_sys as sys;
 
-use crate::data::RetrievalData;
+use crate::data::DataSource;
 use crate::error::{check, Result};
 use crate::layer::{config_enum, config_field, rust_enum, Layer};
-use crate::model::{self, Model};
+use crate::model::{self, AnyModel, Model, OtherModel, RetrievalModel};
 
 rust_enum! {
     /// Optimization algorithm.
@@ -181,23 +181,36 @@ impl fmt::Debug for OptimizerConfig {
 mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::Layer {}
-    impl Sealed for crate::Model {}
+    impl Sealed for crate::RetrievalModel {}
+    impl Sealed for crate::AnyModel {}
+    impl Sealed for crate::OtherModel {}
 }
 
-/// Something an [`Optimizer`] can train: a [`Model`] or a [`Layer`].
+/// Something an [`Optimizer`] can train: a [`Layer`] or a model of any kind
+/// (every type that implements [`Model`]).
 pub trait Trainable: sealed::Sealed {
     #[doc(hidden)]
     fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>>;
 }
 
-impl Trainable for Model {
-    fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>> {
-        let mut out = ptr::null_mut();
-        // SAFETY: valid model and config.
-        check(unsafe { sys::fwp_optimizer_create_for_model(self.raw.as_ptr(), config, &mut out) })?;
-        Ok(NonNull::new(out).expect("fwp_optimizer_create_for_model returned FWP_OK and NULL"))
-    }
+fn create_for_model(model: &impl Model, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>> {
+    let mut out = ptr::null_mut();
+    // SAFETY: valid model and config.
+    check(unsafe { sys::fwp_optimizer_create_for_model(model.as_raw(), config, &mut out) })?;
+    Ok(NonNull::new(out).expect("fwp_optimizer_create_for_model returned FWP_OK and NULL"))
 }
+
+/// Every model type is trainable through the generic model functions.
+macro_rules! trainable_models {
+    ($($ty:ty),+) => {$(
+        impl Trainable for $ty {
+            fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>> {
+                create_for_model(self, config)
+            }
+        }
+    )+};
+}
+trainable_models!(RetrievalModel, AnyModel, OtherModel);
 
 impl Trainable for Layer {
     fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>> {
@@ -208,7 +221,7 @@ impl Trainable for Layer {
     }
 }
 
-/// Updates the trainable parameters of a [`Model`] or [`Layer`] from their gradients.
+/// Updates the trainable parameters of a model (any [`Model`] type) or a [`Layer`] from their gradients.
 ///
 /// The optimizer borrows what it trains mutably for its whole life (the C
 /// library requires the model or layer to outlive its optimizer); reach it
@@ -301,23 +314,24 @@ impl<'a, T: Trainable> Optimizer<'a, T> {
     }
 }
 
-impl Optimizer<'_, Model> {
-    /// Saves the model, this optimizer's state, the state of `data` and a
+/// Checkpoints of a model with its optimizer (any kind of model).
+impl<T: Trainable + Model> Optimizer<'_, T> {
+    /// Saves the model, this optimizer's state, the position of `data` (a data source of any kind) and a
     /// `user_metadata` string to a safetensors checkpoint, so that training
     /// resumes exactly. The file is written to a temporary name and renamed.
     pub fn save_checkpoint(
         &self,
         path: impl AsRef<Path>,
-        data: Option<&RetrievalData>,
+        data: Option<&dyn DataSource>,
         user_metadata: Option<&str>,
     ) -> Result<()> {
-        model::save(path.as_ref(), self.target, self.raw.as_ptr(), data, user_metadata)
+        model::save(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data, user_metadata)
     }
 
     /// Restores the model, this optimizer and `data` from a checkpoint whose
     /// configuration matches; either everything is loaded or nothing is changed.
-    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut RetrievalData>) -> Result<()> {
-        model::load(path.as_ref(), self.target, self.raw.as_ptr(), data)
+    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut dyn DataSource>) -> Result<()> {
+        model::load(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data)
     }
 }
 
