@@ -10,7 +10,7 @@
 
 #include "core/backend.h"
 #include "core/rng.h"
-#include "fwp/fwp.h"
+#include "fwp/context.h"
 
 namespace fwp {
 

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "fwp/fwp.h"
+#include "fwp/common.h"  // fwp_status
 
 namespace fwp {
 

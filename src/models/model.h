@@ -9,7 +9,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "core/rng.h"
-#include "fwp/fwp.h"
+#include "fwp/model.h"
 #include "nn/parameter.h"
 
 namespace fwp {

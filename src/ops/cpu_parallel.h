@@ -21,7 +21,7 @@ namespace cpu {
 
 // The grain: below roughly this many scalar operations per chunk, handing work
 // to another thread costs more than it saves (waking a sleeping worker takes
-// some microseconds). Measured with bench/parallel_overhead (bench/RESULTS.md).
+// some microseconds); bench/thread_scaling.sh measures the result (bench/RESULTS.md).
 constexpr int64_t kMinWorkPerThread = int64_t(1) << 17;
 
 // Threads to use for `items` independent items of `cost_per_item` operations each.
