@@ -19,8 +19,10 @@
 //   O = Q W^T + lower_incl(Q K^T) U,   W <- W + U^T K
 // The state recursion is the only sequential part: a scan kernel for the delta
 // rule, a prefix sum over the chunk products U^T K for the sum rule. The
-// backward reconstructs the chunk-start states from the final state and u
-// (W_start = W_end - U^T K), exactly like the CPU's chunked backward.
+// forward can hand its chunk-start states out (`saved`, [streams][n][dv][dk],
+// the op's saved states); the backward then reads them, and otherwise
+// reconstructs them from the final state and u (W_start = W_end - U^T K),
+// exactly like the CPU's chunked backward (whose float32 residue grows with T).
 //
 // The Exec interface (all pointers are executor memory, all matrices row-major):
 //   float* alloc(int64_t n)                            scratch, alive as long as the executor
@@ -110,7 +112,8 @@ void padded_output_done(Exec& ex, const Dims& d, const float* p, float* dst, int
 // Forward of backend.h's fast_weight_forward for steps >= 1, d_key >= 1, d_value >= 1.
 template <class Exec>
 void forward(Exec& ex, bool delta, const Dims& d, const float* q, const float* k, const float* v,
-             const float* beta, const float* state_in, float* out, float* u, float* state_out) {
+             const float* beta, const float* state_in, float* out, float* u, float* state_out,
+             float* saved = nullptr) {
   const int64_t C = d.chunk, dk = d.dk, dv = d.dv, G = d.groups();
   const int64_t CC = C * C, Cdk = C * dk, Cdv = C * dv, E = dv * dk;
 
@@ -118,7 +121,7 @@ void forward(Exec& ex, bool delta, const Dims& d, const float* q, const float* k
   const float* Vp = detail::padded_input(ex, d, v, dv);
   const float* Qp = detail::padded_input(ex, d, q, dk);
   float* Op = detail::padded_output(ex, d, q ? out : nullptr, dv);
-  float* states = ex.alloc(G * E);  // the chunk-start states
+  float* states = saved ? saved : ex.alloc(G * E);  // the chunk-start states
   float* P = ex.alloc(G * CC);
   const float* Up = nullptr;
 
@@ -157,7 +160,7 @@ template <class Exec>
 void backward(Exec& ex, bool delta, const Dims& d, const float* q, const float* k, const float* v,
               const float* beta, const float* u, const float* state_out, const float* d_out,
               const float* d_state_out, float* dq, float* dk_out, float* dv_out, float* dbeta,
-              float* d_state_in) {
+              float* d_state_in, const float* saved = nullptr) {
   const int64_t C = d.chunk, dk = d.dk, dv = d.dv, G = d.groups();
   const int64_t CC = C * C, Cdk = C * dk, Cdv = C * dv, E = dv * dk;
   const bool has_out = q && d_out;
@@ -169,7 +172,8 @@ void backward(Exec& ex, bool delta, const Dims& d, const float* q, const float* 
   float* dKp = detail::padded_output(ex, d, dk_out, dk);
   float* dVp = detail::padded_output(ex, d, dv_out, dv);
   float* dQp = has_out ? detail::padded_output(ex, d, dq, dk) : nullptr;
-  float* Wst = has_out || delta ? ex.alloc(G * E) : nullptr;  // chunk-start states
+  float* Wst = (has_out && !saved) || delta ? ex.alloc(G * E) : nullptr;  // rebuilt chunk-start states
+  const float* Wuse = saved ? saved : Wst;                                // the chunk-start states read
   float* dWst = ex.alloc(G * E);                              // gradients of the chunk-end states
   float* P = has_out ? ex.alloc(G * CC) : nullptr;            // lower_incl(Q K^T), later lower_incl(dO U^T)
 
@@ -198,14 +202,14 @@ void backward(Exec& ex, bool delta, const Dims& d, const float* q, const float* 
     ex.delta_backward_scan(d, Kp, Qp, Up, dOp, Nm, Bp, dX, state_out, d_state_out, Wst, dWst, d_state_in);
     // R = V - K W^T per chunk, dV = dR = diag(beta) dX.
     ex.copy(R, Vp, d.streams * d.padded_steps * dv);
-    ex.gemm(false, true, C, dv, dk, -1.0f, Kp, dk, Cdk, Wst, dk, E, 1.0f, R, dv, Cdv, G);
+    ex.gemm(false, true, C, dv, dk, -1.0f, Kp, dk, Cdk, Wuse, dk, E, 1.0f, R, dv, Cdv, G);
     ex.scale_rows(dX, Bp, dVp, d.streams * d.padded_steps, dv);
     ex.gemm(false, true, C, C, dv, 1.0f, dX, dv, Cdv, Up, dv, Cdv, 0.0f, F, C, CC, G);  // dX U^T
     ex.delta_beta_grad(dX, R, F, Gm, Bp, dBp, G, C, dv);                                // Gm becomes S
     // dK = S K + U dW_end - dR W_start (+ lower_incl(dO U^T)^T Q below).
     ex.gemm(false, false, C, dk, C, 1.0f, Gm, C, CC, Kp, dk, Cdk, 0.0f, dKp, dk, Cdk, G);
     ex.gemm(false, false, C, dk, dv, 1.0f, Up, dv, Cdv, dWst, dk, E, 1.0f, dKp, dk, Cdk, G);
-    ex.gemm(false, false, C, dk, dv, -1.0f, dVp, dv, Cdv, Wst, dk, E, 1.0f, dKp, dk, Cdk, G);
+    ex.gemm(false, false, C, dk, dv, -1.0f, dVp, dv, Cdv, Wuse, dk, E, 1.0f, dKp, dk, Cdk, G);
     detail::padded_output_done(ex, d, dBp, dbeta, 1);
   } else {
     // dW_end of chunk c = d_state_out + sum_{c' > c} dO_c'^T Q_c' (a reverse exclusive scan).
@@ -219,7 +223,7 @@ void backward(Exec& ex, bool delta, const Dims& d, const float* q, const float* 
     if (has_out) ex.gemm(true, false, C, dv, C, 1.0f, P, C, CC, dOp, dv, Cdv, 0.0f, dVp, dv, Cdv, G);
     ex.gemm(false, true, C, dv, dk, 1.0f, Kp, dk, Cdk, dWst, dk, E, has_out ? 1.0f : 0.0f, dVp, dv, Cdv, G);
     ex.gemm(false, false, C, dk, dv, 1.0f, Up, dv, Cdv, dWst, dk, E, 0.0f, dKp, dk, Cdk, G);
-    if (has_out) {
+    if (has_out && !saved) {
       // W_start of chunk c = state_out - sum_{c' >= c} U_c'^T K_c' (a reverse inclusive scan).
       ex.gemm(true, false, dv, dk, C, 1.0f, Up, dv, Cdv, Kp, dk, Cdk, 0.0f, Wst, dk, E, G);
       ex.state_scan(Wst, d.streams, d.chunks, E, state_out, nullptr, true, true, -1.0f);
@@ -232,7 +236,7 @@ void backward(Exec& ex, bool delta, const Dims& d, const float* q, const float* 
     ex.mask_causal(P, G, C, true);
     ex.gemm(true, false, C, dk, C, 1.0f, P, C, CC, Qp, dk, Cdk, 1.0f, dKp, dk, Cdk, G);
     ex.gemm(false, false, C, dk, C, 1.0f, P, C, CC, Kp, dk, Cdk, 0.0f, dQp, dk, Cdk, G);
-    ex.gemm(false, false, C, dk, dv, 1.0f, dOp, dv, Cdv, Wst, dk, E, 1.0f, dQp, dk, Cdk, G);
+    ex.gemm(false, false, C, dk, dv, 1.0f, dOp, dv, Cdv, Wuse, dk, E, 1.0f, dQp, dk, Cdk, G);
     detail::padded_output_done(ex, d, dQp, dq, dk);
   } else if (q) {
     ex.zero(dq, d.streams * d.steps * dk);

@@ -118,11 +118,14 @@ class CudaBackend final : public Backend<float> {
   // ---- fast_weight.cu ---------------------------------------------------------------------------
   void fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t chunk_size, const FastWeightShape& shape,
                            const float* q, const float* k, const float* v, const float* beta,
-                           const float* state_in, float* out, float* u, float* state_out) override;
+                           const float* state_in, float* out, float* u, float* state_out,
+                           float* states = nullptr) override;
+  int64_t fast_weight_state_interval(const FastWeightShape& shape, int64_t chunk_size) override;
   void fast_weight_backward(UpdateRule rule, Algorithm algo, int64_t chunk_size, const FastWeightShape& shape,
                             const float* q, const float* k, const float* v, const float* beta, const float* u,
                             const float* state_out, const float* d_out, const float* d_state_out, float* dq,
-                            float* dk, float* dv, float* dbeta, float* d_state_in) override;
+                            float* dk, float* dv, float* dbeta, float* d_state_in,
+                            const float* states = nullptr) override;
   // The algorithm Auto resolves to on the GPU for this shape (exposed for tests and benchmarks).
   static Algorithm choose_algorithm(UpdateRule rule, const FastWeightShape& shape);
   // Default chunk length of the chunkwise kernels, and the largest one they take.

@@ -7,8 +7,11 @@
 //     lk lanes of a row share its key axis and sum partial dot products with
 //     warp shuffles (tile::fw_* in tile_math.cuh). Inputs of the next tc steps
 //     are staged in shared memory with cp.async while the current ones are
-//     processed. The backward walks the steps in reverse from state_out and
-//     rebuilds W_{t-1} = W_t - u_t k_t^T, so no per-step state is stored; the
+//     processed. The forward saves W every `interval` steps (when given a
+//     buffer); the backward walks the steps in reverse from state_out and
+//     rebuilds W_{t-1} = W_t - u_t k_t^T, reloading the exact saved state at
+//     every interval boundary (float32 residue bounded by the interval, not
+//     by T), so no per-step state is stored; the
 //     per-step sums over value rows (dq, dk, dbeta) are reduced across warps
 //     once per staged chunk (and across value tiles by a final kernel, in a
 //     fixed order: results are deterministic).
@@ -87,7 +90,8 @@ struct RecurrentForwardParams {
   float* out;
   float* u;
   float* state_out;
-  int64_t steps, dk, dv, rows_per_block;
+  float* states;  // nullable: [streams][n_states][dv][dk], W before steps 0, interval, ...
+  int64_t steps, dk, dv, rows_per_block, interval, n_states;
   int lk, lv, tc;
   bool delta, has_q;
 };
@@ -99,6 +103,8 @@ struct RecurrentBackwardParams {
   const float* beta;
   const float* u;
   const float* state_out;
+  const float* states;  // nullable: the forward's saved states
+  int64_t interval, n_states;
   const float* d_out;
   const float* d_state_out;
   // Per value tile: [vtiles][streams][steps][d_key] (or the outputs themselves when vtiles == 1).
@@ -188,6 +194,17 @@ __global__ void __launch_bounds__(256) recurrent_forward_kernel(RecurrentForward
     const int64_t t0 = ch * p.tc;
     const int n = static_cast<int>(min(static_cast<int64_t>(p.tc), T - t0));
     for (int tt = 0; tt < n; ++tt) {
+      const int64_t t = t0 + tt;
+      if (p.states && t % p.interval == 0) {
+        float* dst = p.states + (s * p.n_states + t / p.interval) * dv * dk;
+#pragma unroll
+        for (int r = 0; r < RV; ++r) {
+#pragma unroll
+          for (int c = 0; c < CK; ++c) {
+            if (row[r] < dv && col[c] < dk) dst[row[r] * dk + col[c]] = w[r][c];
+          }
+        }
+      }
       float kk[CK], qq[CK];
 #pragma unroll
       for (int c = 0; c < CK; ++c) {
@@ -305,6 +322,17 @@ __global__ void __launch_bounds__(256) recurrent_backward_kernel(RecurrentBackwa
     const int64_t t0 = ch * p.tc;
     const int n = static_cast<int>(min(static_cast<int64_t>(p.tc), T - t0));
     for (int tt = n - 1; tt >= 0; --tt) {
+      const int64_t t1 = t0 + tt + 1;  // W_t is the saved state before step t + 1
+      if (p.states && t1 % p.interval == 0 && t1 < T) {
+        const float* src = p.states + (s * p.n_states + t1 / p.interval) * dv * dk;
+#pragma unroll
+        for (int r = 0; r < RV; ++r) {
+#pragma unroll
+          for (int c = 0; c < CK; ++c) {
+            if (row[r] < dv && col[c] < dk) w[r][c] = src[row[r] * dk + col[c]];
+          }
+        }
+      }
       float kk[CK], qq[CK], dout[RV], uu[RV], vv[RV];
 #pragma unroll
       for (int c = 0; c < CK; ++c) {
@@ -477,7 +505,7 @@ constexpr int64_t kRecurrentBackwardBudget = 96 * 1024;
 
 void recurrent_forward(CudaBackend& be, bool delta, const FastWeightShape& shape, const float* q, const float* k,
                        const float* v, const float* beta, const float* state_in, float* out, float* u,
-                       float* state_out) {
+                       float* state_out, float* states, int64_t interval) {
   const tile::RecurrentConfig cfg = checked_recurrent_config(shape);
   RecurrentForwardParams p{};
   p.q = q;
@@ -488,6 +516,9 @@ void recurrent_forward(CudaBackend& be, bool delta, const FastWeightShape& shape
   p.out = out;
   p.u = u;
   p.state_out = state_out;
+  p.states = states;
+  p.interval = interval;
+  p.n_states = (shape.steps + interval - 1) / interval;
   p.steps = shape.steps;
   p.dk = shape.d_key;
   p.dv = shape.d_value;
@@ -506,7 +537,7 @@ void recurrent_forward(CudaBackend& be, bool delta, const FastWeightShape& shape
 void recurrent_backward(CudaBackend& be, bool delta, const FastWeightShape& shape, const float* q, const float* k,
                         const float* v, const float* beta, const float* u, const float* state_out,
                         const float* d_out, const float* d_state_out, float* dq, float* dk, float* dv, float* dbeta,
-                        float* d_state_in) {
+                        float* d_state_in, const float* states, int64_t interval) {
   const tile::RecurrentConfig cfg = checked_recurrent_config(shape);
   const int64_t S = shape.streams, T = shape.steps, dkey = shape.d_key;
   RecurrentBackwardParams p{};
@@ -518,6 +549,9 @@ void recurrent_backward(CudaBackend& be, bool delta, const FastWeightShape& shap
   p.state_out = state_out;
   p.d_out = d_out;
   p.d_state_out = d_state_out;
+  p.states = states;
+  p.interval = interval;
+  p.n_states = (shape.steps + interval - 1) / interval;
   p.dv = dv;
   p.d_state_in = d_state_in;
   p.streams = S;
@@ -1164,10 +1198,14 @@ int64_t CudaBackend::default_chunk_size(const FastWeightShape& shape) {
   return std::max(shape.d_key, shape.d_value) <= 32 ? 32 : 64;
 }
 
+int64_t CudaBackend::fast_weight_state_interval(const FastWeightShape& shape, int64_t chunk_size) {
+  return chunk_size > 0 ? chunk_size : default_chunk_size(shape);
+}
+
 void CudaBackend::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t chunk_size,
                                       const FastWeightShape& shape, const float* q, const float* k, const float* v,
                                       const float* beta, const float* state_in, float* out, float* u,
-                                      float* state_out) {
+                                      float* state_out, float* states) {
   const int64_t S = shape.streams, T = shape.steps, dk = shape.d_key, dv = shape.d_value;
   if (S <= 0) return;
   cuda::DeviceGuard guard(device_);
@@ -1185,17 +1223,18 @@ void CudaBackend::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t c
     const chunked::Dims d = chunked::make_dims(shape, chunk_size > 0 ? chunk_size : default_chunk_size(shape));
     check_chunked(*this, delta, d);
     CudaExec ex(*this);
-    chunked::forward(ex, delta, d, q, k, v, beta, state_in, out, u, state_out);
+    chunked::forward(ex, delta, d, q, k, v, beta, state_in, out, u, state_out, states);
     return;
   }
-  recurrent_forward(*this, delta, shape, q, k, v, beta, state_in, out, u, state_out);
+  recurrent_forward(*this, delta, shape, q, k, v, beta, state_in, out, u, state_out, states,
+                    fast_weight_state_interval(shape, chunk_size));
 }
 
 void CudaBackend::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_t chunk_size,
                                        const FastWeightShape& shape, const float* q, const float* k,
                                        const float* v, const float* beta, const float* u, const float* state_out,
                                        const float* d_out, const float* d_state_out, float* dq, float* dk,
-                                       float* dv, float* dbeta, float* d_state_in) {
+                                       float* dv, float* dbeta, float* d_state_in, const float* states) {
   const int64_t S = shape.streams, T = shape.steps, dkey = shape.d_key, dval = shape.d_value;
   if (S <= 0) return;
   cuda::DeviceGuard guard(device_);
@@ -1221,11 +1260,11 @@ void CudaBackend::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_t 
     check_chunked(*this, delta, d);
     CudaExec ex(*this);
     chunked::backward(ex, delta, d, q, k, v, beta, u, state_out, d_out_used, d_state_out, dq, dk, dv, dbeta,
-                      d_state_in);
+                      d_state_in, states);
     return;
   }
   recurrent_backward(*this, delta, shape, q, k, v, beta, u, state_out, d_out_used, d_state_out, dq, dk, dv, dbeta,
-                     d_state_in);
+                     d_state_in, states, fast_weight_state_interval(shape, chunk_size));
 }
 
 }  // namespace fwp

@@ -123,6 +123,7 @@ struct FastWeightLayer<T>::Workspace {
   Buffer<T> o;          // [S, T, d_head] fast-weight (or softmax) output
   Buffer<T> u;          // [S, T, d_head] the written values (fast_weight_forward)
   Buffer<T> state_out;  // [S, d_head, d_dot] final W
+  Buffer<T> saved;      // [S, ceil(T / L), d_head, d_dot] states saved for the backward (fast_weight_forward)
   Buffer<T> z_in;       // [S, d_dot] initial z (attention normalisation)
   Buffer<T> z_out;      // [S, d_dot] final z
   Buffer<T> o_norm;     // [S, T, d_head] o after attention normalisation
@@ -368,9 +369,11 @@ void FastWeightLayer<T>::run_fast_weight_forward(Workspace& ws, const T* x, int6
   ws.o.resize(be_ptr, N * P);
   ws.u.resize(be_ptr, N * P);
   ws.state_out.resize(be_ptr, S * dh * dd);
+  const int64_t interval = be.fast_weight_state_interval(shape, config_.chunk_size);
+  ws.saved.resize(be_ptr, S * ((Tn + interval - 1) / interval) * dh * dd);
   be.fast_weight_forward(config_.update_rule, config_.algorithm, config_.chunk_size, shape, phi_q, phi_k,
                          ws.vh.data(), delta ? ws.beta.data() : nullptr, have_state ? state_w_.data() : nullptr,
-                         ws.o.data(), ws.u.data(), ws.state_out.data());
+                         ws.o.data(), ws.u.data(), ws.state_out.data(), ws.saved.data());
   const T* heads_out = ws.o.data();
   if (attn_norm) {
     ws.z_in.resize(be_ptr, S * dd);
@@ -527,7 +530,7 @@ void FastWeightLayer<T>::fast_weight_backward(const T* dy, T* dx) {
   be.fast_weight_backward(config_.update_rule, config_.algorithm, config_.chunk_size, shape, phi_q, phi_k,
                           ws.vh.data(), delta ? ws.beta.data() : nullptr, ws.u.data(), ws.state_out.data(), d_o,
                           nullptr, g.dphi_q.data(), g.dphi_k.data(), g.dvh.data(),
-                          delta ? g.dbeta.data() : nullptr, grad_w_.data());
+                          delta ? g.dbeta.data() : nullptr, grad_w_.data(), ws.saved.data());
   grad_state_batch_ = B;
   if (attn_norm) {
     be.axpy(N * H * dd, T(1), g.dq_norm.data(), g.dphi_q.data());

@@ -41,6 +41,11 @@ template <typename T>
 void CpuBackend<T>::attn_norm_backward(const FastWeightShape& shape, const T* q, const T* k, const T* z_in,
                                        const T* y, const T* denom, const T* dy, T* d_o, T* dq, T* dk,
                                        T* d_z_in) {
+  // Where q_t . z_t = 0 (sparse DPFP features sharing nothing with the keys so
+  // far) denom_t = eps, o_t = 0 and d_o_t = dy_t / eps: the fast-weight backward
+  // then gives dq_t = W_t^T dy_t / eps, a true (large) gradient that is right
+  // only if W_t is exact, zero columns included (the fast-weight ops read the
+  // forward's saved states for that; rebuilt states were off by ~1e-7 |W_T|).
   // With g_t = dL/d denom_t = -(dy_t . y_t) / denom_t:
   //   d_o_t = dy_t / denom_t,   dq_t = g_t z_t,
   //   dk_j = sum_{t>=j} g_t q_t (a reverse running sum),  d_z_in = sum_t g_t q_t.

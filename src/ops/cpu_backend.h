@@ -60,11 +60,12 @@ class CpuBackend final : public Backend<T> {
 
   void fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t chunk_size, const FastWeightShape& shape,
                            const T* q, const T* k, const T* v, const T* beta, const T* state_in, T* out, T* u,
-                           T* state_out) override;
+                           T* state_out, T* states = nullptr) override;
+  int64_t fast_weight_state_interval(const FastWeightShape& shape, int64_t chunk_size) override;
   void fast_weight_backward(UpdateRule rule, Algorithm algo, int64_t chunk_size, const FastWeightShape& shape,
                             const T* q, const T* k, const T* v, const T* beta, const T* u, const T* state_out,
                             const T* d_out, const T* d_state_out, T* dq, T* dk, T* dv, T* dbeta,
-                            T* d_state_in) override;
+                            T* d_state_in, const T* states = nullptr) override;
 
   void attn_norm_forward(const FastWeightShape& shape, const T* q, const T* k, const T* z_in, const T* o, T eps,
                          T* y, T* denom, T* z_out) override;

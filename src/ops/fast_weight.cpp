@@ -7,12 +7,20 @@
 //   delta rule: u_t = beta_t (v_t - W_{t-1} k_t)
 //   W_t = W_{t-1} + u_t k_t^T,   out_t = W_t q_t.
 //
-// The backward never stores per-step states. It walks backwards from
-// state_out and reconstructs earlier states from the u the forward wrote,
-// W_{t-1} = W_t - u_t k_t^T (per step in the recurrent form, per chunk in the
-// chunked form). Both forms write the same u, so the forward of one may feed
-// the backward of the other. Memory beyond the inputs is O(d_value * d_key)
-// per thread (plus O(C^2 + C d) for the chunked form).
+// The forward saves the state at the start of every block of L steps
+// (L = the chunk length, for both forms), states[b] = W before step b L. The
+// chunked backward reads its chunk-start states from there; the recurrent
+// backward walks backwards from the next saved state (or state_out) and rebuilds
+// the states in between from the u the forward wrote, W_{t-1} = W_t - u_t k_t^T,
+// so a rebuilt state is never more than L - 1 subtractions away from an exact
+// one. Rebuilding over the whole sequence instead (what the backward does when
+// it is given no saved states) leaves a float32 residue of the order of
+// eps |W_T| in every early state, which grows with T and is amplified by
+// attention normalisation (bench/grad_accuracy.cpp, bench/RESULTS.md). Both
+// forms save the same states and write the same u, so the forward of one may
+// feed the backward of the other. Memory beyond the inputs: the saved states,
+// O(T / L * d_value * d_key) per stream, and O(d_value * d_key) per thread
+// (plus O(C^2 + C d) for the chunked form).
 //
 // Streams are independent and are spread over the backend's threads; each
 // thread owns its scratch space.
@@ -21,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -144,14 +153,27 @@ void store_block(const ValueBlock<T, B>& r, int64_t nb, T* x) {
   for (int64_t ii = 0; ii < nb; ++ii) x[ii] = r[ii];
 }
 
+// Rows i0 .. i0 + nb of a [dv][dk] state from / to a block's [dk][B] slice.
+template <typename T>
+void save_block_state(const T* Wt, int64_t dk, int64_t dv, int64_t i0, int64_t nb, int64_t B, T* W) {
+  for (int64_t ii = 0; ii < nb; ++ii)
+    for (int64_t j = 0; j < dk; ++j) W[(i0 + ii) * dk + j] = Wt[j * B + ii];
+}
+template <typename T>
+void load_block_state(const T* W, int64_t dk, int64_t i0, int64_t nb, int64_t B, T* Wt) {
+  for (int64_t ii = 0; ii < nb; ++ii)
+    for (int64_t j = 0; j < dk; ++j) Wt[j * B + ii] = W[(i0 + ii) * dk + j];
+}
+
 // One block of values (columns i0 .. i0 + B of W^T; nb of them real) through
 // all steps. Wt: the block's [dk][B] slice.
 template <typename T, int B, bool kDelta, bool kQuery>
 void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, int64_t dv, int64_t i0, int64_t nb,
-                             T* Wt, T* out, T* u) {
+                             T* Wt, T* out, T* u, T* states, int64_t interval) {
   using Blk = ValueBlock<T, B>;
   using Row = RowBlock<T, B>;
   for (int64_t t = 0; t < steps; ++t) {
+    if (states && t % interval == 0) save_block_state(Wt, dk, dv, i0, nb, B, states + (t / interval) * dv * dk);
     const T* kt = in.k + t * dk;
     Blk ub = load_block<T, B>(in.v + t * dv + i0, nb);
     if (kDelta) {
@@ -175,8 +197,8 @@ void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, i
   }
 }
 
-// Backward of one block, t = T..1. On entry Wt / Gt hold the block of W_T^T
-// (state_out) and of its gradient; on exit those of W_0. kOutGrad: q and d_out
+// Backward of one block without saved states, t = T..1. On entry Wt / Gt hold
+// the block of W_T^T (state_out) and of its gradient; on exit those of W_0. kOutGrad: q and d_out
 // are present. With G = dW + d_out_t q_t^T the gradient of W_t, per step:
 //   dq_t = W_t^T d_out_t,  du = G k_t,  dk_t = G^T u_t,  W_{t-1} = W_t - u_t k_t^T,
 //   delta: vbar = W_{t-1} k_t,  dbeta_t = du . (v_t - vbar),  dv_t = beta du,
@@ -243,52 +265,150 @@ void recurrent_backward_block(const StreamIn<T>& in, const T* u, const T* d_out,
   }
 }
 
+// The same backward with the forward's saved states: per interval of L steps
+// (last first) the block's states are recomputed from the saved one with the
+// forward's arithmetic into hist ([L + 1][dk][B]: hist[i] = W before step
+// c0 + i), so every W_t is the forward's own (bit for bit; no residue of
+// rebuilding, which matters where a denominator is eps: a column of W_t that
+// is exactly zero must stay zero, since dq_t = W_t^T d_out_t / eps). Gt holds
+// the gradient as above; Wt is not used.
+template <typename T, int B, bool kDelta, bool kOutGrad>
+void recurrent_backward_block_saved(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
+                                    int64_t dv, int64_t i0, int64_t nb, T* Gt, T* dq, T* dkey, T* dval, T* dbeta,
+                                    const T* states, int64_t interval, T* hist) {
+  using Blk = ValueBlock<T, B>;
+  using Row = RowBlock<T, B>;
+  using ConstRow = Eigen::Map<const ValueBlock<T, B>, Eigen::AlignedMax>;
+  constexpr bool kNeedW = kDelta || kOutGrad;
+  const bool first = i0 == 0;
+  const int64_t slice = dk * B;
+  const int64_t last = steps > 0 ? (steps - 1) / interval * interval : 0;
+  for (int64_t c0 = last; c0 >= 0 && steps > 0; c0 -= interval) {
+    const int64_t c1 = std::min(steps, c0 + interval);
+    if (kNeedW) {
+      // Padding columns of hist stay zero (set once by the caller; u is zero there).
+      load_block_state(states + (c0 / interval) * dv * dk, dk, i0, nb, B, hist);
+      for (int64_t t = c0; t < c1; ++t) {
+        const T* kt = in.k + t * dk;
+        const Blk ub = load_block<T, B>(u + t * dv + i0, nb);
+        const T* src = hist + (t - c0) * slice;
+        T* dst = hist + (t - c0 + 1) * slice;
+        for (int64_t j = 0; j < dk; ++j) {
+          Row w(dst + j * B);
+          w = ConstRow(src + j * B);
+          w += kt[j] * ub;
+        }
+      }
+    }
+    for (int64_t t = c1 - 1; t >= c0; --t) {
+      const T* wcur = hist + (t - c0 + 1) * slice;  // W_t
+      const T* wprev = hist + (t - c0) * slice;     // W_{t-1}
+      const T* kt = in.k + t * dk;
+      const T* qt = kOutGrad ? in.q + t * dk : nullptr;
+      T* dqt = kOutGrad ? dq + t * dk : nullptr;
+      T* dkt = dkey + t * dk;
+      if (first) {
+        if (kOutGrad) std::fill(dqt, dqt + dk, T(0));
+        std::fill(dkt, dkt + dk, T(0));
+      }
+      const Blk go = kOutGrad ? load_block<T, B>(d_out + t * dv + i0, nb) : Blk::Zero();
+      const Blk ub = load_block<T, B>(u + t * dv + i0, nb);
+      Blk du = Blk::Zero();
+      Blk vbar = Blk::Zero();
+      for (int64_t j = 0; j < dk; ++j) {  // pass A
+        Row g(Gt + j * B);
+        const T kj = kt[j];
+        if (kOutGrad) {
+          dqt[j] += (ConstRow(wcur + j * B) * go).sum();
+          g += qt[j] * go;
+        }
+        du += kj * g;
+        dkt[j] += (g * ub).sum();
+        if (kDelta) vbar += kj * ConstRow(wprev + j * B);
+      }
+      if (!kDelta) {
+        store_block<T, B>(du, nb, dval + t * dv + i0);
+        continue;
+      }
+      const T b = in.beta[t];
+      const Blk vb = load_block<T, B>(in.v + t * dv + i0, nb);
+      const T db = (du * (vb - vbar)).sum();
+      dbeta[t] = first ? db : dbeta[t] + db;
+      const Blk dvb = b * du;
+      store_block<T, B>(dvb, nb, dval + t * dv + i0);
+      const Blk c = -dvb;
+      for (int64_t j = 0; j < dk; ++j) {  // pass B
+        Row g(Gt + j * B);
+        g += kt[j] * c;
+        dkt[j] += (ConstRow(wprev + j * B) * c).sum();
+      }
+    }
+  }
+}
+
 // One stream: every block of the blocked layout in turn.
+// Saved states (nullable) of one stream: [ceil(steps / interval)][dv][dk];
+// hist: the backward's scratch for recomputed states ([interval + 1][dk][B], zeroed).
+template <typename T>
+struct Saved {
+  T* states;
+  int64_t interval;
+  std::remove_const_t<T>* hist = nullptr;
+};
+
 template <typename T, int B, bool kDelta, bool kQuery>
 void recurrent_forward_stream(const StreamIn<T>& in, int64_t steps, int64_t dk, int64_t dv, int64_t dvp, T* Wb,
-                              T* out, T* u) {
+                              T* out, T* u, Saved<T> sv) {
   for (int64_t i0 = 0; i0 < dvp; i0 += B) {
     recurrent_forward_block<T, B, kDelta, kQuery>(in, steps, dk, dv, i0, std::min<int64_t>(B, dv - i0),
-                                                  Wb + i0 * dk, out, u);
+                                                  Wb + i0 * dk, out, u, sv.states, sv.interval);
   }
 }
 
 template <typename T, int B, bool kDelta, bool kOutGrad>
 void recurrent_backward_stream(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
-                               int64_t dv, int64_t dvp, T* Wb, T* Gb, T* dq, T* dkey, T* dval, T* dbeta) {
+                               int64_t dv, int64_t dvp, T* Wb, T* Gb, T* dq, T* dkey, T* dval, T* dbeta,
+                               Saved<const T> sv) {
   for (int64_t i0 = 0; i0 < dvp; i0 += B) {
-    recurrent_backward_block<T, B, kDelta, kOutGrad>(in, u, d_out, steps, dk, dv, i0,
-                                                     std::min<int64_t>(B, dv - i0), Wb + i0 * dk, Gb + i0 * dk,
-                                                     dq, dkey, dval, dbeta);
+    if (sv.states) {
+      recurrent_backward_block_saved<T, B, kDelta, kOutGrad>(in, u, d_out, steps, dk, dv, i0,
+                                                             std::min<int64_t>(B, dv - i0), Gb + i0 * dk, dq, dkey,
+                                                             dval, dbeta, sv.states, sv.interval, sv.hist);
+    } else {
+      recurrent_backward_block<T, B, kDelta, kOutGrad>(in, u, d_out, steps, dk, dv, i0,
+                                                       std::min<int64_t>(B, dv - i0), Wb + i0 * dk, Gb + i0 * dk,
+                                                       dq, dkey, dval, dbeta);
+    }
   }
 }
 
 // The kernels above for the block width chosen at run time.
 template <typename T, bool kDelta, bool kQuery>
 void recurrent_forward(int block, const StreamIn<T>& in, int64_t steps, int64_t dk, int64_t dv, int64_t dvp, T* Wt,
-                       T* out, T* u) {
+                       T* out, T* u, Saved<T> sv) {
   switch (block) {
-    case 64: recurrent_forward_stream<T, 64, kDelta, kQuery>(in, steps, dk, dv, dvp, Wt, out, u); break;
-    case 32: recurrent_forward_stream<T, 32, kDelta, kQuery>(in, steps, dk, dv, dvp, Wt, out, u); break;
-    default: recurrent_forward_stream<T, 16, kDelta, kQuery>(in, steps, dk, dv, dvp, Wt, out, u); break;
+    case 64: recurrent_forward_stream<T, 64, kDelta, kQuery>(in, steps, dk, dv, dvp, Wt, out, u, sv); break;
+    case 32: recurrent_forward_stream<T, 32, kDelta, kQuery>(in, steps, dk, dv, dvp, Wt, out, u, sv); break;
+    default: recurrent_forward_stream<T, 16, kDelta, kQuery>(in, steps, dk, dv, dvp, Wt, out, u, sv); break;
   }
 }
 
 template <typename T, bool kDelta, bool kOutGrad>
 void recurrent_backward(int block, const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
-                        int64_t dv, int64_t dvp, T* Wt, T* Gt, T* dq, T* dkey, T* dval, T* dbeta) {
+                        int64_t dv, int64_t dvp, T* Wt, T* Gt, T* dq, T* dkey, T* dval, T* dbeta,
+                        Saved<const T> sv) {
   switch (block) {
     case 64:
       recurrent_backward_stream<T, 64, kDelta, kOutGrad>(in, u, d_out, steps, dk, dv, dvp, Wt, Gt, dq, dkey, dval,
-                                                         dbeta);
+                                                         dbeta, sv);
       break;
     case 32:
       recurrent_backward_stream<T, 32, kDelta, kOutGrad>(in, u, d_out, steps, dk, dv, dvp, Wt, Gt, dq, dkey, dval,
-                                                         dbeta);
+                                                         dbeta, sv);
       break;
     default:
       recurrent_backward_stream<T, 16, kDelta, kOutGrad>(in, u, d_out, steps, dk, dv, dvp, Wt, Gt, dq, dkey, dval,
-                                                         dbeta);
+                                                         dbeta, sv);
       break;
   }
 }
@@ -343,9 +463,10 @@ void keep_lower(Mat& m) {
 
 template <typename T>
 void chunked_forward_stream(bool delta, const StreamIn<T>& in, int64_t steps, int64_t dk, int64_t dv,
-                            int64_t chunk, ChunkScratch<T>& ws, T* W_ptr, T* out, T* u) {
+                            int64_t chunk, ChunkScratch<T>& ws, T* W_ptr, T* out, T* u, T* states) {
   auto W = row_map(W_ptr, dv, dk, dk);
   for (int64_t t0 = 0; t0 < steps; t0 += chunk) {
+    if (states) std::memcpy(states + (t0 / chunk) * dv * dk, W_ptr, sizeof(T) * static_cast<size_t>(dv * dk));
     const int64_t c = std::min(chunk, steps - t0);
     const auto K = row_map(in.k + t0 * dk, c, dk, dk);
     const auto V = row_map(in.v + t0 * dv, c, dv, dv);
@@ -376,8 +497,9 @@ void chunked_forward_stream(bool delta, const StreamIn<T>& in, int64_t steps, in
 }
 
 // Backward of the chunked form for one stream, chunks in reverse order. On
-// entry W holds the final state and dW its gradient; on exit W holds W_0 and
-// dW its gradient. Per chunk (W now the chunk-start state, dW the gradient of
+// entry W holds the final state and dW its gradient; on exit dW holds the
+// gradient of W_0. The chunk-start states are the saved ones, or (states null)
+// rebuilt from the final state, W_start = W_end - U^T K. Per chunk (W now the chunk-start state, dW the gradient of
 // the chunk-end state, dO the output gradient):
 //   dU = K dW^T + lower_incl(Q K^T)^T dO      dK = U dW + dP^T Q
 //   dP = lower_incl(dO U^T)                    dQ = dO W + dP K
@@ -390,7 +512,7 @@ void chunked_forward_stream(bool delta, const StreamIn<T>& in, int64_t steps, in
 template <typename T>
 void chunked_backward_stream(bool delta, const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps,
                              int64_t dk, int64_t dv, int64_t chunk, ChunkScratch<T>& ws, T* W_ptr, T* dW_ptr,
-                             T* dq, T* dkey, T* dval, T* dbeta) {
+                             T* dq, T* dkey, T* dval, T* dbeta, const T* states) {
   auto W = row_map(W_ptr, dv, dk, dk);
   auto dW = row_map(dW_ptr, dv, dk, dk);
   // The sum rule without an output gradient never reads W.
@@ -404,7 +526,13 @@ void chunked_backward_stream(bool delta, const StreamIn<T>& in, const T* u, cons
     auto dK = row_map(dkey + t0 * dk, c, dk, dk);
     auto dU = row_map(ws.du.data(), c, dv, dv);
 
-    if (need_w) W.noalias() -= U.transpose() * K;  // the chunk-start state
+    if (need_w) {  // the chunk-start state
+      if (states) {
+        std::memcpy(W_ptr, states + ci * dv * dk, sizeof(T) * static_cast<size_t>(dv * dk));
+      } else {
+        W.noalias() -= U.transpose() * K;
+      }
+    }
     dU.noalias() = K * dW.transpose();
     dK.noalias() = U * dW;
 
@@ -519,9 +647,15 @@ int64_t CpuBackend<T>::default_chunk_size(const FastWeightShape& shape) {
 }
 
 template <typename T>
+int64_t CpuBackend<T>::fast_weight_state_interval(const FastWeightShape& shape, int64_t chunk_size) {
+  return chunk_size > 0 ? chunk_size : default_chunk_size(shape);
+}
+
+template <typename T>
 void CpuBackend<T>::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t chunk_size,
                                         const FastWeightShape& shape, const T* q, const T* k, const T* v,
-                                        const T* beta, const T* state_in, T* out, T* u, T* state_out) {
+                                        const T* beta, const T* state_in, T* out, T* u, T* state_out,
+                                        T* states) {
   const int64_t dk = shape.d_key;
   const int64_t dv = shape.d_value;
   const int64_t steps = shape.steps;
@@ -529,7 +663,8 @@ void CpuBackend<T>::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t
   const bool delta = rule == UpdateRule::Delta;
   if (algo == Algorithm::Auto) algo = choose_algorithm(rule, shape);
   const bool chunked = algo == Algorithm::Chunked && steps > 0;
-  const int64_t chunk = chunk_size > 0 ? chunk_size : default_chunk_size(shape);
+  const int64_t chunk = fast_weight_state_interval(shape, chunk_size);
+  const int64_t n_states = (steps + chunk - 1) / chunk;
   const int block = recurrent_block<T>(dk, dv, true);
   const int64_t dvp = round_up(dv, block);
 
@@ -547,13 +682,14 @@ void CpuBackend<T>::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t
       const StreamIn<T> in = stream_in(shape, s, q, k, v, beta);
       T* out_s = q ? out + s * steps * dv : nullptr;
       T* u_s = u + s * steps * dv;
+      T* states_s = states ? states + s * n_states * state_size : nullptr;
       if (chunked) {
         if (!W0) {
           std::fill(W, W + state_size, T(0));
         } else if (W0 != W) {
           std::memcpy(W, W0, sizeof(T) * static_cast<size_t>(state_size));
         }
-        chunked_forward_stream(delta, in, steps, dk, dv, chunk, *ws, W, out_s, u_s);
+        chunked_forward_stream(delta, in, steps, dk, dv, chunk, *ws, W, out_s, u_s, states_s);
         continue;
       }
       if (W0) {
@@ -562,12 +698,13 @@ void CpuBackend<T>::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t
         std::fill(wt.begin(), wt.end(), T(0));
       }
       T* Wt = wt.data();
+      const Saved<T> sv{states_s, chunk};
       if (delta) {
-        if (q) recurrent_forward<T, true, true>(block, in, steps, dk, dv, dvp, Wt, out_s, u_s);
-        else recurrent_forward<T, true, false>(block, in, steps, dk, dv, dvp, Wt, out_s, u_s);
+        if (q) recurrent_forward<T, true, true>(block, in, steps, dk, dv, dvp, Wt, out_s, u_s, sv);
+        else recurrent_forward<T, true, false>(block, in, steps, dk, dv, dvp, Wt, out_s, u_s, sv);
       } else {
-        if (q) recurrent_forward<T, false, true>(block, in, steps, dk, dv, dvp, Wt, out_s, u_s);
-        else recurrent_forward<T, false, false>(block, in, steps, dk, dv, dvp, Wt, out_s, u_s);
+        if (q) recurrent_forward<T, false, true>(block, in, steps, dk, dv, dvp, Wt, out_s, u_s, sv);
+        else recurrent_forward<T, false, false>(block, in, steps, dk, dv, dvp, Wt, out_s, u_s, sv);
       }
       store_blocked(wt.data(), dk, dv, block, W);
     }
@@ -578,7 +715,8 @@ template <typename T>
 void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_t chunk_size,
                                          const FastWeightShape& shape, const T* q, const T* k, const T* v,
                                          const T* beta, const T* u, const T* state_out, const T* d_out,
-                                         const T* d_state_out, T* dq, T* dk, T* dv, T* dbeta, T* d_state_in) {
+                                         const T* d_state_out, T* dq, T* dk, T* dv, T* dbeta, T* d_state_in,
+                                         const T* states) {
   const int64_t d_key = shape.d_key;
   const int64_t d_value = shape.d_value;
   const int64_t steps = shape.steps;
@@ -586,7 +724,8 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
   const bool delta = rule == UpdateRule::Delta;
   if (algo == Algorithm::Auto) algo = choose_algorithm(rule, shape);
   const bool chunked = algo == Algorithm::Chunked && steps > 0;
-  const int64_t chunk = chunk_size > 0 ? chunk_size : default_chunk_size(shape);
+  const int64_t chunk = fast_weight_state_interval(shape, chunk_size);
+  const int64_t n_states = (steps + chunk - 1) / chunk;
   const int block = recurrent_block<T>(d_key, d_value, false);
   const int64_t dvp = round_up(d_value, block);
   // An output gradient only exists together with the query.
@@ -600,6 +739,9 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
     AlignedVec<T> dW(static_cast<size_t>(work_size));
     std::unique_ptr<ChunkScratch<T>> ws;
     if (chunked) ws = std::make_unique<ChunkScratch<T>>(std::min(chunk, steps), d_value);
+    // The recurrent form's recomputed states of one interval (one value block).
+    AlignedVec<T> hist;
+    if (!chunked && states) hist.assign(static_cast<size_t>((std::min(chunk, steps) + 1) * d_key * block), T(0));
     for (int64_t s = begin; s < end; ++s) {
       const T* Wend = state_out + s * state_size;
       const T* dWend = d_state_out ? d_state_out + s * state_size : nullptr;
@@ -610,6 +752,7 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
       const T* d_out_s = d_out_used ? d_out_used + off_v : nullptr;
       T* dq_s = q ? dq + off_k : nullptr;
       T* dbeta_s = delta ? dbeta + s * steps : nullptr;
+      const T* states_s = states ? states + s * n_states * state_size : nullptr;
       if (chunked) {
         std::memcpy(W.data(), Wend, sizeof(T) * static_cast<size_t>(state_size));
         if (dWend) {
@@ -618,7 +761,7 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
           std::fill(dW.begin(), dW.end(), T(0));
         }
         chunked_backward_stream(delta, in, u_s, d_out_s, steps, d_key, d_value, chunk, *ws, W.data(), dW.data(),
-                                dq_s, dk + off_k, dv + off_v, dbeta_s);
+                                dq_s, dk + off_k, dv + off_v, dbeta_s, states_s);
         if (d_state_in) {
           std::memcpy(d_state_in + s * state_size, dW.data(), sizeof(T) * static_cast<size_t>(state_size));
         }
@@ -633,21 +776,22 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
       if (q && !d_out_s) std::fill(dq_s, dq_s + steps * d_key, T(0));
       T* dk_s = dk + off_k;
       T* dv_s = dv + off_v;
+      const Saved<const T> sv{states_s, chunk, hist.data()};
       if (delta) {
         if (d_out_s) {
           recurrent_backward<T, true, true>(block, in, u_s, d_out_s, steps, d_key, d_value, dvp, W.data(),
-                                            dW.data(), dq_s, dk_s, dv_s, dbeta_s);
+                                            dW.data(), dq_s, dk_s, dv_s, dbeta_s, sv);
         } else {
           recurrent_backward<T, true, false>(block, in, u_s, d_out_s, steps, d_key, d_value, dvp, W.data(),
-                                             dW.data(), dq_s, dk_s, dv_s, dbeta_s);
+                                             dW.data(), dq_s, dk_s, dv_s, dbeta_s, sv);
         }
       } else {
         if (d_out_s) {
           recurrent_backward<T, false, true>(block, in, u_s, d_out_s, steps, d_key, d_value, dvp, W.data(),
-                                             dW.data(), dq_s, dk_s, dv_s, dbeta_s);
+                                             dW.data(), dq_s, dk_s, dv_s, dbeta_s, sv);
         } else {
           recurrent_backward<T, false, false>(block, in, u_s, d_out_s, steps, d_key, d_value, dvp, W.data(),
-                                              dW.data(), dq_s, dk_s, dv_s, dbeta_s);
+                                              dW.data(), dq_s, dk_s, dv_s, dbeta_s, sv);
         }
       }
       if (d_state_in) store_blocked(dW.data(), d_key, d_value, block, d_state_in + s * state_size);
@@ -660,12 +804,14 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
 #define FWP_INSTANTIATE_FAST_WEIGHT(T)                                                                        \
   template Algorithm CpuBackend<T>::choose_algorithm(UpdateRule, const FastWeightShape&);                     \
   template int64_t CpuBackend<T>::default_chunk_size(const FastWeightShape&);                                 \
+  template int64_t CpuBackend<T>::fast_weight_state_interval(const FastWeightShape&, int64_t);                \
   template void CpuBackend<T>::fast_weight_forward(UpdateRule, Algorithm, int64_t, const FastWeightShape&,    \
                                                    const T*, const T*, const T*, const T*, const T*, T*, T*,  \
-                                                   T*);                                                       \
+                                                   T*, T*);                                                       \
   template void CpuBackend<T>::fast_weight_backward(UpdateRule, Algorithm, int64_t, const FastWeightShape&,   \
                                                     const T*, const T*, const T*, const T*, const T*,         \
-                                                    const T*, const T*, const T*, T*, T*, T*, T*, T*);
+                                                    const T*, const T*, const T*, T*, T*, T*, T*, T*, \
+                                                    const T*);
 
 FWP_INSTANTIATE_FAST_WEIGHT(float)
 FWP_INSTANTIATE_FAST_WEIGHT(double)

@@ -219,7 +219,11 @@ struct FwProblem {
   FastWeightShape shape;
   bool delta = true;
   bool with_q = true, with_state_in = true, with_d_out = true, with_d_state_out = true;
+  // > 0: the forward saves the state every save_interval steps and the backward
+  // reads them (the op's `states`); 0: the backward rebuilds every state.
+  int64_t save_interval = 0;
   FVec q, k, v, beta, state_in, d_out, d_state_out;
+  int64_t n_states() const { return save_interval > 0 ? (shape.steps + save_interval - 1) / save_interval : 0; }
 };
 
 FwProblem make_problem(uint64_t seed, int64_t S, int64_t T, int64_t dk, int64_t dv, bool delta) {
@@ -241,6 +245,7 @@ FwProblem make_problem(uint64_t seed, int64_t S, int64_t T, int64_t dk, int64_t 
 struct FwResult {
   FVec out, u, state_out;                    // forward
   FVec dq, dk, dv, dbeta, d_state_in;        // backward
+  FVec states;                               // saved states (save_interval > 0)
 };
 
 template <typename T>
@@ -258,15 +263,20 @@ FwResult cpu_fast_weight(const FwProblem& p, Algorithm algo, int64_t chunk) {
   std::vector<T> s_in = conv<T>(p.state_in), d_out = conv<T>(p.d_out), d_s_out = conv<T>(p.d_state_out);
   std::vector<T> out(size_t(sh.streams * sh.steps * sh.d_value)), u(out.size());
   std::vector<T> s_out(size_t(sh.streams * sh.d_key * sh.d_value));
+  std::vector<T> saved(size_t(sh.streams * p.n_states()) * s_out.size() / size_t(sh.streams));
+  if (p.save_interval > 0) {
+    EXPECT_EQ(be->fast_weight_state_interval(sh, chunk), p.save_interval);
+  }
+  T* sp = p.save_interval > 0 ? saved.data() : nullptr;
   const T* qp = p.with_q ? q.data() : nullptr;
   const T* bp = p.delta ? beta.data() : nullptr;
   be->fast_weight_forward(rule, algo, chunk, sh, qp, k.data(), v.data(), bp, p.with_state_in ? s_in.data() : nullptr,
-                          p.with_q ? out.data() : nullptr, u.data(), s_out.data());
+                          p.with_q ? out.data() : nullptr, u.data(), s_out.data(), sp);
   std::vector<T> dq(q.size()), dk(k.size()), dv(v.size()), db(beta.size()), dsi(s_out.size());
   be->fast_weight_backward(rule, algo, chunk, sh, qp, k.data(), v.data(), bp, u.data(), s_out.data(),
                            p.with_q && p.with_d_out ? d_out.data() : nullptr,
                            p.with_d_state_out ? d_s_out.data() : nullptr, p.with_q ? dq.data() : nullptr, dk.data(),
-                           dv.data(), p.delta ? db.data() : nullptr, dsi.data());
+                           dv.data(), p.delta ? db.data() : nullptr, dsi.data(), sp);
   FwResult r;
   auto tf = [](const std::vector<T>& x) { return FVec(x.begin(), x.end()); };
   r.out = p.with_q ? tf(out) : FVec();
@@ -277,6 +287,7 @@ FwResult cpu_fast_weight(const FwProblem& p, Algorithm algo, int64_t chunk) {
   r.dv = tf(dv);
   r.dbeta = p.delta ? tf(db) : FVec();
   r.d_state_in = tf(dsi);
+  r.states = tf(saved);
   return r;
 }
 
@@ -290,6 +301,7 @@ void expect_results_close(const FwResult& got, const FwResult& ref, double rtol,
   EXPECT_TRUE(close_rel(got.dv, ref.dv, rtol)) << "dv";
   EXPECT_TRUE(close_rel(got.dbeta, ref.dbeta, rtol)) << "dbeta";
   EXPECT_TRUE(close_rel(got.d_state_in, ref.d_state_in, rtol)) << "d_state_in";
+  EXPECT_TRUE(close_rel(got.states, ref.states, rtol)) << "saved states";
 }
 
 // The chunked plan on the host executor (outputs pre-filled with NaN).
@@ -300,11 +312,16 @@ FwResult plan_fast_weight(const FwProblem& p, int64_t chunk) {
   r.out.assign(p.with_q ? size_t(sh.streams * sh.steps * sh.d_value) : 0, kNaN);
   r.u.assign(size_t(sh.streams * sh.steps * sh.d_value), kNaN);
   r.state_out.assign(size_t(sh.streams * sh.d_key * sh.d_value), kNaN);
+  if (p.save_interval > 0) {
+    EXPECT_EQ(p.save_interval, chunk);
+    EXPECT_EQ(d.chunks, p.n_states());
+    r.states.assign(size_t(p.n_states()) * r.state_out.size(), kNaN);
+  }
   {
     HostExec ex;
     chunked::forward(ex, p.delta, d, p.with_q ? p.q.data() : nullptr, p.k.data(), p.v.data(),
                      p.delta ? p.beta.data() : nullptr, p.with_state_in ? p.state_in.data() : nullptr,
-                     ptr_or_null(r.out), r.u.data(), r.state_out.data());
+                     ptr_or_null(r.out), r.u.data(), r.state_out.data(), ptr_or_null(r.states));
   }
   r.dq.assign(p.with_q ? p.q.size() : 0, kNaN);
   r.dk.assign(p.k.size(), kNaN);
@@ -317,7 +334,7 @@ FwResult plan_fast_weight(const FwProblem& p, int64_t chunk) {
                       p.delta ? p.beta.data() : nullptr, r.u.data(), r.state_out.data(),
                       p.with_q && p.with_d_out ? p.d_out.data() : nullptr,
                       p.with_d_state_out ? p.d_state_out.data() : nullptr, ptr_or_null(r.dq), r.dk.data(),
-                      r.dv.data(), ptr_or_null(r.dbeta), r.d_state_in.data());
+                      r.dv.data(), ptr_or_null(r.dbeta), r.d_state_in.data(), ptr_or_null(r.states));
   }
   return r;
 }
@@ -347,6 +364,8 @@ FwResult emulate_recurrent(const FwProblem& p, const tile::RecurrentConfig& cfg)
   r.dv.assign(size_t(S * T * dv), kNaN);
   r.dbeta.assign(delta ? size_t(S * T) : 0, 0.0f);
   r.d_state_in.assign(size_t(S * dv * dk), kNaN);
+  const int64_t L = p.save_interval, n_states = p.n_states();
+  r.states.assign(size_t(S * n_states * dv * dk), kNaN);
 
   auto row_of = [&](int64_t vt, int warp, int lv, int rr) {
     return tile::recurrent_row(cfg.rows_per_block, cfg.lv, cfg.rv, vt, warp, lv, rr);
@@ -376,7 +395,20 @@ FwResult emulate_recurrent(const FwProblem& p, const tile::RecurrentConfig& cfg)
                 lanes[lk].w[rr][c] =
                     (i < dv && j < dk && p.with_state_in) ? p.state_in[(s * dv + i) * dk + j] : 0.0f;
               }
+          // The kernel's save (forward) and reload (backward) of W at interval boundaries.
+          auto move_state = [&](int64_t b, bool save) {
+            for (int lk = 0; lk < cfg.lk; ++lk)
+              for (int rr = 0; rr < RV; ++rr)
+                for (int c = 0; c < CK; ++c) {
+                  const int64_t i = row_of(vt, warp, lv, rr), j = tile::recurrent_col(cfg.lk, lk, c);
+                  if (i >= dv || j >= dk) continue;
+                  float& slot = r.states[size_t(((s * n_states + b) * dv + i) * dk + j)];
+                  if (save) slot = lanes[lk].w[rr][c];
+                  else lanes[lk].w[rr][c] = slot;
+                }
+          };
           for (int64_t t = 0; t < T; ++t) {
+            if (L > 0 && t % L == 0) move_state(t / L, true);
             float wk[RV] = {}, wq[RV] = {}, kq = 0.0f;
             for (int lk = 0; lk < cfg.lk; ++lk) {
               float kk[CK], qq[CK], pwk[RV], pwq[RV], pkq;
@@ -421,6 +453,7 @@ FwResult emulate_recurrent(const FwProblem& p, const tile::RecurrentConfig& cfg)
                     (i < dv && j < dk && p.with_d_state_out) ? p.d_state_out[(s * dv + i) * dk + j] : 0.0f;
               }
           for (int64_t t = T - 1; t >= 0; --t) {
+            if (L > 0 && (t + 1) % L == 0 && t + 1 < T) move_state((t + 1) / L, false);
             float uu[RV], vv[RV], dout[RV];
             load_rows(r.u, t, uu);
             load_rows(p.v, t, vv);
@@ -583,6 +616,24 @@ TEST(CudaTilesChunkedPlan, MatchesCpuWithoutOptionalArguments) {
   }
 }
 
+// With saved states the plan reads its chunk-start states from the forward
+// (both rules, with padding, every optional argument on and off).
+TEST(CudaTilesChunkedPlan, SavedStatesMatchCpu) {
+  for (bool delta : {true, false}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      FwProblem p = make_problem(17 + variant, 2, 45, 16, 12, delta);
+      p.with_state_in = variant != 1;
+      p.with_d_out = variant != 2;
+      p.save_interval = 16;
+      const FwResult ref = cpu_fast_weight<double>(p, Algorithm::Chunked, 16);
+      const FwResult got = plan_fast_weight(p, 16);
+      ASSERT_EQ(got.states.size(), size_t(2 * 3 * 16 * 12));
+      SCOPED_TRACE(testing::Message() << "variant " << variant << (delta ? " delta" : " sum"));
+      expect_results_close(got, ref, 1e-5, "plan with saved states vs CPU double");
+    }
+  }
+}
+
 TEST(CudaTilesChunkedPlan, AgreesWithCpuFloatChunked) {
   FwProblem p = make_problem(3, 2, 100, 32, 32, true);
   const FwResult ref = cpu_fast_weight<float>(p, Algorithm::Chunked, 32);
@@ -631,6 +682,21 @@ TEST(CudaTilesRecurrent, RankOneStepsMatchCpu) {
       const FwResult got = emulate_recurrent_dispatch(p);
       SCOPED_TRACE(testing::Message() << "dk=" << c.dk << " dv=" << c.dv << (delta ? " delta" : " sum"));
       expect_results_close(got, ref, 1e-5, "recurrent tiles vs CPU double");
+    }
+  }
+}
+
+// The kernels save W every L steps and reload it in the backward; the CPU's
+// recurrent form saves the same states (L from the chunk size).
+TEST(CudaTilesRecurrent, SavedStatesMatchCpu) {
+  for (bool delta : {true, false}) {
+    for (int64_t L : {4, 5, 32}) {
+      FwProblem p = make_problem(90 + L, 2, 23, 16, 20, delta);
+      p.save_interval = L;
+      const FwResult ref = cpu_fast_weight<double>(p, Algorithm::Recurrent, L);
+      const FwResult got = emulate_recurrent_dispatch(p);
+      SCOPED_TRACE(testing::Message() << "L=" << L << (delta ? " delta" : " sum"));
+      expect_results_close(got, ref, 1e-5, "recurrent tiles with saved states vs CPU double");
     }
   }
 }

@@ -219,6 +219,8 @@ S* mptr(std::vector<S>& x) {
 template <typename S>
 struct Outputs {
   std::vector<S> out, u, state_out;
+  std::vector<S> saved;  // the states saved for the backward, every `interval` steps
+  int64_t interval = 0;
 };
 
 template <typename S>
@@ -239,8 +241,10 @@ Outputs<S> run_forward(CpuBackend<S>& be, const Problem& p, const Inputs<S>& in,
   if (p.has_q) o.out.assign(static_cast<size_t>(sh.streams * sh.steps * sh.d_value), S(kNaN));
   o.u.assign(static_cast<size_t>(sh.streams * sh.steps * sh.d_value), S(kNaN));
   o.state_out.assign(static_cast<size_t>(sh.streams * sh.d_key * sh.d_value), S(kNaN));
+  o.interval = be.fast_weight_state_interval(sh, chunk);
+  o.saved.assign(static_cast<size_t>((sh.steps + o.interval - 1) / o.interval) * o.state_out.size(), S(kNaN));
   be.fast_weight_forward(p.rule, algo, chunk, sh, cptr(in.q), cptr(in.k), cptr(in.v), cptr(in.beta),
-                         cptr(in.state_in), mptr(o.out), mptr(o.u), mptr(o.state_out));
+                         cptr(in.state_in), mptr(o.out), mptr(o.u), mptr(o.state_out), mptr(o.saved));
   return o;
 }
 
@@ -249,9 +253,12 @@ struct BackendGrads {
   std::vector<S> dq, dk, dv, dbeta, dstate;
 };
 
+// The forward's saved states are used whenever the backward's interval is
+// theirs (use_saved); otherwise every state is rebuilt from state_out.
 template <typename S>
 BackendGrads<S> run_backward(CpuBackend<S>& be, const Problem& p, const Inputs<S>& in, const Outputs<S>& fwd,
-                             Algorithm algo, int64_t chunk, bool use_dout = true, bool use_dstate = true) {
+                             Algorithm algo, int64_t chunk, bool use_dout = true, bool use_dstate = true,
+                             bool use_saved = true) {
   const auto& sh = p.shape;
   BackendGrads<S> g;
   // Pre-filled with NaN: gradients are overwritten, never accumulated.
@@ -264,7 +271,9 @@ BackendGrads<S> run_backward(CpuBackend<S>& be, const Problem& p, const Inputs<S
   const S* d_state_out = use_dstate ? in.r2.data() : nullptr;
   be.fast_weight_backward(p.rule, algo, chunk, sh, cptr(in.q), cptr(in.k), cptr(in.v), cptr(in.beta),
                           fwd.u.data(), fwd.state_out.data(), d_out, d_state_out, mptr(g.dq), mptr(g.dk),
-                          mptr(g.dv), mptr(g.dbeta), g.dstate.data());
+                          mptr(g.dv), mptr(g.dbeta), g.dstate.data(),
+                          use_saved && be.fast_weight_state_interval(sh, chunk) == fwd.interval ? cptr(fwd.saved)
+                                                                                                   : nullptr);
   return g;
 }
 
@@ -711,6 +720,33 @@ TEST(FastWeightEdgeCases, ZeroStepsPassTheStateThrough) {
     const Outputs<double> f0 = run_forward(be, p0, in0, algo, 0);
     EXPECT_EQ(f0.state_out, Vec(24, 0.0));
     EXPECT_EQ(run_backward(be, p0, in0, f0, algo, 0, true, false).dstate, Vec(24, 0.0));
+  }
+}
+
+// Both algorithms save the same states (W before steps 0, L, 2L, ...; the
+// first is state_in), and a backward without them (every state rebuilt from
+// state_out) gives the same gradients in double.
+TEST(FastWeightSavedStates, BothAlgorithmsSaveTheSameStates) {
+  for (const UpdateRule rule : {UpdateRule::Sum, UpdateRule::Delta}) {
+    const Problem p = make_problem(rule, 2, 37, 6, 5, true, true, 4);
+    CpuBackend<double> be(2);
+    const Inputs<double> in(p);
+    const Outputs<double> fr = run_forward(be, p, in, Algorithm::Recurrent, 8);
+    const Outputs<double> fc = run_forward(be, p, in, Algorithm::Chunked, 8);
+    ASSERT_EQ(fr.interval, 8);
+    ASSERT_EQ(fr.saved.size(), size_t(2 * 5 * 6 * 5));
+    EXPECT_VEC_NEAR(fr.saved, fc.saved, 1e-12);
+    for (int64_t s = 0; s < 2; ++s)
+      for (int64_t e = 0; e < 30; ++e) EXPECT_EQ(fr.saved[size_t(s * 5 * 30 + e)], p.state_in[size_t(s * 30 + e)]);
+    for (const Algorithm algo : {Algorithm::Recurrent, Algorithm::Chunked}) {
+      const BackendGrads<double> with = run_backward(be, p, in, fr, algo, 8);
+      const BackendGrads<double> without = run_backward(be, p, in, fr, algo, 8, true, true, false);
+      const Vec dk(without.dk.begin(), without.dk.end()), dq(without.dq.begin(), without.dq.end());
+      const Vec dst(without.dstate.begin(), without.dstate.end());
+      EXPECT_VEC_NEAR(with.dk, dk, 1e-12);
+      EXPECT_VEC_NEAR(with.dq, dq, 1e-12);
+      EXPECT_VEC_NEAR(with.dstate, dst, 1e-12);
+    }
   }
 }
 

@@ -869,6 +869,123 @@ TEST(LayerPrecision, FloatLayerAgreesWithDoubleLayer) {
   }
 }
 
+// Float32 gradients on long sequences, against the same layer in double: the
+// backward reads the states its forward saved at chunk boundaries. When it
+// rebuilt every W_t from the final state instead, the float32 residue
+// (~1e-7 |W_T|) swamped the small early states and attention normalisation
+// amplified it: at T = 4096 dx at the first positions was off by 1.2e-4
+// (relative), and where a query's denominator was exactly eps (z . phi(q) = 0:
+// no feature shared with any earlier key, true gradient W_t^T dy / eps) by
+// 2e-2 already at T = 256 (seed 2), while a plain float32 loop stays < 2e-6
+// (bench/grad_accuracy.cpp, bench/RESULTS.md).
+struct LongCase {
+  FeatureMap map;
+  UpdateRule rule;
+  bool sum_normalize, attn_normalize;
+  int64_t steps;
+  uint64_t seed;
+};
+
+struct FloatVsDouble {
+  double dx_first, dx_all, params;  // relative to the double result
+  std::vector<float> dx;            // the float dx, whole sequence
+  std::vector<std::vector<float>> grads;
+};
+
+FloatVsDouble float_vs_double(const LongCase& c, Algorithm algo, int64_t first = 64) {
+  FastWeightLayerConfig cfg;  // the defaults (init_std 0.02), at the size
+  cfg.d_model = 32;
+  cfg.num_heads = 2;
+  cfg.d_head = 16;
+  cfg.feature_map = c.map;
+  cfg.favor_redraw = false;
+  cfg.update_rule = c.rule;
+  cfg.sum_normalize = c.sum_normalize;
+  cfg.attn_normalize = c.attn_normalize;
+  cfg.algorithm = algo;
+  FastWeightLayer<double> ld(cfg, make_cpu_backend<double>(1), Rng(c.seed));
+  FastWeightLayer<float> lf(cfg, make_cpu_backend<float>(1), Rng(c.seed));
+  for (int64_t i = 0; i < ld.params().size(); ++i) {
+    const Vec v = ld.params()[i].value.to_host();
+    const std::vector<float> fv(v.begin(), v.end());
+    lf.params()[i].value.from_host(fv.data(), static_cast<int64_t>(fv.size()));
+  }
+  const int64_t T = c.steps, D = cfg.d_model;
+  Rng rng(c.seed * 1000 + 7);
+  std::vector<float> xf(static_cast<size_t>(T * D)), dyf(xf.size()), yf(xf.size());
+  for (float& e : xf) e = static_cast<float>(rng.normal());
+  for (float& e : dyf) e = static_cast<float>(rng.normal());
+  const Vec x(xf.begin(), xf.end()), dy(dyf.begin(), dyf.end());
+  const Vec yd = run_forward(ld, x, 1, T);
+  const Grads gd = run_backward(ld, dy, 1, T);
+  FloatVsDouble r;
+  r.dx.assign(xf.size(), 0.0f);
+  lf.forward(xf.data(), 1, T, yf.data());
+  lf.backward(dyf.data(), 1, T, r.dx.data());
+  auto rel = [](const float* a, const double* b, size_t n) {
+    double e = 0, m = 0;
+    for (size_t i = 0; i < n; ++i) {
+      e = std::max(e, std::abs(double(a[i]) - b[i]));
+      m = std::max(m, std::abs(b[i]));
+    }
+    return std::isfinite(e) ? e / m : INFINITY;
+  };
+  r.dx_first = rel(r.dx.data(), gd.dx.data(), static_cast<size_t>(first * D));
+  r.dx_all = rel(r.dx.data(), gd.dx.data(), r.dx.size());
+  r.params = 0;
+  for (int64_t i = 0; i < ld.params().size(); ++i) {
+    r.grads.push_back(lf.params()[i].grad.to_host());
+    r.params = std::max(r.params, rel(r.grads.back().data(), gd.params[i].data(), r.grads.back().size()));
+  }
+  return r;
+}
+
+TEST(LayerPrecision, FloatGradientsStayAccurateOnLongSequences) {
+  const LongCase cases[] = {
+      {FeatureMap::Dpfp, UpdateRule::Sum, false, true, 4096, 1},  // the growth with T
+      {FeatureMap::Dpfp, UpdateRule::Sum, true, true, 256, 2},    // a denominator of exactly eps
+      {FeatureMap::Dpfp, UpdateRule::Delta, true, true, 1024, 2},
+  };
+  for (const auto& c : cases) {
+    for (Algorithm algo : {Algorithm::Recurrent, Algorithm::Chunked}) {
+      SCOPED_TRACE(testing::Message() << (c.rule == UpdateRule::Sum ? "sum" : "delta") << " sum_norm "
+                                      << c.sum_normalize << " T " << c.steps << " seed " << c.seed
+                                      << (algo == Algorithm::Chunked ? " chunked" : " recurrent"));
+      const FloatVsDouble r = float_vs_double(c, algo);
+      EXPECT_LT(r.dx_first, 1e-5);
+      EXPECT_LT(r.dx_all, 1e-5);
+      EXPECT_LT(r.params, 2e-5);
+    }
+  }
+}
+
+// At the default init DPFP features are sparse, so early queries share few or
+// no features with the keys before them (denominators at or near eps) and the
+// gradients there are large; both algorithms read the same saved states and
+// must agree to float32 rounding (they differed by ~1e-3 when each rebuilt
+// its states from the final one).
+TEST(LayerPrecision, RecurrentAndChunkedAgreeInFloatAtDefaultInit) {
+  for (bool sum_norm : {false, true}) {
+    const LongCase c{FeatureMap::Dpfp, UpdateRule::Sum, sum_norm, true, 1024, 2};
+    const FloatVsDouble a = float_vs_double(c, Algorithm::Recurrent);
+    const FloatVsDouble b = float_vs_double(c, Algorithm::Chunked);
+    double e = 0, m = 0;
+    for (size_t i = 0; i < a.dx.size(); ++i) {
+      e = std::max(e, std::abs(double(a.dx[i]) - b.dx[i]));
+      m = std::max(m, std::abs(double(b.dx[i])));
+    }
+    EXPECT_LT(e / m, 1e-5) << "dx, sum_normalize " << sum_norm;
+    for (size_t p = 0; p < a.grads.size(); ++p) {
+      double ep = 0, mp = 0;
+      for (size_t i = 0; i < a.grads[p].size(); ++i) {
+        ep = std::max(ep, std::abs(double(a.grads[p][i]) - b.grads[p][i]));
+        mp = std::max(mp, std::abs(double(b.grads[p][i])));
+      }
+      EXPECT_LT(ep / mp, 1e-5) << "parameter " << p << ", sum_normalize " << sum_norm;
+    }
+  }
+}
+
 TEST(LayerConstruction, ParametersFollowTheConfig) {
   LayerCase c;
   c.map = FeatureMap::Favor;

@@ -219,6 +219,7 @@ struct RetrievalNetwork<T>::Workspace {
   const T* raw_q(bool sum_normalize) const { return sum_normalize ? phi_q_raw.data() : phi_q.data(); }
   Buffer<T> v_onehot;      // [B*L, S] (delta rule and softmax)
   Buffer<T> u;             // [B*L, S] (delta rule)
+  Buffer<T> saved;         // [B, ceil(L / interval), S, d_dot] states saved for the backward (delta rule)
   Buffer<T> state;         // [B, S, d_dot]
   Buffer<T> z;             // [B, d_dot] (attention normalisation)
   Buffer<T> y;             // [B*Q, S]
@@ -472,8 +473,11 @@ double RetrievalNetwork<T>::forward(const RetrievalBatch& batch, T* outputs) {
     if (delta) {
       const FastWeightShape write{B, L, dd, S};
       ws.u.resize(bp, BL * S);
+      const int64_t interval = be.fast_weight_state_interval(write, 0);
+      ws.saved.resize(bp, B * ((L + interval - 1) / interval) * S * dd);
       be.fast_weight_forward(UpdateRule::Delta, Algorithm::Auto, 0, write, nullptr, ws.phi_k.data(),
-                             ws.v_onehot.data(), ws.beta.data(), nullptr, nullptr, ws.u.data(), ws.state.data());
+                             ws.v_onehot.data(), ws.beta.data(), nullptr, nullptr, ws.u.data(), ws.state.data(),
+                             ws.saved.data());
     } else {
       // Sum rule with one-hot values: W = sum_i onehot(v_i) phi(k_i)^T adds
       // phi(k_i) to row v_i of its sequence's memory (O(B L d_dot), not O(B L d_dot S)).
@@ -549,7 +553,8 @@ void RetrievalNetwork<T>::backward() {
       ws.dbeta.resize(bp, BL);
       be.fast_weight_backward(UpdateRule::Delta, Algorithm::Auto, 0, write, nullptr, ws.phi_k.data(),
                               ws.v_onehot.data(), ws.beta.data(), ws.u.data(), ws.state.data(), nullptr,
-                              ws.d_state.data(), nullptr, ws.dphi_k.data(), ws.dv.data(), ws.dbeta.data(), nullptr);
+                              ws.d_state.data(), nullptr, ws.dphi_k.data(), ws.dv.data(), ws.dbeta.data(), nullptr,
+                              ws.saved.data());
     } else {
       // The transpose of the scatter: each pair reads back its memory row's gradient.
       be.embedding_gather(ws.d_state.data(), ws.slots.data(), ws.dphi_k.data(), BL, dd);
