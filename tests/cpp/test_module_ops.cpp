@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <functional>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -325,6 +327,48 @@ TEST(ModuleOpsCrossEntropy, TargetPastTheClassesIsAnInternalErrorOnTheCpu) {
     EXPECT_EQ(e.status(), FWP_ERR_INTERNAL);
     EXPECT_NE(std::string(e.what()).find("target 3"), std::string::npos) << e.what();
   }
+}
+
+// ================================ unsupported defaults ==========================================
+
+// Memory only: every module op must report FWP_ERR_UNSUPPORTED by name.
+class MemoryOnly final : public Backend<float> {
+ public:
+  Device device() const override { return Device::Cuda; }
+  float* allocate(int64_t n) override { return n > 0 ? new float[static_cast<size_t>(n)] : nullptr; }
+  void deallocate(float* p) noexcept override { delete[] p; }
+  int32_t* allocate_int(int64_t n) override { return n > 0 ? new int32_t[static_cast<size_t>(n)] : nullptr; }
+  void deallocate_int(int32_t* p) noexcept override { delete[] p; }
+  void upload(float* d, const float* s, int64_t n) override { std::copy(s, s + n, d); }
+  void download(float* d, const float* s, int64_t n) override { std::copy(s, s + n, d); }
+  void upload_int(int32_t* d, const int32_t* s, int64_t n) override { std::copy(s, s + n, d); }
+  void copy(float* d, const float* s, int64_t n) override { std::copy(s, s + n, d); }
+  void fill(float* d, float v, int64_t n) override { std::fill(d, d + n, v); }
+  void synchronize() override {}
+};
+
+TEST(ModuleOpsFamilies, MissingModuleOpsReportUnsupported) {
+  MemoryOnly be;
+  float a[4] = {1, 2, 3, 4}, b[4] = {}, c[4] = {};
+  const int32_t t[2] = {0, 1};
+  auto expect = [](const std::function<void()>& f, const std::string& op) {
+    try {
+      f();
+      ADD_FAILURE() << op << " did not throw";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), FWP_ERR_UNSUPPORTED) << op;
+      EXPECT_EQ(std::string(e.what()), "the " + op + " op is not supported on the CUDA backend");
+    }
+  };
+  expect([&] { be.relu_forward(a, b, 4); }, "relu_forward");
+  expect([&] { be.relu_backward(a, b, c, 4); }, "relu_backward");
+  expect([&] { be.gelu_forward(a, b, 4); }, "gelu_forward");
+  expect([&] { be.gelu_backward(a, b, c, 4); }, "gelu_backward");
+  expect([&] { be.layer_norm_forward(a, a, a, 1e-5f, b, c, c, 2, 2); }, "layer_norm_forward");
+  expect([&] { be.layer_norm_backward(a, a, a, a, a, 0.0f, b, 2, 2); }, "layer_norm_backward");
+  expect([&] { be.layer_norm_param_grad_accumulate(a, a, a, a, b, c, 2, 2); }, "layer_norm_param_grad_accumulate");
+  expect([&] { be.cross_entropy_forward(a, t, b, c, 2, 2); }, "cross_entropy_forward");
+  expect([&] { be.cross_entropy_backward(a, t, a, 1.0f, b, 2, 2); }, "cross_entropy_backward");
 }
 
 }  // namespace

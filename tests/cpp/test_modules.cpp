@@ -20,6 +20,7 @@
 #include "core/id_buffer.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "nn/cross_entropy_loss.h"
 #include "nn/embedding.h"
 #include "nn/feed_forward.h"
 #include "nn/layer_norm.h"
@@ -202,7 +203,9 @@ TEST(ModuleLinear, BackwardMatchesCentralDifferences) {
                    TensorView<double>(dx.data(), {rows, 5}), InputGrad::Overwrite);
     EXPECT_LT(fd_error(x.data(), rows * 5, dx, loss), 1e-8) << "dx, bias " << bias;
     EXPECT_LT(fd_error(c.params[0].value.data(), 15, grad_of(c.params, 0), loss), 1e-8) << "dW";
-    if (bias) EXPECT_LT(fd_error(c.params[1].value.data(), 3, grad_of(c.params, 1), loss), 1e-8) << "db";
+    if (bias) {
+      EXPECT_LT(fd_error(c.params[1].value.data(), 3, grad_of(c.params, 1), loss), 1e-8) << "db";
+    }
   }
 }
 
@@ -473,6 +476,45 @@ TEST(ModuleFeedForward, MisuseIsAClearError) {
   ParameterList<double> p;
   expect_error(FWP_ERR_INVALID_ARGUMENT, "out_features must be >= 1",
                [&] { FeedForward<double>(p, be, "bad", 4, 0, Activation::Gelu); });
+}
+
+// ================================ CrossEntropyLoss ==========================================
+
+TEST(ModuleCrossEntropyLoss, SumOfRowLossesAndGradientByCentralDifferences) {
+  auto be = cpu();
+  CrossEntropyLoss<double> ce(be);
+  Rng rng(13);
+  const int64_t B = 2, L = 3, V = 5;
+  Vec logits = normal_vector(rng, B * L * V, 2.0);
+  const std::vector<int32_t> host{4, -1, 0, 2, 2, -1};
+  IdBuffer<double> targets;
+  targets.upload(be, host.data(), B * L);
+  auto loss = [&] { return ce.forward(ConstView<double>(logits.data(), {B, L, V}), targets.view({B, L})); };
+  double ref = 0.0;
+  for (int64_t r = 0; r < B * L; ++r) {
+    if (host[r] < 0) continue;
+    double s = 0.0;
+    for (int64_t c = 0; c < V; ++c) s += std::exp(logits[r * V + c]);
+    ref += std::log(s) - logits[r * V + host[r]];
+  }
+  EXPECT_NEAR(loss(), ref, 1e-12);
+  const double scale = 1.0 / 4;  // the mean over the four scored targets
+  Vec d(B * L * V, std::nan(""));
+  ce.backward(ConstView<double>(logits.data(), {B, L, V}), targets.view({B, L}), scale,
+              TensorView<double>(d.data(), {B, L, V}));
+  Vec unscaled = d;
+  for (auto& v : unscaled) v /= scale;
+  EXPECT_LT(fd_error(logits.data(), B * L * V, unscaled, loss), 1e-8);
+  for (int64_t c = 0; c < V; ++c) EXPECT_EQ(d[1 * V + c], 0.0);
+  const Vec row_losses(ce.row_losses().to_host());
+  EXPECT_EQ(row_losses[1], 0.0);
+  expect_error(FWP_ERR_SHAPE_MISMATCH, "CrossEntropyLoss logits has shape [2, 3, 5] where [3, 2, 5]",
+               [&] { ce.forward(ConstView<double>(logits.data(), {B, L, V}), targets.view({L, B})); });
+  CrossEntropyLoss<double> fresh(be);
+  expect_error(FWP_ERR_BAD_STATE, "backward needs a forward first", [&] {
+    fresh.backward(ConstView<double>(logits.data(), {B, L, V}), targets.view({B, L}), 1.0,
+                   TensorView<double>(d.data(), {B, L, V}));
+  });
 }
 
 // ================================ float vs double ==========================================
