@@ -18,8 +18,7 @@ Embedding<T>::Embedding(ParameterList<T>& params, std::shared_ptr<Backend<T>> ba
   require(dim_ >= 1, FWP_ERR_INVALID_ARGUMENT,
           "Embedding '" + name_ + "': dim must be >= 1 (got " + std::to_string(dim_) + ")");
   checked_mul(num_, dim_, "Embedding '" + name_ + "' table");
-  params.add(backend_, name_ + ".weight", {num_, dim_});
-  weight_ = params.size() - 1;
+  weight_ = nn_init::declare_parameter(params, backend_, name_ + ".weight", {num_, dim_});
 }
 
 template <typename T>

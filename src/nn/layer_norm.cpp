@@ -16,10 +16,8 @@ LayerNorm<T>::LayerNorm(ParameterList<T>& params, std::shared_ptr<Backend<T>> ba
           "LayerNorm '" + name_ + "': d must be >= 1 (got " + std::to_string(d_) + ")");
   require(std::isfinite(eps_) && eps_ > 0, FWP_ERR_INVALID_ARGUMENT,
           "LayerNorm '" + name_ + "': eps must be finite and > 0 (got " + std::to_string(eps_) + ")");
-  params.add(backend_, name_ + ".weight", {d_});
-  gain_ = params.size() - 1;
-  params.add(backend_, name_ + ".bias", {d_});
-  bias_ = params.size() - 1;
+  gain_ = nn_init::declare_parameter(params, backend_, name_ + ".weight", {d_});
+  bias_ = nn_init::declare_parameter(params, backend_, name_ + ".bias", {d_});
 }
 
 template <typename T>

@@ -19,12 +19,8 @@ Linear<T>::Linear(ParameterList<T>& params, std::shared_ptr<Backend<T>> backend,
   require(out_ >= 1, FWP_ERR_INVALID_ARGUMENT,
           "Linear '" + name_ + "': out_features must be >= 1 (got " + std::to_string(out_) + ")");
   checked_mul(out_, in_, "Linear '" + name_ + "' weight");
-  params.add(backend_, name_ + ".weight", {out_, in_});
-  weight_ = params.size() - 1;
-  if (bias) {
-    params.add(backend_, name_ + ".bias", {out_});
-    bias_ = params.size() - 1;
-  }
+  weight_ = nn_init::declare_parameter(params, backend_, name_ + ".weight", {out_, in_});
+  if (bias) bias_ = nn_init::declare_parameter(params, backend_, name_ + ".bias", {out_});
 }
 
 template <typename T>
