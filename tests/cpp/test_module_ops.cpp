@@ -293,7 +293,8 @@ TEST(ModuleOpsCrossEntropy, BackwardMatchesCentralDifferencesAndMayAliasTheLogit
   for (int64_t c = 0; c < classes; ++c) EXPECT_EQ(dl[1 * classes + c], 0.0);  // ignored row
   Vec in_place = logits;
   be->cross_entropy_backward(in_place.data(), targets.data(), lse.data(), scale, in_place.data(), rows, classes);
-  EXPECT_EQ(in_place, dl);
+  // Same values up to rounding (vectorised exp may split the row differently by alignment).
+  EXPECT_LT(max_abs_diff(in_place, dl), 1e-15);
 }
 
 TEST(ModuleOpsCrossEntropy, FloatMatchesDouble) {
