@@ -93,7 +93,8 @@ class TensorView {
   int64_t rows() const { return shape_.rows(); }
   int64_t cols() const { return shape_.cols(); }
   E* row(int64_t r) const { return data_ + r * shape_.cols(); }
-  // A view of no array: what a caller passes for an input gradient it does not need.
+  // A default-constructed view has no array: what a caller passes for an
+  // input gradient it does not need (modules test is_null() before anything else).
   bool is_null() const { return data_ == nullptr; }
 
   // The same data under another shape with the same number of elements.
