@@ -16,6 +16,7 @@
 //   activation.cu          ReLU, GELU
 //   layer_norm.cu          layer normalisation
 //   cross_entropy.cu       softmax cross-entropy
+//   dropout.cu             dropout with a counter-based mask
 //
 // Every call is queued on the backend's own stream; only download(),
 // sum_squares() and synchronize() wait for it. Each call makes the backend's
@@ -198,6 +199,8 @@ class CudaBackend final : public Backend<float> {
                              int64_t classes) override;
   void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, float scale,
                               float* dlogits, int64_t rows, int64_t classes) override;
+  void dropout_forward(const float* x, float* y, int64_t n, double p, uint64_t seed) override;
+  void dropout_backward(const float* dy, float* dx, int64_t n, double p, uint64_t seed) override;
 
  private:
   void* device_alloc(size_t bytes, const char* what);

@@ -23,6 +23,7 @@
 #include "core/backend/activation.h"
 #include "core/backend/attn_norm.h"
 #include "core/backend/cross_entropy.h"
+#include "core/backend/dropout.h"
 #include "core/backend/elementwise.h"
 #include "core/backend/embedding.h"
 #include "core/backend/family.h"
@@ -58,7 +59,8 @@ class Backend : public MemoryOps<T>,
                 public OptimizerOps<T>,
                 public ActivationOps<T>,
                 public LayerNormOps<T>,
-                public CrossEntropyOps<T> {
+                public CrossEntropyOps<T>,
+                public DropoutOps<T> {
  public:
   Device device() const override = 0;
 };

@@ -17,6 +17,7 @@
 //   activation.cpp         ReLU, GELU (feed-forward blocks)
 //   layer_norm.cpp         layer normalisation
 //   cross_entropy.cpp      softmax cross-entropy (language model loss)
+//   dropout.cpp            dropout with a counter-based mask
 #pragma once
 
 #include "core/backend.h"
@@ -127,6 +128,9 @@ class CpuBackend final : public Backend<T> {
                              int64_t classes) override;
   void cross_entropy_backward(const T* logits, const int32_t* targets, const T* lse, T scale, T* dlogits,
                               int64_t rows, int64_t classes) override;
+
+  void dropout_forward(const T* x, T* y, int64_t n, double p, uint64_t seed) override;
+  void dropout_backward(const T* dy, T* dx, int64_t n, double p, uint64_t seed) override;
 
   // The algorithm Auto resolves to for this shape on the CPU (exposed for tests and benchmarks).
   static Algorithm choose_algorithm(UpdateRule rule, const FastWeightShape& shape);

@@ -167,6 +167,21 @@ TEST_F(CudaParityModules, CrossEntropyForwardBackwardIgnoredRowsAndInPlace) {
   EXPECT_TRUE(std::isnan(gloss.to_host()[0]));
 }
 
+TEST_F(CudaParityModules, DropoutDropsTheCpuElementsForTheSameSeed) {
+  Rng rng(4);
+  const int64_t n = 1000003;
+  const FVec x = cudatest::normal(rng, n), dy = cudatest::normal(rng, n);
+  auto cpu = make_cpu_backend<float>(2);
+  FVec y(n), dx(n);
+  cpu->dropout_forward(x.data(), y.data(), n, 0.1, 0xDEADBEEFull);
+  cpu->dropout_backward(dy.data(), dx.data(), n, 0.1, 0xDEADBEEFull);
+  auto gx = dev(x), gdy = dev(dy), gy = poisoned(n);
+  gpu_->dropout_forward(gx.data(), gy.data(), n, 0.1, 0xDEADBEEFull);
+  gpu_->dropout_backward(gdy.data(), gdy.data(), n, 0.1, 0xDEADBEEFull);  // in place
+  EXPECT_EQ(gy.to_host(), y);
+  EXPECT_EQ(gdy.to_host(), dx);
+}
+
 // Embedding -> LayerNorm -> FeedForward -> Linear on the GPU against the same
 // modules on the CPU in double, from the same seed: outputs and every gradient.
 template <typename T>

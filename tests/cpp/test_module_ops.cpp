@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/counter_hash.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "ops_reference.h"
@@ -330,6 +331,70 @@ TEST(ModuleOpsCrossEntropy, TargetPastTheClassesIsAnInternalErrorOnTheCpu) {
   }
 }
 
+// ================================ dropout ==========================================
+
+TEST(ModuleOpsDropout, CounterHashIsSplitMix64) {
+  // SplitMix64 seeded with 0 starts 0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F.
+  EXPECT_EQ(counter_hash(0, 0), 0xE220A8397B1DCDAFull);
+  EXPECT_EQ(counter_hash(0, 1), 0x6E789E6AA1B965F4ull);
+  EXPECT_EQ(counter_hash(0, 2), 0x06C45D188009454Full);
+  EXPECT_EQ(dropout_threshold(0.0), 0u);
+  EXPECT_EQ(dropout_threshold(0.5), 1u << 23);
+}
+
+TEST(ModuleOpsDropout, RateScaleDeterminismAndThreads) {
+  Rng rng(20);
+  const int64_t n = 200001;
+  const double p = 0.3;
+  const Vec x = normal_vector(rng, n);
+  Vec y1(n), y2(n), y_other(n);
+  cpu(1)->dropout_forward(x.data(), y1.data(), n, p, 1234);
+  cpu(2)->dropout_forward(x.data(), y2.data(), n, p, 1234);
+  cpu(2)->dropout_forward(x.data(), y_other.data(), n, p, 1235);
+  EXPECT_EQ(y1, y2);  // the mask does not depend on the thread count
+  int64_t dropped = 0, differ = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (y1[i] == 0.0) {
+      ++dropped;
+    } else {
+      EXPECT_EQ(y1[i], x[i] * (1.0 / (1.0 - p))) << i;
+    }
+    differ += (y1[i] == 0.0) != (y_other[i] == 0.0);
+  }
+  const double rate = double(dropped) / n, sigma = std::sqrt(p * (1 - p) / n);
+  EXPECT_NEAR(rate, p, 5 * sigma);
+  // Another seed gives another mask: two independent masks differ in 2 p (1 - p) of the places.
+  EXPECT_NEAR(double(differ) / n, 2 * p * (1 - p), 0.01);
+  // Float drops exactly the same elements.
+  auto bf = make_cpu_backend<float>(2);
+  const std::vector<float> xf = to_float(x);
+  std::vector<float> yf(n);
+  bf->dropout_forward(xf.data(), yf.data(), n, p, 1234);
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(yf[i] == 0.0f, y1[i] == 0.0) << i;
+}
+
+TEST(ModuleOpsDropout, BackwardUsesTheSameMaskInPlaceAndZeroRateIsIdentity) {
+  auto be = cpu(2);
+  Rng rng(21);
+  const int64_t n = 5000;
+  const Vec x = normal_vector(rng, n), dy = normal_vector(rng, n);
+  Vec y(n), dx(n);
+  be->dropout_forward(x.data(), y.data(), n, 0.5, 99);
+  be->dropout_backward(dy.data(), dx.data(), n, 0.5, 99);
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_EQ(dx[i] == 0.0, y[i] == 0.0) << i;
+    if (y[i] != 0.0) {
+      EXPECT_EQ(dx[i], 2.0 * dy[i]);
+    }
+  }
+  Vec in_place = x;
+  be->dropout_forward(in_place.data(), in_place.data(), n, 0.5, 99);
+  EXPECT_EQ(in_place, y);
+  Vec same(n);
+  be->dropout_forward(x.data(), same.data(), n, 0.0, 99);
+  EXPECT_EQ(same, x);
+}
+
 // ================================ unsupported defaults ==========================================
 
 // Memory only: every module op must report FWP_ERR_UNSUPPORTED by name.
@@ -370,6 +435,8 @@ TEST(ModuleOpsFamilies, MissingModuleOpsReportUnsupported) {
   expect([&] { be.layer_norm_param_grad_accumulate(a, a, a, a, b, c, 2, 2); }, "layer_norm_param_grad_accumulate");
   expect([&] { be.cross_entropy_forward(a, t, b, c, 2, 2); }, "cross_entropy_forward");
   expect([&] { be.cross_entropy_backward(a, t, a, 1.0f, b, 2, 2); }, "cross_entropy_backward");
+  expect([&] { be.dropout_forward(a, b, 4, 0.1, 1); }, "dropout_forward");
+  expect([&] { be.dropout_backward(a, b, 4, 0.1, 1); }, "dropout_backward");
 }
 
 }  // namespace

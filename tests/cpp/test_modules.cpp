@@ -21,6 +21,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "nn/cross_entropy_loss.h"
+#include "nn/dropout.h"
 #include "nn/embedding.h"
 #include "nn/feed_forward.h"
 #include "nn/layer_norm.h"
@@ -515,6 +516,60 @@ TEST(ModuleCrossEntropyLoss, SumOfRowLossesAndGradientByCentralDifferences) {
     fresh.backward(ConstView<double>(logits.data(), {B, L, V}), targets.view({B, L}), 1.0,
                    TensorView<double>(d.data(), {B, L, V}));
   });
+}
+
+// ================================ Dropout ==========================================
+
+TEST(ModuleDropout, BackwardMatchesCentralDifferencesWithTheForwardsMask) {
+  auto be = cpu();
+  Dropout<double> drop(be, 0.4);
+  Rng data(14);
+  const int64_t n = 60;
+  Vec x = normal_vector(data, n);
+  const Vec w = normal_vector(data, n);
+  // Every evaluation draws its seed from a fresh Rng(7): the same mask each time.
+  auto loss = [&] {
+    Rng rng(7);
+    Vec y(n);
+    drop.forward(ConstView<double>(x.data(), {n}), TensorView<double>(y.data(), {n}), rng, true);
+    return dot(w, y);
+  };
+  loss();
+  Rng expected(7);
+  EXPECT_EQ(drop.last_seed(), expected.next_u64());
+  Vec dx(n);
+  drop.backward(ConstView<double>(w.data(), {n}), TensorView<double>(dx.data(), {n}));
+  EXPECT_LT(fd_error(x.data(), n, dx, loss), 1e-8);
+  int64_t zeros = 0;
+  for (double v : dx) zeros += v == 0.0;
+  EXPECT_GT(zeros, 0);
+  EXPECT_LT(zeros, n);
+}
+
+TEST(ModuleDropout, EvaluationIsTheIdentityAndMisuseIsAClearError) {
+  auto be = cpu();
+  Dropout<double> drop(be, 0.5);
+  Rng rng(15);
+  const Vec x = normal_vector(rng, 12);
+  Vec y(12, 0.0), dx(12, 0.0);
+  expect_error(FWP_ERR_BAD_STATE, "backward needs a forward first",
+               [&] { drop.backward(ConstView<double>(x.data(), {12}), TensorView<double>(dx.data(), {12})); });
+  const Rng::State before = rng.state();
+  drop.forward(ConstView<double>(x.data(), {3, 4}), TensorView<double>(y.data(), {3, 4}), rng, false);
+  EXPECT_EQ(y, x);
+  EXPECT_EQ(rng.state(), before);  // evaluation draws nothing
+  drop.backward(ConstView<double>(x.data(), {3, 4}), TensorView<double>(dx.data(), {3, 4}));
+  EXPECT_EQ(dx, x);
+  Vec in_place = x;
+  drop.forward(ConstView<double>(in_place.data(), {12}), TensorView<double>(in_place.data(), {12}), rng, false);
+  EXPECT_EQ(in_place, x);
+  expect_error(FWP_ERR_SHAPE_MISMATCH, "Dropout output y",
+               [&] { drop.forward(ConstView<double>(x.data(), {12}), TensorView<double>(y.data(), {6}), rng, true); });
+  drop.forward(ConstView<double>(x.data(), {12}), TensorView<double>(y.data(), {12}), rng, true);
+  expect_error(FWP_ERR_SHAPE_MISMATCH, "has 6 elements but the last forward had 12",
+               [&] { drop.backward(ConstView<double>(x.data(), {6}), TensorView<double>(dx.data(), {6})); });
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "dropout must be in [0, 1)", [&] { Dropout<double>(be, 1.0); });
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "dropout must be in [0, 1)", [&] { Dropout<double>(be, -0.1); });
 }
 
 // ================================ float vs double ==========================================
