@@ -13,6 +13,10 @@
 //   retrieval_ops.cu       per-stream sums, fast-weight readout
 //   loss.cu                one-hot squared error
 //   optimizer_ops.cu       sum of squares, Adam/AdamW, SGD
+//   activation.cu          ReLU, GELU
+//   layer_norm.cu          layer normalisation
+//   cross_entropy.cu       softmax cross-entropy
+//   dropout.cu             dropout with a counter-based mask
 //
 // Every call is queued on the backend's own stream; only download(),
 // sum_squares() and synchronize() wait for it. Each call makes the backend's
@@ -182,6 +186,24 @@ class CudaBackend final : public Backend<float> {
                    float* v) override;
   void sgd_update(const SgdStepParams& p, int64_t n, float* param, const float* grad,
                   float* momentum_buf) override;
+
+  // ---- activation.cu, layer_norm.cu, cross_entropy.cu (module ops) -------------------------------
+  void relu_forward(const float* x, float* y, int64_t n) override;
+  void relu_backward(const float* x, const float* dy, float* dx, int64_t n) override;
+  void gelu_forward(const float* x, float* y, int64_t n) override;
+  void gelu_backward(const float* x, const float* dy, float* dx, int64_t n) override;
+  void layer_norm_forward(const float* x, const float* gain, const float* bias, float eps, float* y, float* mean,
+                          float* rstd, int64_t rows, int64_t d) override;
+  void layer_norm_backward(const float* x, const float* gain, const float* mean, const float* rstd, const float* dy,
+                           float beta, float* dx, int64_t rows, int64_t d) override;
+  void layer_norm_param_grad_accumulate(const float* x, const float* mean, const float* rstd, const float* dy,
+                                        float* dgain, float* dbias, int64_t rows, int64_t d) override;
+  void cross_entropy_forward(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows,
+                             int64_t classes) override;
+  void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, float scale,
+                              float* dlogits, int64_t rows, int64_t classes) override;
+  void dropout_forward(const float* x, float* y, int64_t n, double p, uint64_t seed) override;
+  void dropout_backward(const float* dy, float* dx, int64_t n, double p, uint64_t seed) override;
 
  private:
   void* device_alloc(size_t bytes, const char* what);

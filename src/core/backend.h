@@ -20,12 +20,16 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/backend/activation.h"
 #include "core/backend/attn_norm.h"
+#include "core/backend/cross_entropy.h"
+#include "core/backend/dropout.h"
 #include "core/backend/elementwise.h"
 #include "core/backend/embedding.h"
 #include "core/backend/family.h"
 #include "core/backend/fast_weight.h"
 #include "core/backend/feature_map.h"
+#include "core/backend/layer_norm.h"
 #include "core/backend/layout.h"
 #include "core/backend/linear.h"
 #include "core/backend/loss.h"
@@ -52,7 +56,11 @@ class Backend : public MemoryOps<T>,
                 public EmbeddingOps<T>,
                 public RetrievalOps<T>,
                 public LossOps<T>,
-                public OptimizerOps<T> {
+                public OptimizerOps<T>,
+                public ActivationOps<T>,
+                public LayerNormOps<T>,
+                public CrossEntropyOps<T>,
+                public DropoutOps<T> {
  public:
   Device device() const override = 0;
 };

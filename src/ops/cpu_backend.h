@@ -14,6 +14,10 @@
 //   retrieval_ops.cpp      one-hot rows, per-stream sums, fast-weight readout (retrieval model)
 //   loss.cpp               one-hot squared-error loss
 //   optimizer_ops.cpp      sum of squares, Adam/AdamW and SGD updates
+//   activation.cpp         ReLU, GELU (feed-forward blocks)
+//   layer_norm.cpp         layer normalisation
+//   cross_entropy.cpp      softmax cross-entropy (language model loss)
+//   dropout.cpp            dropout with a counter-based mask
 #pragma once
 
 #include "core/backend.h"
@@ -107,6 +111,27 @@ class CpuBackend final : public Backend<T> {
   double sum_squares(const T* x, int64_t n) override;
   void adam_update(const AdamStepParams& p, int64_t n, T* param, const T* grad, T* m, T* v) override;
   void sgd_update(const SgdStepParams& p, int64_t n, T* param, const T* grad, T* momentum_buf) override;
+
+  // ---- module ops (activation.cpp, layer_norm.cpp, cross_entropy.cpp) ----
+  void relu_forward(const T* x, T* y, int64_t n) override;
+  void relu_backward(const T* x, const T* dy, T* dx, int64_t n) override;
+  void gelu_forward(const T* x, T* y, int64_t n) override;
+  void gelu_backward(const T* x, const T* dy, T* dx, int64_t n) override;
+
+  void layer_norm_forward(const T* x, const T* gain, const T* bias, T eps, T* y, T* mean, T* rstd, int64_t rows,
+                          int64_t d) override;
+  void layer_norm_backward(const T* x, const T* gain, const T* mean, const T* rstd, const T* dy, T beta, T* dx,
+                           int64_t rows, int64_t d) override;
+  void layer_norm_param_grad_accumulate(const T* x, const T* mean, const T* rstd, const T* dy, T* dgain, T* dbias,
+                                        int64_t rows, int64_t d) override;
+
+  void cross_entropy_forward(const T* logits, const int32_t* targets, T* loss, T* lse, int64_t rows,
+                             int64_t classes) override;
+  void cross_entropy_backward(const T* logits, const int32_t* targets, const T* lse, T scale, T* dlogits,
+                              int64_t rows, int64_t classes) override;
+
+  void dropout_forward(const T* x, T* y, int64_t n, double p, uint64_t seed) override;
+  void dropout_backward(const T* dy, T* dx, int64_t n, double p, uint64_t seed) override;
 
   // The algorithm Auto resolves to for this shape on the CPU (exposed for tests and benchmarks).
   static Algorithm choose_algorithm(UpdateRule rule, const FastWeightShape& shape);
