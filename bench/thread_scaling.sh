@@ -54,7 +54,7 @@ retrieval() {  # args: threads, then retrieval flags
 }
 # Median seconds per iteration that Google Benchmark reports (REPEATS repetitions).
 layer_seconds() {  # args: threads, benchmark filter
-  FWP_BENCH_THREADS=$1 "$bench" --benchmark_filter="$2" --benchmark_min_time=0.5s \
+  FWP_BENCH_THREADS=$1 "$bench" --benchmark_filter="$2" --benchmark_min_time=0.5 \
     --benchmark_repetitions="$repeats" --benchmark_format=csv 2> /dev/null |
     awk -F, '$1 ~ /_median"?$/ {t = $3; u = $5; gsub(/"/, "", u); s = (u == "ms") ? 1e-3 : (u == "us") ? 1e-6 : (u == "ns") ? 1e-9 : 1; printf "%.4f", t * s}'
 }
@@ -66,9 +66,9 @@ cases=(
 )
 if [ -x "$bench" ]; then
   cases+=(
-    "layer elu delta fwd+bwd paper-small (B32 T256 H8 D16)|layer|Layer/elu/delta/recurrent/B32_T256_H8_D16\$"
-    "layer elu sum fwd+bwd paper-medium (B56 T384 H8 D32)|layer|Layer/elu/sum/chunked/B56_T384_H8_D32\$"
-    "layer softmax fwd+bwd paper-small|layer|Layer/softmax/B32_T256_H8_D16\$"
+    "layer elu delta fwd+bwd paper-small (B32 T256 H8 D16)|layer|Layer/elu/delta/recurrent/B32_T256_H8_D16/real_time$"
+    "layer elu sum fwd+bwd paper-medium (B56 T384 H8 D32)|layer|Layer/elu/sum/chunked/B56_T384_H8_D32/real_time$"
+    "layer softmax fwd+bwd paper-small|layer|Layer/softmax/B32_T256_H8_D16/real_time$"
   )
 fi
 
