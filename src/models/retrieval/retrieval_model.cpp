@@ -11,6 +11,7 @@
 
 #include "core/context.h"
 #include "core/error.h"
+#include "core/id_buffer.h"
 #include "core/limits.h"
 #include "nn/fast_weight_layer.h"
 #include "ops/favor_projection.h"
@@ -35,37 +36,6 @@ const char* feature_map_name(const RetrievalConfig& c) {
   }
   return "unknown";
 }
-
-// int32 ids on a backend, reallocated only when the count changes.
-template <typename T>
-class IdBuffer {
- public:
-  IdBuffer() = default;
-  IdBuffer(const IdBuffer&) = delete;
-  IdBuffer& operator=(const IdBuffer&) = delete;
-  ~IdBuffer() { release(); }
-
-  void upload(const std::shared_ptr<Backend<T>>& backend, const int32_t* host, int64_t n) {
-    if (backend != backend_ || n != size_) {
-      release();
-      backend_ = backend;
-      data_ = backend_->allocate_int(n);
-      size_ = n;
-    }
-    if (n > 0) backend_->upload_int(data_, host, n);
-  }
-  const int32_t* data() const { return data_; }
-
- private:
-  void release() noexcept {
-    if (data_ && backend_) backend_->deallocate_int(data_);
-    data_ = nullptr;
-    size_ = 0;
-  }
-  std::shared_ptr<Backend<T>> backend_;
-  int32_t* data_ = nullptr;
-  int64_t size_ = 0;
-};
 
 // out[cols, rows] = in[rows, cols]^T. split_heads with B = 1, D = 1 is exactly
 // this permutation ([1, rows, cols, 1] -> [1, cols, rows, 1]) on every backend.
