@@ -41,11 +41,11 @@ TEST(ThreadPool, LargeWorkUsesMoreThanOneThread) {
   // Items that each take a while: with 2 threads, both must take part at least
   // once in a few tries (one may be descheduled on a busy machine).
   bool saw_two = false;
-  for (int attempt = 0; attempt < 20 && !saw_two; ++attempt) {
+  for (int attempt = 0; attempt < 40 && !saw_two; ++attempt) {
     std::mutex m;
     std::vector<std::thread::id> ids;
     fwp::cpu::parallel_for(2, 8, int64_t(1) << 24, [&](int64_t, int64_t) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
       while (std::chrono::steady_clock::now() < until) {
       }
       std::lock_guard<std::mutex> lock(m);
