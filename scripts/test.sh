@@ -7,7 +7,7 @@
 #      examples, Rust bindings (cargo test), Julia/Rust/ABI consistency checks,
 #   4. rebuilds the CPU code with AddressSanitizer + UndefinedBehaviorSanitizer
 #      in build-asan/ and runs the C++ and C API tests there,
-#   5. builds the Doxygen docs of fwp.h with warnings as errors.
+#   5. builds the Doxygen docs of the public headers with warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
