@@ -9,14 +9,6 @@ namespace fwp {
 
 namespace {
 
-std::string device_name(fwp_device device) {
-  switch (device) {
-    case FWP_DEVICE_CPU: return "CPU";
-    case FWP_DEVICE_CUDA: return "CUDA";
-  }
-  return "unknown";
-}
-
 // The int stored in a C enum field, read without going through the enum type
 // (an out-of-range value read as the enum would be undefined behaviour in C++).
 template <typename E>
@@ -72,7 +64,7 @@ Context::Context(const fwp_context_config& config) {
     throw Error(FWP_ERR_UNSUPPORTED, "this build of fwp has no CUDA backend");
 #endif
   }
-  log(FWP_LOG_DEBUG, "context created: device " + device_name(config.device) + ", " +
+  log(FWP_LOG_DEBUG, std::string("context created: device ") + device_name(device_) + ", " +
                          std::to_string(num_threads_) + " threads, seed " + std::to_string(seed_));
 }
 

@@ -21,6 +21,7 @@
 
 #include "core/context.h"
 #include "core/error.h"
+#include "temp_files.h"
 #include "counter_source.h"
 #include "data/retrieval_data.h"
 #include "models/registry.h"
@@ -31,32 +32,9 @@
 namespace fwp {
 namespace {
 
-using Bytes = std::string;
-
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/fwp_checkpoint_XXXXXX";
-    const char* p = mkdtemp(pattern);
-    if (!p) throw std::runtime_error("mkdtemp failed");
-    path_ = p;
-  }
-  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-Bytes read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const Bytes& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using test::Bytes;
+using test::read_bytes;
+using test::write_bytes;
 
 uint64_t header_length(const Bytes& file) {
   uint64_t n = 0;
@@ -171,7 +149,7 @@ TEST_P(CheckpointResume, ResumedTrainingIsBitIdentical) {
     c.feature_map = FeatureMap::Favor;
     c.favor_features = 12;
   }
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string path = dir.file("run.safetensors");
   const int N = 6, M = 6;
   TrainingRun a(c, 1);
@@ -227,7 +205,7 @@ TrainingRun scheduled_run(const RetrievalConfig& c, uint64_t seed, const Optimiz
 
 TEST(CheckpointSchedule, ResumedTrainingWithAScheduleIsBitIdentical) {
   const RetrievalConfig c = small_config();
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string path = dir.file("scheduled.safetensors");
   const int N = 5, M = 7;  // saved mid-decay; the resumed part reaches the floor
   TrainingRun a = scheduled_run(c, 1, scheduled_config());
@@ -265,7 +243,7 @@ TEST(CheckpointSchedule, ResumedTrainingWithAScheduleIsBitIdentical) {
 
 TEST(CheckpointSchedule, AnotherScheduleIsRefusedAndChangesNothing) {
   const RetrievalConfig c = small_config();
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string path = dir.file("scheduled.safetensors");
   TrainingRun a = scheduled_run(c, 1, scheduled_config());
   for (int i = 0; i < 4; ++i) a.step();
@@ -296,7 +274,7 @@ TEST(CheckpointSchedule, AnotherScheduleIsRefusedAndChangesNothing) {
 TEST(CheckpointSchedule, FilesWithoutScheduleLoadAsConstant) {
   // A checkpoint as 0.1.0 wrote it: the optimizer config has no schedule members.
   const RetrievalConfig c = small_config();
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string path = dir.file("old.safetensors");
   TrainingRun a(c, 1);
   for (int i = 0; i < 3; ++i) a.step();
@@ -321,7 +299,7 @@ TEST(CheckpointSchedule, FilesWithoutScheduleLoadAsConstant) {
 }
 
 TEST(Checkpoint, FileIsPlainSafetensors) {
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string path = dir.file("model.safetensors");
   TrainingRun a(small_config(), 1);
   a.step();
@@ -368,7 +346,7 @@ TEST(Checkpoint, FileIsPlainSafetensors) {
 // ---- damaged and foreign files --------------------------------------------------------------------
 
 TEST(Checkpoint, DamagedFilesAreFormatErrorsAndChangeNothing) {
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string good_path = dir.file("good.safetensors");
   TrainingRun src(small_config(), 1);
   src.step();
@@ -494,7 +472,7 @@ TEST(Checkpoint, DamagedFilesAreFormatErrorsAndChangeNothing) {
 }
 
 TEST(Checkpoint, OptimizerOfAnotherModelIsAContextMismatch) {
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   TrainingRun a(small_config(), 1), b(small_config(), 2);
   expect_status([&] { save_checkpoint(dir.file("x"), *a.model, b.opt.get(), nullptr, nullptr); },
                 FWP_ERR_CONTEXT_MISMATCH, "save");
@@ -506,7 +484,7 @@ TEST(Checkpoint, OptimizerOfAnotherModelIsAContextMismatch) {
 // ---- failed saves ----------------------------------------------------------------------------------
 
 TEST(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string path = dir.file("ckpt.safetensors");
   TrainingRun a(small_config(), 1);
   save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "first");
@@ -537,7 +515,7 @@ TEST(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {
 }
 
 TEST(Checkpoint, RejectsUserMetadataThatIsNotUtf8) {
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   TrainingRun a(small_config(), 1);
   expect_status([&] { save_checkpoint(dir.file("x"), *a.model, nullptr, nullptr, "bad \xff byte"); },
                 FWP_ERR_INVALID_ARGUMENT, "invalid UTF-8");
@@ -549,7 +527,7 @@ TEST(Checkpoint, RejectsUserMetadataThatIsNotUtf8) {
 
 TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
   EXPECT_EQ(ModelRegistry::builtin().kinds(), std::vector<std::string>{"retrieval"});
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string good_path = dir.file("good.safetensors");
   TrainingRun src(small_config(), 1);
   save_checkpoint(good_path, *src.model, src.opt.get(), src.data.get(), nullptr);
@@ -616,7 +594,7 @@ TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
 using test_support::CounterSource;
 
 TEST(CheckpointData, StoresKindConfigAndStateOfAnySource) {
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string path = dir.file("counter.safetensors");
   TrainingRun a(small_config(), 1);
   CounterSource counter(5);
@@ -642,7 +620,7 @@ TEST(CheckpointData, StoresKindConfigAndStateOfAnySource) {
 }
 
 TEST(CheckpointData, SourceOfAnotherKindOrConfigChangesNothing) {
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   TrainingRun src(small_config(), 1);
   src.step();
   const std::string retrieval_file = dir.file("retrieval.safetensors");
@@ -742,7 +720,7 @@ Bytes as_version_1(const Bytes& file) {
 }
 
 TEST(CheckpointVersions, ReadsVersion1Files) {
-  TempDir dir;
+  test::TempDir dir("fwp_checkpoint");
   const std::string path = dir.file("v2.safetensors");
   TrainingRun a(small_config(), 1);
   for (int i = 0; i < 3; ++i) a.step();

@@ -18,37 +18,15 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "temp_files.h"
 #include "io/safetensors.h"
 
 namespace fwp {
 namespace {
 
-using Bytes = std::string;
-
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/fwp_safetensors_XXXXXX";
-    const char* p = mkdtemp(pattern);
-    if (!p) throw std::runtime_error("mkdtemp failed");
-    path_ = p;
-  }
-  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-Bytes read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const Bytes& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using test::Bytes;
+using test::read_bytes;
+using test::write_bytes;
 
 // A file made by hand: the 8-byte length, the header text, then `data`.
 Bytes make_file(const std::string& header, const Bytes& data) {
@@ -86,7 +64,7 @@ SafetensorsWriter sample_writer() {
 }
 
 TEST(Safetensors, RoundTrip) {
-  TempDir dir;
+  test::TempDir dir("fwp_safetensors");
   const std::string path = dir.file("t.safetensors");
   sample_writer().write(path);
   const SafetensorsReader r(path);
@@ -110,7 +88,7 @@ TEST(Safetensors, RoundTrip) {
 }
 
 TEST(Safetensors, LayoutIsTheReferenceOne) {
-  TempDir dir;
+  test::TempDir dir("fwp_safetensors");
   const std::string path = dir.file("t.safetensors");
   const SafetensorsWriter w = sample_writer();
   w.write(path);
@@ -140,7 +118,7 @@ TEST(Safetensors, LayoutIsTheReferenceOne) {
 
 // Every prefix of a valid file is rejected as a format error, never a crash.
 TEST(Safetensors, TruncatedFilesAreFormatErrors) {
-  TempDir dir;
+  test::TempDir dir("fwp_safetensors");
   const std::string good = dir.file("good.safetensors");
   sample_writer().write(good);
   const Bytes bytes = read_bytes(good);
@@ -155,7 +133,7 @@ TEST(Safetensors, TruncatedFilesAreFormatErrors) {
 }
 
 TEST(Safetensors, MalformedHeadersAreFormatErrors) {
-  TempDir dir;
+  test::TempDir dir("fwp_safetensors");
   const std::string path = dir.file("bad.safetensors");
   const Bytes data16(16, '\x01');
   auto entry = [](const std::string& dtype, const nlohmann::json& shape, uint64_t b, uint64_t e) {
@@ -237,14 +215,14 @@ TEST(Safetensors, WriterRejectsBadArguments) {
   // A header over the bound is refused before anything is written.
   SafetensorsWriter big;
   big.set_metadata("huge", std::string(kMaxSafetensorsHeaderBytes, 'x'));
-  TempDir dir;
+  test::TempDir dir("fwp_safetensors");
   expect_status([&] { big.write(dir.file("big")); }, FWP_ERR_INVALID_ARGUMENT, "header too large", "exceed");
   struct stat st;
   EXPECT_NE(::stat(dir.file("big").c_str(), &st), 0);
 }
 
 TEST(Safetensors, FailedWriteLeavesThePreviousFile) {
-  TempDir dir;
+  test::TempDir dir("fwp_safetensors");
   const std::string path = dir.file("t.safetensors");
   SafetensorsWriter first;
   first.set_metadata("which", "first");
