@@ -10,7 +10,8 @@
 // output of the first two streams is compared with the CPU backend.
 //
 // Usage: gpu_fast_weight_bench [--reps N] [--quick] [--shape NAME]
-// Without a CUDA device it prints "no CUDA device" and exits 0.
+// Without a CUDA device it prints "no CUDA device" and exits 0, or exits 1 when
+// FWP_REQUIRE_CUDA is set (scripts/gpu-check.sh: the run must measure something).
 // A benchmark, not a test: it never fails on speed.
 #include <algorithm>
 #include <cmath>
@@ -27,6 +28,14 @@
 #include "core/error.h"
 #include "core/rng.h"
 
+
+namespace {
+// FWP_REQUIRE_CUDA set to anything but "" or "0": no device is a failure.
+bool cuda_required() {
+  const char* v = std::getenv("FWP_REQUIRE_CUDA");
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
+}  // namespace
 
 #if FWP_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -144,6 +153,10 @@ int run(int argc, char** argv) {
   if (quick) reps = std::min(reps, 5);
 
   if (fwp::cuda_device_count() < 1) {
+    if (cuda_required()) {
+      std::fprintf(stderr, "gpu_fast_weight_bench: no CUDA device, and FWP_REQUIRE_CUDA is set (exit 1)\n");
+      return 1;
+    }
     std::printf("gpu_fast_weight_bench: no CUDA device: nothing to measure (exit 0)\n");
     return 0;
   }
@@ -283,6 +296,11 @@ int main(int argc, char** argv) {
 #else  // !FWP_HAVE_CUDA
 
 int main() {
+  if (cuda_required()) {
+    std::fprintf(stderr,
+                 "gpu_fast_weight_bench: this build has no CUDA backend, and FWP_REQUIRE_CUDA is set (exit 1)\n");
+    return 1;
+  }
   std::printf("gpu_fast_weight_bench: no CUDA device: this build has no CUDA backend (exit 0)\n");
   return 0;
 }

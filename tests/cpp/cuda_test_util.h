@@ -1,5 +1,17 @@
-// Helpers shared by the CUDA test files (test_cuda_tiles.cpp, test_cuda_parity.cpp):
-// seeded random inputs and a relative comparison that names the worst element.
+// Helpers shared by the CUDA test files (test_cuda_tiles.cpp, test_cuda_parity*.cpp):
+// seeded random inputs, a relative comparison that names the worst element, and
+// the FWP_REQUIRE_CUDA switch.
+//
+// FWP_REQUIRE_CUDA=1 (scripts/gpu-check.sh sets it) says "this run is on a GPU
+// machine and must exercise the GPU". Then
+//   - FWP_SKIP_OR_FAIL_WITHOUT_CUDA_DEVICE (the parity fixtures' SetUp) fails a
+//     test that would otherwise skip for want of a device, with the reason the
+//     CUDA runtime gives (no driver, driver too old, no device node, ...);
+//   - a global test environment, registered by including this header, fails the
+//     run at set-up when the build has no CUDA backend or no device is visible,
+//     and at tear-down when any test of the run was skipped, for whatever reason.
+// So a run that did not really execute the kernels cannot exit 0. Without the
+// variable (development machines, CI) the GPU tests skip visibly as before.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -7,14 +19,78 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/rng.h"
+
+#if FWP_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 namespace fwp {
 namespace cudatest {
+
+// True when FWP_REQUIRE_CUDA is set to anything but "" or "0".
+inline bool cuda_required() {
+  const char* v = std::getenv("FWP_REQUIRE_CUDA");
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
+
+// Why no CUDA device can be used, in words (empty when one can).
+inline std::string why_no_cuda_device() {
+#if FWP_HAVE_CUDA
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear it: later tests start from a clean runtime state
+    return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
+           ")";
+  }
+  if (count < 1) return "cudaGetDeviceCount reports 0 devices";
+  return "";
+#else
+  return "this build has no CUDA backend (FWP_HAVE_CUDA=0: configure with -DFWP_ENABLE_CUDA=ON)";
+#endif
+}
+
+// The global environment behind FWP_REQUIRE_CUDA (see the top of this file).
+class RequireCudaEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (!cuda_required()) return;
+    const std::string why = why_no_cuda_device();
+    if (!why.empty()) ADD_FAILURE() << "FWP_REQUIRE_CUDA is set but no CUDA device can be used: " << why;
+  }
+  void TearDown() override {
+    if (!cuda_required()) return;
+    std::vector<std::string> skipped;
+    const ::testing::UnitTest* unit = ::testing::UnitTest::GetInstance();
+    for (int i = 0; i < unit->total_test_suite_count(); ++i) {
+      const ::testing::TestSuite* suite = unit->GetTestSuite(i);
+      for (int j = 0; j < suite->total_test_count(); ++j) {
+        const ::testing::TestInfo* test = suite->GetTestInfo(j);
+        if (test->should_run() && test->result()->Skipped()) {
+          skipped.push_back(std::string(suite->name()) + "." + test->name());
+        }
+      }
+    }
+    if (skipped.empty()) return;
+    std::ostringstream names;
+    for (size_t i = 0; i < skipped.size() && i < 10; ++i) names << "\n  " << skipped[i];
+    if (skipped.size() > 10) names << "\n  ... and " << skipped.size() - 10 << " more";
+    ADD_FAILURE() << "FWP_REQUIRE_CUDA is set and " << skipped.size()
+                  << " test(s) skipped; on a GPU machine every test must run:" << names.str();
+  }
+};
+
+// Registered once per test binary, however many files include this header.
+inline const bool kRequireCudaEnvironmentRegistered =
+    (::testing::AddGlobalTestEnvironment(new RequireCudaEnvironment), true);
 
 using FVec = std::vector<float>;
 
@@ -107,3 +183,18 @@ std::vector<T> cast_vec(const FVec& v) {
 
 }  // namespace cudatest
 }  // namespace fwp
+
+#if FWP_HAVE_CUDA
+// In a GPU test fixture's SetUp: without a usable device, skip (visibly), or
+// fail when FWP_REQUIRE_CUDA is set. `suite` is a string literal naming the suite.
+#define FWP_SKIP_OR_FAIL_WITHOUT_CUDA_DEVICE(suite)                                                         \
+  do {                                                                                                      \
+    if (::fwp::cuda_device_count() < 1) {                                                                   \
+      if (::fwp::cudatest::cuda_required()) {                                                               \
+        FAIL() << "FWP_REQUIRE_CUDA is set but " suite " found no CUDA device: "                            \
+               << ::fwp::cudatest::why_no_cuda_device();                                                    \
+      }                                                                                                     \
+      GTEST_SKIP() << "no CUDA device: " suite " needs a GPU (run scripts/gpu-check.sh on a GPU machine)"; \
+    }                                                                                                       \
+  } while (0)
+#endif

@@ -53,9 +53,7 @@ int cpu_threads() { return static_cast<int>(std::max(1u, std::min(8u, std::threa
 class CudaParity : public ::testing::Test {
  public:
   void SetUp() override {
-    if (cuda_device_count() < 1) {
-      GTEST_SKIP() << "no CUDA device: CudaParity needs a GPU (run scripts/gpu-check.sh on a GPU machine)";
-    }
+    FWP_SKIP_OR_FAIL_WITHOUT_CUDA_DEVICE("CudaParity");  // fails instead under FWP_REQUIRE_CUDA=1
     gpu_ = make_cuda_backend(0);
     cpu_ = make_cpu_backend<float>(cpu_threads());
     cpud_ = make_cpu_backend<double>(cpu_threads());

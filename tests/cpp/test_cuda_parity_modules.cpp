@@ -40,9 +40,7 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 class CudaParityModules : public ::testing::Test {
  public:
   void SetUp() override {
-    if (cuda_device_count() < 1) {
-      GTEST_SKIP() << "no CUDA device: CudaParityModules needs a GPU (run scripts/gpu-check.sh on a GPU machine)";
-    }
+    FWP_SKIP_OR_FAIL_WITHOUT_CUDA_DEVICE("CudaParityModules");  // fails instead under FWP_REQUIRE_CUDA=1
     gpu_ = make_cuda_backend(0);
     cpud_ = make_cpu_backend<double>(2);
   }
