@@ -52,6 +52,41 @@ __global__ void bias_grad_finish_kernel(float* dbias, const float* partial, int6
   }
 }
 
+// C_g[r, c] = beta * C_g[r, c] for the rows x cols block of each of `batch`
+// matrices (row stride ldc, batch stride stride_c); with beta == 0 it writes 0
+// without reading C, which may hold NaN.
+__global__ void scale_block_kernel(float* c, int64_t rows, int64_t cols, int64_t ldc, int64_t stride_c,
+                                   int64_t batch, float beta) {
+  const int64_t per_matrix = rows * cols;
+  const int64_t n = per_matrix * batch;
+  for (int64_t i = cuda::global_thread_index(); i < n; i += cuda::global_thread_count()) {
+    const int64_t g = i / per_matrix, rc = i - g * per_matrix;
+    float& x = c[g * stride_c + (rc / cols) * ldc + rc % cols];
+    x = beta == 0.0f ? 0.0f : beta * x;
+  }
+}
+
+// cuBLAS checks each leading dimension against the row length even for a
+// matrix of one row, where it is never used (the CPU backend ignores it there):
+// give such a matrix the smallest value cuBLAS accepts.
+int64_t accepted_ld(int64_t rows, int64_t cols, int64_t ld) {
+  return rows <= 1 && ld < cols ? cols : ld;
+}
+
+// Degenerate products, defined as on the CPU backend (src/ops/linear.cpp):
+//   M <= 0, N <= 0 or batch <= 0: nothing to write, C untouched;
+//   K <= 0 or alpha == 0: C = beta * C (C not read when beta == 0), A and B
+//   never read. cuBLAS is not called there: it rejects K = 0 with a leading
+//   dimension of 0 (what a caller with an empty inner dimension passes), and
+//   with alpha == 0 it may still read A and B (NaN * 0 = NaN).
+void scale_gemm_output(cudaStream_t stream, int64_t M, int64_t N, float beta, float* C, int64_t ldc,
+                       int64_t stride_c, int64_t batch) {
+  if (beta == 1.0f) return;
+  scale_block_kernel<<<cuda::grid_for(M * N * batch, cuda::kElementwiseThreads), cuda::kElementwiseThreads, 0,
+                       stream>>>(C, M, N, ldc, stride_c, batch, beta);
+  FWP_CUDA_CHECK_LAUNCH("scale_block_kernel");
+}
+
 __global__ void axpy_kernel(int64_t n, float alpha, const float* x, float* y) {
   for (int64_t i = cuda::global_thread_index(); i < n; i += cuda::global_thread_count()) y[i] += alpha * x[i];
 }
@@ -66,6 +101,13 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
                        int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   cuda::DeviceGuard guard(device_);
+  if (K <= 0 || alpha == 0.0f) {
+    scale_gemm_output(stream_, M, N, beta, C, ldc, 0, 1);
+    return;
+  }
+  lda = trans_a ? accepted_ld(K, M, lda) : accepted_ld(M, K, lda);
+  ldb = trans_b ? accepted_ld(N, K, ldb) : accepted_ld(K, N, ldb);
+  ldc = accepted_ld(M, N, ldc);
   const tile::ColMajorGemm cm = tile::to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb);
   FWP_CUDA_CHECK(cublasSgemm_64(cublas_, op(cm.trans_first), op(cm.trans_second), cm.m, cm.n, cm.k, &alpha,
                                 cm.first, cm.ld_first, cm.second, cm.ld_second, &beta, C, ldc));
@@ -77,6 +119,13 @@ void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N,
                                int64_t batch) {
   if (M <= 0 || N <= 0 || batch <= 0) return;
   cuda::DeviceGuard guard(device_);
+  if (K <= 0 || alpha == 0.0f) {
+    scale_gemm_output(stream_, M, N, beta, C, ldc, stride_c, batch);
+    return;
+  }
+  lda = trans_a ? accepted_ld(K, M, lda) : accepted_ld(M, K, lda);
+  ldb = trans_b ? accepted_ld(N, K, ldb) : accepted_ld(K, N, ldb);
+  ldc = accepted_ld(M, N, ldc);
   const tile::ColMajorGemm cm = tile::to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb);
   FWP_CUDA_CHECK(cublasSgemmStridedBatched_64(cublas_, op(cm.trans_first), op(cm.trans_second), cm.m, cm.n, cm.k,
                                               &alpha, cm.first, cm.ld_first, stride_b, cm.second, cm.ld_second,
