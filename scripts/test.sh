@@ -28,6 +28,7 @@ cmake --build build -j"$jobs"
 
 step "tests in build/"
 ctest --test-dir build -j"$jobs" --timeout 900
+step "GPU-machine build in build-gpu-machine/ (no nlohmann-json, CLI11, fmt, CMocka)"; bash scripts/check-gpu-machine-build.sh
 
 step "sanitizer build (ASan + UBSan) in build-asan/"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFWP_SANITIZE=ON -DFWP_ENABLE_CUDA=OFF \
