@@ -71,6 +71,7 @@ START=$(date +%s)
 JOBS="$(nproc 2>/dev/null || echo 8)"
 LOGS="$BUILD/gpu-check-logs"
 mkdir -p "$LOGS"
+rm -f "$LOGS"/*.log  # only this run's logs are reported
 TESTS="$BUILD/tests/fwp_cpp_tests"
 BENCH="$BUILD/bench/gpu_fast_weight_bench"
 # The tests report a run without a usable device (or with a skipped test) as a failure.
@@ -325,9 +326,15 @@ if [ "$SKIP_BUILD" -eq 0 ]; then
   fi
 fi
 [ "$MODE" = build ] && finish
+# A binary left from an earlier run must not stand in for one that failed to build.
+TESTS_BUILT=$SKIP_BUILD BENCH_BUILT=$SKIP_BUILD
+for i in "${!PHASES[@]}"; do
+  [ "${PHASES[$i]}" = build ] && [ "${STATUS[$i]}" = ok ] && TESTS_BUILT=1
+  [ "${PHASES[$i]}" = build-bench ] && [ "${STATUS[$i]}" = ok ] && BENCH_BUILT=1
+done
 
 # ---- parity -------------------------------------------------------------------------------------
-if [ -x "$TESTS" ]; then
+if [ "$TESTS_BUILT" -eq 1 ] && [ -x "$TESTS" ]; then
   if run_timed parity 100 "$TESTS" --gtest_filter="$PARITY_FILTER" --gtest_color=no; then
     judge_gtest parity 1
     failed=$(grep -E '^\[  FAILED  \] [A-Za-z0-9_]+\.[A-Za-z0-9_/]+' "$LOGS/parity.log" | awk '{print $4}' | sort -u | head -15)
@@ -346,11 +353,11 @@ if [ -x "$TESTS" ]; then
     fi
   fi
 else
-  record parity SKIPPED 0 "no test binary $TESTS"
+  record parity SKIPPED 0 "no test binary built ($TESTS)"
 fi
 
 # ---- benchmark ----------------------------------------------------------------------------------
-if [ -x "$BENCH" ]; then
+if [ "$BENCH_BUILT" -eq 1 ] && [ -x "$BENCH" ]; then
   if run_timed bench 100 "$BENCH" --reps 10; then
     rows=$(grep -cE '^\| (paper|mid|long)' "$LOGS/bench.log")
     bad=$(grep -E '^\| (paper|mid|long)' "$LOGS/bench.log" | grep -cE 'FAILED|error')
@@ -360,11 +367,11 @@ if [ -x "$BENCH" ]; then
     else record bench FAILED "$T" "exit $RC: $bad of $rows configurations failed their check or did not run"; fi
   fi
 else
-  record bench SKIPPED 0 "no benchmark binary $BENCH"
+  record bench SKIPPED 0 "no benchmark binary built ($BENCH)"
 fi
 
 # ---- sanitizers ---------------------------------------------------------------------------------
-if [ -x "$TESTS" ] && command -v compute-sanitizer > /dev/null; then
+if [ "$TESTS_BUILT" -eq 1 ] && [ -x "$TESTS" ] && command -v compute-sanitizer > /dev/null; then
   if run_timed memcheck 70 compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check no \
        "$TESTS" --gtest_filter="$MEMCHECK_TESTS" --gtest_color=no; then
     judge_sanitizer memcheck "$(count_tests "$MEMCHECK_TESTS")" \

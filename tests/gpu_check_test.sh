@@ -50,6 +50,14 @@ while [ $# -gt 0 ] && [ "${1#--}" != "$1" ]; do shift 2; done
 echo "========= ERROR SUMMARY: 0 errors"
 exit $rc
 EOF
+cat > "$W/bin/cmake" <<'EOF'
+#!/usr/bin/env bash
+case "$1" in
+  --version) echo "cmake version 4.0.0 (fake)" ;;
+  --build) if [ "${FAKE_BUILD:-ok}" = fail ]; then echo "linear.cu(12): error: boom"; exit 2; fi; echo "[100%] Built" ;;
+  *) echo "-- nlohmann_json: no installed package; using the carried copy (3.11.2) in third_party/nlohmann_json" ;;
+esac
+EOF
 # gtest-like output; one test per name in the filter (3 for a wildcard).
 cat > "$W/build/tests/fwp_cpp_tests" <<'EOF'
 #!/usr/bin/env bash
@@ -156,6 +164,13 @@ check run_sanitizer_refused_is_unavailable 1 '\| memcheck +\| UNAVAILABLE .*Devi
   '\| racecheck +\| UNAVAILABLE' -- full FAKE_SANITIZER=refuse
 check run_small_budget_skips_later_phases 1 '\| parity +\| SKIPPED .*no time left' \
   '\| racecheck +\| SKIPPED .*no time left' -- full FWP_GPU_CHECK_BUDGET=20
+# With the build (fake cmake): configure, build, then the rest.
+check run_with_build 1 '\| configure +\| ok .*carried copy' '\| build +\| ok' '\| build-bench +\| ok' \
+  '\| parity +\| ok' -- fake bash "$SCRIPT" --build-dir "$W/build"
+# A failed build: the binaries left from an earlier run must not be tested instead.
+check run_failed_build_tests_nothing 1 '\| build +\| FAILED .*error: boom' \
+  '\| parity +\| SKIPPED .*no test binary built' '\| bench +\| SKIPPED .*no benchmark binary built' \
+  '!==== parity \(limit' -- fake FAKE_BUILD=fail bash "$SCRIPT" --build-dir "$W/build"
 # Results reach $OUT as they complete (flat, at most 8 files).
 mkdir -p "$W/out"
 check run_publishes_to_out 1 -- env PATH="$W/bin:$PATH" FWP_NVIDIA_SMI="$W/bin/nvidia-smi" OUT="$W/out" \
