@@ -163,20 +163,16 @@ RetrievalConfig RetrievalConfig::from_json(const nlohmann::json& j) {
 
 // Every pair input is x_i = [onehot(value_i) ; e(key_i)] and every query input
 // e(query_j): the inputs come from a vocabulary of S values and S keys. The
-// projections therefore run over per-id tables (O(S (S + E) d_head)) and the
-// rows of the B L pairs and B Q queries are gathered from them (O(B L d_head)),
-// instead of running over B L rows of width S + E (O(B L (S + E) d_head)).
-//
-// The vocabulary inputs, the rows of pair_inputs [2 S, S + E]:
-//   row r      = [onehot(r) ; 0]       (r < S)
-//   row S + r  = [onehot(r) ; e(r)]
-// and the query inputs are rows S..2S of emb_rows [2 S + 1, E]: e(0..S-1), then a
-// zero row (padding queries read it, so their projection is the bias, as
-// for a zero input row).
-// A projection P = proj(pair_inputs) gives the per-id table
-//   table[r]     = P[r]              = W[:, r] + b          (value part, with the bias once)
-//   table[S + r] = P[S + r] - P[r]   = W[:, S:] e(r)        (key part)
-// and proj(x_i) = table[value_i] + table[S + key_i].
+// projections are therefore evaluated per id (O(S E d_head)) and the rows of
+// the B L pairs and B Q queries gathered (O(B L d_head)), instead of running
+// over B L rows of width S + E (O(B L (S + E) d_head)):
+//   queries: q_proj over emb_rows = [e(0) .. e(S-1) ; 0] (the Linear module),
+//            then row query_j, or the zero row's (the bias) for padding;
+//   pairs:   proj(x_i) = W[:, value_i] + W[:, S:] e(key_i) + b: a column of W
+//            (a row of W^T) plus a row of the key table emb W[:, S:]^T, plus b.
+// The pair form reads the Linear's weight and bias by index: running the
+// module over the 2 S one-hot and embedding rows of the vocabulary took 1.5x
+// the step time at S = 400 (most of the columns are one-hot zeros).
 //
 // Activations of the last forward (device buffers) and the backward's scratch.
 // Rows of [B*L, ...] arrays are pair i of sequence b at b * L + i; rows of
@@ -186,13 +182,12 @@ struct RetrievalNetwork<T>::Workspace {
   int64_t batch = 0, seq_len = 0, queries = 0;
   int64_t valid_queries = 0;
   IdBuffer<T> keys, values, targets;  // targets: -1 for padding
-  IdBuffer<T> query_rows;             // [B*Q]: the query's row of the query table (S for padding)
-  IdBuffer<T> emb_ids;                // [2 S + 1]: the embedding ids of emb_rows (-1: a zero row)
-  IdBuffer<T> onehot_ids;             // [2 S]: the one-hot ids of pair_inputs
-  Buffer<T> emb_rows;                 // [2 S + 1, E]
-  Buffer<T> pair_inputs;              // [2 S, S + E]
-  Buffer<T> k_table, beta_table;      // [2 S, d_head], [2 S] (delta rule)
+  IdBuffer<T> query_rows;             // [B*Q]: the query's row of q_table (S for padding)
+  IdBuffer<T> emb_ids;                // [S + 1]: 0 .. S-1, then -1 (a zero row)
+  Buffer<T> emb_rows;                 // [S + 1, E]
   Buffer<T> q_table;                  // [S + 1, d_head]
+  Buffer<T> w_t;                      // [S + E, d_head]: a pair projection's W transposed
+  Buffer<T> key_table;                // [S, d_head]: emb W[:, S:]^T
   Buffer<T> gathered;                 // [B*L, d_head]: scratch for the second gather
   Buffer<T> k_lin;                    // [B*L, d_head]
   Buffer<T> beta_lin, beta;           // [B*L]: W_b x + b_b and its sigmoid (delta rule)
@@ -202,10 +197,9 @@ struct RetrievalNetwork<T>::Workspace {
   Buffer<T> favor;                    // [m, d_head]: this forward's redrawn FAVOR+ projection
 
   // backward scratch
-  Buffer<T> dy, dk_lin, dq_lin, dbeta, dbeta_lin;
-  Buffer<T> dk_table, dbeta_table, dq_table;
-  Buffer<T> d_pair_inputs, d_pair_inputs_t;  // [2 S, S + E] and its transpose
-  Buffer<T> d_emb_rows;                      // [2 S + 1, E]
+  Buffer<T> dy, dk_lin, dq_lin, dbeta, dbeta_lin, dq_table;
+  Buffer<T> dw_t, dw, d_key_table;  // a pair projection's [S + E, d], [d, S + E], [S, d]
+  Buffer<T> d_emb_rows;             // [S + 1, E]
 };
 
 template <typename T>
@@ -245,13 +239,9 @@ RetrievalNetwork<T>::RetrievalNetwork(const RetrievalConfig& config, std::shared
   memory_ = std::make_unique<RetrievalMemory<T>>(config_, backend_);
 
   ws_ = std::make_unique<Workspace>();
-  std::vector<int32_t> emb_ids(static_cast<size_t>(2 * S + 1), -1), onehot_ids(static_cast<size_t>(2 * S));
-  for (int64_t r = 0; r < S; ++r) {
-    emb_ids[static_cast<size_t>(S + r)] = static_cast<int32_t>(r);
-    onehot_ids[static_cast<size_t>(r)] = onehot_ids[static_cast<size_t>(S + r)] = static_cast<int32_t>(r);
-  }
-  ws_->emb_ids.upload(backend_, emb_ids.data(), 2 * S + 1);
-  ws_->onehot_ids.upload(backend_, onehot_ids.data(), 2 * S);
+  std::vector<int32_t> emb_ids(static_cast<size_t>(S + 1), -1);
+  for (int64_t r = 0; r < S; ++r) emb_ids[static_cast<size_t>(r)] = static_cast<int32_t>(r);
+  ws_->emb_ids.upload(backend_, emb_ids.data(), S + 1);
 }
 
 template <typename T>
@@ -315,37 +305,58 @@ void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
 }
 
 template <typename T>
-void RetrievalNetwork<T>::project_pairs(const Linear<T>& proj, Buffer<T>& table, Buffer<T>& out) {
+void RetrievalNetwork<T>::project_pairs(const Linear<T>& proj, Buffer<T>& out) {
   Workspace& ws = *ws_;
   Backend<T>& be = *backend_;
-  const int64_t S = config_.num_keys, W = S + config_.embedding_dim(), d = proj.out_features();
+  const auto& bp = backend_;
+  const int64_t S = config_.num_keys, E = config_.embedding_dim(), W = S + E, d = proj.out_features();
   const int64_t BL = ws.batch * ws.seq_len;
-  table.resize(backend_, 2 * S * d);
-  proj.forward(params_, ConstView<T>(ws.pair_inputs.data(), {2 * S, W}), TensorView<T>(table.data(), {2 * S, d}));
-  be.axpy(S * d, T(-1), table.data(), table.data() + S * d);  // the key part: P[S + r] - P[r]
-  out.resize(backend_, BL * d);
-  ws.gathered.resize(backend_, BL * std::max<int64_t>(d, config_.d_head));
-  be.embedding_gather(table.data(), ws.values.data(), out.data(), BL, d);
-  be.embedding_gather(table.data() + S * d, ws.keys.data(), ws.gathered.data(), BL, d);
+  const T* weight = params_[proj.weight_index()].value.data();  // [d, W]
+  // Rows of W^T by value id (a one-row W is its own transpose).
+  const T* w_t = weight;
+  if (d > 1) {
+    ws.w_t.resize(bp, W * d);
+    transpose(be, weight, ws.w_t.data(), d, W);
+    w_t = ws.w_t.data();
+  }
+  ws.key_table.resize(bp, S * config_.d_head);
+  be.gemm(false, true, S, d, E, T(1), ws.emb_rows.data(), E, weight + S, W, T(0), ws.key_table.data(), d);
+  out.resize(bp, BL * d);
+  ws.gathered.resize(bp, BL * config_.d_head);
+  be.embedding_gather(w_t, ws.values.data(), out.data(), BL, d);
+  be.embedding_gather(ws.key_table.data(), ws.keys.data(), ws.gathered.data(), BL, d);
   be.axpy(BL * d, T(1), ws.gathered.data(), out.data());
+  be.add_bias(out.data(), params_[proj.bias_index()].value.data(), BL, d);
 }
 
 template <typename T>
-void RetrievalNetwork<T>::project_pairs_backward(const Linear<T>& proj, const Buffer<T>& dout, Buffer<T>& dtable,
-                                                 InputGrad mode) {
+void RetrievalNetwork<T>::project_pairs_backward(const Linear<T>& proj, const Buffer<T>& dout) {
   Workspace& ws = *ws_;
   Backend<T>& be = *backend_;
-  const int64_t S = config_.num_keys, W = S + config_.embedding_dim(), d = proj.out_features();
+  const auto& bp = backend_;
+  const int64_t S = config_.num_keys, E = config_.embedding_dim(), W = S + E, d = proj.out_features();
   const int64_t BL = ws.batch * ws.seq_len;
-  // The transposes of the gathers and of the key part's difference:
-  // dP[S + r] = dtable[S + r], dP[r] = dtable[r] - dtable[S + r].
-  dtable.resize(backend_, 2 * S * d);
-  dtable.zero();
-  be.embedding_scatter_accumulate(dtable.data(), ws.values.data(), dout.data(), BL, d);
-  be.embedding_scatter_accumulate(dtable.data() + S * d, ws.keys.data(), dout.data(), BL, d);
-  be.axpy(S * d, T(-1), dtable.data() + S * d, dtable.data());
-  proj.backward(params_, ConstView<T>(ws.pair_inputs.data(), {2 * S, W}), ConstView<T>(dtable.data(), {2 * S, d}),
-                TensorView<T>(ws.d_pair_inputs.data(), {2 * S, W}), mode);
+  Parameter<T>& weight = params_[proj.weight_index()];
+  // The transposes of the gathers: dW^T rows [0, S) by value id; rows [S, S+E)
+  // = emb^T d(key_table), d(key_table) by key id; then d emb += d(key_table) W[:, S:].
+  ws.dw_t.resize(bp, W * d);
+  ws.dw_t.zero();
+  be.embedding_scatter_accumulate(ws.dw_t.data(), ws.values.data(), dout.data(), BL, d);
+  ws.d_key_table.resize(bp, S * config_.d_head);
+  be.fill(ws.d_key_table.data(), T(0), S * d);
+  be.embedding_scatter_accumulate(ws.d_key_table.data(), ws.keys.data(), dout.data(), BL, d);
+  be.gemm(true, false, E, d, S, T(1), ws.emb_rows.data(), E, ws.d_key_table.data(), d, T(0), ws.dw_t.data() + S * d,
+          d);
+  const T* dw = ws.dw_t.data();
+  if (d > 1) {
+    ws.dw.resize(bp, d * W);
+    transpose(be, ws.dw_t.data(), ws.dw.data(), W, d);
+    dw = ws.dw.data();
+  }
+  be.axpy(d * W, T(1), dw, weight.grad.data());
+  be.bias_grad_accumulate(params_[proj.bias_index()].grad.data(), dout.data(), BL, d);
+  be.gemm(false, false, S, E, d, T(1), ws.d_key_table.data(), d, weight.value.data() + S, W, T(1),
+          ws.d_emb_rows.data(), E);
 }
 
 template <typename T>
@@ -377,21 +388,19 @@ double RetrievalNetwork<T>::forward(const RetrievalBatch& batch, T* outputs) {
   ws.queries = Q;
   ws.valid_queries = valid;
 
-  // The vocabulary inputs (see Workspace).
-  ws.emb_rows.resize(bp, (2 * S + 1) * E);
-  key_embedding_->forward(params_, ws.emb_ids.view({2 * S + 1}), TensorView<T>(ws.emb_rows.data(), {2 * S + 1, E}));
-  ws.pair_inputs.resize(bp, 2 * S * (S + E));
-  be.onehot_concat(ws.onehot_ids.data(), ws.emb_rows.data(), ws.pair_inputs.data(), 2 * S, S, E);
+  // The vocabulary's embeddings and a zero row (see Workspace).
+  ws.emb_rows.resize(bp, (S + 1) * E);
+  key_embedding_->forward(params_, ws.emb_ids.view({S + 1}), TensorView<T>(ws.emb_rows.data(), {S + 1, E}));
 
   // k_i = W_k x_i + b_k; beta_i = sigmoid(W_b x_i + b_b); q_j = W_q e(q_j) + b_q.
-  project_pairs(*k_proj_, ws.k_table, ws.k_lin);
+  project_pairs(*k_proj_, ws.k_lin);
   if (beta_proj_) {
-    project_pairs(*beta_proj_, ws.beta_table, ws.beta_lin);
+    project_pairs(*beta_proj_, ws.beta_lin);
     ws.beta.resize(bp, BL);
     be.sigmoid_forward(ws.beta_lin.data(), ws.beta.data(), BL);
   }
   ws.q_table.resize(bp, (S + 1) * dh);
-  q_proj_->forward(params_, ConstView<T>(ws.emb_rows.data() + S * E, {S + 1, E}),
+  q_proj_->forward(params_, ConstView<T>(ws.emb_rows.data(), {S + 1, E}),
                    TensorView<T>(ws.q_table.data(), {S + 1, dh}));
   ws.q_lin.resize(bp, BQ * dh);
   be.embedding_gather(ws.q_table.data(), ws.query_rows.data(), ws.q_lin.data(), BQ, dh);
@@ -442,7 +451,7 @@ void RetrievalNetwork<T>::backward() {
   const auto& bp = backend_;
   const int64_t S = config_.num_keys, E = config_.embedding_dim(), dh = config_.d_head;
   const int64_t B = ws.batch, L = ws.seq_len, Q = ws.queries;
-  const int64_t BL = B * L, BQ = B * Q, W = S + E;
+  const int64_t BL = B * L, BQ = B * Q;
 
   // dLoss/dy, averaged over the non-padding queries.
   ws.dy.resize(bp, BQ * S);
@@ -455,31 +464,20 @@ void RetrievalNetwork<T>::backward() {
                     beta_proj_ ? TensorView<T>(ws.dbeta.data(), {B, L}) : TensorView<T>(),
                     TensorView<T>(ws.dq_lin.data(), {B, Q, dh}));
 
-  // The projections, through their vocabulary tables (see Workspace).
-  ws.d_pair_inputs.resize(bp, 2 * S * W);
-  project_pairs_backward(*k_proj_, ws.dk_lin, ws.dk_table, InputGrad::Overwrite);
-  if (beta_proj_) {
-    ws.dbeta_lin.resize(bp, BL);
-    be.sigmoid_backward(ws.beta.data(), ws.dbeta.data(), ws.dbeta_lin.data(), BL);
-    project_pairs_backward(*beta_proj_, ws.dbeta_lin, ws.dbeta_table, InputGrad::Accumulate);
-  }
+  // The projections (see Workspace), each adding its part of d emb_rows.
   ws.dq_table.resize(bp, (S + 1) * dh);
   ws.dq_table.zero();
   be.embedding_scatter_accumulate(ws.dq_table.data(), ws.query_rows.data(), ws.dq_lin.data(), BQ, dh);
-
-  // The embedding columns of d(pair_inputs) (the one-hot columns have no
-  // parameter): transpose, keep the rows [S, S + E), transpose back. That
-  // fills rows [0, 2 S) of d_emb_rows (rows [0, S) are padding ids: skipped).
-  ws.d_pair_inputs_t.resize(bp, W * 2 * S);
-  ws.d_emb_rows.resize(bp, (2 * S + 1) * E);
-  transpose(be, ws.d_pair_inputs.data(), ws.d_pair_inputs_t.data(), 2 * S, W);
-  transpose(be, ws.d_pair_inputs_t.data() + S * 2 * S, ws.d_emb_rows.data(), E, 2 * S);
-  be.fill(ws.d_emb_rows.data() + 2 * S * E, T(0), E);
-  q_proj_->backward(params_, ConstView<T>(ws.emb_rows.data() + S * E, {S + 1, E}),
-                    ConstView<T>(ws.dq_table.data(), {S + 1, dh}),
-                    TensorView<T>(ws.d_emb_rows.data() + S * E, {S + 1, E}), InputGrad::Accumulate);
-  key_embedding_->backward(params_, ws.emb_ids.view({2 * S + 1}),
-                           ConstView<T>(ws.d_emb_rows.data(), {2 * S + 1, E}));
+  ws.d_emb_rows.resize(bp, (S + 1) * E);
+  q_proj_->backward(params_, ConstView<T>(ws.emb_rows.data(), {S + 1, E}), ConstView<T>(ws.dq_table.data(), {S + 1, dh}),
+                    TensorView<T>(ws.d_emb_rows.data(), {S + 1, E}), InputGrad::Overwrite);
+  project_pairs_backward(*k_proj_, ws.dk_lin);
+  if (beta_proj_) {
+    ws.dbeta_lin.resize(bp, BL);
+    be.sigmoid_backward(ws.beta.data(), ws.dbeta.data(), ws.dbeta_lin.data(), BL);
+    project_pairs_backward(*beta_proj_, ws.dbeta_lin);
+  }
+  key_embedding_->backward(params_, ws.emb_ids.view({S + 1}), ConstView<T>(ws.d_emb_rows.data(), {S + 1, E}));
 }
 
 template class RetrievalNetwork<float>;

@@ -32,7 +32,6 @@
 #include "models/retrieval/retrieval_config.h"
 #include "models/retrieval/retrieval_memory.h"
 #include "nn/embedding.h"
-#include "nn/input_grad.h"
 #include "nn/linear.h"
 #include "nn/parameter.h"
 
@@ -85,12 +84,12 @@ class RetrievalNetwork {
  private:
   struct Workspace;
 
-  // proj over every pair input [onehot(value_i) ; e(key_i)] of the last
-  // forward's batch, through the per-id table (see Workspace in the .cpp).
-  void project_pairs(const Linear<T>& proj, Buffer<T>& table, Buffer<T>& out);
-  // Its backward: parameter gradients of proj, and d(pair inputs) into the
-  // workspace (overwritten or accumulated).
-  void project_pairs_backward(const Linear<T>& proj, const Buffer<T>& dout, Buffer<T>& dtable, InputGrad mode);
+  // out = proj over every pair input [onehot(value_i) ; e(key_i)] of the last
+  // forward's batch, evaluated per id (see Workspace in the .cpp).
+  void project_pairs(const Linear<T>& proj, Buffer<T>& out);
+  // Its backward: adds proj's parameter gradients and the embedding rows'
+  // gradient (into the workspace's d_emb_rows).
+  void project_pairs_backward(const Linear<T>& proj, const Buffer<T>& dout);
 
   RetrievalConfig config_;
   std::shared_ptr<Backend<T>> backend_;
