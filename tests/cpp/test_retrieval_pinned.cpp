@@ -99,6 +99,31 @@ TEST_P(RetrievalPinned, LossesMatchTheModelBeforeTheModuleRebuild) {
   }
 }
 
+// The modules (Embedding, Linear) only declare; the network allocates one
+// block: every parameter is a window of it, trainable ones first, in the
+// checkpoint's order and names.
+TEST(RetrievalParameters, ModulesShareTheNetworksOneBlock) {
+  RetrievalConfig c = make(1, 6, 8, false, FeatureMap::Favor, UpdateRule::Delta, false);
+  RetrievalNetwork<float> net(c, make_cpu_backend<float>(1), Rng(2));
+  const ParameterList<float>& params = net.params();
+  const std::vector<std::string> names = {"key_embedding", "k_proj.weight", "k_proj.bias",   "q_proj.weight",
+                                          "q_proj.bias",   "beta_proj.weight", "beta_proj.bias", "favor.projection"};
+  ASSERT_EQ(params.size(), static_cast<int64_t>(names.size()));
+  int64_t previous_end = 0;
+  for (int64_t i = 0; i < params.size(); ++i) {
+    const Parameter<float>& p = params[i];
+    EXPECT_EQ(p.name, names[static_cast<size_t>(i)]);
+    EXPECT_EQ(p.value.data(), params.value_block() + p.offset) << p.name;
+    EXPECT_EQ(p.grad.data(), params.grad_block() + p.offset) << p.name;
+    EXPECT_GE(p.offset, previous_end) << p.name;
+    EXPECT_LE(p.offset + p.numel(), params.block_size()) << p.name;
+    EXPECT_EQ(p.trainable, p.name != "favor.projection") << p.name;
+    previous_end = p.offset + p.numel();
+  }
+  EXPECT_LE(params[6].offset + params[6].numel(), params.trainable_size()) << "trainable parameters come first";
+  EXPECT_GE(params[7].offset, params.trainable_size()) << "the fixed FAVOR+ projection lies after them";
+}
+
 void PrintTo(const PinnedCase& c, std::ostream* os) { *os << c.name; }
 
 const FeatureMap kElu = FeatureMap::Elu, kDpfp = FeatureMap::Dpfp, kFavor = FeatureMap::Favor;
