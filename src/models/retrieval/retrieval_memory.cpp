@@ -45,7 +45,6 @@ void RetrievalMemory<T>::forward(ConstView<T> k, ConstView<T> beta, IdView value
   beta_ = beta;
   q_ = q;
   y_ = y;
-  values_ = values;
   favor_ = favor;
 
   // The stored values: one-hot rows (the sum rule writes them by index instead).

@@ -49,7 +49,6 @@ class RetrievalMemory {
   // The last forward's inputs (views: the caller keeps them alive) and activations.
   int64_t batch_ = 0, seq_len_ = 0, queries_ = 0;
   ConstView<T> k_, beta_, q_, y_;  // y: the output, which the readout's backward needs
-  IdView values_;
   const T* favor_ = nullptr;
   IdBuffer<T> slots_;  // [B*L]: b * S + value_i, the memory row pair i writes (sum rule)
   // phi_k, phi_q are what the memory uses. With sum normalisation they are the

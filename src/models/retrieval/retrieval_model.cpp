@@ -166,13 +166,17 @@ RetrievalConfig RetrievalConfig::from_json(const nlohmann::json& j) {
 // projections are therefore evaluated per id (O(S E d_head)) and the rows of
 // the B L pairs and B Q queries gathered (O(B L d_head)), instead of running
 // over B L rows of width S + E (O(B L (S + E) d_head)):
-//   queries: q_proj over emb_rows = [e(0) .. e(S-1) ; 0] (the Linear module),
-//            then row query_j, or the zero row's (the bias) for padding;
+//   queries: q_proj over the embedding table (the rows e(0) .. e(S-1); the
+//            Linear module's forward and backward), then row query_j, or the
+//            bias (a zero input's projection) for padding;
 //   pairs:   proj(x_i) = W[:, value_i] + W[:, S:] e(key_i) + b: a column of W
 //            (a row of W^T) plus a row of the key table emb W[:, S:]^T, plus b.
 // The pair form reads the Linear's weight and bias by index: running the
 // module over the 2 S one-hot and embedding rows of the vocabulary took 1.5x
-// the step time at S = 400 (most of the columns are one-hot zeros).
+// the step time at S = 400 (most of the columns are one-hot zeros). The
+// embedding of every id is the table itself, so the projections read the
+// Embedding's table and add to its gradient in place (a gather and a
+// scatter-add over all S ids would only copy it: 2-4% of a step at S = 400).
 //
 // Activations of the last forward (device buffers) and the backward's scratch.
 // Rows of [B*L, ...] arrays are pair i of sequence b at b * L + i; rows of
@@ -183,8 +187,6 @@ struct RetrievalNetwork<T>::Workspace {
   int64_t valid_queries = 0;
   IdBuffer<T> keys, values, targets;  // targets: -1 for padding
   IdBuffer<T> query_rows;             // [B*Q]: the query's row of q_table (S for padding)
-  IdBuffer<T> emb_ids;                // [S + 1]: 0 .. S-1, then -1 (a zero row)
-  Buffer<T> emb_rows;                 // [S + 1, E]
   Buffer<T> q_table;                  // [S + 1, d_head]
   Buffer<T> w_t;                      // [S + E, d_head]: a pair projection's W transposed
   Buffer<T> key_table;                // [S, d_head]: emb W[:, S:]^T
@@ -199,7 +201,6 @@ struct RetrievalNetwork<T>::Workspace {
   // backward scratch
   Buffer<T> dy, dk_lin, dq_lin, dbeta, dbeta_lin, dq_table;
   Buffer<T> dw_t, dw, d_key_table;  // a pair projection's [S + E, d], [d, S + E], [S, d]
-  Buffer<T> d_emb_rows;             // [S + 1, E]
 };
 
 template <typename T>
@@ -237,11 +238,7 @@ RetrievalNetwork<T>::RetrievalNetwork(const RetrievalConfig& config, std::shared
     params_[favor_].value.from_host(host.data(), m * dh);
   }
   memory_ = std::make_unique<RetrievalMemory<T>>(config_, backend_);
-
   ws_ = std::make_unique<Workspace>();
-  std::vector<int32_t> emb_ids(static_cast<size_t>(S + 1), -1);
-  for (int64_t r = 0; r < S; ++r) emb_ids[static_cast<size_t>(r)] = static_cast<int32_t>(r);
-  ws_->emb_ids.upload(backend_, emb_ids.data(), S + 1);
 }
 
 template <typename T>
@@ -320,7 +317,8 @@ void RetrievalNetwork<T>::project_pairs(const Linear<T>& proj, Buffer<T>& out) {
     w_t = ws.w_t.data();
   }
   ws.key_table.resize(bp, S * config_.d_head);
-  be.gemm(false, true, S, d, E, T(1), ws.emb_rows.data(), E, weight + S, W, T(0), ws.key_table.data(), d);
+  const T* table = params_[key_embedding_->weight_index()].value.data();  // [S, E]
+  be.gemm(false, true, S, d, E, T(1), table, E, weight + S, W, T(0), ws.key_table.data(), d);
   out.resize(bp, BL * d);
   ws.gathered.resize(bp, BL * config_.d_head);
   be.embedding_gather(w_t, ws.values.data(), out.data(), BL, d);
@@ -339,13 +337,14 @@ void RetrievalNetwork<T>::project_pairs_backward(const Linear<T>& proj, const Bu
   Parameter<T>& weight = params_[proj.weight_index()];
   // The transposes of the gathers: dW^T rows [0, S) by value id; rows [S, S+E)
   // = emb^T d(key_table), d(key_table) by key id; then d emb += d(key_table) W[:, S:].
-  ws.dw_t.resize(bp, W * d);
-  ws.dw_t.zero();
+  Parameter<T>& table = params_[key_embedding_->weight_index()];  // [S, E]
+  ws.dw_t.resize(bp, W * config_.d_head);  // one size for k and beta: no reallocation per step
+  be.fill(ws.dw_t.data(), T(0), W * d);
   be.embedding_scatter_accumulate(ws.dw_t.data(), ws.values.data(), dout.data(), BL, d);
   ws.d_key_table.resize(bp, S * config_.d_head);
   be.fill(ws.d_key_table.data(), T(0), S * d);
   be.embedding_scatter_accumulate(ws.d_key_table.data(), ws.keys.data(), dout.data(), BL, d);
-  be.gemm(true, false, E, d, S, T(1), ws.emb_rows.data(), E, ws.d_key_table.data(), d, T(0), ws.dw_t.data() + S * d,
+  be.gemm(true, false, E, d, S, T(1), table.value.data(), E, ws.d_key_table.data(), d, T(0), ws.dw_t.data() + S * d,
           d);
   const T* dw = ws.dw_t.data();
   if (d > 1) {
@@ -356,7 +355,7 @@ void RetrievalNetwork<T>::project_pairs_backward(const Linear<T>& proj, const Bu
   be.axpy(d * W, T(1), dw, weight.grad.data());
   be.bias_grad_accumulate(params_[proj.bias_index()].grad.data(), dout.data(), BL, d);
   be.gemm(false, false, S, E, d, T(1), ws.d_key_table.data(), d, weight.value.data() + S, W, T(1),
-          ws.d_emb_rows.data(), E);
+          table.grad.data(), E);
 }
 
 template <typename T>
@@ -388,10 +387,6 @@ double RetrievalNetwork<T>::forward(const RetrievalBatch& batch, T* outputs) {
   ws.queries = Q;
   ws.valid_queries = valid;
 
-  // The vocabulary's embeddings and a zero row (see Workspace).
-  ws.emb_rows.resize(bp, (S + 1) * E);
-  key_embedding_->forward(params_, ws.emb_ids.view({S + 1}), TensorView<T>(ws.emb_rows.data(), {S + 1, E}));
-
   // k_i = W_k x_i + b_k; beta_i = sigmoid(W_b x_i + b_b); q_j = W_q e(q_j) + b_q.
   project_pairs(*k_proj_, ws.k_lin);
   if (beta_proj_) {
@@ -399,9 +394,11 @@ double RetrievalNetwork<T>::forward(const RetrievalBatch& batch, T* outputs) {
     ws.beta.resize(bp, BL);
     be.sigmoid_forward(ws.beta_lin.data(), ws.beta.data(), BL);
   }
+  // Rows [0, S): q_proj of every embedding row; row S (padding): the bias.
+  const ConstView<T> table(params_[key_embedding_->weight_index()].value.data(), {S, E});
   ws.q_table.resize(bp, (S + 1) * dh);
-  q_proj_->forward(params_, ConstView<T>(ws.emb_rows.data(), {S + 1, E}),
-                   TensorView<T>(ws.q_table.data(), {S + 1, dh}));
+  q_proj_->forward(params_, table, TensorView<T>(ws.q_table.data(), {S, dh}));
+  be.copy(ws.q_table.data() + S * dh, params_[q_proj_->bias_index()].value.data(), dh);
   ws.q_lin.resize(bp, BQ * dh);
   be.embedding_gather(ws.q_table.data(), ws.query_rows.data(), ws.q_lin.data(), BQ, dh);
 
@@ -464,20 +461,21 @@ void RetrievalNetwork<T>::backward() {
                     beta_proj_ ? TensorView<T>(ws.dbeta.data(), {B, L}) : TensorView<T>(),
                     TensorView<T>(ws.dq_lin.data(), {B, Q, dh}));
 
-  // The projections (see Workspace), each adding its part of d emb_rows.
+  // The projections (see Workspace), each adding to the embedding table's gradient.
+  Parameter<T>& table = params_[key_embedding_->weight_index()];
   ws.dq_table.resize(bp, (S + 1) * dh);
   ws.dq_table.zero();
   be.embedding_scatter_accumulate(ws.dq_table.data(), ws.query_rows.data(), ws.dq_lin.data(), BQ, dh);
-  ws.d_emb_rows.resize(bp, (S + 1) * E);
-  q_proj_->backward(params_, ConstView<T>(ws.emb_rows.data(), {S + 1, E}), ConstView<T>(ws.dq_table.data(), {S + 1, dh}),
-                    TensorView<T>(ws.d_emb_rows.data(), {S + 1, E}), InputGrad::Overwrite);
+  q_proj_->backward(params_, ConstView<T>(table.value.data(), {S, E}), ConstView<T>(ws.dq_table.data(), {S, dh}),
+                    TensorView<T>(table.grad.data(), {S, E}), InputGrad::Accumulate);
+  // The padding row is the bias itself.
+  be.bias_grad_accumulate(params_[q_proj_->bias_index()].grad.data(), ws.dq_table.data() + S * dh, 1, dh);
   project_pairs_backward(*k_proj_, ws.dk_lin);
   if (beta_proj_) {
     ws.dbeta_lin.resize(bp, BL);
     be.sigmoid_backward(ws.beta.data(), ws.dbeta.data(), ws.dbeta_lin.data(), BL);
     project_pairs_backward(*beta_proj_, ws.dbeta_lin);
   }
-  key_embedding_->backward(params_, ws.emb_ids.view({S + 1}), ConstView<T>(ws.d_emb_rows.data(), {S + 1, E}));
 }
 
 template class RetrievalNetwork<float>;

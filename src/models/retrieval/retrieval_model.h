@@ -87,8 +87,8 @@ class RetrievalNetwork {
   // out = proj over every pair input [onehot(value_i) ; e(key_i)] of the last
   // forward's batch, evaluated per id (see Workspace in the .cpp).
   void project_pairs(const Linear<T>& proj, Buffer<T>& out);
-  // Its backward: adds proj's parameter gradients and the embedding rows'
-  // gradient (into the workspace's d_emb_rows).
+  // Its backward: adds to proj's parameter gradients and to the embedding
+  // table's gradient.
   void project_pairs_backward(const Linear<T>& proj, const Buffer<T>& dout);
 
   RetrievalConfig config_;
