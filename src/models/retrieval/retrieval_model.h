@@ -11,11 +11,13 @@
 //   softmax baseline: y_j = sum_i softmax_i(q_j . k_i / sqrt(d_head)) onehot(value_i)
 //   loss  = mean over non-padding queries of 0.5 * ||onehot(target_j) - y_j||^2
 //
-// RetrievalNetwork<T> is built from src/nn modules (Embedding for e, Linear
-// for the three projections) and a RetrievalMemory (retrieval_memory.h: the
-// feature maps, the write of the L pairs, the readout, the softmax baseline);
-// what is its own is the input layout, the per-id evaluation of the
-// projections and the loss. Written against Backend<T> only (float and double
+// RetrievalNetwork<T> is built from src/nn modules (Embedding for the table
+// e, Linear for the three projections: they declare and draw the parameters,
+// q_proj runs its forward and backward over the table) and a RetrievalMemory
+// (retrieval_memory.h: the feature maps, the write of the L pairs, the
+// readout, the softmax baseline). What is its own: the input layout, the
+// per-id evaluation of the pair projections from k_proj's and beta_proj's
+// weights (see the .cpp) and the loss. Written against Backend<T> only (float and double
 // on the CPU, float on CUDA); RetrievalModel wraps the float network behind
 // the Model interface for the C API.
 #pragma once
