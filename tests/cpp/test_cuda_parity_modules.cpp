@@ -190,6 +190,7 @@ std::vector<DVec> run_module_stack(std::shared_ptr<Backend<T>> be, Activation ac
   LayerNorm<T> ln(params, be, "ln", d);
   FeedForward<T> ff(params, be, "ff", d, inner, act);
   Linear<T> head(params, be, "head", d, vocab, true);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   Rng rng(12);
   emb.init_normal(params, rng, 1.0);
   ln.init(params);

@@ -131,7 +131,7 @@ struct LinearCase {
   std::shared_ptr<Backend<double>> be = cpu();
   ParameterList<double> params;
   Linear<double> lin;
-  LinearCase(int64_t in, int64_t out, bool bias) : lin(params, be, "proj", in, out, bias) {}
+  LinearCase(int64_t in, int64_t out, bool bias) : lin(params, be, "proj", in, out, bias) { params.allocate(be); }
 };
 
 Vec linear_ref(const Vec& x, const Vec& W, const Vec* b, int64_t rows, int64_t in, int64_t out) {
@@ -263,6 +263,7 @@ TEST(ModuleEmbedding, ForwardGathersRowsAndPaddingGivesZeros) {
   auto be = cpu();
   ParameterList<double> params;
   Embedding<double> emb(params, be, "tok", 7, 3);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   EXPECT_EQ(params[0].name, "tok.weight");
   Rng rng(6);
   emb.init_normal(params, rng, 0.02);
@@ -285,6 +286,7 @@ TEST(ModuleEmbedding, BackwardScatterAddsAndMatchesCentralDifferences) {
   auto be = cpu(2);
   ParameterList<double> params;
   Embedding<double> emb(params, be, "tok", 5, 4);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   Rng rng(7);
   emb.init_normal(params, rng, 1.0);
   const std::vector<int32_t> host{2, 2, -1, 4, 0, 2};  // repeats and padding
@@ -311,6 +313,7 @@ TEST(ModuleEmbedding, BadShapesAndSizesAreClearErrors) {
   auto be = cpu();
   ParameterList<double> params;
   Embedding<double> emb(params, be, "tok", 5, 4);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   std::vector<int32_t> ids(8, 0);
   std::vector<double> out(64);
   expect_error(FWP_ERR_SHAPE_MISMATCH, "Embedding 'tok' output has shape [2, 3] where [2, 4] was expected",
@@ -330,6 +333,7 @@ TEST(ModuleLayerNorm, ForwardMatchesPlainLoopAndInitIsIdentity) {
   auto be = cpu();
   ParameterList<double> params;
   LayerNorm<double> ln(params, be, "ln", 6, 1e-5);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   EXPECT_EQ(params[0].name, "ln.weight");
   EXPECT_EQ(params[1].name, "ln.bias");
   ln.init(params);
@@ -355,6 +359,7 @@ TEST(ModuleLayerNorm, BackwardMatchesCentralDifferencesWithBothModes) {
   auto be = cpu();
   ParameterList<double> params;
   LayerNorm<double> ln(params, be, "ln", 5, 1e-5);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   Rng rng(9);
   set_value(params, 0, normal_vector(rng, 5));
   set_value(params, 1, normal_vector(rng, 5));
@@ -386,6 +391,7 @@ TEST(ModuleLayerNorm, MisuseIsAClearError) {
   auto be = cpu();
   ParameterList<double> params;
   LayerNorm<double> ln(params, be, "ln", 4);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   ln.init(params);
   std::vector<double> a(64), b(64), c(64);
   auto v = [](std::vector<double>& s, Shape sh) { return TensorView<double>(s.data(), sh); };
@@ -413,6 +419,7 @@ TEST(ModuleFeedForward, ForwardMatchesPlainLoop) {
     auto be = cpu();
     ParameterList<double> params;
     FeedForward<double> ff(params, be, "ff", 4, 7, act);
+    params.allocate(be);  // the modules declared; the owner allocates the one block
     ASSERT_EQ(params.size(), 4);
     EXPECT_EQ(params[0].name, "ff.linear1.weight");
     EXPECT_EQ(params[3].name, "ff.linear2.bias");
@@ -437,6 +444,7 @@ TEST(ModuleFeedForward, BackwardMatchesCentralDifferencesForInputAndEveryParamet
     auto be = cpu();
     ParameterList<double> params;
     FeedForward<double> ff(params, be, "ff", 3, 6, act);
+    params.allocate(be);  // the modules declared; the owner allocates the one block
     Rng rng(11);
     ff.init_normal(params, rng, 0.7);
     set_value(params, 1, normal_vector(rng, 6, 0.3));
@@ -467,6 +475,7 @@ TEST(ModuleFeedForward, MisuseIsAClearError) {
   auto be = cpu();
   ParameterList<double> params;
   FeedForward<double> ff(params, be, "ff", 4, 8, Activation::Relu, /*bias=*/false);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   EXPECT_EQ(params.size(), 2);
   std::vector<double> a(64), b(64), c(64);
   auto v = [](std::vector<double>& s, Shape sh) { return TensorView<double>(s.data(), sh); };
@@ -572,6 +581,50 @@ TEST(ModuleDropout, EvaluationIsTheIdentityAndMisuseIsAClearError) {
   expect_error(FWP_ERR_INVALID_ARGUMENT, "dropout must be in [0, 1)", [&] { Dropout<double>(be, -0.1); });
 }
 
+// ================================ one parameter block ==========================================
+
+// Modules only declare; the owner allocates once; every parameter is then a
+// window of the list's one value block and one gradient block, in declaration
+// order, and init writes through those windows.
+TEST(ModuleParameters, ModulesDeclareAndTheOwnerAllocatesOneBlock) {
+  auto be = cpu();
+  ParameterList<double> params;
+  Embedding<double> emb(params, be, "emb", 11, 6);
+  LayerNorm<double> ln(params, be, "ln", 6);
+  FeedForward<double> ff(params, be, "ff", 6, 9, Activation::Gelu);
+  Linear<double> head(params, be, "head", 6, 11, true);
+  ASSERT_EQ(params.size(), 1 + 2 + 4 + 2);
+  EXPECT_FALSE(params.allocated()) << "constructing a module must not allocate";
+  for (int64_t i = 0; i < params.size(); ++i) EXPECT_TRUE(params[i].value.empty()) << params[i].name;
+  // Init before the block exists is a clear error, not a write through a null view.
+  Rng early(1);
+  expect_error(FWP_ERR_INTERNAL, "before its list is allocated", [&] { emb.init_normal(params, early, 1.0); });
+
+  params.allocate(be);
+  const double* values = params.value_block();
+  const double* grads = params.grad_block();
+  int64_t previous_end = 0;
+  for (int64_t i = 0; i < params.size(); ++i) {
+    const Parameter<double>& p = params[i];
+    EXPECT_EQ(p.value.data(), values + p.offset) << p.name;
+    EXPECT_EQ(p.grad.data(), grads + p.offset) << p.name;
+    EXPECT_GE(p.offset, previous_end) << p.name << " overlaps the parameter before it";
+    EXPECT_LE(p.offset + p.numel(), params.block_size()) << p.name;
+    previous_end = p.offset + p.numel();
+  }
+  EXPECT_EQ(params.trainable_size(), params.block_size());
+
+  Rng rng(5);
+  emb.init_normal(params, rng, 1.0);
+  ln.init(params);
+  ff.init_normal(params, rng, 0.2);
+  head.init_uniform_fan_in(params, rng);
+  // The draws landed in the block itself: the table's first value, read from the block.
+  Rng same(5);
+  EXPECT_DOUBLE_EQ(values[params[emb.weight_index()].offset], same.normal());
+  EXPECT_EQ(values[params[ln.bias_index()].offset], 0.0);
+}
+
 // ================================ float vs double ==========================================
 
 // The same little network (embedding -> layer norm -> feed-forward -> linear)
@@ -586,6 +639,7 @@ std::vector<Vec> run_stack(Activation act) {
   LayerNorm<T> ln(params, be, "ln", d);
   FeedForward<T> ff(params, be, "ff", d, inner, act);
   Linear<T> head(params, be, "head", d, vocab, true);
+  params.allocate(be);  // the modules declared; the owner allocates the one block
   Rng rng(12);
   emb.init_normal(params, rng, 1.0);
   ln.init(params);

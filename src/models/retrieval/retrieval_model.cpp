@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "core/id_buffer.h"
 #include "core/limits.h"
-#include "nn/fast_weight_layer.h"
+#include "nn/fast_weight_layer.h"  // validate_attention_options
 #include "ops/favor_projection.h"
 
 namespace fwp {
@@ -161,6 +161,23 @@ RetrievalConfig RetrievalConfig::from_json(const nlohmann::json& j) {
 
 // ---- network ------------------------------------------------------------------------------
 
+// Every pair input is x_i = [onehot(value_i) ; e(key_i)] and every query input
+// e(query_j): the inputs come from a vocabulary of S values and S keys. The
+// projections are therefore evaluated per id (O(S E d_head)) and the rows of
+// the B L pairs and B Q queries gathered (O(B L d_head)), instead of running
+// over B L rows of width S + E (O(B L (S + E) d_head)):
+//   queries: q_proj over the embedding table (the rows e(0) .. e(S-1); the
+//            Linear module's forward and backward), then row query_j, or the
+//            bias (a zero input's projection) for padding;
+//   pairs:   proj(x_i) = W[:, value_i] + W[:, S:] e(key_i) + b: a column of W
+//            (a row of W^T) plus a row of the key table emb W[:, S:]^T, plus b.
+// The pair form reads the Linear's weight and bias by index: running the
+// module over the 2 S one-hot and embedding rows of the vocabulary took 1.5x
+// the step time at S = 400 (most of the columns are one-hot zeros). The
+// embedding of every id is the table itself, so the projections read the
+// Embedding's table and add to its gradient in place (a gather and a
+// scatter-add over all S ids would only copy it: 2-4% of a step at S = 400).
+//
 // Activations of the last forward (device buffers) and the backward's scratch.
 // Rows of [B*L, ...] arrays are pair i of sequence b at b * L + i; rows of
 // [B*Q, ...] arrays are query j of sequence b at b * Q + j.
@@ -168,40 +185,22 @@ template <typename T>
 struct RetrievalNetwork<T>::Workspace {
   int64_t batch = 0, seq_len = 0, queries = 0;
   int64_t valid_queries = 0;
-  IdBuffer<T> keys, values, queries_ids, targets;  // targets: -1 for padding
-  IdBuffer<T> slots;       // [B*L]: b * S + value_i, the memory row pair i writes (sum rule)
-  // Projections through the vocabulary (see "Keys" in forward()): per-id rows.
-  Buffer<T> k_w_t;         // [S+E, d_head]: W_k transposed; rows [0, S) are the one-hot columns
-  Buffer<T> k_by_key;      // [S, d_head]: emb W_k[:, S:]^T
-  Buffer<T> beta_by_key;   // [S]: emb W_b[S:]^T
-  Buffer<T> q_by_key;      // [S, d_head]: emb W_q^T
-  Buffer<T> gathered;      // [B*L, d_head]: scratch for the second gather
-  Buffer<T> k_lin;         // [B*L, d_head]
-  Buffer<T> beta_lin;      // [B*L]: W_b x + b_b
-  Buffer<T> beta;          // [B*L]: sigmoid(beta_lin)
-  Buffer<T> q_lin;         // [B*Q, d_head]
-  // [B*L, d_dot] / [B*Q, d_dot]: phi_k, phi_q are what the memory uses. With
-  // sum normalisation they are the normalised rows and *_raw keeps phi itself;
-  // without it, phi is written straight to phi_k, phi_q and *_raw stays empty.
-  Buffer<T> phi_k_raw, phi_k;
-  Buffer<T> phi_q_raw, phi_q;
-  const T* raw_k(bool sum_normalize) const { return sum_normalize ? phi_k_raw.data() : phi_k.data(); }
-  const T* raw_q(bool sum_normalize) const { return sum_normalize ? phi_q_raw.data() : phi_q.data(); }
-  Buffer<T> v_onehot;      // [B*L, S] (delta rule and softmax)
-  Buffer<T> u;             // [B*L, S] (delta rule)
-  Buffer<T> saved;         // [B, ceil(L / interval), S, d_dot] states saved for the backward (delta rule)
-  Buffer<T> state;         // [B, S, d_dot]
-  Buffer<T> z;             // [B, d_dot] (attention normalisation)
-  Buffer<T> y;             // [B*Q, S]
-  Buffer<T> denom;         // [B*Q]
-  Buffer<T> lse;           // [B*Q] (softmax)
-  Buffer<T> loss_rows;     // [B*Q]
-  Buffer<T> favor;         // [m, d_head]: this forward's redrawn FAVOR+ projection
-  const T* favor_used = nullptr;
+  IdBuffer<T> keys, values, targets;  // targets: -1 for padding
+  IdBuffer<T> query_rows;             // [B*Q]: the query's row of q_table (S for padding)
+  Buffer<T> q_table;                  // [S + 1, d_head]
+  Buffer<T> w_t;                      // [S + E, d_head]: a pair projection's W transposed
+  Buffer<T> key_table;                // [S, d_head]: emb W[:, S:]^T
+  Buffer<T> gathered;                 // [B*L, d_head]: scratch for the second gather
+  Buffer<T> k_lin;                    // [B*L, d_head]
+  Buffer<T> beta_lin, beta;           // [B*L]: W_b x + b_b and its sigmoid (delta rule)
+  Buffer<T> q_lin;                    // [B*Q, d_head]
+  Buffer<T> y;                        // [B*Q, S]
+  Buffer<T> loss_rows;                // [B*Q]
+  Buffer<T> favor;                    // [m, d_head]: this forward's redrawn FAVOR+ projection
 
   // backward scratch
-  Buffer<T> dy, dphi_q, d_state, dz, dphi_k, dv, dbeta, dk_lin, dq_lin, dbeta_lin;
-  Buffer<T> d_k_w_t, d_k_w, d_k_by_key, d_beta_w, d_beta_by_key, d_q_by_key;
+  Buffer<T> dy, dk_lin, dq_lin, dbeta, dbeta_lin, dq_table;
+  Buffer<T> dw_t, dw, d_key_table;  // a pair projection's [S + E, d], [d, S + E], [S, d]
 };
 
 template <typename T>
@@ -212,48 +211,33 @@ RetrievalNetwork<T>::RetrievalNetwork(const RetrievalConfig& config, std::shared
   const int64_t S = config_.num_keys, E = config_.embedding_dim(), dh = config_.d_head;
   const bool delta = !config_.softmax && config_.update_rule == UpdateRule::Delta;
 
-  // Declare every parameter, allocate the one block, then draw on the host in
-  // parameter order. The embedding is N(0, 1) as in the paper; projections use
-  // PyTorch's nn.Linear default (the authors' code), U(-1/sqrt(fan_in),
-  // 1/sqrt(fan_in)) for weights and biases.
-  auto fill = [&](int64_t index, auto draw) {
-    Parameter<T>& p = params_[index];
-    std::vector<T> host(static_cast<size_t>(p.numel()));
-    for (T& v : host) v = static_cast<T>(draw());
-    p.value.from_host(host.data(), p.numel());
-  };
-  auto add_linear = [&](const std::string& name, int64_t out, int64_t in, int64_t& w_index, int64_t& b_index) {
-    params_.declare(name + ".weight", {out, in});
-    w_index = params_.size() - 1;
-    params_.declare(name + ".bias", {out});
-    b_index = params_.size() - 1;
-  };
-  auto fill_linear = [&](int64_t w_index, int64_t b_index) {
-    const double bound = 1.0 / std::sqrt(static_cast<double>(params_[w_index].shape[1]));  // fan_in
-    auto uniform = [&] { return (2.0 * rng_.uniform() - 1.0) * bound; };
-    fill(w_index, uniform);
-    fill(b_index, uniform);
-  };
-  params_.declare("key_embedding", {S, E});
-  emb_ = params_.size() - 1;
-  add_linear("k_proj", dh, S + E, k_w_, k_b_);
-  add_linear("q_proj", dh, E, q_w_, q_b_);
-  if (delta) add_linear("beta_proj", 1, S + E, beta_w_, beta_b_);
+  // Declare every parameter (the order and the names are the checkpoint
+  // format), allocate the one block, then draw on the host in parameter order.
+  key_embedding_ = std::make_unique<Embedding<T>>(params_, backend_, "key_embedding", S, E);
+  // The checkpoints name the table "key_embedding" (they predate the module's "<name>.weight").
+  params_[key_embedding_->weight_index()].name = "key_embedding";
+  k_proj_ = std::make_unique<Linear<T>>(params_, backend_, "k_proj", S + E, dh, /*bias=*/true);
+  q_proj_ = std::make_unique<Linear<T>>(params_, backend_, "q_proj", E, dh, /*bias=*/true);
+  if (delta) beta_proj_ = std::make_unique<Linear<T>>(params_, backend_, "beta_proj", S + E, 1, /*bias=*/true);
   const int64_t m = config_.favor_features;
   if (!config_.softmax && config_.feature_map == FeatureMap::Favor) {
     params_.declare("favor.projection", {m, dh}, /*trainable=*/false);
     favor_ = params_.size() - 1;
   }
   params_.allocate(backend_);
-  fill(emb_, [&] { return rng_.normal(); });
-  fill_linear(k_w_, k_b_);
-  fill_linear(q_w_, q_b_);
-  if (delta) fill_linear(beta_w_, beta_b_);
+  // The embedding is N(0, 1) as in the paper; projections use PyTorch's
+  // nn.Linear default (the authors' code), U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+  // for weights and biases.
+  key_embedding_->init_normal(params_, rng_, 1.0);
+  k_proj_->init_uniform_fan_in(params_, rng_);
+  q_proj_->init_uniform_fan_in(params_, rng_);
+  if (beta_proj_) beta_proj_->init_uniform_fan_in(params_, rng_);
   if (favor_ >= 0) {
     std::vector<T> host(static_cast<size_t>(m * dh));
     draw_favor_projection<T>(rng_, m, dh, host.data());
     params_[favor_].value.from_host(host.data(), m * dh);
   }
+  memory_ = std::make_unique<RetrievalMemory<T>>(config_, backend_);
   ws_ = std::make_unique<Workspace>();
 }
 
@@ -318,152 +302,126 @@ void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
 }
 
 template <typename T>
+void RetrievalNetwork<T>::project_pairs(const Linear<T>& proj, Buffer<T>& out) {
+  Workspace& ws = *ws_;
+  Backend<T>& be = *backend_;
+  const auto& bp = backend_;
+  const int64_t S = config_.num_keys, E = config_.embedding_dim(), W = S + E, d = proj.out_features();
+  const int64_t BL = ws.batch * ws.seq_len;
+  const T* weight = params_[proj.weight_index()].value.data();  // [d, W]
+  // Rows of W^T by value id (a one-row W is its own transpose).
+  const T* w_t = weight;
+  if (d > 1) {
+    ws.w_t.resize(bp, W * d);
+    transpose(be, weight, ws.w_t.data(), d, W);
+    w_t = ws.w_t.data();
+  }
+  ws.key_table.resize(bp, S * config_.d_head);
+  const T* table = params_[key_embedding_->weight_index()].value.data();  // [S, E]
+  be.gemm(false, true, S, d, E, T(1), table, E, weight + S, W, T(0), ws.key_table.data(), d);
+  out.resize(bp, BL * d);
+  ws.gathered.resize(bp, BL * config_.d_head);
+  be.embedding_gather(w_t, ws.values.data(), out.data(), BL, d);
+  be.embedding_gather(ws.key_table.data(), ws.keys.data(), ws.gathered.data(), BL, d);
+  be.axpy(BL * d, T(1), ws.gathered.data(), out.data());
+  be.add_bias(out.data(), params_[proj.bias_index()].value.data(), BL, d);
+}
+
+template <typename T>
+void RetrievalNetwork<T>::project_pairs_backward(const Linear<T>& proj, const Buffer<T>& dout) {
+  Workspace& ws = *ws_;
+  Backend<T>& be = *backend_;
+  const auto& bp = backend_;
+  const int64_t S = config_.num_keys, E = config_.embedding_dim(), W = S + E, d = proj.out_features();
+  const int64_t BL = ws.batch * ws.seq_len;
+  Parameter<T>& weight = params_[proj.weight_index()];
+  // The transposes of the gathers: dW^T rows [0, S) by value id; rows [S, S+E)
+  // = emb^T d(key_table), d(key_table) by key id; then d emb += d(key_table) W[:, S:].
+  Parameter<T>& table = params_[key_embedding_->weight_index()];  // [S, E]
+  ws.dw_t.resize(bp, W * config_.d_head);  // one size for k and beta: no reallocation per step
+  be.fill(ws.dw_t.data(), T(0), W * d);
+  be.embedding_scatter_accumulate(ws.dw_t.data(), ws.values.data(), dout.data(), BL, d);
+  ws.d_key_table.resize(bp, S * config_.d_head);
+  be.fill(ws.d_key_table.data(), T(0), S * d);
+  be.embedding_scatter_accumulate(ws.d_key_table.data(), ws.keys.data(), dout.data(), BL, d);
+  be.gemm(true, false, E, d, S, T(1), table.value.data(), E, ws.d_key_table.data(), d, T(0), ws.dw_t.data() + S * d,
+          d);
+  const T* dw = ws.dw_t.data();
+  if (d > 1) {
+    ws.dw.resize(bp, d * W);
+    transpose(be, ws.dw_t.data(), ws.dw.data(), W, d);
+    dw = ws.dw.data();
+  }
+  be.axpy(d * W, T(1), dw, weight.grad.data());
+  be.bias_grad_accumulate(params_[proj.bias_index()].grad.data(), dout.data(), BL, d);
+  be.gemm(false, false, S, E, d, T(1), ws.d_key_table.data(), d, weight.value.data() + S, W, T(1),
+          table.grad.data(), E);
+}
+
+template <typename T>
 double RetrievalNetwork<T>::forward(const RetrievalBatch& batch, T* outputs) {
   validate_batch(batch);
   has_forward_ = false;
   Workspace& ws = *ws_;
   Backend<T>& be = *backend_;
   const auto& bp = backend_;
-  const int64_t S = config_.num_keys, E = config_.embedding_dim(), dh = config_.d_head, dd = config_.d_dot();
+  const int64_t S = config_.num_keys, E = config_.embedding_dim(), dh = config_.d_head;
   const int64_t B = batch.batch_size, L = batch.seq_len, Q = batch.num_queries;
-  const int64_t BL = B * L, BQ = B * Q, W = S + E;
-  const bool delta = !config_.softmax && config_.update_rule == UpdateRule::Delta;
+  const int64_t BL = B * L, BQ = B * Q;
 
-  // Ids: padding queries read a zero embedding row and carry target -1.
-  std::vector<int32_t> targets(static_cast<size_t>(BQ));
+  // Ids: padding queries read the query table's last row and carry target -1.
+  std::vector<int32_t> targets(static_cast<size_t>(BQ)), query_rows(static_cast<size_t>(BQ));
   int64_t valid = 0;
   for (int64_t r = 0; r < BQ; ++r) {
     const bool pad = batch.queries[r] < 0;
     targets[static_cast<size_t>(r)] = pad ? -1 : batch.targets[r];
+    query_rows[static_cast<size_t>(r)] = pad ? static_cast<int32_t>(S) : batch.queries[r];
     valid += pad ? 0 : 1;
   }
   ws.keys.upload(bp, batch.keys, BL);
   ws.values.upload(bp, batch.values, BL);
-  ws.queries_ids.upload(bp, batch.queries, BQ);
+  ws.query_rows.upload(bp, query_rows.data(), BQ);
   ws.targets.upload(bp, targets.data(), BQ);
   ws.batch = B;
   ws.seq_len = L;
   ws.queries = Q;
   ws.valid_queries = valid;
 
-  const Parameter<T>& emb = params_[emb_];
-  const Parameter<T>& k_w = params_[k_w_];
-  const Parameter<T>& q_w = params_[q_w_];
-
-  // Keys: k_i = W_k [onehot(v_i) ; e(key_i)] + b_k = W_k[:, v_i] + (W_k[:, S:] e(key_i)) + b_k.
-  // Both terms depend on one id only, so they are computed once per id
-  // (O(S E d_head)) and gathered per pair (O(B L d_head)), instead of a
-  // product over the B L rows of [onehot ; e] (O(B L (S + E) d_head)).
-  ws.k_w_t.resize(bp, W * dh);
-  transpose(be, k_w.value.data(), ws.k_w_t.data(), dh, W);
-  ws.k_by_key.resize(bp, S * dh);
-  be.gemm(false, true, S, dh, E, T(1), emb.value.data(), E, k_w.value.data() + S, W, T(0), ws.k_by_key.data(), dh);
-  ws.k_lin.resize(bp, BL * dh);
-  ws.gathered.resize(bp, BL * dh);
-  be.embedding_gather(ws.k_w_t.data(), ws.values.data(), ws.k_lin.data(), BL, dh);
-  be.embedding_gather(ws.k_by_key.data(), ws.keys.data(), ws.gathered.data(), BL, dh);
-  be.axpy(BL * dh, T(1), ws.gathered.data(), ws.k_lin.data());
-  be.add_bias(ws.k_lin.data(), params_[k_b_].value.data(), BL, dh);
-
-  // Queries: q = W_q e(query) + b_q, gathered the same way (padding ids give
-  // a zero row, i.e. q = b_q).
-  ws.q_by_key.resize(bp, S * dh);
-  be.gemm(false, true, S, dh, E, T(1), emb.value.data(), E, q_w.value.data(), E, T(0), ws.q_by_key.data(), dh);
+  // k_i = W_k x_i + b_k; beta_i = sigmoid(W_b x_i + b_b); q_j = W_q e(q_j) + b_q.
+  project_pairs(*k_proj_, ws.k_lin);
+  if (beta_proj_) {
+    project_pairs(*beta_proj_, ws.beta_lin);
+    ws.beta.resize(bp, BL);
+    be.sigmoid_forward(ws.beta_lin.data(), ws.beta.data(), BL);
+  }
+  // Rows [0, S): q_proj of every embedding row; row S (padding): the bias.
+  const ConstView<T> table(params_[key_embedding_->weight_index()].value.data(), {S, E});
+  ws.q_table.resize(bp, (S + 1) * dh);
+  q_proj_->forward(params_, table, TensorView<T>(ws.q_table.data(), {S, dh}));
+  be.copy(ws.q_table.data() + S * dh, params_[q_proj_->bias_index()].value.data(), dh);
   ws.q_lin.resize(bp, BQ * dh);
-  be.embedding_gather(ws.q_by_key.data(), ws.queries_ids.data(), ws.q_lin.data(), BQ, dh);
-  be.add_bias(ws.q_lin.data(), params_[q_b_].value.data(), BQ, dh);
+  be.embedding_gather(ws.q_table.data(), ws.query_rows.data(), ws.q_lin.data(), BQ, dh);
 
-  // The stored values: one-hot rows (the sum rule writes them by index instead).
-  const bool sum_write = !config_.softmax && !delta;
-  if (!sum_write) {
-    ws.v_onehot.resize(bp, BL * S);
-    be.onehot_concat(ws.values.data(), nullptr, ws.v_onehot.data(), BL, S, 0);
-  } else {
-    std::vector<int32_t> slots(static_cast<size_t>(BL));
-    for (int64_t r = 0; r < BL; ++r) {
-      slots[static_cast<size_t>(r)] = static_cast<int32_t>((r / L) * S + batch.values[r]);
+  // FAVOR+ draws fresh features for each training forward unless told not to.
+  const T* favor = nullptr;
+  if (favor_ >= 0) {
+    if (!training_ || !config_.favor_redraw) {
+      favor = params_[favor_].value.data();
+    } else {
+      const int64_t m = config_.favor_features;
+      std::vector<T> host(static_cast<size_t>(m * dh));
+      draw_favor_projection<T>(rng_, m, dh, host.data());
+      ws.favor.resize(bp, m * dh);
+      ws.favor.from_host(host.data(), m * dh);
+      favor = ws.favor.data();
     }
-    ws.slots.upload(bp, slots.data(), BL);
   }
 
   ws.y.resize(bp, BQ * S);
-  if (config_.softmax) {
-    ws.lse.resize(bp, BQ);
-    const T scale = T(1) / std::sqrt(static_cast<T>(dh));
-    be.cross_attention_forward(B, Q, L, dh, S, ws.q_lin.data(), ws.k_lin.data(), ws.v_onehot.data(), scale,
-                               ws.y.data(), ws.lse.data());
-  } else {
-    if (delta) {
-      ws.beta_lin.resize(bp, BL);
-      ws.beta.resize(bp, BL);
-      // beta_i = sigmoid(W_b[v_i] + (W_b[S:] . e(key_i)) + b_b), gathered like the keys.
-      const T* b_w = params_[beta_w_].value.data();
-      ws.beta_by_key.resize(bp, S);
-      be.gemm(false, true, S, 1, E, T(1), emb.value.data(), E, b_w + S, W, T(0), ws.beta_by_key.data(), 1);
-      be.embedding_gather(b_w, ws.values.data(), ws.beta_lin.data(), BL, 1);
-      be.embedding_gather(ws.beta_by_key.data(), ws.keys.data(), ws.gathered.data(), BL, 1);
-      be.axpy(BL, T(1), ws.gathered.data(), ws.beta_lin.data());
-      be.add_bias(ws.beta_lin.data(), params_[beta_b_].value.data(), BL, 1);
-      be.sigmoid_forward(ws.beta_lin.data(), ws.beta.data(), BL);
-    }
-    // FAVOR+ draws fresh features for each training forward unless told not to.
-    ws.favor_used = nullptr;
-    if (favor_ >= 0) {
-      if (!training_ || !config_.favor_redraw) {
-        ws.favor_used = params_[favor_].value.data();
-      } else {
-        const int64_t m = config_.favor_features;
-        std::vector<T> host(static_cast<size_t>(m * dh));
-        draw_favor_projection<T>(rng_, m, dh, host.data());
-        ws.favor.resize(bp, m * dh);
-        ws.favor.from_host(host.data(), m * dh);
-        ws.favor_used = ws.favor.data();
-      }
-    }
-    const FeatureMapSpec spec = config_.feature_spec();
-    const T eps = static_cast<T>(config_.norm_eps);
-    const bool sum_norm = config_.sum_normalize;
-    ws.phi_k.resize(bp, BL * dd);
-    ws.phi_q.resize(bp, BQ * dd);
-    if (sum_norm) {
-      ws.phi_k_raw.resize(bp, BL * dd);
-      ws.phi_q_raw.resize(bp, BQ * dd);
-    }
-    T* raw_k = sum_norm ? ws.phi_k_raw.data() : ws.phi_k.data();
-    T* raw_q = sum_norm ? ws.phi_q_raw.data() : ws.phi_q.data();
-    be.feature_map_forward(spec, ws.favor_used, ws.k_lin.data(), raw_k, BL);
-    be.feature_map_forward(spec, ws.favor_used, ws.q_lin.data(), raw_q, BQ);
-    if (sum_norm) {
-      be.sum_normalize_forward(raw_k, ws.phi_k.data(), BL, dd, eps);
-      be.sum_normalize_forward(raw_q, ws.phi_q.data(), BQ, dd, eps);
-    }
-
-    // Write all L pairs into the memory, then read every query from the final state.
-    ws.state.resize(bp, B * S * dd);
-    if (delta) {
-      const FastWeightShape write{B, L, dd, S};
-      ws.u.resize(bp, BL * S);
-      const int64_t interval = be.fast_weight_state_interval(write, 0);
-      ws.saved.resize(bp, B * ((L + interval - 1) / interval) * S * dd);
-      be.fast_weight_forward(UpdateRule::Delta, Algorithm::Auto, 0, write, nullptr, ws.phi_k.data(),
-                             ws.v_onehot.data(), ws.beta.data(), nullptr, nullptr, ws.u.data(), ws.state.data(),
-                             ws.saved.data());
-    } else {
-      // Sum rule with one-hot values: W = sum_i onehot(v_i) phi(k_i)^T adds
-      // phi(k_i) to row v_i of its sequence's memory (O(B L d_dot), not O(B L d_dot S)).
-      ws.state.zero();
-      be.embedding_scatter_accumulate(ws.state.data(), ws.slots.data(), ws.phi_k.data(), BL, dd);
-    }
-    if (config_.attn_normalize) {
-      ws.z.resize(bp, B * dd);
-      ws.denom.resize(bp, BQ);
-      be.step_sum(ws.phi_k.data(), ws.z.data(), B, L, dd);
-    }
-    const FastWeightShape read{B, Q, dd, S};
-    be.fast_weight_readout_forward(read, ws.state.data(), config_.attn_normalize ? ws.z.data() : nullptr,
-                                   ws.phi_q.data(), eps, ws.y.data(),
-                                   config_.attn_normalize ? ws.denom.data() : nullptr);
-  }
+  memory_->forward(ConstView<T>(ws.k_lin.data(), {B, L, dh}),
+                   beta_proj_ ? ConstView<T>(ws.beta.data(), {B, L}) : ConstView<T>(), ws.values.view({B, L}),
+                   batch.values, ConstView<T>(ws.q_lin.data(), {B, Q, dh}), favor,
+                   TensorView<T>(ws.y.data(), {B, Q, S}));
 
   ws.loss_rows.resize(bp, BQ);
   be.onehot_mse_forward(ws.y.data(), ws.targets.data(), ws.loss_rows.data(), BQ, S);
@@ -488,10 +446,9 @@ void RetrievalNetwork<T>::backward() {
   Workspace& ws = *ws_;
   Backend<T>& be = *backend_;
   const auto& bp = backend_;
-  const int64_t S = config_.num_keys, E = config_.embedding_dim(), dh = config_.d_head, dd = config_.d_dot();
+  const int64_t S = config_.num_keys, E = config_.embedding_dim(), dh = config_.d_head;
   const int64_t B = ws.batch, L = ws.seq_len, Q = ws.queries;
-  const int64_t BL = B * L, BQ = B * Q, W = S + E;
-  const bool delta = !config_.softmax && config_.update_rule == UpdateRule::Delta;
+  const int64_t BL = B * L, BQ = B * Q;
 
   // dLoss/dy, averaged over the non-padding queries.
   ws.dy.resize(bp, BQ * S);
@@ -499,97 +456,25 @@ void RetrievalNetwork<T>::backward() {
                          BQ, S);
   ws.dk_lin.resize(bp, BL * dh);
   ws.dq_lin.resize(bp, BQ * dh);
+  if (beta_proj_) ws.dbeta.resize(bp, BL);
+  memory_->backward(ConstView<T>(ws.dy.data(), {B, Q, S}), TensorView<T>(ws.dk_lin.data(), {B, L, dh}),
+                    beta_proj_ ? TensorView<T>(ws.dbeta.data(), {B, L}) : TensorView<T>(),
+                    TensorView<T>(ws.dq_lin.data(), {B, Q, dh}));
 
-  if (config_.softmax) {
-    const T scale = T(1) / std::sqrt(static_cast<T>(dh));
-    be.cross_attention_backward(B, Q, L, dh, S, ws.q_lin.data(), ws.k_lin.data(), ws.v_onehot.data(), ws.y.data(),
-                                ws.lse.data(), ws.dy.data(), scale, ws.dq_lin.data(), ws.dk_lin.data(), nullptr);
-  } else {
-    const FeatureMapSpec spec = config_.feature_spec();
-    const T eps = static_cast<T>(config_.norm_eps);
-    ws.dphi_q.resize(bp, BQ * dd);
-    ws.d_state.resize(bp, B * S * dd);
-    if (config_.attn_normalize) ws.dz.resize(bp, B * dd);
-    const FastWeightShape read{B, Q, dd, S};
-    be.fast_weight_readout_backward(read, ws.state.data(), config_.attn_normalize ? ws.z.data() : nullptr,
-                                    ws.phi_q.data(), ws.y.data(), config_.attn_normalize ? ws.denom.data() : nullptr,
-                                    ws.dy.data(), ws.dphi_q.data(), ws.d_state.data(),
-                                    config_.attn_normalize ? ws.dz.data() : nullptr);
-
-    ws.dphi_k.resize(bp, BL * dd);
-    if (delta) {
-      const FastWeightShape write{B, L, dd, S};
-      ws.dv.resize(bp, BL * S);  // the values are fixed one-hot rows: computed, then unused
-      ws.dbeta.resize(bp, BL);
-      be.fast_weight_backward(UpdateRule::Delta, Algorithm::Auto, 0, write, nullptr, ws.phi_k.data(),
-                              ws.v_onehot.data(), ws.beta.data(), ws.u.data(), ws.state.data(), nullptr,
-                              ws.d_state.data(), nullptr, ws.dphi_k.data(), ws.dv.data(), ws.dbeta.data(), nullptr,
-                              ws.saved.data());
-    } else {
-      // The transpose of the scatter: each pair reads back its memory row's gradient.
-      be.embedding_gather(ws.d_state.data(), ws.slots.data(), ws.dphi_k.data(), BL, dd);
-    }
-    // z = sum_i phi(k_i) feeds every phi(k_i).
-    if (config_.attn_normalize) be.step_broadcast_accumulate(ws.dz.data(), ws.dphi_k.data(), B, L, dd);
-
-    if (config_.sum_normalize) {
-      be.sum_normalize_backward(ws.phi_k_raw.data(), ws.dphi_k.data(), ws.dphi_k.data(), BL, dd, eps);
-      be.sum_normalize_backward(ws.phi_q_raw.data(), ws.dphi_q.data(), ws.dphi_q.data(), BQ, dd, eps);
-    }
-    be.feature_map_backward(spec, ws.favor_used, ws.k_lin.data(), ws.raw_k(config_.sum_normalize),
-                            ws.dphi_k.data(), ws.dk_lin.data(), BL);
-    be.feature_map_backward(spec, ws.favor_used, ws.q_lin.data(), ws.raw_q(config_.sum_normalize),
-                            ws.dphi_q.data(), ws.dq_lin.data(), BQ);
-    if (delta) {
-      ws.dbeta_lin.resize(bp, BL);
-      be.sigmoid_backward(ws.beta.data(), ws.dbeta.data(), ws.dbeta_lin.data(), BL);
-    }
-  }
-
-  Parameter<T>& emb = params_[emb_];
-  Parameter<T>& k_w = params_[k_w_];
-  Parameter<T>& q_w = params_[q_w_];
-  // The transposes of the per-id gathers of forward(): scatter the row
-  // gradients to their ids, then take the per-id products back to the
-  // weights and the embedding (all accumulated into the gradients).
-  // Key projection: d(W_k^T) rows [0, S) by value id, rows [S, S+E) = emb^T dK, dK by key id.
-  ws.d_k_w_t.resize(bp, W * dh);
-  ws.d_k_w_t.zero();
-  be.embedding_scatter_accumulate(ws.d_k_w_t.data(), ws.values.data(), ws.dk_lin.data(), BL, dh);
-  ws.d_k_by_key.resize(bp, S * dh);
-  ws.d_k_by_key.zero();
-  be.embedding_scatter_accumulate(ws.d_k_by_key.data(), ws.keys.data(), ws.dk_lin.data(), BL, dh);
-  be.gemm(true, false, E, dh, S, T(1), emb.value.data(), E, ws.d_k_by_key.data(), dh, T(0),
-          ws.d_k_w_t.data() + S * dh, dh);
-  ws.d_k_w.resize(bp, dh * W);
-  transpose(be, ws.d_k_w_t.data(), ws.d_k_w.data(), W, dh);
-  be.axpy(dh * W, T(1), ws.d_k_w.data(), k_w.grad.data());
-  be.bias_grad_accumulate(params_[k_b_].grad.data(), ws.dk_lin.data(), BL, dh);
-  be.gemm(false, false, S, E, dh, T(1), ws.d_k_by_key.data(), dh, k_w.value.data() + S, W, T(1), emb.grad.data(), E);
-
-  // Query projection.
-  ws.d_q_by_key.resize(bp, S * dh);
-  ws.d_q_by_key.zero();
-  be.embedding_scatter_accumulate(ws.d_q_by_key.data(), ws.queries_ids.data(), ws.dq_lin.data(), BQ, dh);
-  be.gemm(true, false, dh, E, S, T(1), ws.d_q_by_key.data(), dh, emb.value.data(), E, T(1), q_w.grad.data(), E);
-  be.bias_grad_accumulate(params_[q_b_].grad.data(), ws.dq_lin.data(), BQ, dh);
-  be.gemm(false, false, S, E, dh, T(1), ws.d_q_by_key.data(), dh, q_w.value.data(), E, T(1), emb.grad.data(), E);
-
-  if (delta) {
-    // Beta projection (W_b is one row, so its transpose is itself).
-    Parameter<T>& b_w = params_[beta_w_];
-    ws.d_beta_w.resize(bp, W);
-    ws.d_beta_w.zero();
-    be.embedding_scatter_accumulate(ws.d_beta_w.data(), ws.values.data(), ws.dbeta_lin.data(), BL, 1);
-    ws.d_beta_by_key.resize(bp, S);
-    ws.d_beta_by_key.zero();
-    be.embedding_scatter_accumulate(ws.d_beta_by_key.data(), ws.keys.data(), ws.dbeta_lin.data(), BL, 1);
-    be.gemm(true, false, E, 1, S, T(1), emb.value.data(), E, ws.d_beta_by_key.data(), 1, T(0),
-            ws.d_beta_w.data() + S, 1);
-    be.axpy(W, T(1), ws.d_beta_w.data(), b_w.grad.data());
-    be.bias_grad_accumulate(params_[beta_b_].grad.data(), ws.dbeta_lin.data(), BL, 1);
-    be.gemm(false, false, S, E, 1, T(1), ws.d_beta_by_key.data(), 1, b_w.value.data() + S, W, T(1),
-            emb.grad.data(), E);
+  // The projections (see Workspace), each adding to the embedding table's gradient.
+  Parameter<T>& table = params_[key_embedding_->weight_index()];
+  ws.dq_table.resize(bp, (S + 1) * dh);
+  ws.dq_table.zero();
+  be.embedding_scatter_accumulate(ws.dq_table.data(), ws.query_rows.data(), ws.dq_lin.data(), BQ, dh);
+  q_proj_->backward(params_, ConstView<T>(table.value.data(), {S, E}), ConstView<T>(ws.dq_table.data(), {S, dh}),
+                    TensorView<T>(table.grad.data(), {S, E}), InputGrad::Accumulate);
+  // The padding row is the bias itself.
+  be.bias_grad_accumulate(params_[q_proj_->bias_index()].grad.data(), ws.dq_table.data() + S * dh, 1, dh);
+  project_pairs_backward(*k_proj_, ws.dk_lin);
+  if (beta_proj_) {
+    ws.dbeta_lin.resize(bp, BL);
+    be.sigmoid_backward(ws.beta.data(), ws.dbeta.data(), ws.dbeta_lin.data(), BL);
+    project_pairs_backward(*beta_proj_, ws.dbeta_lin);
   }
 }
 

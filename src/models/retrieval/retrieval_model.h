@@ -11,56 +11,33 @@
 //   softmax baseline: y_j = sum_i softmax_i(q_j . k_i / sqrt(d_head)) onehot(value_i)
 //   loss  = mean over non-padding queries of 0.5 * ||onehot(target_j) - y_j||^2
 //
-// RetrievalNetwork<T> holds the computation, written against Backend<T> only
-// (float and double on the CPU, float on CUDA); RetrievalModel wraps the float
-// network behind the Model interface for the C API.
+// RetrievalNetwork<T> is built from src/nn modules (Embedding for the table
+// e, Linear for the three projections: they declare and draw the parameters,
+// q_proj runs its forward and backward over the table) and a RetrievalMemory
+// (retrieval_memory.h: the feature maps, the write of the L pairs, the
+// readout, the softmax baseline). What is its own: the input layout, the
+// per-id evaluation of the pair projections from k_proj's and beta_proj's
+// weights (see the .cpp) and the loss. Written against Backend<T> only (float and double
+// on the CPU, float on CUDA); RetrievalModel wraps the float network behind
+// the Model interface for the C API.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
-#include <nlohmann/json_fwd.hpp>
-
 #include "core/backend.h"
 #include "core/buffer.h"
 #include "core/rng.h"
 #include "data/retrieval_data.h"
 #include "models/model.h"
+#include "models/retrieval/retrieval_config.h"
+#include "models/retrieval/retrieval_memory.h"
+#include "nn/embedding.h"
+#include "nn/linear.h"
 #include "nn/parameter.h"
 
 namespace fwp {
-
-// Settings (the C++ mirror of fwp_retrieval_config; see fwp.h).
-struct RetrievalConfig {
-  int32_t setting = 1;                        // 1: L = S pairs; 2: L = 2 S pairs
-  int64_t num_keys = 20;                      // S
-  int64_t d_head = 64;
-  bool softmax = false;                       // softmax attention instead of a fast-weight memory
-  FeatureMap feature_map = FeatureMap::Dpfp;  // unused with softmax
-  int64_t dpfp_nu = 1;
-  int64_t favor_features = 64;
-  bool favor_redraw = true;
-  UpdateRule update_rule = UpdateRule::Delta;
-  bool sum_normalize = true;
-  bool attn_normalize = false;
-  double norm_eps = 1e-6;
-
-  // Throws Error(FWP_ERR_INVALID_ARGUMENT) naming the first bad field as
-  // prefix + field (e.g. "config->num_keys must be >= 2 (got 1)").
-  void validate(const std::string& prefix = "") const;
-  int64_t seq_len() const { return setting == 2 ? 2 * num_keys : num_keys; }
-  // E = int(2 S * 1.1), computed as the authors' Python does.
-  int64_t embedding_dim() const;
-  FeatureMapSpec feature_spec() const;
-  // Width of phi; 0 for softmax.
-  int64_t d_dot() const;
-
-  nlohmann::json to_json() const;
-  // Parses to_json()'s output; Error(FWP_ERR_FORMAT) for a missing or mistyped
-  // member, Error(FWP_ERR_FORMAT) also for values validate() rejects.
-  static RetrievalConfig from_json(const nlohmann::json& j);
-};
 
 // A batch in host memory (the C++ mirror of fwp_retrieval_batch).
 struct RetrievalBatch {
@@ -109,13 +86,24 @@ class RetrievalNetwork {
  private:
   struct Workspace;
 
+  // out = proj over every pair input [onehot(value_i) ; e(key_i)] of the last
+  // forward's batch, evaluated per id (see Workspace in the .cpp).
+  void project_pairs(const Linear<T>& proj, Buffer<T>& out);
+  // Its backward: adds to proj's parameter gradients and to the embedding
+  // table's gradient.
+  void project_pairs_backward(const Linear<T>& proj, const Buffer<T>& dout);
+
   RetrievalConfig config_;
   std::shared_ptr<Backend<T>> backend_;
   Rng rng_;
   bool training_ = true;
   ParameterList<T> params_;
-  // Indices into params_ (-1 if absent).
-  int64_t emb_ = -1, k_w_ = -1, k_b_ = -1, q_w_ = -1, q_b_ = -1, beta_w_ = -1, beta_b_ = -1, favor_ = -1;
+  // The modules, which keep indices into params_.
+  std::unique_ptr<Embedding<T>> key_embedding_;
+  std::unique_ptr<Linear<T>> k_proj_, q_proj_;
+  std::unique_ptr<Linear<T>> beta_proj_;  // the delta rule only
+  int64_t favor_ = -1;                    // the fixed FAVOR+ projection's index (-1 if absent)
+  std::unique_ptr<RetrievalMemory<T>> memory_;
   std::unique_ptr<Workspace> ws_;
   bool has_forward_ = false;
 };
