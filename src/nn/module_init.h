@@ -14,15 +14,15 @@
 namespace fwp {
 namespace nn_init {
 
-// Declares a parameter and returns its index in `params`. The one place where
+// Declares a parameter (a fixed buffer when !trainable) and returns its index in `params`. The one place where
 // modules touch ParameterList's declaration API: today add() (which allocates
 // at once); with the flat parameter block this becomes declare(), and the
 // owner allocates the block after every module is constructed, then calls the
 // modules' init.
 template <typename T>
 int64_t declare_parameter(ParameterList<T>& params, const std::shared_ptr<Backend<T>>& backend, std::string name,
-                          std::vector<int64_t> shape) {
-  params.add(backend, std::move(name), std::move(shape));
+                          std::vector<int64_t> shape, bool trainable = true) {
+  params.add(backend, std::move(name), std::move(shape), trainable);
   return params.size() - 1;
 }
 
