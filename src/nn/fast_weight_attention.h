@@ -176,12 +176,14 @@ class FastWeightAttention {
   void step(const ParameterList<T>& params, ConstView<T> x, AttentionState<T>& state, TensorView<T> y,
             Workspace& ws) const;
 
-  // Index of each parameter in the list (-1 when absent).
+  // The projections (their weight_index()/bias_index() locate them in the
+  // list); beta_proj is null without the delta rule.
   const Linear<T>& q_proj() const { return *q_; }
   const Linear<T>& k_proj() const { return *k_; }
   const Linear<T>& v_proj() const { return *v_; }
   const Linear<T>* beta_proj() const { return beta_.get(); }
   const Linear<T>& out_proj() const { return *out_; }
+  // The fixed FAVOR+ projection's index in the list (-1 without FAVOR+).
   int64_t favor_index() const { return favor_; }
 
  private:
