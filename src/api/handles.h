@@ -4,12 +4,14 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "core/context.h"
 #include "fwp/fwp.h"
 
 namespace fwp {
 template <typename T> class FastWeightLayer;  // nn/fast_weight_layer.h
+template <typename T> class AttentionState;   // nn/attention_state.h
 class Model;                                   // nn/model.h (retrieval and later models)
 class Optimizer;                               // train/optimizer.h
 class DataSource;                              // data/data_source.h (retrieval and later kinds)
@@ -21,7 +23,8 @@ struct fwp_context {
 
 struct fwp_layer {
   std::shared_ptr<fwp::Context> context;
-  std::unique_ptr<fwp::FastWeightLayer<float>> impl;
+  // Shared with the optimizers and states made for the layer.
+  std::shared_ptr<fwp::FastWeightLayer<float>> impl;
 };
 
 struct fwp_model {
@@ -31,9 +34,17 @@ struct fwp_model {
 
 struct fwp_optimizer {
   std::shared_ptr<fwp::Context> context;
+  // Holds shared ownership of the layer or model implementation it updates
+  // (not of its handle, which the caller may destroy first).
   std::unique_ptr<fwp::Optimizer> impl;
-  const fwp_model* model = nullptr;  // the model it updates, or NULL for a layer
-  const fwp_layer* layer = nullptr;  // the layer it updates, or NULL for a model
+};
+
+// The run state of one layer, or of every attention layer of a model in the
+// model's order (nn/attention_state.h; api/state.cpp). All have the same batch.
+struct fwp_state {
+  std::shared_ptr<fwp::Context> context;
+  std::shared_ptr<const void> owner;  // the layer or model implementation it was made for
+  std::vector<fwp::AttentionState<float>> layers;
 };
 
 // One handle for every kind of data source (fwp_retrieval_data is the same type).

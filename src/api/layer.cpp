@@ -152,7 +152,7 @@ FWP_API fwp_status fwp_layer_create(fwp_context* ctx, const fwp_layer_config* co
     const fwp::FastWeightLayerConfig internal = to_internal(*config);
     auto handle = std::make_unique<fwp_layer>();
     handle->context = ctx->impl;
-    handle->impl = fwp::FastWeightLayer<float>::create(ctx->impl, internal);
+    handle->impl = std::shared_ptr<fwp::FastWeightLayer<float>>(fwp::FastWeightLayer<float>::create(ctx->impl, internal));
     *out = handle.release();
   });
 }

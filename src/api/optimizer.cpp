@@ -99,7 +99,6 @@ FWP_API fwp_status fwp_optimizer_create_for_model(fwp_model* model, const fwp_op
     // model handle first cannot leave it with dangling parameters.
     handle->impl = std::make_unique<fwp::Optimizer>(model->context->backend(), model->impl->parameters(), internal,
                                                     model->impl);
-    handle->model = model;
     *out = handle.release();
   });
 }
@@ -114,8 +113,9 @@ FWP_API fwp_status fwp_optimizer_create_for_layer(fwp_layer* layer, const fwp_op
     const fwp::OptimizerConfig internal = to_internal(*config);
     auto handle = std::make_unique<fwp_optimizer>();
     handle->context = layer->context;
-    handle->impl = std::make_unique<fwp::Optimizer>(layer->impl->backend(), layer->impl->params(), internal);
-    handle->layer = layer;
+    // As for a model: the optimizer keeps the layer's implementation alive.
+    handle->impl = std::make_unique<fwp::Optimizer>(layer->impl->backend(), layer->impl->params(), internal,
+                                                    layer->impl);
     *out = handle.release();
   });
 }

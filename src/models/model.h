@@ -5,11 +5,13 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
 #include "core/rng.h"
 #include "fwp/model.h"
+#include "nn/attention_state.h"
 #include "nn/parameter.h"
 
 namespace fwp {
@@ -44,6 +46,13 @@ class Model {
   // resumed run draws the numbers an uninterrupted one would have drawn.
   virtual Rng::State rng_state() const = 0;
   virtual void set_rng_state(const Rng::State& state) = 0;
+
+  // What the model carries from one call to the next: one AttentionState spec
+  // per attention layer, in the model's order (fwp_state_create() makes a
+  // state of these on the model's backend). Kinds whose every forward starts
+  // from zero (the retrieval model) keep this default: none, and
+  // fwp_state_create() reports FWP_ERR_UNSUPPORTED.
+  virtual std::vector<AttentionStateSpec> attention_state_specs() const { return {}; }
 
   // The context the model computes in (its backend holds the parameters).
   virtual const std::shared_ptr<Context>& context() const = 0;

@@ -15,16 +15,17 @@
 namespace fwp {
 namespace nn_init {
 
-// Declares a parameter in `params` and returns its index. Modules only
-// declare: the owner constructs every module, allocates the list's one block
-// (params.allocate), then calls the modules' init. `backend` is the module's
-// own (kept in the signature so that every module declares the same way; the
-// block lives on the backend the owner allocates on).
+// Declares a parameter (a fixed buffer when !trainable) in `params` and
+// returns its index. Modules only declare: the owner constructs every module,
+// allocates the list's one block (params.allocate), then calls the modules'
+// init. `backend` is the module's own (kept in the signature so that every
+// module declares the same way; the block lives on the backend the owner
+// allocates on).
 template <typename T>
 int64_t declare_parameter(ParameterList<T>& params, const std::shared_ptr<Backend<T>>& backend, std::string name,
-                          std::vector<int64_t> shape) {
+                          std::vector<int64_t> shape, bool trainable = true) {
   require(backend != nullptr, FWP_ERR_INTERNAL, "declaring '" + name + "' needs the module's backend");
-  params.declare(std::move(name), std::move(shape));
+  params.declare(std::move(name), std::move(shape), trainable);
   return params.size() - 1;
 }
 

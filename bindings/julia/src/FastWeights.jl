@@ -46,6 +46,7 @@ export cuda_is_built, cuda_device_count, last_error_message, clear_error
 export feature_dim, set_training!, forward!, backward!, zero_grad!
 export num_params, param_info, param_index, getparam, setparam!, getgrad
 export state_size, set_state!, get_state, state_grad, reset_state!, step!
+export State, state_batch, num_state_layers, reorder!, cache_length
 export load_model, model_kind, data_kind, sample!
 export set_learning_rate!, save_checkpoint, load_checkpoint!
 
@@ -687,6 +688,192 @@ Backward pass of the last forward: adds dLoss/dparams to the gradients.
 Throws `:bad_state` without a forward since the last backward.
 """
 backward!(model::Model) = check(L.fwp_model_backward(handle(model)))
+
+# ---------------------------------------------------------------------------
+# Run states apart from the weights (fwp_state)
+
+"""
+    State(layer::Layer, batch::Integer)
+    State(model::Model, batch::Integer)
+
+The run state of `batch` sequences apart from the weights: per attention layer
+the fast weights W and z, or a softmax layer's key/value cache. A layer runs
+against it with [`forward!`](@ref)`(layer, state, x)` and
+[`step!`](@ref)`(layer, state, x)`; [`reorder!`](@ref) keeps the rows of
+surviving beam-search hypotheses. A state keeps its layer or model alive inside
+the library. Models that carry no state between calls (the retrieval model)
+throw `:unsupported`. Layer indices are 1-based.
+"""
+mutable struct State
+    ptr::Ptr{L.fwp_state}
+
+    function State(ptr::Ptr{L.fwp_state})
+        state = new(ptr)
+        finalizer(close, state)
+        return state
+    end
+end
+
+function State(layer::Layer, batch::Integer)
+    out = Ref{Ptr{L.fwp_state}}(C_NULL)
+    check(L.fwp_state_create_for_layer(handle(layer), batch, out))
+    return State(out[])
+end
+
+function State(model::Model, batch::Integer)
+    out = Ref{Ptr{L.fwp_state}}(C_NULL)
+    check(L.fwp_state_create(handle(model), batch, out))
+    return State(out[])
+end
+
+"""
+    close(state::State)
+
+Destroys the state now. Later calls on `state` throw.
+"""
+function Base.close(state::State)
+    if state.ptr != C_NULL
+        L.fwp_state_destroy(state.ptr)
+        state.ptr = C_NULL
+    end
+    return nothing
+end
+
+Base.isopen(state::State) = state.ptr != C_NULL
+
+function handle(state::State)
+    state.ptr == C_NULL && throw(FwpError(L.FWP_ERR_BAD_STATE, "the State is closed"))
+    return state.ptr
+end
+
+"""
+    state_batch(state::State) -> Int
+
+The number of rows (sequences) of the state.
+"""
+function state_batch(state::State)
+    b = Ref{Int64}(0)
+    check(L.fwp_state_batch(handle(state), b))
+    return Int(b[])
+end
+
+"""
+    num_state_layers(state::State) -> Int
+
+The number of attention layers the state holds (1 for a layer's state).
+"""
+function num_state_layers(state::State)
+    n = Ref{Int64}(0)
+    check(L.fwp_state_num_layers(handle(state), n))
+    return Int(n[])
+end
+
+"""
+    reset_state!(state::State)
+
+Back to new sequences: zero fast weights, empty caches; the batch is kept.
+"""
+reset_state!(state::State) = check(L.fwp_state_reset(handle(state)))
+
+"""
+    copy!(dst::State, src::State) -> dst
+
+Makes `dst` a copy of `src` (made for the same layers, with the same batch).
+"""
+function Base.copy!(dst::State, src::State)
+    check(L.fwp_state_copy(handle(dst), handle(src)))
+    return dst
+end
+
+"""
+    reorder!(state::State, rows::AbstractVector{<:Integer})
+
+Row `r` of the state becomes old row `rows[r]` (1-based); rows may repeat or be
+left out, and `length(rows)` is the new batch (beam search).
+"""
+function reorder!(state::State, rows::AbstractVector{<:Integer})
+    zero_based = Int64[r - 1 for r in rows]
+    check(L.fwp_state_reorder(handle(state), zero_based, length(zero_based)))
+end
+
+"""
+    state_size(state::State, layer::Integer) -> (w_count, z_count)
+
+The sizes of the fast weights of attention layer `layer` (1-based). Throws
+`:unsupported` for a softmax layer.
+"""
+function state_size(state::State, layer::Integer)
+    w, z = Ref{Int64}(0), Ref{Int64}(0)
+    check(L.fwp_state_size(handle(state), layer - 1, w, z))
+    return Int(w[]), Int(z[])
+end
+
+"""
+    get_state(state::State, layer::Integer) -> (batch = B, w = Vector{Float32}, z = Vector{Float32})
+
+The fast weights of attention layer `layer` (1-based), laid out as C
+`[batch][H][d_head][d_dot]` and `[batch][H][d_dot]`.
+"""
+function get_state(state::State, layer::Integer)
+    wn, zn = state_size(state, layer)
+    w, z = Vector{Float32}(undef, wn), Vector{Float32}(undef, zn)
+    check(L.fwp_state_get(handle(state), layer - 1, w, wn, z, zn))
+    return (batch = state_batch(state), w = w, z = z)
+end
+
+"""
+    set_state!(state::State, layer::Integer; w = nothing, z = nothing)
+
+Overwrites the fast weights of attention layer `layer` (1-based); `nothing`
+means zeros.
+"""
+function set_state!(state::State, layer::Integer; w = nothing, z = nothing)
+    wn, zn = state_size(state, layer)
+    w === nothing || length(w) == wn || shape_error("w has $(length(w)) elements, expected $wn")
+    z === nothing || length(z) == zn || shape_error("z has $(length(z)) elements, expected $zn")
+    wc = w === nothing ? nothing : Vector{Float32}(vec(w))
+    zc = z === nothing ? nothing : Vector{Float32}(vec(z))
+    check(L.fwp_state_set(handle(state), layer - 1,
+        wc === nothing ? Ptr{Cfloat}(C_NULL) : wc, wn, zc === nothing ? Ptr{Cfloat}(C_NULL) : zc, zn))
+end
+
+"""
+    cache_length(state::State, layer::Integer) -> Int
+
+The number of tokens in the key/value cache of softmax layer `layer` (1-based).
+"""
+function cache_length(state::State, layer::Integer)
+    n = Ref{Int64}(0)
+    check(L.fwp_state_cache_length(handle(state), layer - 1, n))
+    return Int(n[])
+end
+
+"""
+    forward!(layer::Layer, state::State, x::AbstractArray{<:Real,3}) -> Array{Float32,3}
+
+[`forward!`](@ref) against `state` instead of the layer's own: starts from it
+and leaves the final state there. `size(x, 3)` must be the state's batch.
+"""
+function forward!(layer::Layer, state::State, x::AbstractArray{<:Real,3})
+    batch, seq = check_sequence(layer, x, "x")
+    xc = Array{Float32}(x)
+    y = similar(xc)
+    check(L.fwp_layer_forward_with_state(handle(layer), handle(state), xc, batch, seq, y))
+    return y
+end
+
+"""
+    step!(layer::Layer, state::State, x::AbstractMatrix) -> Matrix{Float32}
+
+[`step!`](@ref) against `state` instead of the layer's own (`x` is `d_model × batch`).
+"""
+function step!(layer::Layer, state::State, x::AbstractMatrix{<:Real})
+    size(x, 1) == layer.d_model || shape_error("x has $(size(x, 1)) features, the layer's d_model is $(layer.d_model)")
+    xc = Matrix{Float32}(x)
+    y = similar(xc)
+    check(L.fwp_layer_step_with_state(handle(layer), handle(state), xc, size(xc, 2), y))
+    return y
+end
 
 # ---------------------------------------------------------------------------
 # Parameters of layers and models (1-based indices)

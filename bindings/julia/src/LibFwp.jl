@@ -171,6 +171,8 @@ mutable struct fwp_context end
 mutable struct fwp_layer end
 "Opaque `fwp_model`: A network with its parameters, gradients and loss."
 mutable struct fwp_model end
+"Opaque `fwp_state`: the run state of N sequences for a layer or for the attention layers of a model."
+mutable struct fwp_state end
 "Opaque `fwp_data`: A data source of any kind; created by a kind's own create function."
 mutable struct fwp_data end
 "`fwp_retrieval_data`: seeded generator of retrieval sequences for setting 1 or 2."
@@ -532,6 +534,68 @@ fwp_model_zero_grad(model) = @ccall libfwp().fwp_model_zero_grad(model::Ptr{fwp_
 
 "Backward pass of the last forward of a model: adds dLoss/dparams to the gradients."
 fwp_model_backward(model) = @ccall libfwp().fwp_model_backward(model::Ptr{fwp_model})::fwp_status
+
+"Creates a zero state of `batch` rows for one layer (one attention layer in the state)."
+fwp_state_create_for_layer(layer, batch, out) =
+    @ccall libfwp().fwp_state_create_for_layer(
+        layer::Ptr{fwp_layer}, batch::Int64, out::Ptr{Ptr{fwp_state}})::fwp_status
+
+"Creates a zero state of `batch` rows for every attention layer of a model, in the model's order."
+fwp_state_create(model, batch, out) =
+    @ccall libfwp().fwp_state_create(model::Ptr{fwp_model}, batch::Int64, out::Ptr{Ptr{fwp_state}})::fwp_status
+
+"Destroys a state."
+fwp_state_destroy(state) = @ccall libfwp().fwp_state_destroy(state::Ptr{fwp_state})::Cvoid
+
+"The number of rows (sequences) of the state."
+fwp_state_batch(state, batch) =
+    @ccall libfwp().fwp_state_batch(state::Ptr{fwp_state}, batch::Ptr{Int64})::fwp_status
+
+"The number of attention layers the state holds (1 for a layer's state)."
+fwp_state_num_layers(state, count) =
+    @ccall libfwp().fwp_state_num_layers(state::Ptr{fwp_state}, count::Ptr{Int64})::fwp_status
+
+"Back to the state of new sequences: zero fast weights, empty caches; the batch is kept."
+fwp_state_reset(state) = @ccall libfwp().fwp_state_reset(state::Ptr{fwp_state})::fwp_status
+
+"Makes `dst` a copy of `src`."
+fwp_state_copy(dst, src) = @ccall libfwp().fwp_state_copy(dst::Ptr{fwp_state}, src::Ptr{fwp_state})::fwp_status
+
+"Reorders the rows: row r of the result is row rows[r] of the state, for r < count."
+fwp_state_reorder(state, rows, count) =
+    @ccall libfwp().fwp_state_reorder(state::Ptr{fwp_state}, rows::Ptr{Int64}, count::Int64)::fwp_status
+
+"The sizes of the fast weights of one layer of the state."
+fwp_state_size(state, layer, w_count, z_count) =
+    @ccall libfwp().fwp_state_size(
+        state::Ptr{fwp_state}, layer::Int64, w_count::Ptr{Int64}, z_count::Ptr{Int64})::fwp_status
+
+"Copies the fast weights of one layer out."
+fwp_state_get(state, layer, w, w_count, z, z_count) =
+    @ccall libfwp().fwp_state_get(
+        state::Ptr{fwp_state}, layer::Int64, w::Ptr{Cfloat}, w_count::Int64, z::Ptr{Cfloat},
+        z_count::Int64)::fwp_status
+
+"Overwrites the fast weights of one layer."
+fwp_state_set(state, layer, w, w_count, z, z_count) =
+    @ccall libfwp().fwp_state_set(
+        state::Ptr{fwp_state}, layer::Int64, w::Ptr{Cfloat}, w_count::Int64, z::Ptr{Cfloat},
+        z_count::Int64)::fwp_status
+
+"The number of positions in one layer's key/value cache (softmax layers)."
+fwp_state_cache_length(state, layer, length) =
+    @ccall libfwp().fwp_state_cache_length(state::Ptr{fwp_state}, layer::Int64, length::Ptr{Int64})::fwp_status
+
+"fwp_layer_forward() against an external state: starts from it and leaves the final state in it."
+fwp_layer_forward_with_state(layer, state, x, batch, seq_len, y) =
+    @ccall libfwp().fwp_layer_forward_with_state(
+        layer::Ptr{fwp_layer}, state::Ptr{fwp_state}, x::Ptr{Cfloat}, batch::Int64, seq_len::Int64,
+        y::Ptr{Cfloat})::fwp_status
+
+"fwp_layer_step() against an external state: one token per row, the state advances."
+fwp_layer_step_with_state(layer, state, x, batch, y) =
+    @ccall libfwp().fwp_layer_step_with_state(
+        layer::Ptr{fwp_layer}, state::Ptr{fwp_state}, x::Ptr{Cfloat}, batch::Int64, y::Ptr{Cfloat})::fwp_status
 
 "Destroys a data source of any kind."
 fwp_data_destroy(data) = @ccall libfwp().fwp_data_destroy(data::Ptr{fwp_data})::Cvoid

@@ -147,6 +147,63 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         @test err isa FwpError && err.kind == :unsupported
     end
 
+    @testset "run states: with_state, copy, reorder, reset" begin
+        ctx = Context(num_threads = 1)
+        layer = small_layer(ctx)
+        set_training!(layer, false)
+        st = State(layer, 2)
+        @test state_batch(st) == 2
+        @test num_state_layers(st) == 1
+        wn, zn = state_size(st, 1)
+        @test wn == state_size(layer, 2)[1] && zn == state_size(layer, 2)[2]
+        @test all(==(0), get_state(st, 1).w)
+        x = noise(12, 4, 2; seed = 31)
+        # Steps with the external state equal steps with the layer's own.
+        for t in 1:4
+            @test step!(layer, st, x[:, t, :]) == step!(layer, x[:, t, :])
+        end
+        @test get_state(st, 1).w == get_state(layer).w
+        # reorder (1-based rows) and copy
+        before = get_state(st, 1)
+        reorder!(st, [2, 2, 1])
+        @test state_batch(st) == 3
+        per_row = wn ÷ 2
+        after = get_state(st, 1)
+        @test after.w[1:per_row] == before.w[per_row+1:end]
+        @test after.w[2*per_row+1:end] == before.w[1:per_row]
+        other = State(layer, 3)
+        copy!(other, st)
+        @test get_state(other, 1).w == after.w
+        @test_throws FwpError reorder!(st, [4])
+        reset_state!(st)
+        @test all(==(0), get_state(st, 1).w)
+        set_state!(st, 1; w = ones(Float32, 3 * per_row))
+        @test all(==(1), get_state(st, 1).w)
+        y = forward!(layer, st, noise(12, 3, 3; seed = 32))
+        @test size(y) == (12, 3, 3)
+        # softmax layers keep a key/value cache
+        soft = small_layer(ctx; feature_map = :softmax, update_rule = :sum, sum_normalize = false)
+        sst = State(soft, 2)
+        forward!(soft, sst, noise(12, 3, 2; seed = 33))
+        @test cache_length(sst, 1) == 3
+        step!(soft, sst, noise(12, 2; seed = 34))
+        @test cache_length(sst, 1) == 4
+        # the retrieval model carries no state
+        model = RetrievalModel(ctx; num_keys = 5, d_head = 16)
+        err = try
+            State(model, 2)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :unsupported
+        # a state outlives the layer it was made for
+        close(layer)
+        @test state_batch(st) == 3
+        close(st)
+        @test !isopen(st)
+        @test_throws FwpError state_batch(st)
+    end
+
     @testset "optimizer on a layer" begin
         ctx = Context(num_threads = 1)
         layer = small_layer(ctx; init_std = 0.2)

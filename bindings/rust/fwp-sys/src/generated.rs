@@ -177,6 +177,11 @@ opaque! {
 }
 
 opaque! {
+    /// `fwp_state`: the run state of N sequences for a layer or for the attention layers of a model.
+    fwp_state
+}
+
+opaque! {
     /// `fwp_data`: A data source of any kind; created by a kind's own create function.
     fwp_data
 }
@@ -527,6 +532,75 @@ extern "C" {
 
     /// Backward pass of the last forward of a model: adds dLoss/dparams to the gradients.
     pub fn fwp_model_backward(model: *mut fwp_model) -> fwp_status;
+
+    /// Creates a zero state of `batch` rows for one layer (one attention layer in the state).
+    pub fn fwp_state_create_for_layer(layer: *const fwp_layer, batch: i64, out: *mut *mut fwp_state) -> fwp_status;
+
+    /// Creates a zero state of `batch` rows for every attention layer of a model, in the model's order.
+    pub fn fwp_state_create(model: *const fwp_model, batch: i64, out: *mut *mut fwp_state) -> fwp_status;
+
+    /// Destroys a state.
+    pub fn fwp_state_destroy(state: *mut fwp_state);
+
+    /// The number of rows (sequences) of the state.
+    pub fn fwp_state_batch(state: *const fwp_state, batch: *mut i64) -> fwp_status;
+
+    /// The number of attention layers the state holds (1 for a layer's state).
+    pub fn fwp_state_num_layers(state: *const fwp_state, count: *mut i64) -> fwp_status;
+
+    /// Back to the state of new sequences: zero fast weights, empty caches; the batch is kept.
+    pub fn fwp_state_reset(state: *mut fwp_state) -> fwp_status;
+
+    /// Makes `dst` a copy of `src`.
+    pub fn fwp_state_copy(dst: *mut fwp_state, src: *const fwp_state) -> fwp_status;
+
+    /// Reorders the rows: row r of the result is row rows\[r\] of the state, for r \< count.
+    pub fn fwp_state_reorder(state: *mut fwp_state, rows: *const i64, count: i64) -> fwp_status;
+
+    /// The sizes of the fast weights of one layer of the state.
+    pub fn fwp_state_size(state: *const fwp_state, layer: i64, w_count: *mut i64, z_count: *mut i64) -> fwp_status;
+
+    /// Copies the fast weights of one layer out.
+    pub fn fwp_state_get(
+        state: *const fwp_state,
+        layer: i64,
+        w: *mut f32,
+        w_count: i64,
+        z: *mut f32,
+        z_count: i64,
+    ) -> fwp_status;
+
+    /// Overwrites the fast weights of one layer.
+    pub fn fwp_state_set(
+        state: *mut fwp_state,
+        layer: i64,
+        w: *const f32,
+        w_count: i64,
+        z: *const f32,
+        z_count: i64,
+    ) -> fwp_status;
+
+    /// The number of positions in one layer's key/value cache (softmax layers).
+    pub fn fwp_state_cache_length(state: *const fwp_state, layer: i64, length: *mut i64) -> fwp_status;
+
+    /// fwp_layer_forward() against an external state: starts from it and leaves the final state in it.
+    pub fn fwp_layer_forward_with_state(
+        layer: *mut fwp_layer,
+        state: *mut fwp_state,
+        x: *const f32,
+        batch: i64,
+        seq_len: i64,
+        y: *mut f32,
+    ) -> fwp_status;
+
+    /// fwp_layer_step() against an external state: one token per row, the state advances.
+    pub fn fwp_layer_step_with_state(
+        layer: *mut fwp_layer,
+        state: *mut fwp_state,
+        x: *const f32,
+        batch: i64,
+        y: *mut f32,
+    ) -> fwp_status;
 
     /// Destroys a data source of any kind.
     pub fn fwp_data_destroy(data: *mut fwp_data);

@@ -235,12 +235,13 @@ impl fmt::Debug for LayerConfig {
     }
 }
 
-/// The fast-weight state of a layer for `batch` rows.
+/// A copy in host memory of the fast weights of `batch` rows (a layer's own
+/// state, its gradient, or one layer of a [`State`](crate::State)).
 ///
 /// `w` is laid out as `[batch][heads][d_head][d_dot]` and `z` as
 /// `[batch][heads][d_dot]`, row-major.
 #[derive(Clone, PartialEq, Debug, Default)]
-pub struct State {
+pub struct FastWeights {
     /// Batch rows B (0 when the layer holds no state: all zeros).
     pub batch: usize,
     /// The fast weights W.
@@ -407,7 +408,7 @@ impl Layer {
 
     /// Copies the fast-weight state out: with `carry_state` (or after
     /// [`Layer::step`]) the final state of the last forward, otherwise the state last set.
-    pub fn state(&self) -> Result<State> {
+    pub fn state(&self) -> Result<FastWeights> {
         let mut batch = 0i64;
         // First ask for the batch only, then copy with the matching sizes.
         // SAFETY: NULL buffers are allowed.
@@ -416,10 +417,10 @@ impl Layer {
         })?;
         let batch = to_usize(batch, "batch")?;
         if batch == 0 {
-            return Ok(State::default());
+            return Ok(FastWeights::default());
         }
         let (w_count, z_count) = self.state_size(batch)?;
-        let mut state = State { batch, w: vec![0f32; w_count], z: vec![0f32; z_count] };
+        let mut state = FastWeights { batch, w: vec![0f32; w_count], z: vec![0f32; z_count] };
         let mut reported = 0i64;
         // SAFETY: the buffers hold the counts passed.
         check(unsafe {
@@ -436,11 +437,11 @@ impl Layer {
     }
 
     /// The gradient of the loss with respect to the initial state of the last
-    /// backward, as a [`State`] for `batch` rows (the batch of that backward).
+    /// backward, as [`FastWeights`] for `batch` rows (the batch of that backward).
     /// Fails with [`Status::BadState`](crate::Status::BadState) before any backward.
-    pub fn state_grad(&self, batch: usize) -> Result<State> {
+    pub fn state_grad(&self, batch: usize) -> Result<FastWeights> {
         let (w_count, z_count) = self.state_size(batch)?;
-        let mut grad = State { batch, w: vec![0f32; w_count], z: vec![0f32; z_count] };
+        let mut grad = FastWeights { batch, w: vec![0f32; w_count], z: vec![0f32; z_count] };
         // SAFETY: the buffers hold the counts passed.
         check(unsafe {
             sys::fwp_layer_get_state_grad(

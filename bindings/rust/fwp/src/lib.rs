@@ -6,7 +6,11 @@
 //! * [`Context`]: device, thread count, seed and logger;
 //! * [`Layer`]: a multi-head fast-weight (or softmax) attention layer with
 //!   explicit [`forward`](Layer::forward) / [`backward`](Layer::backward),
-//!   parameters, gradients and a fast-weight [`State`] carried across segments;
+//!   parameters, gradients and a fast-weight state carried across segments
+//!   (read as [`FastWeights`]);
+//! * [`State`]: run state apart from the weights (fast weights or key/value
+//!   caches of N sequences) that a layer runs against, copied, reset and
+//!   reordered for beam search;
 //! * one type per kind of model: [`RetrievalModel`], the paper's
 //!   associative-retrieval model with its own config and forward pass; the
 //!   operations every kind shares (parameters, gradients, backward, training
@@ -46,16 +50,18 @@ mod layer;
 mod model;
 mod optimizer;
 mod params;
+mod state;
 
 use std::ffi::CStr;
 
 pub use context::{Context, ContextConfig, Device, LogLevel};
 pub use data::{DataKind, DataSource, RetrievalBatch, RetrievalData};
 pub use error::{Error, Result, Status};
-pub use layer::{Algorithm, FeatureMap, Layer, LayerConfig, State, UpdateRule};
+pub use layer::{Algorithm, FastWeights, FeatureMap, Layer, LayerConfig, UpdateRule};
 pub use model::{AnyModel, Model, ModelKind, OtherModel, RetrievalConfig, RetrievalModel};
 pub use optimizer::{LrSchedule, Optimizer, OptimizerConfig, OptimizerKind, Trainable};
 pub use params::ParamInfo;
+pub use state::State;
 
 /// The raw C API, re-exported for what the safe types do not cover.
 pub use fwp_sys as sys;
