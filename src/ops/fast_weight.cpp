@@ -77,6 +77,16 @@ StreamIn<T> stream_in(const FastWeightShape& s, int64_t i, const T* q, const T* 
 // d_value is padded to a multiple of the block with zero values, which stay zero.
 // ---------------------------------------------------------------------------
 
+// The block kernels' per-row Eigen statements (du += k_j g and the like) must
+// be inlined: GCC left `Blk += scalar * Row` as an out-of-line call in the
+// backward (a quarter of the retrieval model's time at S = 40 went into that
+// call), so the kernels are flattened (everything they call is inlined).
+#if defined(__GNUC__) || defined(__clang__)
+#define FWP_FLATTEN __attribute__((flatten))
+#else
+#define FWP_FLATTEN
+#endif
+
 template <typename T>
 using AlignedVec = std::vector<T, Eigen::aligned_allocator<T>>;
 
@@ -169,7 +179,7 @@ void load_block_state(const T* W, int64_t dk, int64_t i0, int64_t nb, int64_t B,
 // One block of values (columns i0 .. i0 + B of W^T; nb of them real) through
 // all steps. Wt: the block's [dk][B] slice.
 template <typename T, int B, bool kDelta, bool kQuery>
-void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, int64_t dv, int64_t i0, int64_t nb,
+FWP_FLATTEN void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, int64_t dv, int64_t i0, int64_t nb,
                              T* Wt, T* out, T* u, T* states, int64_t interval) {
   using Blk = ValueBlock<T, B>;
   using Row = RowBlock<T, B>;
@@ -210,7 +220,7 @@ void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, i
 // (delta only) the c terms. dq_t, dk_t and dbeta_t are sums over the values:
 // the first block writes them, later blocks add their part.
 template <typename T, int B, bool kDelta, bool kOutGrad>
-void recurrent_backward_block(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
+FWP_FLATTEN void recurrent_backward_block(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
                               int64_t dv, int64_t i0, int64_t nb, T* Wt, T* Gt, T* dq, T* dkey, T* dval,
                               T* dbeta) {
   using Blk = ValueBlock<T, B>;
@@ -283,7 +293,7 @@ inline int64_t recompute_slices(int64_t interval, int64_t sub) { return (interva
 // dst = src + u_t k_t^T on a block's [dk][B] slice (dst may be src): the
 // forward's update, with the same arithmetic, so the result is its W bit for bit.
 template <typename T, int B>
-void advance_block_state(const T* src, T* dst, const T* kt, const ValueBlock<T, B>& ub, int64_t dk) {
+FWP_FLATTEN void advance_block_state(const T* src, T* dst, const T* kt, const ValueBlock<T, B>& ub, int64_t dk) {
   using Row = RowBlock<T, B>;
   using ConstRow = Eigen::Map<const ValueBlock<T, B>, Eigen::AlignedMax>;
   for (int64_t j = 0; j < dk; ++j) {
@@ -310,7 +320,7 @@ void advance_block_state(const T* src, T* dst, const T* kt, const ValueBlock<T, 
 // gradient as above; Wt is not used. scratch: recompute_slices() slices of
 // [dk][B], zero in the padding columns (set once by the caller; u is zero there).
 template <typename T, int B, bool kDelta, bool kOutGrad>
-void recurrent_backward_block_saved(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
+FWP_FLATTEN void recurrent_backward_block_saved(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
                                     int64_t dv, int64_t i0, int64_t nb, T* Gt, T* dq, T* dkey, T* dval, T* dbeta,
                                     const T* states, int64_t interval, T* scratch) {
   using Blk = ValueBlock<T, B>;
