@@ -277,10 +277,12 @@ FWP_FLATTEN void recurrent_backward_block(const StreamIn<T>& in, const T* u, con
 }
 
 // Steps per recompute sub-block (M below) for a [dk][B] slice of sizeof(T)
-// bytes and an interval of L steps: as many as keep M recomputed states plus
-// the gradient slice within kRecomputeBytes (about L1), at least 4 (with wide
-// blocks the slices live in L2 anyway), at most L.
-constexpr int64_t kRecomputeBytes = 24 * 1024;
+// bytes and an interval of L steps: as many as keep M recomputed states within
+// kRecomputeBytes (a quarter of a 1 MiB L2), at least 4, at most L. Small
+// states thus recompute a whole interval at once (one recomputing update per
+// step: measured faster than sub-blocks that fit L1, which need two); only
+// wide states (e.g. d_key 256 x 64 values in float, 64 KiB a slice) split it.
+constexpr int64_t kRecomputeBytes = 256 * 1024;
 inline int64_t recompute_sub_block(int64_t slice_bytes, int64_t interval) {
   const int64_t fit = kRecomputeBytes / std::max<int64_t>(slice_bytes, 1) - 1;
   return std::max<int64_t>(1, std::min(interval, std::max<int64_t>(4, fit)));
@@ -308,15 +310,16 @@ FWP_FLATTEN void advance_block_state(const T* src, T* dst, const T* kt, const Va
 // denominator is eps: a column of W_t that is exactly zero must stay zero,
 // since dq_t = W_t^T d_out_t / eps). Per interval of L steps (last first) the
 // states are recomputed from the saved one with the forward's arithmetic, in
-// two levels so that the working set stays in cache (all L + 1 states of an
-// interval, 65 slices at L = 64, left L1 and L2 and cost 0.63x of the
-// retrieval model's speed, bench/RESULTS.md):
+// two levels when an interval's states would not fit kRecomputeBytes (all
+// L + 1 states of an interval are 65 slices at L = 64, 4 MiB for a 256 x 64
+// float state):
 //   1. from the saved state, the checkpoints cp[m] = W before step c0 + m M
 //      (one slice updated in place, copied every M steps);
 //   2. per sub-block of M steps (last first), its states from its
 //      checkpoint, sub[i] = W before step a0 + 1 + i, then the backward of
 //      those steps as in recurrent_backward_block.
-// That is two recomputing updates per step instead of one. Gt holds the
+// With M = L (small states) level 1 does nothing.
+// With two levels that is two recomputing updates per step instead of one. Gt holds the
 // gradient as above; Wt is not used. scratch: recompute_slices() slices of
 // [dk][B], zero in the padding columns (set once by the caller; u is zero there).
 template <typename T, int B, bool kDelta, bool kOutGrad>

@@ -751,8 +751,9 @@ TEST(FastWeightSavedStates, BothAlgorithmsSaveTheSameStates) {
 }
 
 // The recurrent backward reads the forward's own states, bit for bit, also
-// across the sub-blocks in which it recomputes them (d_key 256 in float: four
-// sub-blocks of 4 steps per interval of 16, and a short last interval): with
+// across the sub-blocks in which it recomputes them (d_key 256 x d_value 20 in
+// float, a 32 KiB slice: sub-blocks of 7, 7 and 2 steps per interval of 16, and
+// a short last interval): with
 // d_out one-hot at (t0, row) and no state gradient, dq_t0 = W_t0^T d_out_t0 is
 // row `row` of W_t0, which the forward over the first t0 + 1 steps returns
 // as its final state. Rebuilding W_t0 by subtraction would miss by rounding.
