@@ -8,10 +8,14 @@
 //     warp shuffles (tile::fw_* in tile_math.cuh). Inputs of the next tc steps
 //     are staged in shared memory with cp.async while the current ones are
 //     processed. The forward saves W every `interval` steps (when given a
-//     buffer); the backward walks the steps in reverse from state_out and
-//     rebuilds W_{t-1} = W_t - u_t k_t^T, reloading the exact saved state at
-//     every interval boundary (float32 residue bounded by the interval, not
-//     by T), so no per-step state is stored; the
+//     buffer); the backward walks the steps in reverse from state_out. With
+//     the saved states it recomputes each interval's states forward from its
+//     saved one with the forward's arithmetic (the CPU's scheme, in two
+//     levels: tile::IntervalRecompute; each thread keeps its own entries of
+//     about 2 sqrt(L) states in global scratch), so every W_{t-1} is the
+//     forward's bit for bit; without them it rebuilds W_{t-1} = W_t - u_t k_t^T
+//     over the whole sequence (float32 residue growing with T). No per-step
+//     state is stored; the
 //     per-step sums over value rows (dq, dk, dbeta) are reduced across warps
 //     once per staged chunk (and across value tiles by a final kernel, in a
 //     fixed order: results are deterministic).
@@ -105,6 +109,10 @@ struct RecurrentBackwardParams {
   const float* state_out;
   const float* states;  // nullable: the forward's saved states
   int64_t interval, n_states;
+  // With states: per block (stream, value tile) recompute.slots() slots of
+  // blockDim x RV x CK floats, each thread's own (states recomputed in the interval).
+  tile::IntervalRecompute recompute;
+  float* recompute_slots;
   const float* d_out;
   const float* d_state_out;
   // Per value tile: [vtiles][streams][steps][d_key] (or the outputs themselves when vtiles == 1).
@@ -306,6 +314,37 @@ __global__ void __launch_bounds__(256) recurrent_backward_kernel(RecurrentBackwa
     }
   };
 
+  // The saved-state recompute: this thread's slots (its own entries only, so
+  // no synchronisation) and one forward step of its entries, with the
+  // forward's arithmetic (fw_rank1_update with the u the forward wrote), so
+  // every recomputed state is the forward's bit for bit.
+  float* my_slots = p.recompute_slots
+                        ? p.recompute_slots + (static_cast<int64_t>(blockIdx.x) * gridDim.y + blockIdx.y) *
+                                                  p.recompute.slots() * RV * CK * blockDim.x
+                        : nullptr;
+  auto store_slot = [&](int64_t slot, const float (&x)[RV][CK]) {
+#pragma unroll
+    for (int r = 0; r < RV; ++r) {
+#pragma unroll
+      for (int c = 0; c < CK; ++c) my_slots[((slot * RV + r) * CK + c) * blockDim.x + threadIdx.x] = x[r][c];
+    }
+  };
+  auto load_slot = [&](int64_t slot, float (&x)[RV][CK]) {
+#pragma unroll
+    for (int r = 0; r < RV; ++r) {
+#pragma unroll
+      for (int c = 0; c < CK; ++c) x[r][c] = my_slots[((slot * RV + r) * CK + c) * blockDim.x + threadIdx.x];
+    }
+  };
+  auto advance = [&](int64_t tp, float (&x)[RV][CK]) {
+    float ku[CK], uv[RV];
+#pragma unroll
+    for (int c = 0; c < CK; ++c) ku[c] = col[c] < dk ? p.k[(s * T + tp) * dk + col[c]] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < RV; ++r) uv[r] = row[r] < dv ? p.u[(s * T + tp) * dv + row[r]] : 0.0f;
+    tile::fw_rank1_update<RV, CK>(x, uv, ku);
+  };
+
   const int64_t chunks = (T + p.tc - 1) / p.tc;
   stage(chunks - 1, smem + ((chunks - 1) & 1) * L.size);
   __pipeline_commit();
@@ -322,17 +361,7 @@ __global__ void __launch_bounds__(256) recurrent_backward_kernel(RecurrentBackwa
     const int64_t t0 = ch * p.tc;
     const int n = static_cast<int>(min(static_cast<int64_t>(p.tc), T - t0));
     for (int tt = n - 1; tt >= 0; --tt) {
-      const int64_t t1 = t0 + tt + 1;  // W_t is the saved state before step t + 1
-      if (p.states && t1 % p.interval == 0 && t1 < T) {
-        const float* src = p.states + (s * p.n_states + t1 / p.interval) * dv * dk;
-#pragma unroll
-        for (int r = 0; r < RV; ++r) {
-#pragma unroll
-          for (int c = 0; c < CK; ++c) {
-            if (row[r] < dv && col[c] < dk) w[r][c] = src[row[r] * dk + col[c]];
-          }
-        }
-      }
+      const int64_t t = t0 + tt;
       float kk[CK], qq[CK], dout[RV], uu[RV], vv[RV];
 #pragma unroll
       for (int c = 0; c < CK; ++c) {
@@ -347,7 +376,28 @@ __global__ void __launch_bounds__(256) recurrent_backward_kernel(RecurrentBackwa
       }
       const float b = p.delta ? buf[L.beta + tt] : 1.0f;
       float pq[CK], pk[CK], du[RV], a[RV], dvv[RV], db;
-      tile::fw_backward_partials<RV, CK>(w, dw, kk, qq, dout, uu, p.has_out, p.delta, pq, du, a);
+      if (p.states) {
+        // w = W_t (exact: the previous step's W_{t-1}, or state_out); then
+        // w = the exact W_{t-1} from this thread's recompute slots.
+        tile::fw_backward_out_partials<RV, CK>(w, dw, qq, dout, p.has_out, pq);
+        tile::recompute_state_before(
+            p.recompute, t, T,
+            [&](int64_t saved) {
+              const float* src = p.states + (s * p.n_states + saved) * dv * dk;
+#pragma unroll
+              for (int r = 0; r < RV; ++r) {
+#pragma unroll
+                for (int c = 0; c < CK; ++c) {
+                  w[r][c] = (row[r] < dv && col[c] < dk) ? src[row[r] * dk + col[c]] : 0.0f;
+                }
+              }
+            },
+            [&](int64_t slot) { store_slot(slot, w); }, [&](int64_t slot) { load_slot(slot, w); },
+            [&](int64_t tp) { advance(tp, w); });
+        tile::fw_backward_key_partials<RV, CK>(w, dw, kk, p.delta, du, a);
+      } else {
+        tile::fw_backward_partials<RV, CK>(w, dw, kk, qq, dout, uu, p.has_out, p.delta, pq, du, a);
+      }
       for (int o = 1; o < p.lk; o <<= 1) {
 #pragma unroll
         for (int r = 0; r < RV; ++r) {
@@ -578,6 +628,17 @@ void recurrent_backward(CudaBackend& be, bool delta, const FastWeightShape& shap
     p.dq = p.has_out ? dq : nullptr;
     p.dk = dk;
     p.dbeta = delta ? dbeta : nullptr;
+  }
+
+  // The saved-state recompute's slots: per block, slots x (threads x RV x CK)
+  // floats, about 2 sqrt(L) / L of the saved states' memory per step of T
+  // (e.g. 16 tile states per stream at L = 64).
+  cuda::Scratch<float> recompute_slots;
+  if (states) {
+    p.recompute = tile::interval_recompute(interval);
+    recompute_slots = cuda::Scratch<float>(be, S * cfg.vtiles * p.recompute.slots() * int64_t(cfg.warps) *
+                                                   kWarpSize * cfg.rv * cfg.ck);
+    p.recompute_slots = recompute_slots.get();
   }
 
   const int64_t per_step = 2 * backward_stage_layout(1, dkey, p.rows_per_block, p.has_out, delta).size +

@@ -280,6 +280,108 @@ FWP_UNROLL
   }
 }
 
+// The same first part split in two for the saved-state backward, which
+// reads the exact W_{t-1} (recomputed from a saved state) instead of
+// subtracting: fw_backward_out_partials with w = W_t (output term of dw and
+// this thread's share of dq_t), then, with w = W_{t-1},
+// fw_backward_key_partials (du_r = dw_r . k and, delta rule, a_r = W_{t-1,r} . k).
+template <int RV, int CK>
+FWP_HD inline void fw_backward_out_partials(const float (&w)[RV][CK], float (&dw)[RV][CK], const float (&q)[CK],
+                                            const float (&dout)[RV], bool with_out_grad, float (&pq)[CK]) {
+FWP_UNROLL
+  for (int c = 0; c < CK; ++c) pq[c] = 0.0f;
+  if (!with_out_grad) return;
+FWP_UNROLL
+  for (int r = 0; r < RV; ++r) {
+FWP_UNROLL
+    for (int c = 0; c < CK; ++c) {
+      pq[c] += w[r][c] * dout[r];
+      dw[r][c] += dout[r] * q[c];
+    }
+  }
+}
+
+template <int RV, int CK>
+FWP_HD inline void fw_backward_key_partials(const float (&w)[RV][CK], const float (&dw)[RV][CK], const float (&k)[CK],
+                                            bool delta, float (&du)[RV], float (&a)[RV]) {
+FWP_UNROLL
+  for (int r = 0; r < RV; ++r) {
+    float s_du = 0.0f, s_a = 0.0f;
+FWP_UNROLL
+    for (int c = 0; c < CK; ++c) {
+      s_du += dw[r][c] * k[c];
+      if (delta) s_a += w[r][c] * k[c];
+    }
+    du[r] = s_du;
+    a[r] = s_a;
+  }
+}
+
+// The saved-state backward recomputes an interval of L steps in two levels
+// (as the CPU's recurrent backward does): the checkpoints W before steps
+// c0, c0 + M, ... from the saved state, then per sub-block of M steps (last
+// first) the states W before steps a0 + 1 .. a0 + M - 1 from its checkpoint.
+// M = ceil(sqrt(L)) keeps the per-thread slots, ceil(L / M) + M - 1, near
+// their minimum 2 sqrt(L) (each slot: one thread's RV x CK entries).
+struct IntervalRecompute {
+  int64_t interval = 1, sub = 1;
+  FWP_HD int64_t checkpoints() const { return (interval + sub - 1) / sub; }
+  FWP_HD int64_t slots() const { return checkpoints() + sub - 1; }
+  // Slot holding W before step c0 + i of an interval (0 <= i < interval):
+  // checkpoint i / M if i is a multiple of M, else sub-block state i % M.
+  FWP_HD int64_t slot_before(int64_t i) const {
+    return i % sub == 0 ? i / sub : checkpoints() + i % sub - 1;
+  }
+  // Whether step t (of T) is the last of its sub-block: the backward, which
+  // walks t = T - 1 .. 0, recomputes the sub-block's states there (and, at the
+  // last step of an interval, first the interval's checkpoints).
+  FWP_HD bool sub_block_ends_at(int64_t t, int64_t steps) const {
+    const int64_t i = t % interval;
+    return (i + 1) % sub == 0 || i + 1 == interval || t + 1 == steps;
+  }
+};
+
+// The backward's step t with saved states: leaves the exact W before step t
+// (= W_{t-1}) in the caller's working state, recomputing where needed. The
+// caller supplies, for its own entries of the state: load_saved(b) (working
+// state = saved state b), store(slot) / load(slot) (working state to / from a
+// slot) and advance(tp) (working state += u_tp k_tp^T, the forward's update).
+// Called for t = steps - 1 down to 0, in that order; per interval of n steps
+// it advances about 2 n times.
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
+template <class LoadSaved, class Store, class Load, class Advance>
+FWP_HD inline void recompute_state_before(const IntervalRecompute& rc, int64_t t, int64_t steps,
+                                          LoadSaved&& load_saved, Store&& store, Load&& load, Advance&& advance) {
+  const int64_t c0 = t / rc.interval * rc.interval;
+  if (rc.sub_block_ends_at(t, steps)) {
+    const int64_t a0 = c0 + (t - c0) / rc.sub * rc.sub;
+    const int64_t c1 = c0 + rc.interval < steps ? c0 + rc.interval : steps;
+    if (t + 1 == c1) {  // level 1: the interval's checkpoints
+      load_saved(c0 / rc.interval);
+      store(int64_t(0));
+      for (int64_t tp = c0; tp < a0; ++tp) {
+        advance(tp);
+        if ((tp + 1 - c0) % rc.sub == 0) store((tp + 1 - c0) / rc.sub);
+      }
+    }
+    load(rc.slot_before(a0 - c0));  // level 2: the sub-block's states
+    for (int64_t tp = a0; tp < t; ++tp) {
+      advance(tp);
+      store(rc.slot_before(tp + 1 - c0));
+    }
+  }
+  load(rc.slot_before(t - c0));
+}
+
+FWP_HD inline IntervalRecompute interval_recompute(int64_t interval) {
+  IntervalRecompute r;
+  r.interval = interval < 1 ? 1 : interval;
+  while (r.sub * r.sub < r.interval) ++r.sub;
+  return r;
+}
+
 // Backward of step t, second part, with du_r and a_r summed over the key lanes.
 // Writes dv_r, this thread's share of dk_t into pk and of dbeta_t into dbeta,
 // and (delta rule) moves dw to the gradient of W_{t-1}:

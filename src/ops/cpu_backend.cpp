@@ -2,6 +2,7 @@
 #include "ops/cpu_backend.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -34,14 +35,29 @@ void* aligned_bytes(int64_t n, size_t element_size) {
   return p;
 }
 
-// memcpy is undefined for overlapping ranges; identical ranges are a no-op.
-void copy_bytes(void* dst, const void* src, size_t bytes) {
-  if (bytes == 0 || dst == src) return;
-  std::memmove(dst, src, bytes);
-}
-
 // Memory-bound copies only profit from a second thread when they are large.
 constexpr int64_t kCopyElementsPerThread = 1 << 18;
+constexpr size_t kCopyBlockBytes = size_t(kCopyElementsPerThread) * sizeof(float);
+
+// Copies bytes from src to dst; identical ranges are a no-op. Large copies
+// between disjoint ranges are split into blocks of kCopyBlockBytes over the
+// threads (like fill: in the retrieval model's 1-thread profile the serial
+// copies were ~7% of a step); overlapping ranges take one memmove.
+void copy_bytes(int threads, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  const auto d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+  const bool disjoint = d + bytes <= s || s + bytes <= d;
+  const auto blocks = static_cast<int64_t>((bytes + kCopyBlockBytes - 1) / kCopyBlockBytes);
+  if (!disjoint || blocks < 2 || threads <= 1) {
+    std::memmove(dst, src, bytes);
+    return;
+  }
+  cpu::parallel_for(threads, blocks, cpu::kMinWorkPerThread, [&](int64_t b0, int64_t b1) {
+    const size_t begin = size_t(b0) * kCopyBlockBytes;
+    const size_t end = std::min(bytes, size_t(b1) * kCopyBlockBytes);
+    std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin, end - begin);
+  });
+}
 
 }  // namespace
 
@@ -67,22 +83,22 @@ void CpuBackend<T>::deallocate_int(int32_t* p) noexcept {
 
 template <typename T>
 void CpuBackend<T>::upload(T* dst, const T* host_src, int64_t n) {
-  if (n > 0) copy_bytes(dst, host_src, static_cast<size_t>(n) * sizeof(T));
+  if (n > 0) copy_bytes(num_threads_, dst, host_src, static_cast<size_t>(n) * sizeof(T));
 }
 
 template <typename T>
 void CpuBackend<T>::download(T* host_dst, const T* src, int64_t n) {
-  if (n > 0) copy_bytes(host_dst, src, static_cast<size_t>(n) * sizeof(T));
+  if (n > 0) copy_bytes(num_threads_, host_dst, src, static_cast<size_t>(n) * sizeof(T));
 }
 
 template <typename T>
 void CpuBackend<T>::upload_int(int32_t* dst, const int32_t* host_src, int64_t n) {
-  if (n > 0) copy_bytes(dst, host_src, static_cast<size_t>(n) * sizeof(int32_t));
+  if (n > 0) copy_bytes(num_threads_, dst, host_src, static_cast<size_t>(n) * sizeof(int32_t));
 }
 
 template <typename T>
 void CpuBackend<T>::copy(T* dst, const T* src, int64_t n) {
-  if (n > 0) copy_bytes(dst, src, static_cast<size_t>(n) * sizeof(T));
+  if (n > 0) copy_bytes(num_threads_, dst, src, static_cast<size_t>(n) * sizeof(T));
 }
 
 template <typename T>

@@ -10,17 +10,18 @@
 // The forward saves the state at the start of every block of L steps
 // (L = the chunk length, for both forms), states[b] = W before step b L. The
 // chunked backward reads its chunk-start states from there; the recurrent
-// backward walks backwards from the next saved state (or state_out) and rebuilds
-// the states in between from the u the forward wrote, W_{t-1} = W_t - u_t k_t^T,
-// so a rebuilt state is never more than L - 1 subtractions away from an exact
-// one. Rebuilding over the whole sequence instead (what the backward does when
-// it is given no saved states) leaves a float32 residue of the order of
-// eps |W_T| in every early state, which grows with T and is amplified by
-// attention normalisation (bench/grad_accuracy.cpp, bench/RESULTS.md). Both
-// forms save the same states and write the same u, so the forward of one may
-// feed the backward of the other. Memory beyond the inputs: the saved states,
+// backward recomputes the states of each interval forward from its saved state
+// with the forward's arithmetic (bit for bit the forward's states, in
+// cache-sized sub-blocks: recurrent_backward_block_saved). Rebuilding them
+// backwards from the final state instead, W_{t-1} = W_t - u_t k_t^T (what the
+// backward does when it is given no saved states), leaves a float32 residue of
+// the order of eps |W_T| in every early state, which grows with T and is
+// amplified by attention normalisation (bench/grad_accuracy.cpp,
+// bench/RESULTS.md). Both forms save the same states and write the same u, so
+// the forward of one may feed the backward of the other. Memory beyond the inputs: the saved states,
 // O(T / L * d_value * d_key) per stream, and O(d_value * d_key) per thread
-// (plus O(C^2 + C d) for the chunked form).
+// (plus O(C^2 + C d) for the chunked form, O((L / M + M) d_key B) for the
+// recurrent one's recomputed states).
 //
 // Streams are independent and are spread over the backend's threads; each
 // thread owns its scratch space.
@@ -75,6 +76,16 @@ StreamIn<T> stream_in(const FastWeightShape& s, int64_t i, const T* q, const T* 
 //   pass 2: Wt_j += k_j u;  out += q_j Wt_j.
 // d_value is padded to a multiple of the block with zero values, which stay zero.
 // ---------------------------------------------------------------------------
+
+// The block kernels' per-row Eigen statements (du += k_j g and the like) must
+// be inlined: GCC left `Blk += scalar * Row` as an out-of-line call in the
+// backward (a quarter of the retrieval model's time at S = 40 went into that
+// call), so the kernels are flattened (everything they call is inlined).
+#if defined(__GNUC__) || defined(__clang__)
+#define FWP_FLATTEN __attribute__((flatten))
+#else
+#define FWP_FLATTEN
+#endif
 
 template <typename T>
 using AlignedVec = std::vector<T, Eigen::aligned_allocator<T>>;
@@ -168,7 +179,7 @@ void load_block_state(const T* W, int64_t dk, int64_t i0, int64_t nb, int64_t B,
 // One block of values (columns i0 .. i0 + B of W^T; nb of them real) through
 // all steps. Wt: the block's [dk][B] slice.
 template <typename T, int B, bool kDelta, bool kQuery>
-void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, int64_t dv, int64_t i0, int64_t nb,
+FWP_FLATTEN void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, int64_t dv, int64_t i0, int64_t nb,
                              T* Wt, T* out, T* u, T* states, int64_t interval) {
   using Blk = ValueBlock<T, B>;
   using Row = RowBlock<T, B>;
@@ -209,7 +220,7 @@ void recurrent_forward_block(const StreamIn<T>& in, int64_t steps, int64_t dk, i
 // (delta only) the c terms. dq_t, dk_t and dbeta_t are sums over the values:
 // the first block writes them, later blocks add their part.
 template <typename T, int B, bool kDelta, bool kOutGrad>
-void recurrent_backward_block(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
+FWP_FLATTEN void recurrent_backward_block(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
                               int64_t dv, int64_t i0, int64_t nb, T* Wt, T* Gt, T* dq, T* dkey, T* dval,
                               T* dbeta) {
   using Blk = ValueBlock<T, B>;
@@ -265,82 +276,131 @@ void recurrent_backward_block(const StreamIn<T>& in, const T* u, const T* d_out,
   }
 }
 
-// The same backward with the forward's saved states: per interval of L steps
-// (last first) the block's states are recomputed from the saved one with the
-// forward's arithmetic into hist ([L + 1][dk][B]: hist[i] = W before step
-// c0 + i), so every W_t is the forward's own (bit for bit; no residue of
-// rebuilding, which matters where a denominator is eps: a column of W_t that
-// is exactly zero must stay zero, since dq_t = W_t^T d_out_t / eps). Gt holds
-// the gradient as above; Wt is not used.
+// Steps per recompute sub-block (M below) for a [dk][B] slice of sizeof(T)
+// bytes and an interval of L steps: as many as keep M recomputed states within
+// kRecomputeBytes (a quarter of a 1 MiB L2), at least 4, at most L. Small
+// states thus recompute a whole interval at once (one recomputing update per
+// step: measured faster than sub-blocks that fit L1, which need two); only
+// wide states (e.g. d_key 256 x 64 values in float, 64 KiB a slice) split it.
+constexpr int64_t kRecomputeBytes = 256 * 1024;
+inline int64_t recompute_sub_block(int64_t slice_bytes, int64_t interval) {
+  const int64_t fit = kRecomputeBytes / std::max<int64_t>(slice_bytes, 1) - 1;
+  return std::max<int64_t>(1, std::min(interval, std::max<int64_t>(4, fit)));
+}
+
+// Slices of scratch the saved-state backward needs per thread: the
+// sub-block checkpoints of one interval plus one sub-block's states.
+inline int64_t recompute_slices(int64_t interval, int64_t sub) { return (interval + sub - 1) / sub + sub; }
+
+// dst = src + u_t k_t^T on a block's [dk][B] slice (dst may be src): the
+// forward's update, with the same arithmetic, so the result is its W bit for bit.
+template <typename T, int B>
+FWP_FLATTEN void advance_block_state(const T* src, T* dst, const T* kt, const ValueBlock<T, B>& ub, int64_t dk) {
+  using Row = RowBlock<T, B>;
+  using ConstRow = Eigen::Map<const ValueBlock<T, B>, Eigen::AlignedMax>;
+  for (int64_t j = 0; j < dk; ++j) {
+    Row w(dst + j * B);
+    w = ConstRow(src + j * B);
+    w += kt[j] * ub;
+  }
+}
+
+// The same backward with the forward's saved states, so every W_t is the
+// forward's own (bit for bit; no residue of rebuilding, which matters where a
+// denominator is eps: a column of W_t that is exactly zero must stay zero,
+// since dq_t = W_t^T d_out_t / eps). Per interval of L steps (last first) the
+// states are recomputed from the saved one with the forward's arithmetic, in
+// two levels when an interval's states would not fit kRecomputeBytes (all
+// L + 1 states of an interval are 65 slices at L = 64, 4 MiB for a 256 x 64
+// float state):
+//   1. from the saved state, the checkpoints cp[m] = W before step c0 + m M
+//      (one slice updated in place, copied every M steps);
+//   2. per sub-block of M steps (last first), its states from its
+//      checkpoint, sub[i] = W before step a0 + 1 + i, then the backward of
+//      those steps as in recurrent_backward_block.
+// With M = L (small states) level 1 does nothing.
+// With two levels that is two recomputing updates per step instead of one. Gt holds the
+// gradient as above; Wt is not used. scratch: recompute_slices() slices of
+// [dk][B], zero in the padding columns (set once by the caller; u is zero there).
 template <typename T, int B, bool kDelta, bool kOutGrad>
-void recurrent_backward_block_saved(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
+FWP_FLATTEN void recurrent_backward_block_saved(const StreamIn<T>& in, const T* u, const T* d_out, int64_t steps, int64_t dk,
                                     int64_t dv, int64_t i0, int64_t nb, T* Gt, T* dq, T* dkey, T* dval, T* dbeta,
-                                    const T* states, int64_t interval, T* hist) {
+                                    const T* states, int64_t interval, T* scratch) {
   using Blk = ValueBlock<T, B>;
   using Row = RowBlock<T, B>;
   using ConstRow = Eigen::Map<const ValueBlock<T, B>, Eigen::AlignedMax>;
   constexpr bool kNeedW = kDelta || kOutGrad;
   const bool first = i0 == 0;
   const int64_t slice = dk * B;
+  const int64_t sub = recompute_sub_block(slice * static_cast<int64_t>(sizeof(T)), interval);
+  T* cp = scratch;                                           // [ceil(L / M)][dk][B]
+  T* sub_states = scratch + (interval + sub - 1) / sub * slice;  // [M][dk][B]
   const int64_t last = steps > 0 ? (steps - 1) / interval * interval : 0;
   for (int64_t c0 = last; c0 >= 0 && steps > 0; c0 -= interval) {
     const int64_t c1 = std::min(steps, c0 + interval);
-    if (kNeedW) {
-      // Padding columns of hist stay zero (set once by the caller; u is zero there).
-      load_block_state(states + (c0 / interval) * dv * dk, dk, i0, nb, B, hist);
-      for (int64_t t = c0; t < c1; ++t) {
-        const T* kt = in.k + t * dk;
-        const Blk ub = load_block<T, B>(u + t * dv + i0, nb);
-        const T* src = hist + (t - c0) * slice;
-        T* dst = hist + (t - c0 + 1) * slice;
-        for (int64_t j = 0; j < dk; ++j) {
-          Row w(dst + j * B);
-          w = ConstRow(src + j * B);
-          w += kt[j] * ub;
+    if (kNeedW) {  // level 1: the checkpoints of this interval
+      load_block_state(states + (c0 / interval) * dv * dk, dk, i0, nb, B, cp);
+      for (int64_t a0 = c0 + sub; a0 < c1; a0 += sub) {
+        T* w = cp + (a0 - c0) / sub * slice;
+        std::memcpy(w, w - slice, sizeof(T) * static_cast<size_t>(slice));
+        for (int64_t t = a0 - sub; t < a0; ++t) {
+          advance_block_state<T, B>(w, w, in.k + t * dk, load_block<T, B>(u + t * dv + i0, nb), dk);
         }
       }
     }
-    for (int64_t t = c1 - 1; t >= c0; --t) {
-      const T* wcur = hist + (t - c0 + 1) * slice;  // W_t
-      const T* wprev = hist + (t - c0) * slice;     // W_{t-1}
-      const T* kt = in.k + t * dk;
-      const T* qt = kOutGrad ? in.q + t * dk : nullptr;
-      T* dqt = kOutGrad ? dq + t * dk : nullptr;
-      T* dkt = dkey + t * dk;
-      if (first) {
-        if (kOutGrad) std::fill(dqt, dqt + dk, T(0));
-        std::fill(dkt, dkt + dk, T(0));
-      }
-      const Blk go = kOutGrad ? load_block<T, B>(d_out + t * dv + i0, nb) : Blk::Zero();
-      const Blk ub = load_block<T, B>(u + t * dv + i0, nb);
-      Blk du = Blk::Zero();
-      Blk vbar = Blk::Zero();
-      for (int64_t j = 0; j < dk; ++j) {  // pass A
-        Row g(Gt + j * B);
-        const T kj = kt[j];
-        if (kOutGrad) {
-          dqt[j] += (ConstRow(wcur + j * B) * go).sum();
-          g += qt[j] * go;
+    for (int64_t a0 = c0 + (c1 - 1 - c0) / sub * sub; a0 >= c0; a0 -= sub) {
+      const int64_t a1 = std::min(c1, a0 + sub);
+      const T* start = cp + (a0 - c0) / sub * slice;
+      // W before step a0 + i: the checkpoint for i = 0, else sub_states[i - 1].
+      auto state_before = [&](int64_t t) { return t == a0 ? start : sub_states + (t - a0 - 1) * slice; };
+      if (kNeedW) {  // level 2: the sub-block's states
+        for (int64_t t = a0; t < a1; ++t) {
+          advance_block_state<T, B>(state_before(t), sub_states + (t - a0) * slice, in.k + t * dk,
+                                    load_block<T, B>(u + t * dv + i0, nb), dk);
         }
-        du += kj * g;
-        dkt[j] += (g * ub).sum();
-        if (kDelta) vbar += kj * ConstRow(wprev + j * B);
       }
-      if (!kDelta) {
-        store_block<T, B>(du, nb, dval + t * dv + i0);
-        continue;
-      }
-      const T b = in.beta[t];
-      const Blk vb = load_block<T, B>(in.v + t * dv + i0, nb);
-      const T db = (du * (vb - vbar)).sum();
-      dbeta[t] = first ? db : dbeta[t] + db;
-      const Blk dvb = b * du;
-      store_block<T, B>(dvb, nb, dval + t * dv + i0);
-      const Blk c = -dvb;
-      for (int64_t j = 0; j < dk; ++j) {  // pass B
-        Row g(Gt + j * B);
-        g += kt[j] * c;
-        dkt[j] += (ConstRow(wprev + j * B) * c).sum();
+      for (int64_t t = a1 - 1; t >= a0; --t) {
+        const T* wcur = state_before(t + 1);  // W_t
+        const T* wprev = state_before(t);     // W_{t-1}
+        const T* kt = in.k + t * dk;
+        const T* qt = kOutGrad ? in.q + t * dk : nullptr;
+        T* dqt = kOutGrad ? dq + t * dk : nullptr;
+        T* dkt = dkey + t * dk;
+        if (first) {
+          if (kOutGrad) std::fill(dqt, dqt + dk, T(0));
+          std::fill(dkt, dkt + dk, T(0));
+        }
+        const Blk go = kOutGrad ? load_block<T, B>(d_out + t * dv + i0, nb) : Blk::Zero();
+        const Blk ub = load_block<T, B>(u + t * dv + i0, nb);
+        Blk du = Blk::Zero();
+        Blk vbar = Blk::Zero();
+        for (int64_t j = 0; j < dk; ++j) {  // pass A
+          Row g(Gt + j * B);
+          const T kj = kt[j];
+          if (kOutGrad) {
+            dqt[j] += (ConstRow(wcur + j * B) * go).sum();
+            g += qt[j] * go;
+          }
+          du += kj * g;
+          dkt[j] += (g * ub).sum();
+          if (kDelta) vbar += kj * ConstRow(wprev + j * B);
+        }
+        if (!kDelta) {
+          store_block<T, B>(du, nb, dval + t * dv + i0);
+          continue;
+        }
+        const T b = in.beta[t];
+        const Blk vb = load_block<T, B>(in.v + t * dv + i0, nb);
+        const T db = (du * (vb - vbar)).sum();
+        dbeta[t] = first ? db : dbeta[t] + db;
+        const Blk dvb = b * du;
+        store_block<T, B>(dvb, nb, dval + t * dv + i0);
+        const Blk c = -dvb;
+        for (int64_t j = 0; j < dk; ++j) {  // pass B
+          Row g(Gt + j * B);
+          g += kt[j] * c;
+          dkt[j] += (ConstRow(wprev + j * B) * c).sum();
+        }
       }
     }
   }
@@ -348,7 +408,8 @@ void recurrent_backward_block_saved(const StreamIn<T>& in, const T* u, const T* 
 
 // One stream: every block of the blocked layout in turn.
 // Saved states (nullable) of one stream: [ceil(steps / interval)][dv][dk];
-// hist: the backward's scratch for recomputed states ([interval + 1][dk][B], zeroed).
+// hist: the backward's scratch for recomputed states (recompute_slices() slices
+// of [dk][B], zeroed).
 template <typename T>
 struct Saved {
   T* states;
@@ -741,7 +802,11 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
     if (chunked) ws = std::make_unique<ChunkScratch<T>>(std::min(chunk, steps), d_value);
     // The recurrent form's recomputed states of one interval (one value block).
     AlignedVec<T> hist;
-    if (!chunked && states) hist.assign(static_cast<size_t>((std::min(chunk, steps) + 1) * d_key * block), T(0));
+    if (!chunked && states) {
+      const int64_t slice = d_key * block;
+      const int64_t sub = recompute_sub_block(slice * static_cast<int64_t>(sizeof(T)), chunk);
+      hist.assign(static_cast<size_t>(recompute_slices(chunk, sub) * slice), T(0));
+    }
     for (int64_t s = begin; s < end; ++s) {
       const T* Wend = state_out + s * state_size;
       const T* dWend = d_state_out ? d_state_out + s * state_size : nullptr;

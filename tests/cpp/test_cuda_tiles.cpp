@@ -452,8 +452,27 @@ FwResult emulate_recurrent(const FwProblem& p, const tile::RecurrentConfig& cfg)
                 lanes[lk].dw[rr][c] =
                     (i < dv && j < dk && p.with_d_state_out) ? p.d_state_out[(s * dv + i) * dk + j] : 0.0f;
               }
+          // The kernel's saved-state recompute (tile::IntervalRecompute): per
+          // slot, every lane's entries; one forward step of all lanes.
+          const tile::IntervalRecompute rc = tile::interval_recompute(L);
+          std::vector<ThreadTile<RV, CK>> slots(L > 0 ? size_t(rc.slots() * cfg.lk) : 0);
+          auto move_slot = [&](int64_t slot, bool store) {
+            for (int lk = 0; lk < cfg.lk; ++lk) {
+              auto& x = slots[size_t(slot * cfg.lk + lk)].w;
+              if (store) std::memcpy(x, lanes[lk].w, sizeof(x));
+              else std::memcpy(lanes[lk].w, x, sizeof(x));
+            }
+          };
+          auto advance = [&](int64_t tp) {
+            float uu[RV];
+            load_rows(r.u, tp, uu);
+            for (int lk = 0; lk < cfg.lk; ++lk) {
+              float kk[CK];
+              load_vec(p.k, tp, lk, kk);
+              tile::fw_rank1_update<RV, CK>(lanes[lk].w, uu, kk);
+            }
+          };
           for (int64_t t = T - 1; t >= 0; --t) {
-            if (L > 0 && (t + 1) % L == 0 && t + 1 < T) move_state((t + 1) / L, false);
             float uu[RV], vv[RV], dout[RV];
             load_rows(r.u, t, uu);
             load_rows(p.v, t, vv);
@@ -461,20 +480,46 @@ FwResult emulate_recurrent(const FwProblem& p, const tile::RecurrentConfig& cfg)
             else std::fill(dout, dout + RV, 0.0f);
             const float b = delta ? p.beta[s * T + t] : 1.0f;
             float du[RV] = {}, a[RV] = {};
-            for (int lk = 0; lk < cfg.lk; ++lk) {
-              float kk[CK], qq[CK], pq[CK], pdu[RV], pa[RV];
-              load_vec(p.k, t, lk, kk);
-              if (has_out) load_vec(p.q, t, lk, qq);
-              else std::fill(qq, qq + CK, 0.0f);
-              tile::fw_backward_partials<RV, CK>(lanes[lk].w, lanes[lk].dw, kk, qq, dout, uu, has_out, delta, pq,
-                                                 pdu, pa);
-              for (int rr = 0; rr < RV; ++rr) {
-                du[rr] += pdu[rr];
-                a[rr] += pa[rr];
-              }
+            auto add_dq = [&](int lk, const float (&pq)[CK]) {
               for (int c = 0; c < CK; ++c) {
                 const int64_t j = tile::recurrent_col(cfg.lk, lk, c);
                 if (has_out && j < dk) r.dq[(s * T + t) * dk + j] += pq[c];
+              }
+            };
+            if (L > 0) {
+              for (int lk = 0; lk < cfg.lk; ++lk) {
+                float qq[CK], pq[CK];
+                if (has_out) load_vec(p.q, t, lk, qq);
+                else std::fill(qq, qq + CK, 0.0f);
+                tile::fw_backward_out_partials<RV, CK>(lanes[lk].w, lanes[lk].dw, qq, dout, has_out, pq);
+                add_dq(lk, pq);
+              }
+              tile::recompute_state_before(
+                  rc, t, T, [&](int64_t saved) { move_state(saved, false); },
+                  [&](int64_t slot) { move_slot(slot, true); }, [&](int64_t slot) { move_slot(slot, false); },
+                  advance);
+              for (int lk = 0; lk < cfg.lk; ++lk) {
+                float kk[CK], pdu[RV], pa[RV];
+                load_vec(p.k, t, lk, kk);
+                tile::fw_backward_key_partials<RV, CK>(lanes[lk].w, lanes[lk].dw, kk, delta, pdu, pa);
+                for (int rr = 0; rr < RV; ++rr) {
+                  du[rr] += pdu[rr];
+                  a[rr] += pa[rr];
+                }
+              }
+            } else {
+              for (int lk = 0; lk < cfg.lk; ++lk) {
+                float kk[CK], qq[CK], pq[CK], pdu[RV], pa[RV];
+                load_vec(p.k, t, lk, kk);
+                if (has_out) load_vec(p.q, t, lk, qq);
+                else std::fill(qq, qq + CK, 0.0f);
+                tile::fw_backward_partials<RV, CK>(lanes[lk].w, lanes[lk].dw, kk, qq, dout, uu, has_out, delta,
+                                                   pq, pdu, pa);
+                for (int rr = 0; rr < RV; ++rr) {
+                  du[rr] += pdu[rr];
+                  a[rr] += pa[rr];
+                }
+                add_dq(lk, pq);
               }
             }
             for (int lk = 0; lk < cfg.lk; ++lk) {
@@ -690,13 +735,51 @@ TEST(CudaTilesRecurrent, RankOneStepsMatchCpu) {
 // recurrent form saves the same states (L from the chunk size).
 TEST(CudaTilesRecurrent, SavedStatesMatchCpu) {
   for (bool delta : {true, false}) {
-    for (int64_t L : {4, 5, 32}) {
+    for (int64_t L : {4, 5, 9, 32}) {
       FwProblem p = make_problem(90 + L, 2, 23, 16, 20, delta);
       p.save_interval = L;
       const FwResult ref = cpu_fast_weight<double>(p, Algorithm::Recurrent, L);
       const FwResult got = emulate_recurrent_dispatch(p);
       SCOPED_TRACE(testing::Message() << "L=" << L << (delta ? " delta" : " sum"));
       expect_results_close(got, ref, 1e-5, "recurrent tiles with saved states vs CPU double");
+    }
+  }
+}
+
+// The backward's two-level recompute schedule (tile::recompute_state_before),
+// driven with a counter for a state: "W before step n" is n. At every step t
+// it must leave W before step t, advance only the state it holds (the forward's
+// step tp on W before tp), read only slots written before, and advance at most
+// twice per step with about 2 sqrt(L) slots.
+TEST(CudaTilesRecurrent, IntervalRecomputeScheduleGivesEveryStateExactly) {
+  for (int64_t L : {1, 2, 3, 4, 5, 7, 9, 16, 17, 32, 64}) {
+    const tile::IntervalRecompute rc = tile::interval_recompute(L);
+    EXPECT_LE(double(rc.slots()), 2.0 * std::sqrt(double(L)) + 1.0) << "L=" << L;
+    for (int64_t T = 1; T <= 3 * L + 2; ++T) {
+      SCOPED_TRACE(testing::Message() << "L=" << L << " T=" << T);
+      std::vector<int64_t> slots(size_t(rc.slots()), -1);
+      int64_t w = -1, advances = 0, bad = 0;
+      for (int64_t t = T - 1; t >= 0; --t) {
+        tile::recompute_state_before(
+            rc, t, T,
+            [&](int64_t b) {
+              bad += b * L >= T;
+              w = b * L;
+            },
+            [&](int64_t slot) {
+              if (slot < 0 || slot >= rc.slots()) ++bad;
+              else slots[size_t(slot)] = w;
+            },
+            [&](int64_t slot) { w = (slot < 0 || slot >= rc.slots()) ? -2 : slots[size_t(slot)]; },
+            [&](int64_t tp) {
+              bad += w != tp;
+              w = tp + 1;
+              ++advances;
+            });
+        EXPECT_EQ(w, t);
+      }
+      EXPECT_EQ(bad, 0);
+      EXPECT_LE(advances, 2 * T);
     }
   }
 }

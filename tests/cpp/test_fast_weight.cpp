@@ -750,6 +750,34 @@ TEST(FastWeightSavedStates, BothAlgorithmsSaveTheSameStates) {
   }
 }
 
+// The recurrent backward reads the forward's own states, bit for bit, also
+// across the sub-blocks in which it recomputes them (d_key 256 x d_value 20 in
+// float, a 32 KiB slice: sub-blocks of 7, 7 and 2 steps per interval of 16, and
+// a short last interval): with
+// d_out one-hot at (t0, row) and no state gradient, dq_t0 = W_t0^T d_out_t0 is
+// row `row` of W_t0, which the forward over the first t0 + 1 steps returns
+// as its final state. Rebuilding W_t0 by subtraction would miss by rounding.
+TEST(FastWeightSavedStates, RecurrentBackwardReadsTheForwardsStatesExactly) {
+  const int64_t T = 40, dk = 256, dv = 20, row = 7;
+  for (const UpdateRule rule : {UpdateRule::Sum, UpdateRule::Delta}) {
+    const Problem p = make_problem(rule, 1, T, dk, dv, true, true, 12);
+    CpuBackend<float> be(1);
+    Inputs<float> in(p);
+    const Outputs<float> fwd = run_forward(be, p, in, Algorithm::Recurrent, 16);
+    for (int64_t t0 = 0; t0 < T; ++t0) {
+      std::fill(in.r1.begin(), in.r1.end(), 0.0f);
+      in.r1[size_t(t0 * dv + row)] = 1.0f;
+      const BackendGrads<float> g = run_backward(be, p, in, fwd, Algorithm::Recurrent, 16, true, false);
+      Problem prefix = p;
+      prefix.shape.steps = t0 + 1;
+      const Outputs<float> pre = run_forward(be, prefix, in, Algorithm::Recurrent, 16);
+      int64_t mismatches = 0;
+      for (int64_t j = 0; j < dk; ++j) mismatches += g.dq[size_t(t0 * dk + j)] != pre.state_out[size_t(row * dk + j)];
+      EXPECT_EQ(mismatches, 0) << "t0 = " << t0 << (rule == UpdateRule::Delta ? " delta" : " sum");
+    }
+  }
+}
+
 TEST(FastWeightEdgeCases, NoStreamsIsANoOp) {
   CpuBackend<double> be(2);
   const FastWeightShape shape{0, 5, 4, 3};

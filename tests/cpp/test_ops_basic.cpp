@@ -3,6 +3,8 @@
 // every backward. Most tests run in double; a few also check float.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -98,6 +100,12 @@ TEST(OpsMemory, UploadDownloadCopyFill) {
   Vec back(static_cast<size_t>(n));
   be->download(back.data(), b, n);
   EXPECT_EQ(back, host);
+
+  // Overlapping ranges (one memmove; the disjoint copies above are split over the threads).
+  be->copy(b + 1, b, n - 1);
+  be->download(back.data(), b, n);
+  EXPECT_EQ(back[0], host[0]);
+  EXPECT_TRUE(std::equal(host.begin(), host.end() - 1, back.begin() + 1));
 
   be->fill(a, 2.5, n);
   be->download(back.data(), a, n);

@@ -26,10 +26,10 @@ class FastWeightOps : public virtual BackendFamily {
   //   O(T / L * d_value * d_key) per stream, L the chunk length (16..64 on the CPU). Both
   //   algorithms save the same states and write the same u, so the forward of one
   //   may feed the backward of the other.
-  // u is written: from a saved state and u the backward recomputes the states of
-  // its interval (CPU; the CUDA recurrent kernel rebuilds them backwards from the
-  // next saved one, W_{t-1} = W_t - u_t k_t^T, at most L - 1 steps; the chunked
-  // forms need only the saved chunk-start states), so no per-step state is stored.
+  // u is written: from a saved state and u the recurrent backward recomputes the
+  // states of its interval with the forward's arithmetic (CPU and CUDA, in
+  // cache-sized sub-blocks; the chunked forms need only the saved chunk-start
+  // states), so no per-step state is stored.
   virtual void fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t chunk_size,
                                    const FastWeightShape& shape, const T* q, const T* k, const T* v,
                                    const T* beta, const T* state_in, T* out, T* u, T* state_out,
