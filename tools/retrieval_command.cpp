@@ -186,7 +186,8 @@ std::vector<RetrievalConfig> fresh_configs(const RetrievalOptions& o, const std:
     cfg.keys = s;
     cfg.eval_pairs = o.eval_pairs == 0 ? paper_eval_pairs(o.setting, s) : o.eval_pairs;
     // Setting 1 sequences hold every key once; setting 2 draws with replacement, any length.
-    if (o.setting == 1 && cfg.eval_pairs != s) {
+    // (On --resume the setting is the checkpoint's, and a changed length is refused as a conflict.)
+    if (o.resume.empty() && o.setting == 1 && cfg.eval_pairs != s) {
       throw UsageError(fmt::format("--eval-pairs {} does not fit setting 1, whose sequences hold every key once: "
                                    "give 0 or S = {}",
                                    o.eval_pairs, s));
