@@ -84,7 +84,16 @@ if(TARGET fwp_cli)
                    "-DARGS=retrieval|--setting|2|--keys|6|--eval-pairs|12|--max-steps|60|--eval-every|30|--threads|1|--json|--quiet|--csv|eval.csv|--sweep-csv|sweep.csv"
                    -DMAX_STEPS=60 -DRUNS=1 -DEVAL_CSV=eval.csv -DSWEEP_CSV=sweep.csv -DEVAL_PAIRS=12
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_retrieval_run.cmake)
-  set_tests_properties(cli_retrieval_setting2_eval_pairs_default cli_retrieval_setting2_eval_pairs PROPERTIES LABELS cli)
+  # The evaluation really uses that length: one pair per sequence is read back exactly by the
+  # attention-normalised sum rule (y = v phi(k).phi(q) / z.phi(q) = v), so the first evaluation
+  # reaches loss 0 and stops the run; with the default S pairs it cannot.
+  add_test(NAME cli_retrieval_setting2_one_pair_is_exact
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_s2_one_pair
+                   "-DARGS=retrieval|--setting|2|--keys|6|--eval-pairs|1|--phi|dpfp|--rule|sum|--max-steps|30|--eval-every|10|--threads|1|--json|--quiet"
+                   -DMAX_STEPS=30 -DRUNS=1 -DEVAL_PAIRS=1 -DEXPECT_STEPS=10
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_retrieval_run.cmake)
+  set_tests_properties(cli_retrieval_setting2_eval_pairs_default cli_retrieval_setting2_eval_pairs
+                       cli_retrieval_setting2_one_pair_is_exact PROPERTIES LABELS cli)
   # Resuming from a checkpoint reproduces the uninterrupted run exactly.
   add_test(NAME cli_retrieval_resume
            COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_resume

@@ -1,7 +1,8 @@
 # Runs a small `fwp retrieval --json` job and checks what it reports and writes.
 #   cmake -DPROGRAM=<fwp> -DARGS=a|b|c -DWORKDIR=<dir> -DMAX_STEPS=<cap> -DRUNS=<n>
 #         [-DEVAL_CSV=<file>] [-DSWEEP_CSV=<file>] [-DPLOT=<file.png>]
-#         [-DEVAL_PAIRS=<n, or S for the run's number of keys>] -P check_retrieval_run.cmake
+#         [-DEVAL_PAIRS=<n, or S for the run's number of keys>] [-DEXPECT_STEPS=<steps every run must stop at>]
+#         -P check_retrieval_run.cmake
 # Files are relative to WORKDIR, which is emptied first.
 cmake_minimum_required(VERSION 3.19)
 
@@ -66,6 +67,9 @@ foreach(line IN LISTS lines)
   endif()
   if(stopped_by STREQUAL "max_steps" AND NOT steps EQUAL MAX_STEPS)
     message(FATAL_ERROR "stopped by the cap after ${steps} steps, not ${MAX_STEPS}")
+  endif()
+  if(DEFINED EXPECT_STEPS AND NOT steps EQUAL EXPECT_STEPS)
+    message(FATAL_ERROR "the run stopped after ${steps} steps (${stopped_by}), not ${EXPECT_STEPS}")
   endif()
   math(EXPR total_evaluations "${total_evaluations} + ${evaluations}")
 endforeach()
