@@ -32,7 +32,8 @@ extern "C" {
 typedef struct fwp_retrieval_config {
   uint32_t struct_size;          /**< sizeof(fwp_retrieval_config); set by init. */
   int32_t setting;               /**< 1 (capacity: L = S pairs without replacement) or 2 (update:
-                                      L = 2 S pairs with replacement); default 1. */
+                                      trained on L = 2 S pairs with replacement; any L is accepted,
+                                      the paper evaluates on S); default 1. */
   int64_t num_keys;              /**< S, the size of the key and of the value vocabulary; default 20. */
   int64_t d_head;                /**< Width of k and q before phi; default 64. */
   fwp_feature_map feature_map;   /**< Default FWP_FEATURE_MAP_DPFP. */

@@ -276,7 +276,10 @@ end
 struct fwp_retrieval_config
     "sizeof(fwp_retrieval_config); set by init."
     struct_size::UInt32
-    "1 (capacity: L = S pairs without replacement) or 2 (update: L = 2 S pairs with replacement); default 1."
+    """
+    1 (capacity: L = S pairs without replacement) or 2 (update: trained on L = 2 S pairs with replacement; any L is
+    accepted, the paper evaluates on S); default 1.
+    """
     setting::Int32
     "S, the size of the key and of the value vocabulary; default 20."
     num_keys::Int64

@@ -282,7 +282,8 @@ pub struct fwp_layer_config {
 pub struct fwp_retrieval_config {
     /// sizeof(fwp_retrieval_config); set by init.
     pub struct_size: u32,
-    /// 1 (capacity: L = S pairs without replacement) or 2 (update: L = 2 S pairs with replacement); default 1.
+    /// 1 (capacity: L = S pairs without replacement) or 2 (update: trained on L = 2 S pairs with replacement; any L is
+    /// accepted, the paper evaluates on S); default 1.
     pub setting: i32,
     /// S, the size of the key and of the value vocabulary; default 20.
     pub num_keys: i64,
