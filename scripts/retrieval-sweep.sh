@@ -9,8 +9,9 @@
 #   and Linear (elu) with the delta rule, over S = 20..200.
 #
 # Every run uses the paper's recipe (Adam lr 1e-3, batch 32, an evaluation every
-# 100 steps on 20 fresh sequences, stop at eval loss <= 0.001 or after 11
-# evaluations without improvement), capped at MAX_STEPS steps.
+# 100 steps on 20 fresh sequences of S pairs (setting 2 trains on 2S pairs but
+# the paper evaluates on S), stop at eval loss <= 0.001 or after 11 evaluations
+# without improvement), capped at MAX_STEPS steps.
 #
 # Environment (the defaults follow the paper's protocol; the default grids are
 # ours, spanning the ranges of S the paper plots):
@@ -23,6 +24,7 @@
 #   DEVICE       cpu or cuda                  (cpu)
 #   S1_ELU S1_DPFP1 S1_DPFP2 S1_DPFP3 S1_FAVOR S1_SOFTMAX   grids of setting 1 (S or A:B:STEP)
 #   S2_KEYS      grid of setting 2            (20:200:20)
+#   S2_EVAL_PAIRS  pairs per setting-2 evaluation sequence, 0 = the paper's S (0)
 #   S2_DPFP1_SUM S2_DPFP1_DELTA S2_ELU_DELTA   per-model grids of setting 2 (default: S2_KEYS)
 # A grid set to the empty string skips that model (e.g. to add points to one model only).
 #
@@ -48,6 +50,7 @@ S1_DPFP3=${S1_DPFP3-20:500:20}
 S1_FAVOR=${S1_FAVOR-20:200:20}
 S1_SOFTMAX=${S1_SOFTMAX-20:600:20}
 S2_KEYS=${S2_KEYS:-20:200:20}
+S2_EVAL_PAIRS=${S2_EVAL_PAIRS:-0}
 S2_DPFP1_SUM=${S2_DPFP1_SUM-$S2_KEYS}
 S2_DPFP1_DELTA=${S2_DPFP1_DELTA-$S2_KEYS}
 S2_ELU_DELTA=${S2_ELU_DELTA-$S2_KEYS}
@@ -90,7 +93,7 @@ setting1() {
 }
 
 setting2() {
-  local s=(retrieval --setting 2 "${common[@]}" --sweep-csv "$OUT/setting2.csv" --plot "$OUT/setting2.png")
+  local s=(retrieval --setting 2 "${common[@]}" --eval-pairs "$S2_EVAL_PAIRS" --sweep-csv "$OUT/setting2.csv" --plot "$OUT/setting2.png")
   model "$S2_DPFP1_SUM" "${s[@]}" --phi dpfp --nu 1 --rule sum --csv "$OUT/setting2-dpfp1-sum-evals.csv"
   model "$S2_DPFP1_DELTA" "${s[@]}" --phi dpfp --nu 1 --rule delta --csv "$OUT/setting2-dpfp1-delta-evals.csv"
   model "$S2_ELU_DELTA" "${s[@]}" --phi elu --rule delta --csv "$OUT/setting2-elu-delta-evals.csv"

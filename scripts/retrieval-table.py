@@ -3,8 +3,9 @@
 
     scripts/retrieval-table.py results/retrieval/setting1.csv
 
-One row per (model, S), models in the order they first appear: final and best
-eval loss, steps, what stopped the run and its wall time. "solved" marks runs
+One row per (model, S), models in the order they first appear: the pairs per
+evaluation sequence (where the CSV records them), final and best eval loss,
+steps, what stopped the run and its wall time. "solved" marks runs
 that reached the target loss (the paper's 0.001).
 """
 import csv
@@ -22,13 +23,16 @@ def main():
     for r in rows:
         if r["model"] not in order:
             order.append(r["model"])
-    print("| model | S | final eval loss | best | steps | stopped | seconds |")
-    print("|---|---:|---:|---:|---:|---|---:|")
+    # Sweep CSVs written since --eval-pairs record the evaluation length; show it.
+    eval_len = bool(rows) and "eval_pairs" in rows[0]
+    print("| model | S |" + (" eval pairs |" if eval_len else "") + " final eval loss | best | steps | stopped | seconds |")
+    print("|---|---:|" + ("---:|" if eval_len else "") + "---:|---:|---:|---|---:|")
     for model in order:
         mine = sorted((r for r in rows if r["model"] == model), key=lambda r: int(r["keys"]))
         for i, r in enumerate(mine):
             name = model if i == 0 else ""
-            print(f"| {name} | {r['keys']} | {float(r['final_eval_loss']):.3g} | {float(r['best_eval_loss']):.3g} "
+            pairs = f" {r['eval_pairs']} |" if eval_len else ""
+            print(f"| {name} | {r['keys']} |{pairs} {float(r['final_eval_loss']):.3g} | {float(r['best_eval_loss']):.3g} "
                   f"| {r['steps']} | {STOPS.get(r['stopped_by'], r['stopped_by'])} | {float(r['seconds']):.0f} |")
 
 

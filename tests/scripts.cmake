@@ -36,7 +36,7 @@ if(TARGET fwp_cli)
   # Every flag of `fwp retrieval` is documented in its help.
   fwp_cli_test(retrieval_help EXIT 0 ARGS retrieval --help
                STDOUT --setting --phi --rule --nu --m --keys --seed --max-steps --batch --lr --threads --device
-                      --eval-every --eval-seqs --patience --target-loss --sum-norm --no-sum-norm --attn-norm
+                      --eval-every --eval-seqs --eval-pairs --patience --target-loss --sum-norm --no-sum-norm --attn-norm
                       --no-attn-norm --csv --sweep-csv --plot --checkpoint --resume --json --quiet)
 
   # Bad flags and values: exit code 2 and one line on stderr.
@@ -51,6 +51,11 @@ if(TARGET fwp_cli)
   fwp_cli_test(error_negative_seed EXIT 2 ONE_LINE ARGS retrieval --seed -1 STDERR_MATCHES "--seed")
   fwp_cli_test(error_nu_without_dpfp EXIT 2 ONE_LINE ARGS retrieval --phi elu --nu 2 STDERR_MATCHES "--nu")
   fwp_cli_test(error_softmax_delta EXIT 2 ONE_LINE ARGS retrieval --phi softmax --rule delta)
+  fwp_cli_test(error_eval_pairs_negative EXIT 2 ONE_LINE ARGS retrieval --eval-pairs -1 STDERR_MATCHES "--eval-pairs")
+  fwp_cli_test(error_eval_pairs_too_long EXIT 2 ONE_LINE ARGS retrieval --setting 2 --eval-pairs 131073
+               STDERR_MATCHES "--eval-pairs")
+  fwp_cli_test(error_eval_pairs_setting1 EXIT 2 ONE_LINE ARGS retrieval --setting 1 --keys 6 --eval-pairs 5
+               STDERR_MATCHES "every key once")
   fwp_cli_test(error_resume_missing EXIT 2 ONE_LINE ARGS retrieval --resume does-not-exist.safetensors)
   # A run that cannot start (no gnuplot for --plot): exit code 1, one clear line, before any training.
   fwp_cli_test(error_plot_without_gnuplot EXIT 1 ONE_LINE ENV PATH=/nonexistent
@@ -67,6 +72,28 @@ if(TARGET fwp_cli)
                    "-DARGS=retrieval|--keys|6|--max-steps|120|--eval-every|50|--threads|1|--json|--quiet|--csv|eval.csv|--sweep-csv|sweep.csv"
                    -DMAX_STEPS=120 -DRUNS=1 -DEVAL_CSV=eval.csv -DSWEEP_CSV=sweep.csv
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_retrieval_run.cmake)
+  # The evaluation length defaults to the paper's S pairs in setting 2 (trained on 2S),
+  # and --eval-pairs sets it; the eval log and sweep CSV record it.
+  add_test(NAME cli_retrieval_setting2_eval_pairs_default
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_s2_default
+                   "-DARGS=retrieval|--setting|2|--keys|6:8:2|--max-steps|60|--eval-every|30|--threads|1|--json|--quiet|--csv|eval.csv|--sweep-csv|sweep.csv"
+                   -DMAX_STEPS=60 -DRUNS=2 -DEVAL_CSV=eval.csv -DSWEEP_CSV=sweep.csv -DEVAL_PAIRS=S
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_retrieval_run.cmake)
+  add_test(NAME cli_retrieval_setting2_eval_pairs
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_s2_pairs
+                   "-DARGS=retrieval|--setting|2|--keys|6|--eval-pairs|12|--max-steps|60|--eval-every|30|--threads|1|--json|--quiet|--csv|eval.csv|--sweep-csv|sweep.csv"
+                   -DMAX_STEPS=60 -DRUNS=1 -DEVAL_CSV=eval.csv -DSWEEP_CSV=sweep.csv -DEVAL_PAIRS=12
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_retrieval_run.cmake)
+  # The evaluation really uses that length: one pair per sequence is read back exactly by the
+  # attention-normalised sum rule (y = v phi(k).phi(q) / z.phi(q) = v), so the first evaluation
+  # reaches loss 0 and stops the run; with the default S pairs it cannot.
+  add_test(NAME cli_retrieval_setting2_one_pair_is_exact
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_s2_one_pair
+                   "-DARGS=retrieval|--setting|2|--keys|6|--eval-pairs|1|--phi|dpfp|--rule|sum|--max-steps|30|--eval-every|10|--threads|1|--json|--quiet"
+                   -DMAX_STEPS=30 -DRUNS=1 -DEVAL_PAIRS=1 -DEXPECT_STEPS=10
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_retrieval_run.cmake)
+  set_tests_properties(cli_retrieval_setting2_eval_pairs_default cli_retrieval_setting2_eval_pairs
+                       cli_retrieval_setting2_one_pair_is_exact PROPERTIES LABELS cli)
   # Resuming from a checkpoint reproduces the uninterrupted run exactly.
   add_test(NAME cli_retrieval_resume
            COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_resume
@@ -77,7 +104,14 @@ if(TARGET fwp_cli)
            COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_resume_favor
                    "-DARGS=--keys|6|--phi|favor|--m|16|--eval-every|50|--threads|1|--target-loss|0|--patience|100"
                    -DSTEPS=200 -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_resume.cmake)
-  set_tests_properties(cli_retrieval_json cli_retrieval_resume cli_retrieval_resume_favor PROPERTIES LABELS cli)
+  # --eval-pairs is kept by the checkpoint: a resumed setting-2 run evaluates on the same length
+  # and refuses another one.
+  add_test(NAME cli_retrieval_resume_eval_pairs
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/retrieval_resume_pairs
+                   "-DARGS=--setting|2|--keys|6|--eval-pairs|9|--eval-every|50|--threads|1|--target-loss|0|--patience|100"
+                   -DSTEPS=200 -DCONFLICT=--eval-pairs|7 -DEVAL_PAIRS=9 -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_resume.cmake)
+  set_tests_properties(cli_retrieval_json cli_retrieval_resume cli_retrieval_resume_favor cli_retrieval_resume_eval_pairs
+                       PROPERTIES LABELS cli)
   # A training whose loss becomes NaN stops with exit code 1, one line on stderr and stopped_by non_finite.
   fwp_cli_test(error_diverged EXIT 1 ONE_LINE ARGS retrieval --keys 6 --lr 1e30 --max-steps 50 --threads 1 --json
                --quiet STDOUT non_finite STDERR_MATCHES "diverged at step [0-9]+: the (loss|gradient norm) is")

@@ -51,6 +51,7 @@ struct RetrievalOptions {
   std::string device = "cpu";
   int64_t eval_every = 100;
   int64_t eval_seqs = 20;
+  int64_t eval_pairs = 0;  ///< 0: the paper's length for the setting (paper_eval_pairs()).
   int64_t patience = 11;
   double target_loss = 0.001;
   bool sum_norm = false;   ///< Meaningful only where opt_sum_norm was given.
@@ -75,6 +76,7 @@ struct RetrievalOptions {
   CLI::Option* opt_lr = nullptr;
   CLI::Option* opt_eval_every = nullptr;
   CLI::Option* opt_eval_seqs = nullptr;
+  CLI::Option* opt_eval_pairs = nullptr;
   CLI::Option* opt_patience = nullptr;
   CLI::Option* opt_target_loss = nullptr;
   CLI::Option* opt_sum_norm = nullptr;
@@ -182,6 +184,14 @@ std::vector<RetrievalConfig> fresh_configs(const RetrievalOptions& o, const std:
   for (int64_t s : keys) {
     RetrievalConfig cfg = base;
     cfg.keys = s;
+    cfg.eval_pairs = o.eval_pairs == 0 ? paper_eval_pairs(o.setting, s) : o.eval_pairs;
+    // Setting 1 sequences hold every key once; setting 2 draws with replacement, any length.
+    // (On --resume the setting is the checkpoint's, and a changed length is refused as a conflict.)
+    if (o.resume.empty() && o.setting == 1 && cfg.eval_pairs != s) {
+      throw UsageError(fmt::format("--eval-pairs {} does not fit setting 1, whose sequences hold every key once: "
+                                   "give 0 or S = {}",
+                                   o.eval_pairs, s));
+    }
     configs.push_back(cfg);
   }
   return configs;
@@ -208,7 +218,8 @@ std::pair<RetrievalConfig, train::SavedRun> resumed_config(const RetrievalOption
       {"setting", o.opt_setting},     {"phi", o.opt_phi},         {"rule", o.opt_rule},
       {"nu", o.opt_nu},               {"m", o.opt_m},             {"keys", o.opt_keys},
       {"seed", o.opt_seed},           {"batch", o.opt_batch},     {"lr", o.opt_lr},
-      {"eval_every", o.opt_eval_every}, {"eval_seqs", o.opt_eval_seqs}, {"patience", o.opt_patience},
+      {"eval_every", o.opt_eval_every}, {"eval_seqs", o.opt_eval_seqs}, {"eval_pairs", o.opt_eval_pairs},
+      {"patience", o.opt_patience},
       {"target_loss", o.opt_target_loss}, {"sum_norm", o.opt_sum_norm}, {"attn_norm", o.opt_attn_norm}};
   for (const auto& flag : flags) {
     if (flag.second->count() == 0) continue;
@@ -242,9 +253,12 @@ std::string checkpoint_path_for(const std::string& base, int64_t keys, bool seve
   return fmt::format("{}-S{}{}", base.substr(0, dot), keys, base.substr(dot));
 }
 
-/// The evaluation log tells the runs of a sweep apart by S.
-const std::vector<std::string> kEvalLogIdColumns = {"keys"};
-train::RunId run_id(const RetrievalConfig& cfg) { return {std::to_string(cfg.keys)}; }
+/// The evaluation log tells the runs of a sweep apart by S, and records the
+/// evaluation length with them.
+const std::vector<std::string> kEvalLogIdColumns = {"keys", "eval_pairs"};
+train::RunId run_id(const RetrievalConfig& cfg) {
+  return {std::to_string(cfg.keys), std::to_string(cfg.eval_pairs)};
+}
 
 SweepRow sweep_row_of(const RetrievalConfig& cfg, const train::TrainState& s) {
   SweepRow row;
@@ -257,6 +271,7 @@ SweepRow sweep_row_of(const RetrievalConfig& cfg, const train::TrainState& s) {
   row.setting = cfg.setting;
   row.stopped_by = s.stopped_by;
   row.seed = cfg.seed;
+  row.eval_pairs = cfg.eval_pairs;
   return row;
 }
 
@@ -316,6 +331,12 @@ void add_retrieval_options(CLI::App& app) {
                       "Fresh sequences per evaluation, each queried with every distinct key it holds (at most "
                       "200 queries per sequence)")
           ->check(number_check<int64_t>("an integer >= 1", [](int64_t v) { return v >= 1; }));
+  o.opt_eval_pairs =
+      app.add_option("--eval-pairs", o.eval_pairs,
+                      "Pairs per evaluation sequence; 0 = the paper's S (setting 2 trains on 2S pairs but the "
+                      "paper evaluates on S); setting 1 takes only 0 or S")
+          ->check(number_check<int64_t>("an integer in [0, 131072]",
+                                        [](int64_t v) { return v >= 0 && v <= 131072; }));
   o.opt_patience = app.add_option("--patience", o.patience, "Stop after N evaluations without improvement")
                        ->check(number_check<int64_t>("an integer >= 1", [](int64_t v) { return v >= 1; }));
   o.opt_target_loss = app.add_option("--target-loss", o.target_loss, "Stop once the eval loss is <= X")

@@ -21,7 +21,10 @@ namespace {
 
 using train::gnuplot_quote;
 
-constexpr size_t kColumns = 9;
+constexpr size_t kColumns = 10;
+// The header before the eval_pairs column was added; such files are still read.
+constexpr const char* kHeaderWithoutEvalPairs =
+    "model,keys,final_eval_loss,best_eval_loss,steps,seconds,setting,stopped_by,seed";
 
 std::string format_number(double value) {
   if (std::isnan(value)) return "nan";
@@ -51,7 +54,7 @@ int64_t parse_int(const std::string& text, const std::string& where) {
 }  // namespace
 
 const char* sweep_csv_header() {
-  return "model,keys,final_eval_loss,best_eval_loss,steps,seconds,setting,stopped_by,seed";
+  return "model,keys,final_eval_loss,best_eval_loss,steps,seconds,setting,stopped_by,seed,eval_pairs";
 }
 
 std::vector<SweepRow> read_sweep_csv(const std::string& path) {
@@ -60,11 +63,16 @@ std::vector<SweepRow> read_sweep_csv(const std::string& path) {
   std::istringstream text(read_file(path));
   std::string line;
   int line_number = 0;
+  size_t columns = kColumns;
   while (std::getline(text, line)) {
     ++line_number;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     if (line_number == 1) {
+      if (line == kHeaderWithoutEvalPairs) {
+        columns = kColumns - 1;
+        continue;
+      }
       if (line != sweep_csv_header()) {
         throw RunError(fmt::format("{}: not a sweep CSV of fwp retrieval (its header is not '{}')", path,
                                    sweep_csv_header()));
@@ -73,8 +81,8 @@ std::vector<SweepRow> read_sweep_csv(const std::string& path) {
     }
     const std::string where = fmt::format("{}:{}", path, line_number);
     const std::vector<std::string> fields = split_csv_record(line);
-    if (fields.size() != kColumns) {
-      throw RunError(fmt::format("{}: expected {} fields, found {}", where, kColumns, fields.size()));
+    if (fields.size() != columns) {
+      throw RunError(fmt::format("{}: expected {} fields, found {}", where, columns, fields.size()));
     }
     SweepRow row;
     row.model = fields[0];
@@ -86,6 +94,11 @@ std::vector<SweepRow> read_sweep_csv(const std::string& path) {
     row.setting = static_cast<int>(parse_int(fields[6], where));
     row.stopped_by = fields[7];
     row.seed = static_cast<uint64_t>(std::strtoull(fields[8].c_str(), nullptr, 10));
+    if (columns == kColumns) {
+      row.eval_pairs = parse_int(fields[9], where);
+    } else {
+      row.eval_pairs = row.setting == 2 ? 2 * row.keys : row.keys;  // what runs before the column evaluated on
+    }
     rows.push_back(std::move(row));
   }
   return rows;
@@ -105,9 +118,9 @@ void write_sweep_csv(const std::string& path, const std::vector<SweepRow>& rows)
   std::string text = sweep_csv_header();
   text += '\n';
   for (const SweepRow& row : rows) {
-    text += fmt::format("{},{},{},{},{},{:.3f},{},{},{}\n", csv_field(row.model), row.keys,
+    text += fmt::format("{},{},{},{},{},{:.3f},{},{},{},{}\n", csv_field(row.model), row.keys,
                         format_number(row.final_eval_loss), format_number(row.best_eval_loss), row.steps,
-                        row.seconds, row.setting, csv_field(row.stopped_by), row.seed);
+                        row.seconds, row.setting, csv_field(row.stopped_by), row.seed, row.eval_pairs);
   }
   write_file_atomically(path, text);
 }

@@ -22,13 +22,17 @@ struct SweepRow {
   int setting = 1;               ///< 1 (capacity) or 2 (update).
   std::string stopped_by;        ///< "target", "patience" or "max_steps".
   uint64_t seed = 0;             ///< The run's --seed.
+  int64_t eval_pairs = 0;        ///< Pairs per evaluation sequence (files without the column: the training length).
 };
 
 /// The header line of the sweep CSV (without newline).
 const char* sweep_csv_header();
 
 /// Reads a sweep CSV; a missing or empty file gives no rows. Throws RunError
-/// naming the line when the file is malformed.
+/// naming the line when the file is malformed. A file with the header of
+/// before the eval_pairs column is read with eval_pairs = the training length
+/// (S, or 2 S in setting 2), which is what those runs evaluated on; it is
+/// written back with the column.
 std::vector<SweepRow> read_sweep_csv(const std::string& path);
 
 /// Replaces the row with the same model, setting and S, or appends `row`.

@@ -15,7 +15,10 @@ using json = nlohmann::json;
 constexpr uint64_t kTrainDataStream = 1;
 constexpr uint64_t kEvalDataStream = 2;
 
-int64_t eval_queries(const RetrievalConfig& cfg) { return std::min<int64_t>(cfg.keys, kMaxEvalQueries); }
+// A sequence holds at most min(S, L) distinct keys.
+int64_t eval_queries(const RetrievalConfig& cfg) {
+  return std::min<int64_t>({cfg.keys, cfg.eval_pairs, kMaxEvalQueries});
+}
 
 fwp_feature_map feature_map_of(const std::string& phi) {
   if (phi == "elu") return FWP_FEATURE_MAP_ELU;
@@ -25,6 +28,8 @@ fwp_feature_map feature_map_of(const std::string& phi) {
 }
 
 }  // namespace
+
+int64_t paper_eval_pairs(int /*setting*/, int64_t keys) { return keys; }
 
 bool default_sum_norm(const std::string& phi, const std::string& rule) {
   return phi != "softmax" && rule == "delta";
@@ -55,7 +60,8 @@ json defining_json(const RetrievalConfig& cfg) {
             {"rule", cfg.rule},           {"keys", cfg.keys},
             {"seed", cfg.seed},           {"batch", cfg.batch},
             {"lr", cfg.lr},               {"eval_every", cfg.eval_every},
-            {"eval_seqs", cfg.eval_seqs}, {"patience", cfg.patience},
+            {"eval_seqs", cfg.eval_seqs}, {"eval_pairs", cfg.eval_pairs},
+            {"patience", cfg.patience},
             {"target_loss", cfg.target_loss}, {"sum_norm", cfg.sum_norm},
             {"attn_norm", cfg.attn_norm}};
   if (cfg.phi == "dpfp") j["nu"] = cfg.nu;
@@ -84,6 +90,8 @@ RetrievalConfig config_from_json(const json& j) {
   cfg.lr = j.at("lr").get<double>();
   cfg.eval_every = j.at("eval_every").get<int64_t>();
   cfg.eval_seqs = j.at("eval_seqs").get<int64_t>();
+  cfg.eval_pairs = j.contains("eval_pairs") ? j.at("eval_pairs").get<int64_t>()
+                                             : (cfg.setting == 2 ? 2 * cfg.keys : cfg.keys);
   cfg.patience = j.at("patience").get<int64_t>();
   cfg.target_loss = j.at("target_loss").get<double>();
   cfg.sum_norm = j.at("sum_norm").get<bool>();
@@ -146,7 +154,7 @@ RetrievalTask::RetrievalTask(const RetrievalConfig& cfg) : cfg_(cfg) {
   int64_t seq_len = 0;
   check_status(fwp_retrieval_data_seq_len(data, &seq_len), "reading the sequence length");
   train_batch_.resize(cfg.batch, seq_len, 1);
-  eval_batch_.resize(cfg.eval_seqs, seq_len, eval_queries(cfg));
+  eval_batch_.resize(cfg.eval_seqs, cfg.eval_pairs, eval_queries(cfg));
 }
 
 std::string RetrievalTask::label() const { return fmt::format("{} S={}", model_label(cfg_), cfg_.keys); }
@@ -173,13 +181,15 @@ train::StepResult RetrievalTask::train_step(int64_t step) {
   return result;
 }
 
-// The evaluation of the paper: fresh sequences (their seed derived from the
-// run's seed and the step, so a resumed run sees the same ones), each queried
-// with every distinct key it holds, at most kMaxEvalQueries of them.
+// The evaluation of the paper: fresh sequences of cfg_.eval_pairs pairs (their
+// seed derived from the run's seed and the step, so a resumed run sees the same
+// ones), each queried with every distinct key it holds, at most
+// kMaxEvalQueries of them.
 train::Evaluation RetrievalTask::evaluate(int64_t step) {
   fwp_retrieval_data* raw = nullptr;
-  check_status(fwp_retrieval_data_create(cfg_.setting, cfg_.keys,
-                                         mix_seed(cfg_.seed, kEvalDataStream, static_cast<uint64_t>(step)), &raw),
+  check_status(fwp_retrieval_data_create_with_length(
+                   cfg_.setting, cfg_.keys, cfg_.eval_pairs,
+                   mix_seed(cfg_.seed, kEvalDataStream, static_cast<uint64_t>(step)), &raw),
                "creating the evaluation data generator");
   const DataPtr eval_data(raw);
   eval_batch_.sample(eval_data.get(), "drawing evaluation sequences");

@@ -33,6 +33,8 @@ struct RetrievalConfig {
   double lr = 1e-3;
   int64_t eval_every = 100;
   int64_t eval_seqs = 20;
+  /// Pairs per evaluation sequence, resolved (never 0): the paper's S in both settings.
+  int64_t eval_pairs = 20;
   int64_t patience = 11;
   double target_loss = 0.001;
   bool sum_norm = false;
@@ -42,6 +44,10 @@ struct RetrievalConfig {
   int threads = 0;
   std::string device = "cpu";
 };
+
+/// The paper's evaluation length: S pairs in both settings (setting 2 trains on
+/// 2 S pairs but its evaluation sequences have one pair per key of the vocabulary).
+int64_t paper_eval_pairs(int setting, int64_t keys);
 
 /// The paper's normalisation choices for a feature map and rule.
 bool default_sum_norm(const std::string& phi, const std::string& rule);
@@ -55,6 +61,8 @@ nlohmann::json defining_json(const RetrievalConfig& cfg);
 /// The full configuration, as stored in checkpoints and reported by --json.
 nlohmann::json config_json(const RetrievalConfig& cfg);
 /// Reads config_json() back; throws nlohmann::json exceptions on missing fields.
+/// A config without "eval_pairs" (written before it could be chosen) evaluated
+/// on the training length, and keeps doing so.
 RetrievalConfig config_from_json(const nlohmann::json& j);
 
 /// The stopping rules and step cap of a run.

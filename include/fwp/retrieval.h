@@ -32,7 +32,8 @@ extern "C" {
 typedef struct fwp_retrieval_config {
   uint32_t struct_size;          /**< sizeof(fwp_retrieval_config); set by init. */
   int32_t setting;               /**< 1 (capacity: L = S pairs without replacement) or 2 (update:
-                                      L = 2 S pairs with replacement); default 1. */
+                                      trained on L = 2 S pairs with replacement; any L is accepted,
+                                      the paper evaluates on S); default 1. */
   int64_t num_keys;              /**< S, the size of the key and of the value vocabulary; default 20. */
   int64_t d_head;                /**< Width of k and q before phi; default 64. */
   fwp_feature_map feature_map;   /**< Default FWP_FEATURE_MAP_DPFP. */
@@ -79,7 +80,8 @@ FWP_API fwp_status fwp_model_get_retrieval_config(const fwp_model* model, fwp_re
  */
 typedef struct fwp_retrieval_batch {
   int64_t batch_size;     /**< B >= 1. */
-  int64_t seq_len;        /**< L: S for setting 1, 2 S for setting 2. */
+  int64_t seq_len;        /**< L: S for setting 1; any 1 <= L <= 2^17 for setting 2 (trained on 2 S pairs,
+                               evaluated by the paper on S). */
   int64_t num_queries;    /**< Q >= 1 queries per sequence. */
   const int32_t* keys;    /**< [B][L]. */
   const int32_t* values;  /**< [B][L]. */
@@ -124,11 +126,30 @@ typedef fwp_data fwp_retrieval_data;
 FWP_API fwp_status fwp_retrieval_data_create(int32_t setting, int64_t num_keys, uint64_t seed,
                                              fwp_retrieval_data** out);
 
+/**
+ * \brief Creates a generator of retrieval data with a chosen number of pairs per sequence.
+ *
+ * The paper trains setting 2 on L = 2 S pairs but evaluates it on S pairs (one
+ * pair per key of the vocabulary, with replacement); this function makes such
+ * evaluation sequences. Setting 1 sequences hold every key once, so their
+ * length is always S.
+ * \param[in]  setting   1 or 2.
+ * \param[in]  num_keys  S >= 2.
+ * \param[in]  num_pairs L: 0 for the training length (S for setting 1, 2 S for setting 2); otherwise S
+ *                       for setting 1, or 1 <= L <= 2^17 for setting 2.
+ * \param[in]  seed      Seed; the same seed gives the same sequences.
+ * \param[out] out       Receives the generator (fwp_retrieval_data_destroy()).
+ * \return FWP_OK, FWP_ERR_NULL_POINTER, or FWP_ERR_INVALID_ARGUMENT naming the bad argument.
+ */
+FWP_API fwp_status fwp_retrieval_data_create_with_length(int32_t setting, int64_t num_keys, int64_t num_pairs,
+                                                         uint64_t seed, fwp_retrieval_data** out);
+
 /** \brief Destroys a generator (the same as fwp_data_destroy()). \param[in] data The generator; NULL is a no-op. */
 FWP_API void fwp_retrieval_data_destroy(fwp_retrieval_data* data);
 
 /**
- * \brief The sequence length L of a generator (S for setting 1, 2 S for setting 2).
+ * \brief The sequence length L of a generator (S for setting 1, 2 S for setting 2, or the num_pairs it was
+ *        created with).
  * \param[in]  data    The generator.
  * \param[out] seq_len Receives L.
  * \return FWP_OK, FWP_ERR_NULL_POINTER, or FWP_ERR_INVALID_ARGUMENT for a data source of another kind.

@@ -36,6 +36,17 @@ FWP_API fwp_status fwp_retrieval_data_create(int32_t setting, int64_t num_keys, 
   });
 }
 
+FWP_API fwp_status fwp_retrieval_data_create_with_length(int32_t setting, int64_t num_keys, int64_t num_pairs,
+                                                         uint64_t seed, fwp_retrieval_data** out) {
+  return fwp::api::guard(__func__, [&] {
+    fwp::api::check_not_null(out, "out");
+    *out = nullptr;
+    auto handle = std::make_unique<fwp_data>();
+    handle->impl = std::make_unique<fwp::RetrievalData>(setting, num_keys, seed, num_pairs);
+    *out = handle.release();
+  });
+}
+
 FWP_API void fwp_retrieval_data_destroy(fwp_retrieval_data* data) { fwp_data_destroy(data); }
 
 FWP_API fwp_status fwp_retrieval_data_seq_len(const fwp_retrieval_data* data, int64_t* seq_len) {

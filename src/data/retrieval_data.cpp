@@ -13,13 +13,24 @@
 
 namespace fwp {
 
-RetrievalData::RetrievalData(int32_t setting, int64_t num_keys, uint64_t seed)
-    : setting_(setting), num_keys_(num_keys), rng_(seed) {
+RetrievalData::RetrievalData(int32_t setting, int64_t num_keys, uint64_t seed, int64_t num_pairs)
+    : setting_(setting), num_keys_(num_keys), seq_len_(num_pairs), rng_(seed) {
   require(setting == 1 || setting == 2, FWP_ERR_INVALID_ARGUMENT,
           "setting must be 1 or 2 (got " + std::to_string(setting) + ")");
   require(num_keys >= 2 && num_keys <= kMaxRetrievalKeys, FWP_ERR_INVALID_ARGUMENT,
           "num_keys must be in [2, " + std::to_string(kMaxRetrievalKeys) + "] (got " + std::to_string(num_keys) +
               ")");
+  if (num_pairs == 0) seq_len_ = training_seq_len(setting, num_keys);
+  if (setting == 1) {
+    // Setting 1 writes every key exactly once, so its length is fixed.
+    require(seq_len_ == num_keys, FWP_ERR_INVALID_ARGUMENT,
+            "num_pairs must be 0 or S = " + std::to_string(num_keys) +
+                " for setting 1, whose sequences hold every key once (got " + std::to_string(num_pairs) + ")");
+  } else {
+    require(seq_len_ >= 1 && seq_len_ <= kMaxRetrievalPairs, FWP_ERR_INVALID_ARGUMENT,
+            "num_pairs must be 0 (2 S) or in [1, " + std::to_string(kMaxRetrievalPairs) + "] for setting 2 (got " +
+                std::to_string(num_pairs) + ")");
+  }
 }
 
 void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t* keys, int32_t* values,
@@ -83,7 +94,9 @@ void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t*
 }
 
 nlohmann::json RetrievalData::config_json() const {
-  return nlohmann::json{{"setting", setting_}, {"num_keys", num_keys_}};
+  nlohmann::json config{{"setting", setting_}, {"num_keys", num_keys_}};
+  if (seq_len_ != training_seq_len(setting_, num_keys_)) config["seq_len"] = seq_len_;
+  return config;
 }
 
 nlohmann::json RetrievalData::state_json() const { return nlohmann::json{{"rng", rng_state_to_json(rng_.state())}}; }

@@ -5,6 +5,9 @@
 // S keys and the values an independent random permutation of the S values.
 // Setting 2 (update): L = 2 S pairs, keys and values drawn uniformly with
 // replacement; a query's target is the most recent value paired with its key.
+// A setting-2 generator may be made for another L: the paper trains on 2 S
+// pairs but evaluates on S pairs (the authors' get_all_queries draws one pair
+// per key of the vocabulary).
 //
 // Draw order per sequence (part of the reproducibility contract): the L keys,
 // then the L values, then (training queries only) the query. A permutation is
@@ -22,19 +25,27 @@
 namespace fwp {
 // Largest vocabulary accepted (the model's embedding alone is 2.2 S^2 values).
 constexpr int64_t kMaxRetrievalKeys = int64_t(1) << 16;
+// Longest setting-2 sequence accepted: the training length 2 S at the largest S.
+constexpr int64_t kMaxRetrievalPairs = 2 * kMaxRetrievalKeys;
 }  // namespace fwp
 
 namespace fwp {
 
 class RetrievalData final : public DataSource {
  public:
-  // Throws Error(FWP_ERR_INVALID_ARGUMENT) unless setting is 1 or 2 and
-  // 2 <= num_keys <= kMaxRetrievalKeys.
-  RetrievalData(int32_t setting, int64_t num_keys, uint64_t seed);
+  // Throws Error(FWP_ERR_INVALID_ARGUMENT) unless setting is 1 or 2,
+  // 2 <= num_keys <= kMaxRetrievalKeys, and num_pairs is 0 (the training length
+  // of the setting), S for setting 1, or in [1, kMaxRetrievalPairs] for setting 2.
+  RetrievalData(int32_t setting, int64_t num_keys, uint64_t seed, int64_t num_pairs = 0);
+
+  // The length of training sequences: S for setting 1, 2 S for setting 2.
+  static int64_t training_seq_len(int32_t setting, int64_t num_keys) {
+    return setting == 2 ? 2 * num_keys : num_keys;
+  }
 
   int32_t setting() const { return setting_; }
   int64_t num_keys() const { return num_keys_; }
-  int64_t seq_len() const { return setting_ == 2 ? 2 * num_keys_ : num_keys_; }
+  int64_t seq_len() const { return seq_len_; }
 
   // Draws batch_size sequences into host arrays: keys, values [B][L];
   // queries, targets [B][Q]. With queries_per_seq == 1, one key drawn uniformly
@@ -49,8 +60,10 @@ class RetrievalData final : public DataSource {
   Rng::State rng_state() const { return rng_.state(); }
   void set_rng_state(const Rng::State& state) { rng_.set_state(state); }
 
-  // DataSource: kind "retrieval", config {"setting", "num_keys"}, state {"rng"}
-  // (rng: the six words of rng_state() as decimal strings).
+  // DataSource: kind "retrieval", config {"setting", "num_keys"} plus
+  // "seq_len" where it is not the training length (so checkpoints written
+  // before the length could be chosen still load), state {"rng"} (rng: the six
+  // words of rng_state() as decimal strings).
   fwp_data_kind kind() const override { return FWP_DATA_RETRIEVAL; }
   std::string kind_name() const override { return "retrieval"; }
   nlohmann::json config_json() const override;
@@ -61,6 +74,7 @@ class RetrievalData final : public DataSource {
  private:
   int32_t setting_;
   int64_t num_keys_;
+  int64_t seq_len_;
   Rng rng_;
 };
 

@@ -606,6 +606,26 @@ static void test_retrieval_data_arguments(void** state) {
   }
   fwp_retrieval_data_destroy(data);
   fwp_retrieval_data_destroy(NULL);
+
+  /* The evaluation length: 0 = the training length, setting 2 any L, setting 1 only S. */
+  data = (fwp_retrieval_data*)0x1;
+  EXPECT_ERROR(fwp_retrieval_data_create_with_length(1, 5, 4, 1, &data), FWP_ERR_INVALID_ARGUMENT, "num_pairs");
+  assert_null(data);
+  EXPECT_ERROR(fwp_retrieval_data_create_with_length(2, 5, -1, 1, &data), FWP_ERR_INVALID_ARGUMENT, "num_pairs");
+  EXPECT_ERROR(fwp_retrieval_data_create_with_length(2, 5, (int64_t)1 << 20, 1, &data), FWP_ERR_INVALID_ARGUMENT,
+               "num_pairs");
+  EXPECT_ERROR(fwp_retrieval_data_create_with_length(3, 5, 0, 1, &data), FWP_ERR_INVALID_ARGUMENT, "setting");
+  EXPECT_ERROR(fwp_retrieval_data_create_with_length(2, 5, 5, 1, NULL), FWP_ERR_NULL_POINTER, "out");
+  CHECK_OK(fwp_retrieval_data_create_with_length(2, 5, 0, 1, &data));
+  CHECK_OK(fwp_retrieval_data_seq_len(data, &len));
+  assert_int_equal(len, 10);
+  fwp_retrieval_data_destroy(data);
+  CHECK_OK(fwp_retrieval_data_create_with_length(2, 5, 5, 1, &data));
+  CHECK_OK(fwp_retrieval_data_seq_len(data, &len));
+  assert_int_equal(len, 5);
+  CHECK_OK(fwp_retrieval_data_sample(data, 2, 2, k, v, q, t)); /* q, t hold B * Q = 4 */
+  for (int i = 0; i < 10; ++i) assert_true(k[i] >= 0 && k[i] < 5 && v[i] >= 0 && v[i] < 5);
+  fwp_retrieval_data_destroy(data);
 }
 
 /* A generator is a data source (fwp_data) of kind FWP_DATA_RETRIEVAL: the same

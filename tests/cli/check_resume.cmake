@@ -1,7 +1,9 @@
 # Checks that `fwp retrieval --resume` continues a run exactly: training to
 # 2N steps in one go and training to N steps, then resuming to 2N, must give the
 # same evaluation losses (bit for bit, as printed) at every evaluation.
-#   cmake -DPROGRAM=<fwp> -DARGS=<common flags, |-separated> -DSTEPS=<2N> -DWORKDIR=<dir> -P check_resume.cmake
+#   cmake -DPROGRAM=<fwp> -DARGS=<common flags, |-separated> -DSTEPS=<2N> -DWORKDIR=<dir>
+#         [-DCONFLICT=<a defining flag and a value other than the run's, |-separated; default --lr|0.5>]
+#         [-DEVAL_PAIRS=<the run's evaluation length, checked in the resumed run's config>] -P check_resume.cmake
 cmake_minimum_required(VERSION 3.19)
 
 string(REPLACE "|" ";" args "${ARGS}")
@@ -27,6 +29,13 @@ if(NOT first_steps EQUAL half)
 endif()
 # Only run control changes on resumption; the defining flags come from the checkpoint.
 run_fwp(resumed retrieval --resume run.safetensors --max-steps ${STEPS} --json --quiet --csv split.csv)
+
+if(DEFINED EVAL_PAIRS)
+  string(JSON resumed_pairs GET "${resumed}" config eval_pairs)
+  if(NOT resumed_pairs EQUAL EVAL_PAIRS)
+    message(FATAL_ERROR "the resumed run evaluates on ${resumed_pairs} pairs, not the checkpoint's ${EVAL_PAIRS}")
+  endif()
+endif()
 
 foreach(key final_eval_loss best_eval_loss steps evaluations stopped_by)
   string(JSON a GET "${whole}" ${key})
@@ -54,8 +63,12 @@ if(NOT whole_rows STREQUAL split_rows)
 endif()
 
 # A flag that defines the run must not silently override the checkpoint.
-execute_process(COMMAND ${PROGRAM} retrieval --resume run.safetensors --lr 0.5 WORKING_DIRECTORY ${WORKDIR}
+if(NOT DEFINED CONFLICT)
+  set(CONFLICT "--lr|0.5")
+endif()
+string(REPLACE "|" ";" conflict "${CONFLICT}")
+execute_process(COMMAND ${PROGRAM} retrieval --resume run.safetensors ${conflict} WORKING_DIRECTORY ${WORKDIR}
                 RESULT_VARIABLE rc ERROR_VARIABLE err OUTPUT_QUIET)
 if(NOT rc EQUAL 2 OR NOT err MATCHES "conflicts with the checkpoint")
-  message(FATAL_ERROR "a conflicting --lr on --resume gave exit ${rc}: ${err}")
+  message(FATAL_ERROR "a conflicting ${conflict} on --resume gave exit ${rc}: ${err}")
 endif()

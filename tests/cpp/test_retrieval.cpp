@@ -265,6 +265,30 @@ TEST_P(RetrievalModelCase, ForwardMatchesPlainLoopReference) {
   EXPECT_GT(opsref::max_abs(ref_out), 1e-3) << "outputs should not be trivially zero";
 }
 
+// Expects f to throw Error with the status and a message containing fragment (defined below).
+void expect_status(const std::function<void()>& f, fwp_status status, const std::string& fragment);
+
+// The paper evaluates setting 2 on S pairs (trained on 2 S); the model has no
+// positions, so it takes such shorter (or any) sequences and computes the same function.
+TEST_P(RetrievalModelCase, SettingTwoForwardOfAnyLengthMatchesReference) {
+  const RetrievalConfig& c = GetParam().config;
+  if (c.setting != 2) GTEST_SKIP() << "setting 1 sequences have length S only";
+  RetrievalNetwork<double> net(c, cpu_double(), Rng(11));
+  net.set_training(false);
+  for (const int64_t pairs : {c.num_keys, int64_t(3), 3 * c.num_keys}) {
+    RetrievalData data(c.setting, c.num_keys, 6, pairs);
+    const HostBatch b = draw(data, 2, c.num_keys + 2);
+    ASSERT_EQ(b.L, pairs);
+    const double loss = net.forward(b.view(), nullptr);
+    const double ref = reference_loss(c, host_params(net.params()), b, nullptr);
+    EXPECT_NEAR(loss, ref, 1e-12 * std::max(1.0, std::fabs(ref))) << "L = " << pairs;
+  }
+  const HostBatch b = test_batch(c, 5);
+  HostBatch too_long = b;
+  too_long.L = kMaxRetrievalPairs + 1;
+  expect_status([&] { net.forward(too_long.view(), nullptr); }, FWP_ERR_SHAPE_MISMATCH, "batch->seq_len");
+}
+
 TEST_P(RetrievalModelCase, GradientsMatchCentralDifferences) {
   const RetrievalConfig& c = GetParam().config;
   RetrievalNetwork<double> net(c, cpu_double(2), Rng(3));
@@ -613,6 +637,42 @@ TEST(RetrievalData, SettingTwoTargetIsTheMostRecentValue) {
     repeated_queries += count > 1 ? 1 : 0;
   }
   EXPECT_GT(repeated_queries, 50) << "setting 2 overwrites keys often";
+}
+
+// The paper's setting-2 evaluation: sequences of S pairs (one per key of the
+// vocabulary, with replacement) instead of the 2 S of training.
+TEST(RetrievalData, SettingTwoTakesAnEvaluationLength) {
+  const int64_t S = 10;
+  RetrievalData data(2, S, 3, S);
+  ASSERT_EQ(data.seq_len(), S);
+  const HostBatch b = draw(data, 40, S);
+  ASSERT_EQ(b.keys.size(), static_cast<size_t>(40 * S));
+  int repeated_keys = 0;
+  for (int64_t s = 0; s < b.B; ++s) {
+    std::map<int32_t, int32_t> latest;
+    for (int64_t i = 0; i < S; ++i) {
+      const int32_t k = b.keys[s * S + i], v = b.values[s * S + i];
+      ASSERT_TRUE(k >= 0 && k < S && v >= 0 && v < S);
+      repeated_keys += latest.count(k) ? 1 : 0;
+      latest[k] = v;
+    }
+    for (int64_t j = 0; j < static_cast<int64_t>(latest.size()); ++j) {
+      EXPECT_EQ(b.targets[s * S + j], latest[b.queries[s * S + j]]);
+    }
+  }
+  EXPECT_GT(repeated_keys, 40) << "keys are still drawn with replacement";
+  // The length is part of the generator's config only where it is not the training length,
+  // so checkpoints of training generators keep their config.
+  EXPECT_EQ(data.config_json(), (nlohmann::json{{"setting", 2}, {"num_keys", S}, {"seq_len", S}}));
+  EXPECT_EQ(RetrievalData(2, S, 3, 0).seq_len(), 2 * S);
+  EXPECT_EQ(RetrievalData(2, S, 3, 2 * S).config_json(), (nlohmann::json{{"setting", 2}, {"num_keys", S}}));
+  EXPECT_EQ(RetrievalData(1, S, 3, S).seq_len(), S);
+  EXPECT_EQ(RetrievalData(2, S, 3, 1).seq_len(), 1);
+  EXPECT_EQ(RetrievalData(2, S, 3, kMaxRetrievalPairs).seq_len(), kMaxRetrievalPairs);
+  expect_status([] { RetrievalData(1, S, 3, S - 1); }, FWP_ERR_INVALID_ARGUMENT, "every key once");
+  expect_status([] { RetrievalData(1, S, 3, 2 * S); }, FWP_ERR_INVALID_ARGUMENT, "num_pairs");
+  expect_status([] { RetrievalData(2, S, 3, -1); }, FWP_ERR_INVALID_ARGUMENT, "num_pairs");
+  expect_status([] { RetrievalData(2, S, 3, kMaxRetrievalPairs + 1); }, FWP_ERR_INVALID_ARGUMENT, "got 131073");
 }
 
 TEST(RetrievalData, EvaluationQueriesAreDistinctInFirstAppearanceOrderThenPadding) {

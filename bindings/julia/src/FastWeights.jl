@@ -1004,18 +1004,20 @@ checkpoint stores ([`save_checkpoint`](@ref), [`load_checkpoint!`](@ref)).
 abstract type DataSource end
 
 """
-    RetrievalData(setting, num_keys, seed)
+    RetrievalData(setting, num_keys, seed; num_pairs = 0)
 
 A seeded generator of retrieval sequences: setting 1 (capacity, L = S
-distinct keys) or 2 (update, L = 2 S pairs with replacement).
+distinct keys) or 2 (update, L = 2 S pairs with replacement). `num_pairs`
+chooses L: 0 for the training length, S for setting 1, any 1 to 2^17 for
+setting 2 (the paper evaluates setting 2 on S pairs).
 """
 mutable struct RetrievalData <: DataSource
     ptr::Ptr{L.fwp_retrieval_data}
     seq_len::Int
 
-    function RetrievalData(setting::Integer, num_keys::Integer, seed::Integer)
+    function RetrievalData(setting::Integer, num_keys::Integer, seed::Integer; num_pairs::Integer = 0)
         out = Ref{Ptr{L.fwp_retrieval_data}}(C_NULL)
-        check(L.fwp_retrieval_data_create(setting, num_keys, seed, out))
+        check(L.fwp_retrieval_data_create_with_length(setting, num_keys, num_pairs, seed, out))
         data = new(out[], 0)
         finalizer(close, data)
         n = Ref{Int64}(0)

@@ -278,7 +278,10 @@ end
 struct fwp_retrieval_config
     "sizeof(fwp_retrieval_config); set by init."
     struct_size::UInt32
-    "1 (capacity: L = S pairs without replacement) or 2 (update: L = 2 S pairs with replacement); default 1."
+    """
+    1 (capacity: L = S pairs without replacement) or 2 (update: trained on L = 2 S pairs with replacement; any L is
+    accepted, the paper evaluates on S); default 1.
+    """
     setting::Int32
     "S, the size of the key and of the value vocabulary; default 20."
     num_keys::Int64
@@ -306,7 +309,7 @@ end
 struct fwp_retrieval_batch
     "B >= 1."
     batch_size::Int64
-    "L: S for setting 1, 2 S for setting 2."
+    "L: S for setting 1; any 1 <= L <= 2^17 for setting 2 (trained on 2 S pairs, evaluated by the paper on S)."
     seq_len::Int64
     "Q >= 1 queries per sequence."
     num_queries::Int64
@@ -629,10 +632,16 @@ fwp_retrieval_data_create(setting, num_keys, seed, out) =
     @ccall libfwp().fwp_retrieval_data_create(
         setting::Int32, num_keys::Int64, seed::UInt64, out::Ptr{Ptr{fwp_retrieval_data}})::fwp_status
 
+"Creates a generator of retrieval data with a chosen number of pairs per sequence."
+fwp_retrieval_data_create_with_length(setting, num_keys, num_pairs, seed, out) =
+    @ccall libfwp().fwp_retrieval_data_create_with_length(
+        setting::Int32, num_keys::Int64, num_pairs::Int64, seed::UInt64,
+        out::Ptr{Ptr{fwp_retrieval_data}})::fwp_status
+
 "Destroys a generator (the same as fwp_data_destroy())."
 fwp_retrieval_data_destroy(data) = @ccall libfwp().fwp_retrieval_data_destroy(data::Ptr{fwp_retrieval_data})::Cvoid
 
-"The sequence length L of a generator (S for setting 1, 2 S for setting 2)."
+"The sequence length L of a generator (S for setting 1, 2 S for setting 2, or the num_pairs it was created with)."
 fwp_retrieval_data_seq_len(data, seq_len) =
     @ccall libfwp().fwp_retrieval_data_seq_len(data::Ptr{fwp_retrieval_data}, seq_len::Ptr{Int64})::fwp_status
 

@@ -266,6 +266,8 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         data = RetrievalData(1, 5, 2)
         @test FastWeights.seq_len(data) == 5
         @test FastWeights.seq_len(RetrievalData(2, 5, 2)) == 10
+        @test FastWeights.seq_len(RetrievalData(2, 5, 2; num_pairs = 5)) == 5
+        @test_throws FwpError RetrievalData(1, 5, 2; num_pairs = 4)
         @test data_kind(data) == :retrieval
         a, b = RetrievalData(1, 5, 17), RetrievalData(1, 5, 17)
         ba, bb = sample!(a, 3), sample!(b, 3)

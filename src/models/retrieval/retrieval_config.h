@@ -14,7 +14,7 @@ namespace fwp {
 
 // Settings (the C++ mirror of fwp_retrieval_config; see fwp.h).
 struct RetrievalConfig {
-  int32_t setting = 1;                        // 1: L = S pairs; 2: L = 2 S pairs
+  int32_t setting = 1;                        // 1: L = S pairs; 2: trained on L = 2 S, any L accepted
   int64_t num_keys = 20;                      // S
   int64_t d_head = 64;
   bool softmax = false;                       // softmax attention instead of a fast-weight memory
@@ -30,7 +30,6 @@ struct RetrievalConfig {
   // Throws Error(FWP_ERR_INVALID_ARGUMENT) naming the first bad field as
   // prefix + field (e.g. "config->num_keys must be >= 2 (got 1)").
   void validate(const std::string& prefix = "") const;
-  int64_t seq_len() const { return setting == 2 ? 2 * num_keys : num_keys; }
   // E = int(2 S * 1.1), computed as the authors' Python does.
   int64_t embedding_dim() const;
   FeatureMapSpec feature_spec() const;

@@ -250,10 +250,15 @@ void RetrievalNetwork<T>::validate_batch(const RetrievalBatch& b) const {
   if (b.batch_size < 1) {
     throw Error(FWP_ERR_INVALID_ARGUMENT, "batch->batch_size must be >= 1" + got(b.batch_size));
   }
-  if (b.seq_len != config_.seq_len()) {
-    throw Error(FWP_ERR_SHAPE_MISMATCH, "batch->seq_len must be L = " + std::to_string(config_.seq_len()) +
-                                            " for setting " + std::to_string(config_.setting) + " with S = " +
-                                            std::to_string(S) + got(b.seq_len));
+  // Setting 1 writes every key once (L = S). The model has no positions, so
+  // setting 2 takes any length: the paper trains on 2 S pairs, evaluates on S.
+  if (config_.setting == 1 && b.seq_len != S) {
+    throw Error(FWP_ERR_SHAPE_MISMATCH, "batch->seq_len must be L = S = " + std::to_string(S) +
+                                            " for setting 1" + got(b.seq_len));
+  }
+  if (config_.setting == 2 && (b.seq_len < 1 || b.seq_len > kMaxRetrievalPairs)) {
+    throw Error(FWP_ERR_SHAPE_MISMATCH, "batch->seq_len must be in [1, " + std::to_string(kMaxRetrievalPairs) +
+                                            "] for setting 2" + got(b.seq_len));
   }
   if (b.num_queries < 1) {
     throw Error(FWP_ERR_INVALID_ARGUMENT, "batch->num_queries must be >= 1" + got(b.num_queries));

@@ -287,7 +287,8 @@ pub struct fwp_layer_config {
 pub struct fwp_retrieval_config {
     /// sizeof(fwp_retrieval_config); set by init.
     pub struct_size: u32,
-    /// 1 (capacity: L = S pairs without replacement) or 2 (update: L = 2 S pairs with replacement); default 1.
+    /// 1 (capacity: L = S pairs without replacement) or 2 (update: trained on L = 2 S pairs with replacement; any L is
+    /// accepted, the paper evaluates on S); default 1.
     pub setting: i32,
     /// S, the size of the key and of the value vocabulary; default 20.
     pub num_keys: i64,
@@ -317,7 +318,7 @@ pub struct fwp_retrieval_config {
 pub struct fwp_retrieval_batch {
     /// B \>= 1.
     pub batch_size: i64,
-    /// L: S for setting 1, 2 S for setting 2.
+    /// L: S for setting 1; any 1 \<= L \<= 2^17 for setting 2 (trained on 2 S pairs, evaluated by the paper on S).
     pub seq_len: i64,
     /// Q \>= 1 queries per sequence.
     pub num_queries: i64,
@@ -638,10 +639,19 @@ extern "C" {
         out: *mut *mut fwp_retrieval_data,
     ) -> fwp_status;
 
+    /// Creates a generator of retrieval data with a chosen number of pairs per sequence.
+    pub fn fwp_retrieval_data_create_with_length(
+        setting: i32,
+        num_keys: i64,
+        num_pairs: i64,
+        seed: u64,
+        out: *mut *mut fwp_retrieval_data,
+    ) -> fwp_status;
+
     /// Destroys a generator (the same as fwp_data_destroy()).
     pub fn fwp_retrieval_data_destroy(data: *mut fwp_retrieval_data);
 
-    /// The sequence length L of a generator (S for setting 1, 2 S for setting 2).
+    /// The sequence length L of a generator (S for setting 1, 2 S for setting 2, or the num_pairs it was created with).
     pub fn fwp_retrieval_data_seq_len(data: *const fwp_retrieval_data, seq_len: *mut i64) -> fwp_status;
 
     /// Draws a batch of sequences.

@@ -160,6 +160,37 @@ impl RetrievalData {
         // SAFETY: out receives an owned handle.
         check(unsafe { sys::fwp_retrieval_data_create(setting, to_i64(num_keys, "num_keys")?, seed, &mut out) })?;
         let raw = NonNull::new(out).expect("fwp_retrieval_data_create returned FWP_OK and NULL");
+        Self::from_raw(raw)
+    }
+
+    /// Creates a generator of sequences of `num_pairs` pairs: 0 for the
+    /// training length (S, or 2 S in setting 2), S in setting 1, any
+    /// 1..=2^17 in setting 2. The paper evaluates setting 2 on S pairs.
+    ///
+    /// ```
+    /// let data = fwp::RetrievalData::with_length(2, 10, 10, 7)?;
+    /// assert_eq!(data.seq_len(), 10);
+    /// assert!(fwp::RetrievalData::with_length(1, 10, 5, 7).is_err());
+    /// # Ok::<(), fwp::Error>(())
+    /// ```
+    pub fn with_length(setting: i32, num_keys: usize, num_pairs: usize, seed: u64) -> Result<RetrievalData> {
+        let mut out = ptr::null_mut();
+        // SAFETY: out receives an owned handle.
+        check(unsafe {
+            sys::fwp_retrieval_data_create_with_length(
+                setting,
+                to_i64(num_keys, "num_keys")?,
+                to_i64(num_pairs, "num_pairs")?,
+                seed,
+                &mut out,
+            )
+        })?;
+        let raw = NonNull::new(out).expect("fwp_retrieval_data_create_with_length returned FWP_OK and NULL");
+        Self::from_raw(raw)
+    }
+
+    /// Takes ownership of a fresh handle and reads its sequence length.
+    fn from_raw(raw: NonNull<sys::fwp_retrieval_data>) -> Result<RetrievalData> {
         let mut seq_len = 0i64;
         // SAFETY: valid handle and output pointer.
         let status = unsafe { sys::fwp_retrieval_data_seq_len(raw.as_ptr(), &mut seq_len) };
@@ -169,7 +200,8 @@ impl RetrievalData {
         Ok(data)
     }
 
-    /// L, the number of pairs per sequence (S for setting 1, 2 S for setting 2).
+    /// L, the number of pairs per sequence (S for setting 1, 2 S for setting 2,
+    /// or the `num_pairs` of [`RetrievalData::with_length`]).
     pub fn seq_len(&self) -> usize {
         self.seq_len
     }

@@ -56,7 +56,8 @@ impl Default for RetrievalConfig {
 
 impl RetrievalConfig {
     config_field!(
-        /// 1 (capacity: L = S pairs without replacement) or 2 (update: L = 2 S pairs with replacement); default 1.
+        /// 1 (capacity: L = S pairs without replacement) or 2 (update: trained on L = 2 S pairs with
+        /// replacement; any L is accepted, the paper evaluates on S); default 1.
         setting, get_setting: i32);
     config_field!(
         /// S, the size of the key and of the value vocabulary (default 20).

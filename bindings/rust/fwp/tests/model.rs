@@ -76,6 +76,14 @@ fn data_generator_is_seeded_and_checked() {
     assert_eq!(eval.num_real_queries(), 16);
     assert_eq!(RetrievalData::new(1, 1, 0).unwrap_err().status(), Status::InvalidArgument);
     assert_eq!(RetrievalData::new(5, 8, 0).unwrap_err().status(), Status::InvalidArgument);
+    // The evaluation length: setting 2 takes any L (the paper evaluates on S), setting 1 only S.
+    let mut short = RetrievalData::with_length(2, 8, 8, 17).unwrap();
+    assert_eq!(short.seq_len(), 8);
+    assert_eq!(short.sample(2, 8).unwrap().keys().len(), 2 * 8);
+    assert_eq!(RetrievalData::with_length(2, 8, 0, 17).unwrap().seq_len(), 16);
+    let err = RetrievalData::with_length(1, 8, 16, 17).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    assert!(err.message().contains("num_pairs"), "{err}");
     assert_eq!(
         RetrievalBatch::new(1, 2, 1, vec![0, 1], vec![0], vec![0], vec![0]).unwrap_err().status(),
         Status::ShapeMismatch
