@@ -959,11 +959,9 @@ TEST_F(CheckpointHostile, LoadModelChecksTensorsBeforeBuildingTheModel) {
   expect_status([&] { load_model(make_context(1), path, counting); }, FWP_ERR_FORMAT, "huge config",
                 "another shape than the model's");
   EXPECT_EQ(built, 0);
-  // A missing parameter is found before building too.
-  nlohmann::json h = header_of(good);
-  h.erase("q_proj.bias");
-  write_bytes(path, with_header(good, h));
-  expect_status([&] { load_model(make_context(1), path, counting); }, FWP_ERR_FORMAT, "missing", "missing");
+  // An unknown tensor is found before building too.
+  write_bytes(path, with_extra_tensor(good, "extra", {1.f}));
+  expect_status([&] { load_model(make_context(1), path, counting); }, FWP_ERR_FORMAT, "unknown", "unknown tensor");
   EXPECT_EQ(built, 0);
   write_bytes(path, good);
   EXPECT_NO_THROW(load_model(make_context(1), path, counting));
