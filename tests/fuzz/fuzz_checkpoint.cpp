@@ -91,6 +91,11 @@ Target& target() {
   return t;
 }
 
+// Whether the last input loaded with load_checkpoint (the replay program
+// checks that the valid seeds still do, so the fuzzer starts from files that
+// reach every check).
+bool last_input_loaded = false;
+
 [[noreturn]] void finding(const char* where, const Error& e) {
   std::fprintf(stderr, "fuzz_checkpoint: %s failed with status %d instead of FWP_ERR_FORMAT: %s\n", where,
                static_cast<int>(e.status()), e.what());
@@ -124,9 +129,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
       if (entry.dtype == "F32") (void)reader.read_f32(name, entry.shape);
     }
   });
-  if (loads("load_checkpoint", [&] { load_checkpoint(t.path, *t.model, t.opt.get(), t.data.get()); })) {
-    t.step();  // draws from both restored generators and uses the restored moments
-  }
+  last_input_loaded = loads("load_checkpoint", [&] { load_checkpoint(t.path, *t.model, t.opt.get(), t.data.get()); });
+  if (last_input_loaded) t.step();  // draws from both restored generators and uses the restored moments
   loads("load_model", [&] { (void)load_model(t.ctx, t.path); });
   return 0;
 }
@@ -164,12 +168,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fuzz_checkpoint_replay: no inputs\n");
     return 2;
   }
+  int loaded = 0, valid_refused = 0;
   for (const std::string& f : files) {
     std::ifstream in(f, std::ios::binary);
     const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    loaded += last_input_loaded ? 1 : 0;
+    // make_corpus.py names the checkpoints that must load "seed_valid*".
+    if (f.substr(f.find_last_of('/') + 1).rfind("seed_valid", 0) == 0 && !last_input_loaded) {
+      std::fprintf(stderr, "fuzz_checkpoint_replay: the valid seed %s no longer loads\n", f.c_str());
+      ++valid_refused;
+    }
   }
-  std::printf("fuzz_checkpoint_replay: %zu inputs, no finding\n", files.size());
-  return 0;
+  std::printf("fuzz_checkpoint_replay: %zu inputs (%d loaded), no finding\n", files.size(), loaded);
+  return valid_refused == 0 ? 0 : 1;
 }
 #endif
