@@ -77,14 +77,16 @@ typedef struct fwp_layer_config {
   fwp_update_rule update_rule;   /**< Default FWP_UPDATE_DELTA. Must be FWP_UPDATE_SUM for softmax. */
   int32_t sum_normalize;         /**< 1 (default): phi(x) / (sum phi(x) + norm_eps). Must be 0 for softmax. */
   int32_t attn_normalize;        /**< 1: divide o_t by (z_t . phi(q_t) + norm_eps). Default 0. Must be 0 for softmax. */
-  float norm_eps;                /**< Epsilon of both normalisations; default 1e-6. Must be > 0; it
-                                      keeps an all-zero phi (possible with DPFP) from giving NaN. */
+  float norm_eps;                /**< Epsilon of both normalisations; default 1e-6. Must be >= FLT_MIN
+                                      (subnormal values flush to zero); it keeps an all-zero phi
+                                      (possible with DPFP) from giving NaN. */
   int32_t scale_output;          /**< 1 (default): scale fast-weight outputs by 1/sqrt(d_head) before
                                       the output projection, as the paper's LM layers do. */
   int32_t use_bias;              /**< 1: biases on all projections; default 0 (the paper's LM layers). */
   float init_std;                /**< Weights are drawn from N(0, init_std^2); default 0.02. Biases start at 0. */
   fwp_algorithm algorithm;       /**< Default FWP_ALGORITHM_AUTO. */
-  int64_t chunk_size;            /**< Chunk length for FWP_ALGORITHM_CHUNKED; 0 (default) = automatic. */
+  int64_t chunk_size;            /**< Chunk length for FWP_ALGORITHM_CHUNKED, in [0, 65536]; 0 (default) =
+                                      automatic. */
   int32_t carry_state;           /**< 1: every forward starts from the layer's state and leaves the final
                                       state there (memory across segments). 0 (default): every forward
                                       starts from the state set with fwp_layer_set_state(), or zero, and

@@ -72,7 +72,7 @@ typedef struct fwp_optimizer_config {
   float learning_rate;        /**< Default 1e-3. */
   float beta1;                /**< Adam: default 0.9. */
   float beta2;                /**< Adam: default 0.999. */
-  float eps;                  /**< Adam: default 1e-8. */
+  float eps;                  /**< Adam: default 1e-8. Must be >= FLT_MIN (subnormal values flush to zero). */
   float weight_decay;         /**< Default 0. */
   float momentum;             /**< SGD: default 0. */
   float clip_grad_norm;       /**< Before each step, scale all gradients by min(1, clip_grad_norm / (norm + 1e-6)),

@@ -43,7 +43,7 @@ typedef struct fwp_retrieval_config {
   fwp_update_rule update_rule;   /**< Default FWP_UPDATE_DELTA. */
   int32_t sum_normalize;         /**< Default 1 (the paper's delta-rule setup). */
   int32_t attn_normalize;        /**< Default 0; the paper's sum-rule setup uses 1. */
-  float norm_eps;                /**< Default 1e-6. */
+  float norm_eps;                /**< Default 1e-6. Must be >= FLT_MIN (subnormal values flush to zero). */
 } fwp_retrieval_config;
 
 /**

@@ -4,7 +4,10 @@
 // allocation, with a message that names what was too large.
 #pragma once
 
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "core/error.h"
@@ -41,6 +44,38 @@ inline int64_t checked_add(int64_t a, int64_t b, const std::string& what) {
     throw Error(FWP_ERR_INVALID_ARGUMENT, what + " is too large (more than 2^40 elements)");
   }
   return a + b;
+}
+
+// ceil(a / b) for a >= 0 and b >= 1, without forming a + b - 1 (which
+// overflows for b near INT64_MAX).
+inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
+
+// The longest chunk of the chunkwise fast-weight algorithm (chunk_size), which
+// is also the number of steps between two states saved for the backward. A
+// chunk needs chunk^2 scratch elements per thread, so a larger chunk could never
+// run, and the bound keeps every step count that adds a chunk far from overflow.
+constexpr int64_t kMaxChunkSize = int64_t(1) << 16;
+
+// Error(FWP_ERR_INVALID_ARGUMENT) naming `what` unless 0 <= chunk_size <=
+// kMaxChunkSize (0 = the backend's default).
+inline void check_chunk_size(int64_t chunk_size, const std::string& what) {
+  if (chunk_size < 0 || chunk_size > kMaxChunkSize) {
+    throw Error(FWP_ERR_INVALID_ARGUMENT, what + " must be in [0, " + std::to_string(kMaxChunkSize) +
+                                              "] (0 = automatic) (got " + std::to_string(chunk_size) + ")");
+  }
+}
+
+// Error(FWP_ERR_INVALID_ARGUMENT) naming `what` unless eps is finite and at
+// least FLT_MIN, the smallest normal float. A smaller (subnormal) epsilon is
+// read as 0 under flush-to-zero, which the thread pool's workers enable, and
+// the division it guards then gives NaN or Inf.
+inline void check_epsilon(double eps, const std::string& what) {
+  if (!(std::isfinite(eps) && eps >= static_cast<double>(FLT_MIN))) {
+    char got[32];
+    std::snprintf(got, sizeof got, "%.9g", eps);  // to_string would print 1e-40 as 0.000000
+    throw Error(FWP_ERR_INVALID_ARGUMENT, what + " must be finite and >= FLT_MIN (1.17549435e-38; subnormal values "
+                                                 "flush to zero) (got " + got + ")");
+  }
 }
 
 }  // namespace fwp

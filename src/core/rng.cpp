@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/error.h"
+
 namespace fwp {
 
 namespace {
@@ -77,7 +79,20 @@ Rng::State Rng::state() const {
   return {s_[0], s_[1], s_[2], s_[3], has_spare_ ? 1u : 0u, spare_bits};
 }
 
+std::string Rng::state_problem(const State& st) {
+  if ((st[0] | st[1] | st[2] | st[3]) == 0) {
+    return "the generator words are all zero (a state xoshiro256** never reaches: it would only draw zeros)";
+  }
+  if (st[4] > 1) return "the has_spare word must be 0 or 1 (got " + std::to_string(st[4]) + ")";
+  double spare;
+  std::memcpy(&spare, &st[5], sizeof spare);
+  if (st[4] == 1 && !std::isfinite(spare)) return "the spare normal value is not finite";
+  return "";
+}
+
 void Rng::set_state(const State& st) {
+  const std::string problem = state_problem(st);
+  require(problem.empty(), FWP_ERR_INVALID_ARGUMENT, "invalid random generator state: " + problem);
   for (int i = 0; i < 4; ++i) s_[i] = st[i];
   has_spare_ = st[4] != 0;
   std::memcpy(&spare_, &st[5], sizeof spare_);

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 
 namespace fwp {
 
@@ -26,6 +27,13 @@ class Rng {
 
   using State = std::array<uint64_t, 6>;  // 4 xoshiro words, has_spare, spare bits
   State state() const;
+  // Why `s` is not a state this generator can be in, or "" if it is one:
+  // the four xoshiro words are never all zero (from zero the generator only
+  // ever returns zero, and below() or normal() would loop forever), has_spare
+  // is 0 or 1, and a spare value is finite.
+  static std::string state_problem(const State& s);
+  // Error(FWP_ERR_INVALID_ARGUMENT) with state_problem()'s reason, the
+  // generator unchanged, for a state it cannot be in.
   void set_state(const State& s);
 
  private:

@@ -30,6 +30,8 @@ Rng::State rng_state_from_json(const nlohmann::json& j, const std::string& what)
     require(errno != ERANGE && end == s.c_str() + s.size(), FWP_ERR_FORMAT, what + " holds a word out of range");
     state[i] = static_cast<uint64_t>(v);
   }
+  const std::string problem = Rng::state_problem(state);
+  require(problem.empty(), FWP_ERR_FORMAT, what + " is not a valid generator state: " + problem);
   return state;
 }
 

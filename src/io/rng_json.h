@@ -14,7 +14,8 @@ namespace fwp {
 nlohmann::json rng_state_to_json(const Rng::State& state);
 
 // Parses rng_state_to_json()'s output. Error(FWP_ERR_FORMAT) naming `what`
-// (e.g. "model_rng") for anything else.
+// (e.g. "model_rng") for anything else, including a state the generator can
+// never be in (Rng::state_problem(), e.g. all zeros).
 Rng::State rng_state_from_json(const nlohmann::json& j, const std::string& what);
 
 }  // namespace fwp

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/bounded_json.h"
 
 // Tensor data are written and read as raw host memory; safetensors is little-endian.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "fwp's safetensors I/O assumes a little-endian host");
@@ -65,12 +67,12 @@ void check_tiling(const std::string& path, const std::map<std::string, Safetenso
   const std::string* previous = nullptr;
   for (const auto& [name, e] : by_offset) {
     if (e->begin < covered) {
-      format_error(path, "tensor '" + *name + "' overlaps tensor '" + *previous + "' (data_offsets [" +
-                             std::to_string(e->begin) + ", " + std::to_string(e->end) + "))");
+      format_error(path, "tensor '" + excerpt(*name) + "' overlaps tensor '" + excerpt(*previous) +
+                             "' (data_offsets [" + std::to_string(e->begin) + ", " + std::to_string(e->end) + "))");
     }
     if (e->begin > covered) {
       format_error(path, "the data section has unused bytes [" + std::to_string(covered) + ", " +
-                             std::to_string(e->begin) + ") before tensor '" + *name + "'");
+                             std::to_string(e->begin) + ") before tensor '" + excerpt(*name) + "'");
     }
     covered = e->end;
     previous = name;
@@ -95,19 +97,55 @@ uint64_t safetensors_dtype_size(const std::string& dtype) {
 
 // ---- reader ----------------------------------------------------------------------------------
 
-SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path), in_(path, std::ios::binary) {
-  std::ifstream& in = in_;
-  if (!in) throw Error(FWP_ERR_IO, "cannot open '" + path + "' for reading: " + errno_text());
-  in.seekg(0, std::ios::end);
-  const std::streamoff file_size = in.tellg();
-  if (file_size < 0) throw Error(FWP_ERR_IO, "cannot read the size of '" + path + "'");
-  const auto size = static_cast<uint64_t>(file_size);
-  if (size < 8) format_error(path, "truncated: shorter than the 8-byte header length");
-  in.seekg(0, std::ios::beg);
-  unsigned char length[8];
-  if (!in.read(reinterpret_cast<char*>(length), sizeof length)) {
-    throw Error(FWP_ERR_IO, "cannot read '" + path + "'");
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+  // O_NONBLOCK: opening a FIFO without a writer (or a device) must not wait;
+  // such files are refused below. On a regular file the flag changes nothing.
+  fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd_ < 0) throw Error(FWP_ERR_IO, "cannot open '" + path + "' for reading: " + errno_text());
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) {
+    const std::string reason = errno_text();
+    ::close(fd_);
+    throw Error(FWP_ERR_IO, "cannot read the size of '" + path + "': " + reason);
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd_);
+    throw Error(FWP_ERR_IO, "'" + path + "' is not a regular file (a directory, FIFO, socket or device)");
+  }
+  // From here on the destructor does not run if the constructor throws.
+  try {
+    read_header(static_cast<uint64_t>(st.st_size));
+  } catch (...) {
+    ::close(fd_);
+    fd_ = -1;
+    throw;
+  }
+}
+
+SafetensorsReader::~SafetensorsReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void SafetensorsReader::read_at(uint64_t offset, void* out, uint64_t n, const std::string& what) const {
+  auto* bytes = static_cast<char*>(out);
+  while (n > 0) {
+    const ssize_t r = ::pread(fd_, bytes, static_cast<size_t>(std::min<uint64_t>(n, 1u << 30)),
+                              static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw Error(FWP_ERR_IO, "cannot read " + what + " from '" + path_ + "': " + errno_text());
+    // The sizes were checked against fstat, so the file shrank under us.
+    if (r == 0) throw Error(FWP_ERR_IO, "cannot read " + what + " from '" + path_ + "': the file was truncated");
+    bytes += r;
+    offset += static_cast<uint64_t>(r);
+    n -= static_cast<uint64_t>(r);
+  }
+}
+
+void SafetensorsReader::read_header(uint64_t size) {
+  const std::string& path = path_;
+  if (size < 8) format_error(path, "truncated: shorter than the 8-byte header length");
+  unsigned char length[8];
+  read_at(0, length, sizeof length, "the header length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | length[i];
   if (n > kMaxSafetensorsHeaderBytes) {
@@ -120,27 +158,27 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path), in_
   }
   if (n < 2) format_error(path, "the header is too short to be a JSON object");
   std::string text(static_cast<size_t>(n), '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(n))) throw Error(FWP_ERR_IO, "cannot read '" + path + "'");
+  read_at(8, text.data(), n, "the header");
   data_start_ = 8 + n;
   const uint64_t data_size = size - data_start_;
 
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception&) {
-    format_error(path, "the header is not valid JSON");
+    header = parse_file_json(text, "the header");
+  } catch (const Error& e) {
+    format_error(path, e.what());
   }
   if (!header.is_object()) format_error(path, "the header is not a JSON object");
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) format_error(path, "__metadata__ is not an object");
       for (const auto& [key, value] : entry.items()) {
-        if (!value.is_string()) format_error(path, "__metadata__ value '" + key + "' is not a string");
+        if (!value.is_string()) format_error(path, "__metadata__ value '" + excerpt(key) + "' is not a string");
         metadata_[key] = value.get<std::string>();
       }
       continue;
     }
-    const std::string where = "tensor '" + name + "'";
+    const std::string where = "tensor '" + excerpt(name) + "'";
     if (!entry.is_object()) format_error(path, where + " is not an object");
     const auto dtype = entry.find("dtype");
     const auto shape = entry.find("shape");
@@ -152,7 +190,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path), in_
     SafetensorsEntry e;
     e.dtype = dtype->get<std::string>();
     const uint64_t element = safetensors_dtype_size(e.dtype);
-    if (element == 0) format_error(path, where + " has an unknown dtype '" + e.dtype + "'");
+    if (element == 0) format_error(path, where + " has an unknown dtype '" + excerpt(e.dtype) + "'");
     // Element count with overflow checks: every factor is bounded by the data size.
     uint64_t numel = 1;
     for (const auto& dim : *shape) {
@@ -187,18 +225,15 @@ const std::string* SafetensorsReader::find_metadata(const std::string& key) cons
 
 std::vector<float> SafetensorsReader::read_f32(const std::string& name, const std::vector<int64_t>& shape) const {
   const auto it = tensors_.find(name);
-  if (it == tensors_.end()) format_error(path_, "tensor '" + name + "' is missing");
+  if (it == tensors_.end()) format_error(path_, "tensor '" + excerpt(name) + "' is missing");
   const SafetensorsEntry& e = it->second;
-  if (e.dtype != "F32") format_error(path_, "tensor '" + name + "' has dtype " + e.dtype + ", expected F32");
-  if (e.shape != shape) format_error(path_, "tensor '" + name + "' has another shape than expected");
+  if (e.dtype != "F32") {
+    format_error(path_, "tensor '" + excerpt(name) + "' has dtype " + excerpt(e.dtype) + ", expected F32");
+  }
+  if (e.shape != shape) format_error(path_, "tensor '" + excerpt(name) + "' has another shape than expected");
   // The entry was checked against the file's size, so this allocation is bounded by it.
   std::vector<float> out(static_cast<size_t>((e.end - e.begin) / sizeof(float)));
-  in_.clear();
-  in_.seekg(static_cast<std::streamoff>(data_start_ + e.begin));
-  if (!out.empty() && !in_.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(e.end - e.begin))) {
-    // The header was checked against the size, so the file changed or failed under us.
-    throw Error(FWP_ERR_IO, "cannot read tensor '" + name + "' from '" + path_ + "'");
-  }
+  read_at(data_start_ + e.begin, out.data(), e.end - e.begin, "tensor '" + excerpt(name) + "'");
   return out;
 }
 
@@ -270,8 +305,18 @@ std::string SafetensorsWriter::header() const {
 void SafetensorsWriter::write(const std::string& path) const {
   require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
   const std::string text = header();  // checked before anything touches the disk
-  const std::string tmp = path + ".tmp." + std::to_string(static_cast<long long>(::getpid()));
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A name no other writer uses: the pid separates processes, the counter the
+  // writes (and so the threads) of this one; O_EXCL turns a leftover of a
+  // crashed process with a reused pid into a retry instead of a shared file.
+  static std::atomic<uint64_t> write_counter{0};
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    tmp = path + ".tmp." + std::to_string(static_cast<long long>(::getpid())) + "." +
+          std::to_string(write_counter.fetch_add(1));
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   if (fd < 0) throw Error(FWP_ERR_IO, "cannot create '" + tmp + "': " + errno_text());
   auto fail = [&](const std::string& what) {
     const std::string reason = errno_text();

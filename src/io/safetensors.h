@@ -7,16 +7,21 @@
 // string->string map. This file knows the format only; what a checkpoint puts
 // into it is train/checkpoint.h's business.
 //
-// The reader bounds every size against the file before it allocates, and
-// accepts only what the reference implementation accepts: known dtypes,
-// offsets that match dtype and shape, and tensors that tile the data section
-// exactly (no overlaps, no gaps, no trailing bytes). The writer writes a
-// temporary file, flushes it to disk and renames it over the destination, so a
-// failed write never damages an existing file.
+// The reader opens the file once, without blocking (a FIFO or device is
+// refused, not waited on), and reads the header and every tensor from that one
+// descriptor, so an atomic replace of the file while it is read is never seen
+// half-way. It bounds every size against the file before it allocates, limits
+// the nesting of the header JSON, quotes file content in messages only as short
+// excerpts (io/bounded_json.h), and accepts only what the reference
+// implementation accepts: known dtypes, offsets that match dtype and shape,
+// tensors that tile the data section exactly (no overlaps, no gaps, no
+// trailing bytes), and no key twice. The writer writes a temporary file of its
+// own (unique per process, thread and call), flushes it to disk and renames it
+// over the destination, so a failed write never damages an existing file and
+// concurrent writers to one path each replace it whole.
 #pragma once
 
 #include <cstdint>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -40,8 +45,12 @@ struct SafetensorsEntry {
 class SafetensorsReader {
  public:
   // Reads and validates the header. Error(FWP_ERR_IO) if the file cannot be
-  // opened or read, Error(FWP_ERR_FORMAT) if it is truncated or malformed.
+  // opened or read or is not a regular file, Error(FWP_ERR_FORMAT) if it is
+  // truncated or malformed.
   explicit SafetensorsReader(const std::string& path);
+  ~SafetensorsReader();
+  SafetensorsReader(const SafetensorsReader&) = delete;
+  SafetensorsReader& operator=(const SafetensorsReader&) = delete;
 
   const std::string& path() const { return path_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -53,9 +62,13 @@ class SafetensorsReader {
   std::vector<float> read_f32(const std::string& name, const std::vector<int64_t>& shape) const;
 
  private:
+  void read_header(uint64_t file_size);
+  // Reads exactly n bytes at `offset` of the open file; Error(FWP_ERR_IO) naming `what` otherwise.
+  void read_at(uint64_t offset, void* out, uint64_t n, const std::string& what) const;
+
   std::string path_;
-  mutable std::ifstream in_;  // kept open: tensors are read from the file that was validated
-  uint64_t data_start_ = 0;   // file offset of the data section
+  int fd_ = -1;              // kept open: tensors are read from the file that was validated
+  uint64_t data_start_ = 0;  // file offset of the data section
   std::map<std::string, std::string> metadata_;
   std::map<std::string, SafetensorsEntry> tensors_;
 };
@@ -82,7 +95,9 @@ class SafetensorsWriter {
   // Error(FWP_ERR_INVALID_ARGUMENT) if it would exceed kMaxSafetensorsHeaderBytes.
   std::string header() const;
 
-  // Writes "<path>.tmp.<pid>", flushes it to disk and renames it over `path`.
+  // Writes a new temporary file "<path>.tmp.<pid>.<n>" (n counts the writes
+  // of this process; created with O_EXCL, so no two writers, threads or
+  // processes, ever share one), flushes it to disk and renames it over `path`.
   // Error(FWP_ERR_IO) when any step fails; the temporary file is then removed
   // and a previous file at `path` is left as it was.
   void write(const std::string& path) const;

@@ -19,11 +19,13 @@ const ModelRegistry& ModelRegistry::builtin() {
   return registry;
 }
 
-void ModelRegistry::add(const std::string& kind, ModelFactory factory) {
+void ModelRegistry::add(const std::string& kind, ModelFactory factory, ParameterShapesFn shapes) {
   require(!kind.empty(), FWP_ERR_INVALID_ARGUMENT, "a model kind name must not be empty");
   require(static_cast<bool>(factory), FWP_ERR_INVALID_ARGUMENT, "the factory of model kind '" + kind + "' is empty");
+  require(static_cast<bool>(shapes), FWP_ERR_INVALID_ARGUMENT,
+          "the parameter shapes function of model kind '" + kind + "' is empty");
   require(!contains(kind), FWP_ERR_INVALID_ARGUMENT, "model kind '" + kind + "' is registered twice");
-  factories_.emplace(kind, std::move(factory));
+  factories_.emplace(kind, Kind{std::move(factory), std::move(shapes)});
 }
 
 std::vector<std::string> ModelRegistry::kinds() const {
@@ -32,8 +34,7 @@ std::vector<std::string> ModelRegistry::kinds() const {
   return names;
 }
 
-std::shared_ptr<Model> ModelRegistry::create(const std::shared_ptr<Context>& context,
-                                             const nlohmann::json& config) const {
+const ModelRegistry::Kind& ModelRegistry::find(const nlohmann::json& config) const {
   require(config.is_object(), FWP_ERR_FORMAT, "the model config is not a JSON object");
   const auto kind = config.find("kind");
   require(kind != config.end() && kind->is_string(), FWP_ERR_FORMAT, "the model config has no string 'kind'");
@@ -45,7 +46,16 @@ std::shared_ptr<Model> ModelRegistry::create(const std::shared_ptr<Context>& con
     throw Error(FWP_ERR_FORMAT, "unknown model kind '" + name + "' (this library knows " +
                                     (known.empty() ? std::string("none") : known) + ")");
   }
-  return it->second(context, config);
+  return it->second;
+}
+
+std::shared_ptr<Model> ModelRegistry::create(const std::shared_ptr<Context>& context,
+                                             const nlohmann::json& config) const {
+  return find(config).factory(context, config);
+}
+
+std::vector<ParameterShape> ModelRegistry::parameter_shapes(const nlohmann::json& config) const {
+  return find(config).shapes(config);
 }
 
 }  // namespace fwp

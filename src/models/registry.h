@@ -30,14 +30,27 @@ class Context;
 using ModelFactory =
     std::function<std::shared_ptr<Model>(const std::shared_ptr<Context>& context, const nlohmann::json& config)>;
 
+// One parameter a config implies: its name and shape (every parameter is F32).
+struct ParameterShape {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool operator==(const ParameterShape& o) const { return name == o.name && shape == o.shape; }
+};
+// The parameters, in the model's order, that the factory would allocate for
+// `config`, computed without allocating anything, so a checkpoint's tensors
+// are checked against its config before the model is built (a small file
+// with a huge config must not cost memory). Throws Error(FWP_ERR_FORMAT) for
+// a config the factory would reject.
+using ParameterShapesFn = std::function<std::vector<ParameterShape>(const nlohmann::json& config)>;
+
 class ModelRegistry {
  public:
   // The kinds this library builds in (retrieval).
   static const ModelRegistry& builtin();
 
   // Adds a kind. Error(FWP_ERR_INVALID_ARGUMENT) for an empty name, a kind
-  // added before or an empty factory.
-  void add(const std::string& kind, ModelFactory factory);
+  // added before, or an empty factory or shapes function.
+  void add(const std::string& kind, ModelFactory factory, ParameterShapesFn shapes);
 
   bool contains(const std::string& kind) const { return factories_.count(kind) != 0; }
   // The registered kind names, sorted.
@@ -47,9 +60,16 @@ class ModelRegistry {
   // config is not an object with a string "kind", when no such kind is
   // registered (the message lists the known ones), or from the factory.
   std::shared_ptr<Model> create(const std::shared_ptr<Context>& context, const nlohmann::json& config) const;
+  // The parameters create() would allocate, with the same errors, allocating nothing.
+  std::vector<ParameterShape> parameter_shapes(const nlohmann::json& config) const;
 
  private:
-  std::map<std::string, ModelFactory> factories_;
+  struct Kind {
+    ModelFactory factory;
+    ParameterShapesFn shapes;
+  };
+  const Kind& find(const nlohmann::json& config) const;
+  std::map<std::string, Kind> factories_;
 };
 
 }  // namespace fwp

@@ -63,7 +63,7 @@ void FastWeightAttentionConfig::validate_sizes(const std::string& prefix) const 
   checked_mul(width, d_model, prefix + "d_model * num_heads * d_head (the size of a projection)");
   require(std::isfinite(init_std) && init_std >= 0, FWP_ERR_INVALID_ARGUMENT,
           prefix + "init_std must be finite and >= 0" + got(init_std));
-  require(chunk_size >= 0, FWP_ERR_INVALID_ARGUMENT, prefix + "chunk_size must be >= 0" + got(chunk_size));
+  check_chunk_size(chunk_size, prefix + "chunk_size");
 }
 
 void FastWeightAttentionConfig::validate_options(const std::string& prefix) const {
@@ -91,8 +91,7 @@ int64_t validate_attention_options(const std::string& prefix, bool softmax, Upda
   }
   // The epsilon only matters with a normalisation, but a bad value is still a
   // mistake worth reporting.
-  require(std::isfinite(norm_eps) && norm_eps > 0, FWP_ERR_INVALID_ARGUMENT,
-          prefix + "norm_eps must be finite and > 0" + got(norm_eps));
+  check_epsilon(norm_eps, prefix + "norm_eps");
   // d_dot is bounded, so every factor is checked against the bound before the
   // product is formed (no overflow for absurd inputs).
   int64_t dd = kMaxFeatureDim + 1;

@@ -35,6 +35,7 @@
 
 #include <Eigen/Core>
 
+#include "core/limits.h"
 #include "ops/cpu_backend.h"
 #include "ops/cpu_parallel.h"
 
@@ -578,7 +579,7 @@ void chunked_backward_stream(bool delta, const StreamIn<T>& in, const T* u, cons
   auto dW = row_map(dW_ptr, dv, dk, dk);
   // The sum rule without an output gradient never reads W.
   const bool need_w = delta || d_out != nullptr;
-  const int64_t n_chunks = (steps + chunk - 1) / chunk;
+  const int64_t n_chunks = ceil_div(steps, chunk);
   for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
     const int64_t t0 = ci * chunk;
     const int64_t c = std::min(chunk, steps - t0);
@@ -709,6 +710,7 @@ int64_t CpuBackend<T>::default_chunk_size(const FastWeightShape& shape) {
 
 template <typename T>
 int64_t CpuBackend<T>::fast_weight_state_interval(const FastWeightShape& shape, int64_t chunk_size) {
+  check_chunk_size(chunk_size, "chunk_size");  // the forward and backward come through here too
   return chunk_size > 0 ? chunk_size : default_chunk_size(shape);
 }
 
@@ -725,7 +727,7 @@ void CpuBackend<T>::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t
   if (algo == Algorithm::Auto) algo = choose_algorithm(rule, shape);
   const bool chunked = algo == Algorithm::Chunked && steps > 0;
   const int64_t chunk = fast_weight_state_interval(shape, chunk_size);
-  const int64_t n_states = (steps + chunk - 1) / chunk;
+  const int64_t n_states = ceil_div(steps, chunk);
   const int block = recurrent_block<T>(dk, dv, true);
   const int64_t dvp = round_up(dv, block);
 
@@ -786,7 +788,7 @@ void CpuBackend<T>::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_
   if (algo == Algorithm::Auto) algo = choose_algorithm(rule, shape);
   const bool chunked = algo == Algorithm::Chunked && steps > 0;
   const int64_t chunk = fast_weight_state_interval(shape, chunk_size);
-  const int64_t n_states = (steps + chunk - 1) / chunk;
+  const int64_t n_states = ceil_div(steps, chunk);
   const int block = recurrent_block<T>(d_key, d_value, false);
   const int64_t dvp = round_up(d_value, block);
   // An output gradient only exists together with the query.

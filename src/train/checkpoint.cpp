@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 
+#include <cmath>
 #include <map>
 #include <utility>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "core/context.h"
 #include "core/error.h"
 #include "data/data_source.h"
+#include "io/bounded_json.h"
 #include "io/rng_json.h"
 #include "io/safetensors.h"
 #include "models/model.h"
@@ -35,36 +37,42 @@ constexpr size_t kMaxUserMetadataBytes = 16u << 20;
   throw Error(FWP_ERR_FORMAT, "'" + path + "': " + what);
 }
 
+// Longest message of a config or state parser that a load passes on: those
+// parsers may quote file content, and a message must not grow with the file.
+constexpr size_t kMaxNestedMessage = 400;
+
 // Runs `parse` and prefixes the message of a format error it throws with the
-// file's name (the parsers of configs and states do not know the file).
+// file's name (the parsers of configs and states do not know the file),
+// bounding its length.
 template <typename F>
 auto in_file(const std::string& path, F&& parse) -> decltype(parse()) {
   try {
     return parse();
   } catch (const Error& e) {
     if (e.status() != FWP_ERR_FORMAT) throw;
-    format_error(path, e.what());
+    format_error(path, excerpt(e.what(), kMaxNestedMessage));
   }
 }
 
+// A JSON metadata value, with the nesting bounded before anything recursive
+// (comparison, dump() for a message) runs on it.
 nlohmann::json parse_json(const std::string& text, const std::string& path, const std::string& what) {
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception&) {
-    format_error(path, what + " is not valid JSON");
-  }
+  return in_file(path, [&] { return parse_file_json(text, what); });
 }
 
 // Reports the first member where two config objects differ.
+// File values are quoted as short excerpts.
 std::string config_difference(const nlohmann::json& file, const nlohmann::json& object) {
-  if (!file.is_object() || !object.is_object()) return "the file has " + file.dump() + ", here " + object.dump();
+  if (!file.is_object() || !object.is_object()) {
+    return "the file has " + excerpt(file.dump()) + ", here " + excerpt(object.dump());
+  }
   for (const auto& [key, value] : object.items()) {
     const auto it = file.find(key);
     if (it == file.end()) return "'" + key + "' is missing from the file";
-    if (*it != value) return "'" + key + "' is " + it->dump() + " in the file but " + value.dump() + " here";
+    if (*it != value) return "'" + key + "' is " + excerpt(it->dump()) + " in the file but " + value.dump() + " here";
   }
   for (const auto& [key, value] : file.items()) {
-    if (object.find(key) == object.end()) return "the file has an unknown member '" + key + "'";
+    if (object.find(key) == object.end()) return "the file has an unknown member '" + excerpt(key) + "'";
   }
   return "they differ";
 }
@@ -73,7 +81,7 @@ std::string config_difference(const nlohmann::json& file, const nlohmann::json& 
 std::string kind_of(const nlohmann::json& j) {
   if (!j.is_object()) return "?";
   const auto it = j.find("kind");
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "?";
+  return it != j.end() && it->is_string() ? excerpt(it->get<std::string>()) : "?";
 }
 
 // Checks that the file is an fwp checkpoint of a version this library reads; returns the version.
@@ -123,6 +131,68 @@ std::string optimizer_tensor_name(const Optimizer& opt, const Optimizer::StateTe
   return std::string(kOptimizerPrefix) + opt.params()[t.param_index].name + "/" + t.kind;
 }
 
+// Every value finite and, with `nonnegative`, >= 0: the same rule as
+// fwp_model_set_param, so a file cannot put into a model what the API refuses.
+void check_values(const std::string& path, const std::string& name, const std::vector<float>& values,
+                  bool nonnegative) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      format_error(path, "tensor '" + excerpt(name) + "' holds a non-finite value (" + std::to_string(values[i]) +
+                             " at element " + std::to_string(i) + ")");
+    }
+    if (nonnegative && values[i] < 0) {
+      format_error(path, "tensor '" + excerpt(name) + "' is a second moment but holds a negative value (" +
+                             std::to_string(values[i]) + " at element " + std::to_string(i) + ")");
+    }
+  }
+}
+
+// Checks the file's tensor list against the parameters a model has (or, before
+// it is built, would have): every parameter present as F32 of its shape, and
+// nothing else but optimizer moments of those parameters, of the same shape.
+// An unknown tensor means the file is not what this library wrote for this
+// model, so it is refused rather than ignored. Only the header is read.
+void check_tensor_list(const SafetensorsReader& file, const std::vector<ParameterShape>& params) {
+  const std::string& path = file.path();
+  std::map<std::string, const std::vector<int64_t>*> by_name;
+  for (const ParameterShape& p : params) by_name[p.name] = &p.shape;
+  auto check_entry = [&](const std::string& name, const SafetensorsEntry& e, const std::vector<int64_t>& shape) {
+    if (e.dtype != "F32") {
+      format_error(path, "tensor '" + excerpt(name) + "' has dtype " + excerpt(e.dtype) + ", expected F32");
+    }
+    if (e.shape != shape) format_error(path, "tensor '" + excerpt(name) + "' has another shape than the model's");
+  };
+  for (const ParameterShape& p : params) {
+    const auto it = file.tensors().find(p.name);
+    if (it == file.tensors().end()) format_error(path, "tensor '" + excerpt(p.name) + "' is missing");
+    check_entry(p.name, it->second, p.shape);
+  }
+  const bool has_optimizer = file.find_metadata("optimizer") != nullptr;
+  const std::string prefix = kOptimizerPrefix;
+  for (const auto& [name, entry] : file.tensors()) {
+    if (by_name.count(name)) continue;
+    const size_t slash = name.rfind('/');
+    if (has_optimizer && name.compare(0, prefix.size(), prefix) == 0 && slash != std::string::npos &&
+        slash > prefix.size()) {
+      const std::string param = name.substr(prefix.size(), slash - prefix.size());
+      const std::string kind = name.substr(slash + 1);
+      const auto it = by_name.find(param);
+      if (it != by_name.end() && (kind == "exp_avg" || kind == "exp_avg_sq" || kind == "momentum_buffer")) {
+        check_entry(name, entry, *it->second);
+        continue;
+      }
+    }
+    format_error(path, "unknown tensor '" + excerpt(name) + "' (neither a parameter of the model nor" +
+                           (has_optimizer ? " an optimizer moment of one)" : " optimizer state: the file has none)"));
+  }
+}
+
+std::vector<ParameterShape> shapes_of(const ParameterList<float>& params) {
+  std::vector<ParameterShape> out;
+  for (int64_t i = 0; i < params.size(); ++i) out.push_back({params[i].name, params[i].shape});
+  return out;
+}
+
 // ---- the optimizer's part ------------------------------------------------------------------
 
 void add_optimizer(SafetensorsWriter& writer, Optimizer& optimizer, const ParameterList<float>& params) {
@@ -170,7 +240,10 @@ OptimizerState read_optimizer(const SafetensorsReader& file, Optimizer& optimize
   }
   out.tensors = optimizer.state_tensors();
   for (const Optimizer::StateTensor& t : out.tensors) {
-    out.values.push_back(file.read_f32(optimizer_tensor_name(optimizer, t), params[t.param_index].shape));
+    const std::string name = optimizer_tensor_name(optimizer, t);
+    out.values.push_back(file.read_f32(name, params[t.param_index].shape));
+    // A second moment is a mean of squares: negative, Adam's sqrt would be NaN.
+    check_values(path, name, out.values.back(), t.kind == "exp_avg_sq");
   }
   return out;
 }
@@ -220,13 +293,16 @@ void save_checkpoint(const std::string& path, const Model& model, Optimizer* opt
 
 // ---- load --------------------------------------------------------------------------------------
 
-void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer, DataSource* data) {
-  require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
+namespace {
+
+// The whole load from one open file (the caller opened it once, so every part
+// comes from the same version of the file even if it is replaced meanwhile).
+void load_from(const SafetensorsReader& file, Model& model, Optimizer* optimizer, DataSource* data) {
+  const std::string& path = file.path();
   if (optimizer) {
     require(&optimizer->params() == &model.parameters(), FWP_ERR_CONTEXT_MISMATCH,
             "opt is the optimizer of another model or layer");
   }
-  const SafetensorsReader file(path);
   const std::string version = check_format(file);
 
   // Model: kind and config, parameters, generator.
@@ -241,8 +317,12 @@ void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer
                            config_difference(file_config, own_config));
   }
   ParameterList<float>& params = model.parameters();
+  check_tensor_list(file, shapes_of(params));
   std::vector<std::vector<float>> values;
-  for (int64_t i = 0; i < params.size(); ++i) values.push_back(file.read_f32(params[i].name, params[i].shape));
+  for (int64_t i = 0; i < params.size(); ++i) {
+    values.push_back(file.read_f32(params[i].name, params[i].shape));
+    check_values(path, params[i].name, values.back(), false);
+  }
   const std::string* model_rng = file.find_metadata("model_rng");
   if (!model_rng) format_error(path, "the metadata holds no model_rng");
   const nlohmann::json model_rng_json = parse_json(*model_rng, path, "model_rng");
@@ -255,7 +335,7 @@ void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer
   nlohmann::json data_state;
   if (data) {
     const nlohmann::json record = data_record(file, version);
-    const std::string file_kind = record["kind"].get<std::string>();
+    const std::string file_kind = excerpt(record["kind"].get<std::string>());
     if (file_kind != data->kind_name()) {
       format_error(path, "the checkpoint holds the state of a '" + file_kind + "' data source, not of a '" +
                              data->kind_name() + "' one");
@@ -279,18 +359,35 @@ void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer
   if (data) data->restore_state(data_state);
 }
 
+}  // namespace
+
+void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer, DataSource* data) {
+  require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
+  if (optimizer) {
+    require(&optimizer->params() == &model.parameters(), FWP_ERR_CONTEXT_MISMATCH,
+            "opt is the optimizer of another model or layer");
+  }
+  const SafetensorsReader file(path);
+  load_from(file, model, optimizer, data);
+}
+
 std::shared_ptr<Model> load_model(const std::shared_ptr<Context>& context, const std::string& path,
                                   const ModelRegistry& registry) {
   require(context != nullptr, FWP_ERR_NULL_POINTER, "ctx must not be NULL");
   require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
-  std::shared_ptr<Model> model;
-  {
-    const SafetensorsReader file(path);
-    check_format(file);
-    const nlohmann::json config = model_config(file);
-    model = in_file(path, [&] { return registry.create(context, config); });
-  }
-  load_checkpoint(path, *model, nullptr, nullptr);
+  const SafetensorsReader file(path);
+  check_format(file);
+  const nlohmann::json config = model_config(file);
+  // The tensors are checked against what the config implies before the model
+  // is built: the file holds every parameter, so the model's parameters can
+  // take no more memory than the file's size.
+  const std::vector<ParameterShape> shapes = in_file(path, [&] { return registry.parameter_shapes(config); });
+  check_tensor_list(file, shapes);
+  const std::shared_ptr<Model> model = in_file(path, [&] { return registry.create(context, config); });
+  // A kind whose shapes function disagrees with its factory is a bug of the kind, not of the file.
+  require(shapes_of(model->parameters()) == shapes, FWP_ERR_INTERNAL,
+          "model kind '" + kind_of(config) + "': the registry's parameter shapes differ from the model's parameters");
+  load_from(file, *model, nullptr, nullptr);
   return model;
 }
 

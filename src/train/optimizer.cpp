@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/limits.h"
 
 namespace fwp {
 
@@ -78,7 +79,7 @@ void OptimizerConfig::validate(const std::string& prefix) const {
   check(std::isfinite(learning_rate) && learning_rate >= 0, "learning_rate", "finite and >= 0", learning_rate);
   check(beta1 >= 0 && beta1 < 1, "beta1", "in [0, 1)", beta1);
   check(beta2 >= 0 && beta2 < 1, "beta2", "in [0, 1)", beta2);
-  check(std::isfinite(eps) && eps > 0, "eps", "finite and > 0", eps);
+  check_epsilon(eps, prefix + "eps");
   check(std::isfinite(weight_decay) && weight_decay >= 0, "weight_decay", "finite and >= 0", weight_decay);
   check(momentum >= 0 && momentum < 1, "momentum", "in [0, 1)", momentum);
   check(std::isfinite(clip_grad_norm) && clip_grad_norm >= 0, "clip_grad_norm", "finite and >= 0 (0 = off)",

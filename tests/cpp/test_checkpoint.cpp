@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ Bytes with_header(const Bytes& file, const nlohmann::json& header) {
   Bytes out(8, '\0');
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
   return out + text + file.substr(8 + header_length(file));
+}
+
+// The built-in kinds' parameter shapes, for registries made in tests.
+std::vector<ParameterShape> builtin_shapes(const nlohmann::json& config) {
+  return ModelRegistry::builtin().parameter_shapes(config);
 }
 
 std::shared_ptr<Context> make_context(uint64_t seed) {
@@ -490,14 +496,6 @@ TEST(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {
   save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "first");
   const Bytes first = read_bytes(path);
   a.step();
-  // Block the temporary file (a directory in its place), so the write fails
-  // even for root, which ignores permission bits.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  ASSERT_EQ(::mkdir(tmp.c_str(), 0755), 0);
-  expect_status([&] { save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "second"); }, FWP_ERR_IO,
-                "blocked temporary file");
-  EXPECT_EQ(read_bytes(path), first);
-  ::rmdir(tmp.c_str());
   // An unwritable destination: a directory that does not exist.
   expect_status([&] { save_checkpoint(dir.file("no/such/dir/x.safetensors"), *a.model, nullptr, nullptr, nullptr); },
                 FWP_ERR_IO, "missing directory");
@@ -506,8 +504,10 @@ TEST(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {
   ASSERT_EQ(::mkdir(dir_target.c_str(), 0755), 0);
   expect_status([&] { save_checkpoint(dir_target, *a.model, nullptr, nullptr, nullptr); }, FWP_ERR_IO,
                 "rename over a directory");
-  struct stat st;
-  EXPECT_NE(::stat((dir_target + ".tmp." + std::to_string(::getpid())).c_str(), &st), 0) << "temporary removed";
+  EXPECT_EQ(read_bytes(path), first);
+  for (const std::string& name : test::list_dir(dir.path())) {
+    EXPECT_EQ(name.find(".tmp."), std::string::npos) << "a temporary file was left: " << name;
+  }
   // And a save that works replaces the file.
   save_checkpoint(path, *a.model, a.opt.get(), a.data.get(), "second");
   EXPECT_NE(read_bytes(path), first);
@@ -568,10 +568,13 @@ TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
                 "unknown model kind 'retrieval' (this library knows none)");
   ModelRegistry counting;
   int built = 0;
-  counting.add("retrieval", [&](const std::shared_ptr<Context>& ctx, const nlohmann::json& config) {
-    ++built;
-    return std::shared_ptr<Model>(std::make_shared<RetrievalModel>(ctx, RetrievalConfig::from_json(config)));
-  });
+  counting.add(
+      "retrieval",
+      [&](const std::shared_ptr<Context>& ctx, const nlohmann::json& config) {
+        ++built;
+        return std::shared_ptr<Model>(std::make_shared<RetrievalModel>(ctx, RetrievalConfig::from_json(config)));
+      },
+      builtin_shapes);
   EXPECT_TRUE(counting.contains("retrieval"));
   const auto loaded = load_model(make_context(5), good_path, counting);
   EXPECT_EQ(built, 1);
@@ -583,9 +586,13 @@ TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
   const ModelFactory any = [](const std::shared_ptr<Context>&, const nlohmann::json&) -> std::shared_ptr<Model> {
     return nullptr;
   };
-  expect_status([&] { counting.add("retrieval", any); }, FWP_ERR_INVALID_ARGUMENT, "duplicate", "twice");
-  expect_status([&] { counting.add("", any); }, FWP_ERR_INVALID_ARGUMENT, "empty name", "empty");
-  expect_status([&] { counting.add("x", ModelFactory()); }, FWP_ERR_INVALID_ARGUMENT, "empty factory", "empty");
+  expect_status([&] { counting.add("retrieval", any, builtin_shapes); }, FWP_ERR_INVALID_ARGUMENT, "duplicate",
+                "twice");
+  expect_status([&] { counting.add("", any, builtin_shapes); }, FWP_ERR_INVALID_ARGUMENT, "empty name", "empty");
+  expect_status([&] { counting.add("x", ModelFactory(), builtin_shapes); }, FWP_ERR_INVALID_ARGUMENT,
+                "empty factory", "empty");
+  expect_status([&] { counting.add("x", any, ParameterShapesFn()); }, FWP_ERR_INVALID_ARGUMENT, "empty shapes",
+                "parameter shapes function");
   EXPECT_EQ(counting.kinds(), std::vector<std::string>{"retrieval"});
 }
 
@@ -753,6 +760,237 @@ TEST(CheckpointVersions, ReadsVersion1Files) {
                   std::string("version '") + version + "'", "format_version");
     expect_status([&] { load_model(make_context(2), v1); }, FWP_ERR_FORMAT, "load_model of an unknown version",
                   "format_version");
+  }
+}
+
+// ---- hostile files (issue 10) -----------------------------------------------------------------------
+
+// The file with one more F32 tensor at the end of the data section.
+Bytes with_extra_tensor(const Bytes& file, const std::string& name, const std::vector<float>& values) {
+  nlohmann::json h = header_of(file);
+  const uint64_t data_size = file.size() - 8 - header_length(file);
+  h[name] = {{"dtype", "F32"},
+             {"shape", {values.size()}},
+             {"data_offsets", {data_size, data_size + 4 * values.size()}}};
+  Bytes out = with_header(file, h);
+  out.append(reinterpret_cast<const char*>(values.data()), 4 * values.size());
+  return out;
+}
+
+// The file with element `index` of tensor `name` set to `value`.
+Bytes with_value(const Bytes& file, const std::string& name, size_t index, float value) {
+  const uint64_t begin = header_of(file).at(name).at("data_offsets")[0].get<uint64_t>();
+  Bytes out = file;
+  std::memcpy(out.data() + 8 + header_length(file) + begin + 4 * index, &value, 4);
+  return out;
+}
+
+// The file with one metadata value replaced.
+Bytes with_metadata(const Bytes& file, const std::string& key, const std::string& value) {
+  nlohmann::json h = header_of(file);
+  h["__metadata__"][key] = value;
+  return with_header(file, h);
+}
+
+// Every case must be refused as FWP_ERR_FORMAT by load_checkpoint (target
+// unchanged) and, if `also_load_model` (the part is one load_model reads), by
+// load_model, with a short message of printable ASCII.
+void expect_refused(const std::vector<std::pair<std::string, Bytes>>& cases, const std::string& message_part = "",
+                    bool also_load_model = true) {
+  test::TempDir dir("fwp_checkpoint");
+  const std::string path = dir.file("bad.safetensors");
+  TrainingRun target(small_config(), 7);
+  const TrainingRun::Snapshot before = target.snapshot();
+  for (const auto& [what, bytes] : cases) {
+    write_bytes(path, bytes);
+    for (int use_load_model = 0; use_load_model < (also_load_model ? 2 : 1); ++use_load_model) {
+      try {
+        if (use_load_model) {
+          (void)load_model(make_context(1), path);
+        } else {
+          load_checkpoint(path, *target.model, target.opt.get(), target.data.get());
+        }
+        ADD_FAILURE() << what << ": accepted (load_model: " << use_load_model << ")";
+      } catch (const Error& e) {
+        const std::string message = e.what();
+        EXPECT_EQ(e.status(), FWP_ERR_FORMAT) << what << ": " << message.substr(0, 300);
+        EXPECT_LT(message.size(), 700u) << what << ": " << message.substr(0, 300);
+        for (char c : message) {
+          ASSERT_TRUE(c >= 0x20 && c < 0x7f) << what << ": unescaped byte in " << message;
+        }
+        if (!message_part.empty()) {
+          EXPECT_NE(message.find(message_part), std::string::npos) << what << ": " << message;
+        }
+      }
+    }
+    EXPECT_TRUE(target.snapshot() == before) << what << " changed the target";
+  }
+}
+
+class CheckpointHostile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TrainingRun src(small_config(), 1);
+    src.step();
+    src.step();
+    save_checkpoint(dir.file("good.safetensors"), *src.model, src.opt.get(), src.data.get(), nullptr);
+    good = read_bytes(dir.file("good.safetensors"));
+  }
+  test::TempDir dir{"fwp_checkpoint"};
+  Bytes good;
+};
+
+TEST_F(CheckpointHostile, DeeplyNestedMetadataIsRefusedWithoutRecursion) {
+  // Before the fix, building the "config does not match" message dumped the
+  // nested value recursively and overflowed the stack.
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  nlohmann::json config = nlohmann::json::parse(header_of(good)["__metadata__"]["model"].get<std::string>());
+  std::string text = config.dump();
+  const std::string key = "\"num_keys\":8";
+  ASSERT_NE(text.find(key), std::string::npos) << text;
+  text.replace(text.find(key), key.size(), "\"num_keys\":" + deep);
+  expect_refused({{"nested model config", with_metadata(good, "model", text)},
+                  {"nested model_rng", with_metadata(good, "model_rng", deep)}},
+                 "nests deeper than 32 levels");
+  expect_refused({{"nested optimizer state", with_metadata(good, "optimizer", "{\"config\": " + deep + "}")},
+                  {"nested data state", with_metadata(good, "data", "{\"kind\": " + deep + "}")}},
+                 "nests deeper than 32 levels", false);
+}
+
+TEST_F(CheckpointHostile, FileContentInMessagesIsShortAndEscaped) {
+  const std::string long_text = std::string(1 << 20, 'x') + "\n\x01";
+  nlohmann::json config = nlohmann::json::parse(header_of(good)["__metadata__"]["model"].get<std::string>());
+  nlohmann::json long_kind = config, long_value = config, long_member = config;
+  long_kind["kind"] = long_text;
+  long_value["feature_map"] = long_text;
+  long_member[long_text] = 1;
+  nlohmann::json data = nlohmann::json::parse(header_of(good)["__metadata__"]["data"].get<std::string>());
+  data["kind"] = long_text;
+  expect_refused({{"long kind", with_metadata(good, "model", long_kind.dump())},
+                  {"long config value", with_metadata(good, "model", long_value.dump())},
+                  {"long unknown member", with_metadata(good, "model", long_member.dump())},
+                  {"long tensor name", with_extra_tensor(good, long_text, {1.f})}});
+  expect_refused({{"long data kind", with_metadata(good, "data", data.dump())}}, "", false);
+}
+
+TEST_F(CheckpointHostile, ZeroGeneratorStatesAreRefused) {
+  // From an all-zero state xoshiro only draws zeros: before the fix such a
+  // state loaded and the next FAVOR+ draw looped forever.
+  const std::string zeros = R"(["0","0","0","0","0","0"])";
+  nlohmann::json data = nlohmann::json::parse(header_of(good)["__metadata__"]["data"].get<std::string>());
+  data["state"]["rng"] = nlohmann::json::parse(zeros);
+  expect_refused({{"zero data rng", with_metadata(good, "data", data.dump())}}, "all zero", false);
+  expect_refused({{"zero model rng", with_metadata(good, "model_rng", zeros)},
+                  {"has_spare 2", with_metadata(good, "model_rng", R"(["1","0","0","0","2","0")" "]")},
+                  {"NaN spare", with_metadata(good, "model_rng", R"(["1","0","0","0","1","18444492273895866368"])")}},
+                 "generator");
+  // And everywhere else a state is set.
+  Rng rng(5);
+  const Rng::State before = rng.state();
+  expect_status([&] { rng.set_state(Rng::State{0, 0, 0, 0, 0, 0}); }, FWP_ERR_INVALID_ARGUMENT, "Rng::set_state",
+                "all zero");
+  EXPECT_EQ(rng.state(), before);
+  TrainingRun run(small_config(), 3);
+  const Rng::State data_before = run.data->rng_state();
+  expect_status([&] { run.data->set_rng_state(Rng::State{}); }, FWP_ERR_INVALID_ARGUMENT, "data set_rng_state");
+  EXPECT_EQ(run.data->rng_state(), data_before);
+  expect_status([&] { run.model->set_rng_state(Rng::State{}); }, FWP_ERR_INVALID_ARGUMENT, "model set_rng_state");
+}
+
+TEST_F(CheckpointHostile, NonFiniteParametersAndNegativeSecondMomentsAreRefused) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  expect_refused({{"NaN parameter", with_value(good, "k_proj.weight", 3, nan)},
+                  {"Inf parameter", with_value(good, "key_embedding", 0, inf)},
+                  {"-Inf bias", with_value(good, "q_proj.bias", 1, -inf)}},
+                 "non-finite");
+  test::TempDir d("fwp_checkpoint");
+  const std::string path = d.file("bad.safetensors");
+  TrainingRun target(small_config(), 7);
+  const TrainingRun::Snapshot before = target.snapshot();
+  const std::vector<std::pair<Bytes, std::string>> moments = {
+      {with_value(good, "optimizer/k_proj.weight/exp_avg_sq", 2, -1e-3f), "negative"},
+      {with_value(good, "optimizer/k_proj.weight/exp_avg", 2, nan), "non-finite"},
+      {with_value(good, "optimizer/q_proj.bias/exp_avg_sq", 0, inf), "non-finite"}};
+  for (const auto& [bytes, message] : moments) {
+    write_bytes(path, bytes);
+    expect_status([&] { load_checkpoint(path, *target.model, target.opt.get(), nullptr); }, FWP_ERR_FORMAT, message,
+                  message);
+    EXPECT_TRUE(target.snapshot() == before);
+    // Without an optimizer the moments are not loaded, so not judged.
+    TrainingRun other(small_config(), 8);
+    EXPECT_NO_THROW(load_checkpoint(path, *other.model, nullptr, nullptr));
+  }
+}
+
+TEST_F(CheckpointHostile, UnknownTensorsAreRefused) {
+  test::TempDir d("fwp_checkpoint");
+  TrainingRun src(small_config(), 1);
+  save_checkpoint(d.file("no_opt"), *src.model, nullptr, nullptr, nullptr);
+  const Bytes no_optimizer = read_bytes(d.file("no_opt"));
+  expect_refused({{"unknown tensor", with_extra_tensor(good, "extra", {1.f, 2.f})},
+                  {"unknown moment kind", with_extra_tensor(good, "optimizer/q_proj.bias/velocity", {1.f})},
+                  {"moment of no parameter", with_extra_tensor(good, "optimizer/nothing/exp_avg", {1.f})},
+                  {"moment without optimizer state",
+                   with_extra_tensor(no_optimizer, "optimizer/q_proj.bias/exp_avg", std::vector<float>(16, 0.f))}},
+                 "unknown tensor");
+  nlohmann::json h = header_of(good);
+  h["optimizer/q_proj.bias/exp_avg"]["shape"] = {4, 4};
+  expect_refused({{"moment of another shape", with_header(good, h)}}, "another shape");
+}
+
+TEST_F(CheckpointHostile, LoadModelChecksTensorsBeforeBuildingTheModel) {
+  // A small file whose config asks for a large model: refused from the header
+  // alone, and the factory never runs (before the fix it allocated the model).
+  nlohmann::json config = nlohmann::json::parse(header_of(good)["__metadata__"]["model"].get<std::string>());
+  config["num_keys"] = 60000;
+  config["d_head"] = 1024;
+  const std::string path = dir.file("huge_config.safetensors");
+  write_bytes(path, with_metadata(good, "model", config.dump()));
+  ModelRegistry counting;
+  int built = 0;
+  counting.add(
+      "retrieval",
+      [&](const std::shared_ptr<Context>& ctx, const nlohmann::json& c) {
+        ++built;
+        return ModelRegistry::builtin().create(ctx, c);
+      },
+      builtin_shapes);
+  expect_status([&] { load_model(make_context(1), path, counting); }, FWP_ERR_FORMAT, "huge config",
+                "another shape than the model's");
+  EXPECT_EQ(built, 0);
+  // An unknown tensor is found before building too.
+  write_bytes(path, with_extra_tensor(good, "extra", {1.f}));
+  expect_status([&] { load_model(make_context(1), path, counting); }, FWP_ERR_FORMAT, "unknown", "unknown tensor");
+  EXPECT_EQ(built, 0);
+  write_bytes(path, good);
+  EXPECT_NO_THROW(load_model(make_context(1), path, counting));
+  EXPECT_EQ(built, 1);
+}
+
+TEST(CheckpointRegistry, ParameterShapesMatchTheBuiltModels) {
+  std::vector<RetrievalConfig> configs;
+  for (FeatureMap fm : {FeatureMap::Dpfp, FeatureMap::Elu, FeatureMap::Favor}) {
+    for (UpdateRule rule : {UpdateRule::Delta, UpdateRule::Sum}) {
+      RetrievalConfig c = small_config();
+      c.feature_map = fm;
+      c.update_rule = rule;
+      c.favor_features = 8;
+      configs.push_back(c);
+    }
+  }
+  RetrievalConfig softmax = small_config();
+  softmax.softmax = true;
+  softmax.update_rule = UpdateRule::Sum;
+  softmax.sum_normalize = false;
+  configs.push_back(softmax);
+  for (const RetrievalConfig& c : configs) {
+    const RetrievalModel model(make_context(1), c);
+    std::vector<ParameterShape> built;
+    for (int64_t i = 0; i < model.parameters().size(); ++i) {
+      built.push_back({model.parameters()[i].name, model.parameters()[i].shape});
+    }
+    EXPECT_TRUE(ModelRegistry::builtin().parameter_shapes(c.to_json()) == built) << c.to_json().dump();
   }
 }
 

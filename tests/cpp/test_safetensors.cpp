@@ -2,11 +2,14 @@
 // entry, the exact byte layout, rejection of truncated, overlapping,
 // out-of-range and otherwise malformed files, writer argument checks, and
 // writes that fail without touching the previous file.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
+#include <future>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -228,23 +231,120 @@ TEST(Safetensors, FailedWriteLeavesThePreviousFile) {
   first.set_metadata("which", "first");
   first.write(path);
   const Bytes before = read_bytes(path);
-  // A directory where the temporary file goes makes the write fail (also for root).
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  ASSERT_EQ(::mkdir(tmp.c_str(), 0755), 0);
   SafetensorsWriter second;
   second.set_metadata("which", "second");
-  expect_status([&] { second.write(path); }, FWP_ERR_IO, "blocked temporary", "cannot create");
+  // A directory that does not exist: creating the temporary file fails.
+  expect_status([&] { second.write(dir.file("no/such/dir")); }, FWP_ERR_IO, "missing directory", "cannot create");
   EXPECT_EQ(read_bytes(path), before);
-  ::rmdir(tmp.c_str());
   // The rename fails over a directory: the temporary file is removed.
   const std::string dir_target = dir.file("a_directory");
   ASSERT_EQ(::mkdir(dir_target.c_str(), 0755), 0);
   expect_status([&] { second.write(dir_target); }, FWP_ERR_IO, "rename over a directory", "rename");
-  struct stat st;
-  EXPECT_NE(::stat((dir_target + ".tmp." + std::to_string(::getpid())).c_str(), &st), 0);
+  EXPECT_EQ(read_bytes(path), before);
+  for (const std::string& name : test::list_dir(dir.path())) {
+    EXPECT_EQ(name.find(".tmp."), std::string::npos) << "a temporary file was left: " << name;
+  }
   expect_status([&] { second.write(""); }, FWP_ERR_INVALID_ARGUMENT, "empty path", "path");
   second.write(path);
   EXPECT_EQ(*SafetensorsReader(path).find_metadata("which"), "second");
+}
+
+// ---- hostile files (issue 10) -----------------------------------------------------------------------
+
+// Nesting deep enough that any recursive walk (dump, compare, destroy) of the
+// parsed value would overflow the stack.
+std::string deeply_nested(size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+TEST(SafetensorsHostile, DeeplyNestedJsonIsRefusedBeforeAnyRecursion) {
+  test::TempDir dir("fwp_safetensors");
+  const std::string path = dir.file("nested.safetensors");
+  const std::string deep = deeply_nested(1000000);
+  const std::vector<std::string> headers = {
+      "{\"a\": " + deep + "}", "{\"__metadata__\": " + deep + "}",
+      "{\"a\": {\"dtype\": \"F32\", \"shape\": " + deep + ", \"data_offsets\": [0, 0]}}"};
+  for (const std::string& header : headers) {
+    write_bytes(path, make_file(header, ""));
+    expect_status([&] { SafetensorsReader r(path); }, FWP_ERR_FORMAT, "deep nesting", "nests deeper than 32");
+  }
+  // 32 levels are fine as JSON (then refused as a tensor entry, not for nesting).
+  write_bytes(path, make_file("{\"a\": " + deeply_nested(31) + "}", ""));
+  expect_status([&] { SafetensorsReader r(path); }, FWP_ERR_FORMAT, "31 levels", "not an object");
+}
+
+TEST(SafetensorsHostile, RepeatedKeysAreRefused) {
+  test::TempDir dir("fwp_safetensors");
+  const std::string path = dir.file("dup.safetensors");
+  const std::string a = R"("a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]})";
+  write_bytes(path, make_file("{" + a + ", " + a + "}", Bytes(4, '\0')));
+  expect_status([&] { SafetensorsReader r(path); }, FWP_ERR_FORMAT, "tensor twice", "has the key \"a\" twice");
+  write_bytes(path, make_file(R"({"__metadata__": {"k": "1", "k": "2"}})", ""));
+  expect_status([&] { SafetensorsReader r(path); }, FWP_ERR_FORMAT, "metadata key twice", "twice");
+  write_bytes(path, make_file(R"({"a": {"dtype": "F32", "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
+                              Bytes(4, '\0')));
+  expect_status([&] { SafetensorsReader r(path); }, FWP_ERR_FORMAT, "member twice", "twice");
+}
+
+TEST(SafetensorsHostile, FileContentInMessagesIsShortAndEscaped) {
+  test::TempDir dir("fwp_safetensors");
+  const std::string path = dir.file("long.safetensors");
+  const std::string long_name = std::string(1 << 20, 'n') + "\n\x01";
+  const std::vector<std::string> headers = {
+      nlohmann::json{{long_name, {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {0, 8}}}}}.dump(),
+      nlohmann::json{{"a", {{"dtype", long_name}, {"shape", {1}}, {"data_offsets", {0, 4}}}}}.dump(),
+      nlohmann::json{{"__metadata__", {{long_name, 5}}}}.dump(),
+      nlohmann::json{{"a", {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {0, 4}}}},
+                     {long_name, {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {0, 4}}}}}
+          .dump()};
+  for (const std::string& header : headers) {
+    write_bytes(path, make_file(header, Bytes(4, '\0')));
+    try {
+      SafetensorsReader r(path);
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      EXPECT_EQ(e.status(), FWP_ERR_FORMAT) << message.substr(0, 300);
+      EXPECT_LT(message.size(), 400u + path.size()) << message.substr(0, 300);
+      EXPECT_NE(message.find("bytes)"), std::string::npos) << "says that it cut: " << message;
+      for (char c : message) {
+        EXPECT_TRUE(c >= 0x20 && c < 0x7f) << "unescaped byte in " << message;
+      }
+    }
+  }
+}
+
+TEST(SafetensorsHostile, SpecialFilesAreRefusedWithoutBlocking) {
+  test::TempDir dir("fwp_safetensors");
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  // A FIFO with no writer: before the fix open() waited for one forever. If it
+  // blocks, the test opens a writer itself so that the thread can end.
+  auto attempt = std::async(std::launch::async, [&] {
+    expect_status([&] { SafetensorsReader r(fifo); }, FWP_ERR_IO, "FIFO", "not a regular file");
+  });
+  if (attempt.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    ADD_FAILURE() << "reading a FIFO blocked";
+    const int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    if (w >= 0) ::close(w);
+  }
+  attempt.wait();
+  expect_status([&] { SafetensorsReader r(dir.path()); }, FWP_ERR_IO, "directory", "not a regular file");
+  expect_status([&] { SafetensorsReader r("/dev/zero"); }, FWP_ERR_IO, "device", "not a regular file");
+}
+
+TEST(SafetensorsHostile, TensorsComeFromTheFileThatWasOpened) {
+  // An atomic replace after the reader opened the file does not mix files:
+  // the header and every tensor come from one open descriptor.
+  test::TempDir dir("fwp_safetensors");
+  const std::string path = dir.file("t.safetensors");
+  SafetensorsWriter old_file;
+  old_file.add_f32("w", {2}, {1.f, 2.f});
+  old_file.write(path);
+  SafetensorsReader reader(path);
+  SafetensorsWriter new_file;
+  new_file.add_f32("w", {2}, {3.f, 4.f});
+  new_file.write(path);
+  EXPECT_EQ(reader.read_f32("w", {2}), (std::vector<float>{1.f, 2.f}));
+  EXPECT_EQ(SafetensorsReader(path).read_f32("w", {2}), (std::vector<float>{3.f, 4.f}));
 }
 
 }  // namespace

@@ -249,8 +249,8 @@ struct fwp_layer_config
     "1: divide o_t by (z_t . phi(q_t) + norm_eps). Default 0. Must be 0 for softmax."
     attn_normalize::Int32
     """
-    Epsilon of both normalisations; default 1e-6. Must be > 0; it keeps an all-zero phi (possible with DPFP) from
-    giving NaN.
+    Epsilon of both normalisations; default 1e-6. Must be >= FLT_MIN (subnormal values flush to zero); it keeps an
+    all-zero phi (possible with DPFP) from giving NaN.
     """
     norm_eps::Cfloat
     """
@@ -264,7 +264,7 @@ struct fwp_layer_config
     init_std::Cfloat
     "Default FWP_ALGORITHM_AUTO."
     algorithm::fwp_algorithm
-    "Chunk length for FWP_ALGORITHM_CHUNKED; 0 (default) = automatic."
+    "Chunk length for FWP_ALGORITHM_CHUNKED, in [0, 65536]; 0 (default) = automatic."
     chunk_size::Int64
     """
     1: every forward starts from the layer's state and leaves the final state there (memory across segments). 0
@@ -301,7 +301,7 @@ struct fwp_retrieval_config
     sum_normalize::Int32
     "Default 0; the paper's sum-rule setup uses 1."
     attn_normalize::Int32
-    "Default 1e-6."
+    "Default 1e-6. Must be >= FLT_MIN (subnormal values flush to zero)."
     norm_eps::Cfloat
 end
 
@@ -335,7 +335,7 @@ struct fwp_optimizer_config
     beta1::Cfloat
     "Adam: default 0.999."
     beta2::Cfloat
-    "Adam: default 1e-8."
+    "Adam: default 1e-8. Must be >= FLT_MIN (subnormal values flush to zero)."
     eps::Cfloat
     "Default 0."
     weight_decay::Cfloat

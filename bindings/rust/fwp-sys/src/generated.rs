@@ -261,8 +261,8 @@ pub struct fwp_layer_config {
     pub sum_normalize: i32,
     /// 1: divide o_t by (z_t . phi(q_t) + norm_eps). Default 0. Must be 0 for softmax.
     pub attn_normalize: i32,
-    /// Epsilon of both normalisations; default 1e-6. Must be \> 0; it keeps an all-zero phi (possible with DPFP) from
-    /// giving NaN.
+    /// Epsilon of both normalisations; default 1e-6. Must be \>= FLT_MIN (subnormal values flush to zero); it keeps an
+    /// all-zero phi (possible with DPFP) from giving NaN.
     pub norm_eps: f32,
     /// 1 (default): scale fast-weight outputs by 1/sqrt(d_head) before the output projection, as the paper's LM layers
     /// do.
@@ -273,7 +273,7 @@ pub struct fwp_layer_config {
     pub init_std: f32,
     /// Default FWP_ALGORITHM_AUTO.
     pub algorithm: fwp_algorithm,
-    /// Chunk length for FWP_ALGORITHM_CHUNKED; 0 (default) = automatic.
+    /// Chunk length for FWP_ALGORITHM_CHUNKED, in \[0, 65536\]; 0 (default) = automatic.
     pub chunk_size: i64,
     /// 1: every forward starts from the layer's state and leaves the final state there (memory across segments). 0
     /// (default): every forward starts from the state set with fwp_layer_set_state(), or zero, and leaves the layer's
@@ -308,7 +308,7 @@ pub struct fwp_retrieval_config {
     pub sum_normalize: i32,
     /// Default 0; the paper's sum-rule setup uses 1.
     pub attn_normalize: i32,
-    /// Default 1e-6.
+    /// Default 1e-6. Must be \>= FLT_MIN (subnormal values flush to zero).
     pub norm_eps: f32,
 }
 
@@ -346,7 +346,7 @@ pub struct fwp_optimizer_config {
     pub beta1: f32,
     /// Adam: default 0.999.
     pub beta2: f32,
-    /// Adam: default 1e-8.
+    /// Adam: default 1e-8. Must be \>= FLT_MIN (subnormal values flush to zero).
     pub eps: f32,
     /// Default 0.
     pub weight_decay: f32,
