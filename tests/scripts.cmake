@@ -155,3 +155,32 @@ if(TARGET example_retrieval)
   add_test(NAME cli_example_retrieval_usage COMMAND $<TARGET_FILE:example_retrieval> 1)
   set_tests_properties(cli_example_retrieval_usage PROPERTIES LABELS cli WILL_FAIL ON)
 endif()
+
+if(TARGET fwp_cli)
+  # Reliability (issue 10): every output path is checked before step 1. Each run would train for
+  # hours if it got that far (a huge step cap, no stopping rule), so the TIMEOUT shows it did not;
+  # it exits 2 with one line naming the flag, and --json's stdout stays empty (valid JSON lines).
+  set(FWP_CLI_LONG_RUN retrieval|--max-steps|100000000|--target-loss|0|--patience|1000000|--threads|1|--json)
+  set(FWP_CLI_BAD_OUTPUTS
+      csv_missing_folder "--keys|4:6:2|--csv|missing/evals.csv" "--csv"
+      sweep_csv_missing_folder "--keys|4:6:2|--sweep-csv|missing/sweep.csv" "--sweep-csv"
+      plot_missing_folder "--keys|4:6:2|--plot|missing/plot.png" "--plot"
+      plot_into_a_file "--keys|6|--plot|CMakeCache.txt/plot.png" "--plot"
+      checkpoint_missing_folder "--keys|4:6:2|--checkpoint|missing/run.safetensors" "--checkpoint"
+      checkpoint_is_a_folder "--keys|6|--checkpoint|." "--checkpoint")
+  while(FWP_CLI_BAD_OUTPUTS)
+    list(POP_FRONT FWP_CLI_BAD_OUTPUTS name flags flag)
+    add_test(NAME cli_output_${name}
+             COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> "-DARGS=${FWP_CLI_LONG_RUN}|${flags}"
+                     -DEXPECT_EXIT=2 -DONE_LINE_STDERR=ON -DSTDOUT_EMPTY=ON "-DSTDERR_MATCHES=^fwp: error: ${flag} "
+                     -DWORKDIR=${CMAKE_CURRENT_BINARY_DIR} -P ${FWP_CLI_CHECK})
+    set_tests_properties(cli_output_${name} PROPERTIES LABELS cli TIMEOUT 60)
+  endwhile()
+  # A checkpoint that is a FIFO, nests deeply or declares a huge header fails at once (exit 1).
+  if(FWP_BASH)
+    add_test(NAME cli_bad_checkpoint
+             COMMAND ${FWP_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_bad_checkpoint.sh $<TARGET_FILE:fwp_cli>
+                     ${FWP_CLI_WORK}/bad_checkpoint)
+    set_tests_properties(cli_bad_checkpoint PROPERTIES LABELS cli TIMEOUT 150)
+  endif()
+endif()

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -41,23 +42,49 @@ std::string one_line(std::string text) {
   return text;
 }
 
+ExclusiveTemporary create_exclusive_temporary(const std::string& path) {
+  // A name no other writer uses: the pid separates processes, the counter the
+  // writes (and so the threads) of this one, and O_EXCL makes a leftover of a
+  // crashed process whose pid was reused a retry, never a shared file.
+  static std::atomic<uint64_t> counter{0};
+  ExclusiveTemporary tmp;
+  for (int attempt = 0; attempt < 100 && tmp.fd < 0; ++attempt) {
+    tmp.path = fmt::format("{}.tmp.{}.{}", path, static_cast<long>(::getpid()), counter.fetch_add(1));
+    tmp.fd = ::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (tmp.fd < 0 && errno != EEXIST) break;
+  }
+  if (tmp.fd < 0) {
+    throw RunError(fmt::format("cannot write {}: cannot create {}: {}", path, tmp.path, std::strerror(errno)));
+  }
+  return tmp;
+}
+
 void write_file_atomically(const std::string& path, const std::string& contents) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, static_cast<long>(getpid()));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw RunError(fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
-    out << contents;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw RunError(fmt::format("cannot write {}", tmp));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  const ExclusiveTemporary created = create_exclusive_temporary(path);
+  const std::string& tmp = created.path;
+  int fd = created.fd;
+  // Any failure removes the temporary and leaves a previous file at `path` as it was.
+  auto fail = [&](const char* what) {
     const std::string reason = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw RunError(fmt::format("cannot rename {} to {}: {}", tmp, path, reason));
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw RunError(fmt::format("cannot write {}: {} {}: {}", path, what, tmp, reason));
+  };
+  const char* data = contents.data();
+  size_t left = contents.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd, data, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("writing");
+    data += n;
+    left -= static_cast<size_t>(n);
   }
+  // On disk before the rename, so a crash leaves the old file or the whole new one.
+  if (::fsync(fd) != 0) fail("flushing");
+  const int closing = fd;
+  fd = -1;
+  if (::close(closing) != 0) fail("closing");
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming");
 }
 
 std::string read_file(const std::string& path) {
@@ -66,6 +93,28 @@ std::string read_file(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+void check_output_path(const std::string& flag, const std::string& path) {
+  if (path.empty()) throw UsageError(fmt::format("{} needs a file name", flag));
+  const size_t slash = path.find_last_of('/');
+  const std::string folder = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  if (slash + 1 == path.size()) throw UsageError(fmt::format("{} {}: names a folder, not a file", flag, path));
+  struct stat info;
+  if (::stat(folder.c_str(), &info) != 0) {
+    const std::string reason =
+        errno == ENOENT ? "does not exist" : fmt::format("cannot be used: {}", std::strerror(errno));
+    throw UsageError(fmt::format("{} {}: the folder {} {}", flag, path, folder, reason));
+  }
+  if (!S_ISDIR(info.st_mode)) throw UsageError(fmt::format("{} {}: {} is not a folder", flag, path, folder));
+  // The file is written through a temporary beside it, so the folder must be writable.
+  if (::access(folder.c_str(), W_OK | X_OK) != 0) {
+    throw UsageError(fmt::format("{} {}: the folder {} is not writable: {}", flag, path, folder,
+                                 std::strerror(errno)));
+  }
+  if (::stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) {
+    throw UsageError(fmt::format("{} {}: exists and is not a regular file", flag, path));
+  }
 }
 
 bool file_exists(const std::string& path) {

@@ -54,9 +54,26 @@ std::string format_duration(double seconds);
 /// Replaces newlines and carriage returns by spaces so a message fits one line.
 std::string one_line(std::string text);
 
-/// Writes `contents` to `path` through a temporary file renamed into place, so
-/// readers never see a half-written file. Throws RunError.
+/// Writes `contents` to `path` through a temporary file of its own
+/// ("<path>.tmp.<pid>.<n>", created exclusively, so concurrent writers in any
+/// threads and processes never share one), flushed to disk and renamed into
+/// place: readers see the whole old or the whole new file. Throws RunError;
+/// the temporary is then removed and a previous file at `path` is unchanged.
 void write_file_atomically(const std::string& path, const std::string& contents);
+
+/// A new, empty file "<path>.tmp.<pid>.<n>" created with O_EXCL (no other
+/// writer, thread or process, ever gets the same one) and its open descriptor,
+/// which the caller closes; the caller also renames or removes the file.
+struct ExclusiveTemporary {
+  std::string path;
+  int fd = -1;
+};
+ExclusiveTemporary create_exclusive_temporary(const std::string& path);
+
+/// Checks before any work is done that a file can be written at `path`: its
+/// folder exists, is a folder and is writable, and `path` is not a folder or
+/// another non-regular file. Throws UsageError naming `flag` (exit code 2).
+void check_output_path(const std::string& flag, const std::string& path);
 
 /// Reads a whole file; throws RunError if it cannot be read.
 std::string read_file(const std::string& path);

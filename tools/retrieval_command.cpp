@@ -388,7 +388,17 @@ int run_retrieval() {
     configs = fresh_configs(o, keys);
   }
 
-  // Check the outputs before spending time on training.
+  // Check the outputs before spending time on training: every file this run
+  // will write must have a writable folder now, not fail after hours of steps.
+  const bool several = configs.size() > 1;
+  if (!o.csv.empty()) check_output_path("--csv", o.csv);
+  if (!o.sweep_csv.empty()) check_output_path("--sweep-csv", o.sweep_csv);
+  if (!o.plot.empty()) check_output_path("--plot", o.plot);
+  if (!o.checkpoint.empty()) {
+    for (const RetrievalConfig& cfg : configs) check_output_path("--checkpoint", checkpoint_path_for(o.checkpoint, cfg.keys, several));
+  } else if (resuming) {
+    check_output_path("--resume", o.resume);  // a resumed run saves back to its checkpoint
+  }
   const std::string gnuplot = o.plot.empty() ? std::string() : train::find_gnuplot("--plot");
   if (!o.sweep_csv.empty()) read_sweep_csv(o.sweep_csv);  // a malformed file fails now, not after training
 
@@ -406,7 +416,6 @@ int run_retrieval() {
 
   const train::InterruptScope interrupt_scope;  // Ctrl-C ends the sweep after saving the current run
   std::vector<SweepRow> plotted;  // this invocation's rows, for --plot without --sweep-csv
-  const bool several = configs.size() > 1;
   for (const RetrievalConfig& cfg : configs) {
     if (train::interrupt_signal() != 0) break;  // the run before finished as Ctrl-C came
     RetrievalTask task(cfg);

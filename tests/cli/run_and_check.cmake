@@ -1,7 +1,7 @@
 # Runs a program and checks its exit code and output; used by the "cli" tests.
 #   cmake -DPROGRAM=<exe> [-DARGS=a|b|c] [-DENV=VAR=value|...] -DEXPECT_EXIT=<code>
 #         [-DONE_LINE_STDERR=ON] [-DSTDOUT_CONTAINS=x|y] [-DSTDERR_MATCHES=<regex>]
-#         [-DWORKDIR=<dir>] -P run_and_check.cmake
+#         [-DWORKDIR=<dir>] [-DSTDOUT_EMPTY=ON] -P run_and_check.cmake
 # Lists use "|" so they survive add_test() unchanged.
 cmake_minimum_required(VERSION 3.19)
 
@@ -48,6 +48,11 @@ if(DEFINED STDOUT_CONTAINS)
       message(FATAL_ERROR "stdout does not contain '${needle}'")
     endif()
   endforeach()
+endif()
+
+# A failed --json run prints nothing on stdout, so what it printed stays valid JSON lines.
+if(STDOUT_EMPTY AND NOT out STREQUAL "")
+  message(FATAL_ERROR "expected nothing on stdout")
 endif()
 
 if(DEFINED STDERR_MATCHES AND NOT err MATCHES "${STDERR_MATCHES}")

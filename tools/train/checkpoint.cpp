@@ -2,14 +2,13 @@
 
 #include "../cli_support.h"
 
+#include "core/error.h"        // fwp::Error, thrown by the two readers below
+#include "io/bounded_json.h"    // the library's own readers, compiled into the program
+#include "io/safetensors.h"     // (tools/CMakeLists.txt: fwp_cli_io)
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <cerrno>
-#include <cstdint>
-#include <cstring>
-#include <fstream>
-#include <limits>
 #include <stdexcept>
 
 namespace fwp_cli {
@@ -18,36 +17,19 @@ namespace train {
 using json = nlohmann::json;
 
 std::string read_checkpoint_user_metadata(const std::string& path) {
-  // The safetensors format bounds its JSON header at 100 MB; so do we.
-  constexpr uint64_t kMaxHeaderBytes = 100u * 1024u * 1024u;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw RunError(fmt::format("cannot open checkpoint {}: {}", path, std::strerror(errno)));
-  unsigned char size_bytes[8];
-  if (!in.read(reinterpret_cast<char*>(size_bytes), sizeof size_bytes)) {
-    throw RunError(fmt::format("{} is not a checkpoint: shorter than a safetensors header", path));
+  // The library's reader: one non-blocking open of a regular file (a FIFO or
+  // device is refused, never waited on), every size bounded by the file's
+  // before anything is allocated, the header JSON nesting-limited, and file
+  // content quoted in messages only as short excerpts.
+  try {
+    const fwp::SafetensorsReader reader(path);
+    const std::string* user = reader.find_metadata("user");
+    if (user == nullptr) throw RunError(fmt::format("{} was not written by the fwp program (no user metadata)", path));
+    return *user;
+  } catch (const fwp::Error& e) {
+    // Its messages name the file and say what is wrong with it.
+    throw RunError(fmt::format("cannot read the checkpoint: {}", one_line(e.what())));
   }
-  uint64_t header_size = 0;
-  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | size_bytes[i];  // little-endian
-  if (header_size == 0 || header_size > kMaxHeaderBytes) {
-    throw RunError(fmt::format("{} is not a checkpoint: implausible header size {}", path, header_size));
-  }
-  std::string header(static_cast<size_t>(header_size), '\0');
-  if (!in.read(&header[0], static_cast<std::streamsize>(header_size))) {
-    throw RunError(fmt::format("{} is not a checkpoint: truncated header", path));
-  }
-  const nlohmann::json parsed = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded() || !parsed.is_object()) {
-    throw RunError(fmt::format("{} is not a checkpoint: its header is not a JSON object", path));
-  }
-  const auto metadata = parsed.find("__metadata__");
-  if (metadata == parsed.end() || !metadata->is_object()) {
-    throw RunError(fmt::format("{} has no __metadata__ entry", path));
-  }
-  const auto user = metadata->find("user");
-  if (user == metadata->end() || !user->is_string()) {
-    throw RunError(fmt::format("{} was not written by the fwp program (no user metadata)", path));
-  }
-  return user->get<std::string>();
 }
 
 void save_checkpoint(const std::string& path, const TrainingObjects& objects, const CheckpointFormat& format,
@@ -66,7 +48,8 @@ SavedRun read_saved_run(const std::string& path, const CheckpointFormat& format)
   const std::string text = read_checkpoint_user_metadata(path);  // its errors name the file already
   json metadata;
   try {
-    metadata = json::parse(text);
+    // Bounded like the header itself: the user string is file content too.
+    metadata = fwp::parse_file_json(text, "its run metadata");
     const std::string name = metadata.at("format").get<std::string>();
     if (name != format.name) throw std::runtime_error(fmt::format("its format is '{}', not '{}'", name, format.name));
     if (metadata.at("version").get<int>() != format.version) {
@@ -74,14 +57,15 @@ SavedRun read_saved_run(const std::string& path, const CheckpointFormat& format)
                                            metadata.at("version").dump(), format.version));
     }
   } catch (const std::exception& e) {
-    throw RunError(fmt::format("{} was not written by '{}': {}", path, format.program, one_line(e.what())));
+    throw RunError(
+        fmt::format("{} was not written by '{}': {}", path, format.program, fwp::excerpt(one_line(e.what()), 200)));
   }
   SavedRun saved;
   try {
     saved.config = metadata.at("config");
     saved.state = state_from_json(metadata.at("state"));
   } catch (const std::exception& e) {
-    throw RunError(fmt::format("the metadata of {} is incomplete: {}", path, one_line(e.what())));
+    throw RunError(fmt::format("the metadata of {} is incomplete: {}", path, fwp::excerpt(one_line(e.what()), 200)));
   }
   return saved;
 }

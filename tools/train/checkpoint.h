@@ -44,7 +44,9 @@ SavedRun read_saved_run(const std::string& path, const CheckpointFormat& format)
 void load_checkpoint(const std::string& path, const TrainingObjects& objects, const SavedRun& saved);
 
 /// The "user" metadata string of a safetensors checkpoint (the C API has no
-/// getter for it, so this reads the documented header). Throws RunError.
+/// getter for it, so this reads the documented header with the library's
+/// bounded reader, src/io/safetensors.h: one open, regular files only, a
+/// FIFO refused at once, nesting and sizes limited). Throws RunError.
 std::string read_checkpoint_user_metadata(const std::string& path);
 
 }  // namespace train

@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace fwp_cli {
 namespace train {
@@ -46,22 +48,42 @@ std::string gnuplot_quote(const std::string& text) {
 }
 
 void render_png(const std::string& gnuplot, const std::string& png_path, const std::string& script) {
+  // gnuplot draws into a temporary of its own beside the target, renamed into
+  // place once complete: a reader never sees half a PNG, and concurrent
+  // renders to one path each replace it whole.
+  const ExclusiveTemporary tmp = create_exclusive_temporary(png_path);
+  ::close(tmp.fd);
   std::string full = "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
                      "  set terminal pngcairo size 960,620 font 'sans,11'\n"
                      "} else {\n"
                      "  set terminal png size 960,620\n"
                      "}\n";
-  full += fmt::format("set output {}\n", gnuplot_quote(png_path));
+  full += fmt::format("set output {}\n", gnuplot_quote(tmp.path));
   full += script;
 
-  FILE* pipe = ::popen(shell_quote(gnuplot).c_str(), "w");
-  if (pipe == nullptr) throw RunError(fmt::format("cannot start gnuplot ({}): {}", gnuplot, std::strerror(errno)));
+  // gnuplot's stdout goes nowhere: when it cannot open its output it draws the
+  // PNG on stdout instead, which would corrupt the program's own (--json) output.
+  // Its messages go to stderr as before.
+  const std::string command = shell_quote(gnuplot) + " >/dev/null";
+  FILE* pipe = ::popen(command.c_str(), "w");
+  if (pipe == nullptr) {
+    const std::string reason = std::strerror(errno);
+    ::unlink(tmp.path.c_str());
+    throw RunError(fmt::format("cannot start gnuplot ({}): {}", gnuplot, reason));
+  }
   const size_t written = std::fwrite(full.data(), 1, full.size(), pipe);
   const int status = ::pclose(pipe);
-  if (written != full.size() || status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  struct stat info;
+  const bool drawn = ::stat(tmp.path.c_str(), &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0;
+  if (written != full.size() || status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !drawn) {
+    ::unlink(tmp.path.c_str());
     throw RunError(fmt::format("gnuplot failed to render {}", png_path));
   }
-  if (!file_exists(png_path)) throw RunError(fmt::format("gnuplot did not write {}", png_path));
+  if (::rename(tmp.path.c_str(), png_path.c_str()) != 0) {
+    const std::string reason = std::strerror(errno);
+    ::unlink(tmp.path.c_str());
+    throw RunError(fmt::format("cannot rename {} to {}: {}", tmp.path, png_path, reason));
+  }
 }
 
 }  // namespace train
