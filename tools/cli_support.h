@@ -101,6 +101,16 @@ class FileLock {
   int fd_ = -1;
 };
 
+/// The program as the user invoked it (argv[0], e.g. "fwp" or
+/// "./build/tools/fwp"), for commands the program prints to be pasted back;
+/// "fwp" until main() sets it.
+void set_program_name(const std::string& name);
+const std::string& program_name();
+
+/// `word` as one word of a POSIX shell command: unchanged when it has only
+/// safe characters, else in single quotes.
+std::string shell_word(const std::string& word);
+
 /// The full path of `program` found in PATH, or "" when it is not there.
 std::string find_in_path(const std::string& program);
 

@@ -55,6 +55,7 @@ void print_error(const std::string& message) {
 int main(int argc, char** argv) {
   // A reader that went away (gnuplot, `fwp ... | head`) is an error to report, not a reason to die.
   std::signal(SIGPIPE, SIG_IGN);
+  if (argc > 0 && argv[0] != nullptr && argv[0][0] != '\0') fwp_cli::set_program_name(argv[0]);
 
   CLI::App app("fwp: fast weight programmers (linear transformers) from the command line.\n"
                "Runs the experiments of Schlag, Irie and Schmidhuber (ICML 2021) on the fwp library.",

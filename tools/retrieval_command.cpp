@@ -253,6 +253,22 @@ std::string checkpoint_path_for(const std::string& base, int64_t keys, bool seve
   return fmt::format("{}-S{}{}", base.substr(0, dot), keys, base.substr(dot));
 }
 
+/// The command that continues an interrupted run exactly: its checkpoint (which
+/// keeps the run's settings), its step cap (taken from the command line on
+/// --resume), and this invocation's outputs and machine settings.
+std::string resume_command(const RetrievalOptions& o, const RetrievalConfig& cfg, const std::string& checkpoint) {
+  std::string command = fmt::format("{} retrieval --resume {} --max-steps {}", shell_word(program_name()),
+                                    shell_word(checkpoint), cfg.max_steps);
+  if (o.threads != 0) command += fmt::format(" --threads {}", o.threads);
+  if (o.device != "cpu") command += " --device " + shell_word(o.device);
+  if (!o.csv.empty()) command += " --csv " + shell_word(o.csv);
+  if (!o.sweep_csv.empty()) command += " --sweep-csv " + shell_word(o.sweep_csv);
+  if (!o.plot.empty()) command += " --plot " + shell_word(o.plot);
+  if (o.json) command += " --json";
+  if (o.quiet) command += " --quiet";
+  return command;
+}
+
 /// The evaluation log tells the runs of a sweep apart by S, and records the
 /// evaluation length with them.
 const std::vector<std::string> kEvalLogIdColumns = {"keys", "eval_pairs"};
@@ -395,7 +411,9 @@ int run_retrieval() {
   if (!o.sweep_csv.empty()) check_output_path("--sweep-csv", o.sweep_csv);
   if (!o.plot.empty()) check_output_path("--plot", o.plot);
   if (!o.checkpoint.empty()) {
-    for (const RetrievalConfig& cfg : configs) check_output_path("--checkpoint", checkpoint_path_for(o.checkpoint, cfg.keys, several));
+    for (const RetrievalConfig& cfg : configs) {
+      check_output_path("--checkpoint", checkpoint_path_for(o.checkpoint, cfg.keys, several));
+    }
   } else if (resuming) {
     check_output_path("--resume", o.resume);  // a resumed run saves back to its checkpoint
   }
@@ -446,7 +464,21 @@ int run_retrieval() {
       std::fflush(stdout);
     }
     if (result.state.stopped_by == train::stop::kNonFinite) throw RunError(result.failure);
-    if (result.state.stopped_by == train::stop::kInterrupted) break;  // an unfinished run has no sweep row
+    if (result.state.stopped_by == train::stop::kInterrupted) {
+      // Always said (also with --quiet): where the run stopped and how to go on.
+      std::string notice = fmt::format("fwp: {} stopped at step {} by {}", task.label(), result.state.step,
+                                       train::signal_name(result.signal));
+      if (result.checkpoint.empty()) {
+        notice += "; no checkpoint was written (give --checkpoint FILE to be able to resume)";
+      } else {
+        notice += fmt::format("; saved to {}; resume with: {}", result.checkpoint,
+                              resume_command(o, cfg, result.checkpoint));
+      }
+      if (&cfg != &configs.back()) notice += fmt::format(" (the sweep's values of S after {} were not run)", cfg.keys);
+      std::fprintf(stderr, "%s\n", notice.c_str());
+      std::fflush(stderr);
+      break;  // an unfinished run has no sweep row
+    }
 
     const SweepRow row = sweep_row_of(cfg, result.state);
     if (!o.sweep_csv.empty()) {

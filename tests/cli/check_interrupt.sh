@@ -46,9 +46,10 @@ stop_with() {
 set -m
 common=(--keys 6 --phi dpfp --rule delta --eval-every 20 --threads 1 --target-loss 0 --patience 1000000)
 
-# 1. SIGINT with a checkpoint path: saved, exit 130, then resumed exactly.
+# 1. SIGINT with a checkpoint path: saved, exit 130, the step and the exact
+#    resume command said on stderr, and that command resumes exactly.
 "$fwp" retrieval "${common[@]}" --max-steps 100000000 --checkpoint run.safetensors --csv split.csv \
-  --json --quiet >interrupted.json 2>interrupted.err &
+  --json >interrupted.json 2>interrupted.err &
 pid=$!
 wait_until has_evaluation split.csv || fail "no evaluation within 60 s"
 stop_with INT "$pid"
@@ -58,12 +59,17 @@ stop_with INT "$pid"
 steps=$(json_field interrupted.json steps)
 [[ $steps =~ ^[0-9]+$ && $steps -ge 20 ]] || fail "implausible step count '$steps'"
 echo "interrupted at step $steps"
+notice=$(grep "stopped at step" interrupted.err) || fail "no line on stderr says where the run stopped"
+expected="$fwp retrieval --resume run.safetensors --max-steps 100000000 --threads 1 --csv split.csv --json"
+[[ $notice == *"stopped at step $steps by SIGINT; saved to run.safetensors; resume with: $expected" ]] ||
+  fail "the notice does not give the step and the exact resume command: $notice"
 
-# Resume to 40 steps past the interruption (not a multiple of --eval-every, so
-# the cap's own evaluation is compared too) and train the same in one go.
+# Resume with that command, its cap lowered to 47 steps past the interruption
+# (not a multiple of --eval-every, so the cap's own evaluation is compared too),
+# and train the same in one go.
 cap=$((steps + 47))
-"$fwp" retrieval --resume run.safetensors --max-steps "$cap" --json --csv split.csv >resumed.json 2>resumed.err ||
-  fail "resuming failed"
+resume=${notice#*resume with: }
+eval "${resume/--max-steps 100000000/--max-steps $cap}" >resumed.json 2>resumed.err || fail "resuming failed"
 # The checkpoint was saved at the interruption, not at the last evaluation before it.
 grep -q "at step $steps from run.safetensors" resumed.err || fail "the checkpoint is not from step $steps"
 "$fwp" retrieval "${common[@]}" --max-steps "$cap" --json --quiet --csv whole.csv >whole.json 2>whole.err ||
@@ -86,6 +92,8 @@ wait_until has_evaluation sweep-evals.csv || fail "no evaluation within 60 s"
 stop_with TERM "$pid"
 [[ $rc == 143 ]] || fail "SIGTERM gave exit code $rc, not 143"
 [[ $(wc -l <term.json) == 1 ]] || fail "the sweep went on after SIGTERM"
+grep -q "stopped at step [0-9]* by SIGTERM; no checkpoint was written .*(the sweep's values of S after 4 were not run)" \
+  term.err || fail "the notice does not say that no checkpoint was written and the sweep stopped: $(cat term.err)"
 [[ $(json_field term.json stopped_by) == interrupted ]] || fail "stopped_by is not 'interrupted'"
 [[ ! -f sweep.csv ]] || [[ $(wc -l <sweep.csv) -le 1 ]] || fail "an interrupted run has a sweep row"
 ls ./*.safetensors* 2>/dev/null | grep -qv '^./run.safetensors$' && fail "a checkpoint was written without a path"

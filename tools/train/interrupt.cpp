@@ -43,5 +43,11 @@ void clear_interrupt() { g_signal = 0; }
 
 int interrupted_exit_code(int signal) { return 128 + signal; }
 
+std::string signal_name(int signal) {
+  if (signal == SIGINT) return "SIGINT";
+  if (signal == SIGTERM) return "SIGTERM";
+  return "signal " + std::to_string(signal);
+}
+
 }  // namespace train
 }  // namespace fwp_cli

@@ -8,6 +8,8 @@
 #ifndef FWP_TOOLS_TRAIN_INTERRUPT_H
 #define FWP_TOOLS_TRAIN_INTERRUPT_H
 
+#include <string>
+
 namespace fwp_cli {
 namespace train {
 
@@ -30,6 +32,9 @@ void clear_interrupt();
 
 /// The exit code of a program stopped by `signal`: 128 + signal.
 int interrupted_exit_code(int signal);
+
+/// "SIGINT", "SIGTERM" or "signal <n>", for messages.
+std::string signal_name(int signal);
 
 }  // namespace train
 }  // namespace fwp_cli

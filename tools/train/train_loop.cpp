@@ -16,12 +16,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-std::string signal_name(int signal) {
-  if (signal == SIGINT) return "SIGINT";
-  if (signal == SIGTERM) return "SIGTERM";
-  return fmt::format("signal {}", signal);
-}
-
 /// "nan", "inf", "-inf" or the number (printf would write "-nan" for some NaNs).
 std::string number_text(double value) {
   if (std::isnan(value)) return "nan";
