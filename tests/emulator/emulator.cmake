@@ -2,6 +2,12 @@
 # rewrite_cu.py and compiled by the host compiler against emu_cuda.h and the
 # fake CUDA runtime/cuBLAS/CUB of fake/, is an emulated CudaBackend; the tests
 # in this folder run it against the CPU backend. Label "emulator".
+if(FWP_ENABLE_CUDA)
+  # The emulated CudaBackend would collide with the real one linked into fwp_internal;
+  # the CPU-only build (CI) runs the emulator, a CUDA build runs the real kernels.
+  message(STATUS "CUDA build: the kernel emulator tests are built only with FWP_ENABLE_CUDA=OFF")
+  return()
+endif()
 find_package(Python3 COMPONENTS Interpreter)
 if(NOT Python3_Interpreter_FOUND)
   message(WARNING "python3 not found: the CUDA kernel emulator tests are not built")
@@ -10,6 +16,7 @@ endif()
 
 set(FWP_EMU_DIR ${CMAKE_CURRENT_LIST_DIR})
 file(GLOB FWP_EMU_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/cuda/*.cu)
+list(APPEND FWP_EMU_CUDA_SOURCES ${FWP_EMU_DIR}/selftest_kernels.cu)
 set(FWP_EMU_GENERATED)
 foreach(cu ${FWP_EMU_CUDA_SOURCES})
   get_filename_component(name ${cu} NAME_WE)

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,6 +28,11 @@
 #include "core/buffer.h"
 
 namespace fwp {
+
+// Small kernels that break the rules, in selftest_kernels.cu (rewritten like cuda/*.cu).
+void selftest_launch(const std::string& kernel, dim3 grid, dim3 block, size_t smem, float* x);
+cudaError_t selftest_opt_in_big_shared(int bytes);
+
 namespace {
 
 using Vec = std::vector<float>;
@@ -92,13 +98,15 @@ struct FwCase {
   FastWeightShape shape;
   int64_t chunk;  // 0: the backend's default
   bool with_q;
+  bool saved_states = false;  // forward saves states, backward recomputes from them
 };
 
 std::string fw_name(const FwCase& c) {
   return std::string(c.rule == UpdateRule::Delta ? "Delta" : "Sum") +
          (c.algo == Algorithm::Chunked ? "Chunked" : "Recurrent") + "_S" + std::to_string(c.shape.streams) + "T" +
          std::to_string(c.shape.steps) + "K" + std::to_string(c.shape.d_key) + "V" +
-         std::to_string(c.shape.d_value) + "C" + std::to_string(c.chunk) + (c.with_q ? "" : "_noq");
+         std::to_string(c.shape.d_value) + "C" + std::to_string(c.chunk) + (c.with_q ? "" : "_noq") +
+         (c.saved_states ? "_states" : "");
 }
 
 class EmulatedFastWeight : public Emulated, public ::testing::WithParamInterface<FwCase> {};
@@ -117,10 +125,22 @@ TEST_P(EmulatedFastWeight, ForwardAndBackwardMatchCpu) {
   auto out = output(nv), u = output(nv), w1 = output(nw);
   const float* beta_e = c.rule == UpdateRule::Delta ? beta.e() : nullptr;
   const float* beta_c = c.rule == UpdateRule::Delta ? beta.c() : nullptr;
+  // Saved states: with chunk_size > 0 the interval is chunk_size on both backends (the documented
+  // contract), so the saved states compare too (with 0 each backend picks its own).
+  const int64_t interval = emu_->fast_weight_state_interval(s, c.chunk);
+  if (c.saved_states) {
+    ASSERT_GT(c.chunk, 0);
+    ASSERT_EQ(interval, cpu_->fast_weight_state_interval(s, c.chunk));
+  }
+  const int64_t n_states = (s.steps + interval - 1) / interval;
+  auto states = output(s.streams * n_states * s.d_value * s.d_key);
   emu_->fast_weight_forward(c.rule, c.algo, c.chunk, s, c.with_q ? q.e() : nullptr, k.e(), v.e(), beta_e, w0.e(),
-                            c.with_q ? out.e() : nullptr, u.e(), w1.e());
+                            c.with_q ? out.e() : nullptr, u.e(), w1.e(), c.saved_states ? states.e() : nullptr);
   cpu_->fast_weight_forward(c.rule, c.algo, c.chunk, s, c.with_q ? q.c() : nullptr, k.c(), v.c(), beta_c, w0.c(),
-                            c.with_q ? out.c() : nullptr, u.c(), w1.c());
+                            c.with_q ? out.c() : nullptr, u.c(), w1.c(), c.saved_states ? states.c() : nullptr);
+  if (c.saved_states) {
+    EXPECT_TRUE(same(states)) << "states";
+  }
   if (c.with_q) {
     EXPECT_TRUE(same(out)) << "out";
   }
@@ -133,10 +153,12 @@ TEST_P(EmulatedFastWeight, ForwardAndBackwardMatchCpu) {
   // Each backend differentiates its own forward (same values within tolerance).
   emu_->fast_weight_backward(c.rule, c.algo, c.chunk, s, c.with_q ? q.e() : nullptr, k.e(), v.e(), beta_e, u.e(),
                              w1.e(), c.with_q ? dout.e() : nullptr, dw1.e(), c.with_q ? dq.e() : nullptr, dk.e(),
-                             dv.e(), c.rule == UpdateRule::Delta ? dbeta.e() : nullptr, dw0.e());
+                             dv.e(), c.rule == UpdateRule::Delta ? dbeta.e() : nullptr, dw0.e(),
+                             c.saved_states ? states.e() : nullptr);
   cpu_->fast_weight_backward(c.rule, c.algo, c.chunk, s, c.with_q ? q.c() : nullptr, k.c(), v.c(), beta_c, u.c(),
                              w1.c(), c.with_q ? dout.c() : nullptr, dw1.c(), c.with_q ? dq.c() : nullptr, dk.c(),
-                             dv.c(), c.rule == UpdateRule::Delta ? dbeta.c() : nullptr, dw0.c());
+                             dv.c(), c.rule == UpdateRule::Delta ? dbeta.c() : nullptr, dw0.c(),
+                             c.saved_states ? states.c() : nullptr);
   if (c.with_q) {
     EXPECT_TRUE(same(dq, 2e-5)) << "dq";
   }
@@ -157,8 +179,212 @@ INSTANTIATE_TEST_SUITE_P(
                       FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 7, 33, 5}, 0, false},
                       FwCase{UpdateRule::Sum, Algorithm::Chunked, {2, 13, 9, 11}, 4, true},
                       FwCase{UpdateRule::Delta, Algorithm::Chunked, {2, 13, 9, 11}, 4, true},
-                      FwCase{UpdateRule::Delta, Algorithm::Chunked, {1, 10, 17, 6}, 3, true}),
+                      FwCase{UpdateRule::Delta, Algorithm::Chunked, {1, 10, 17, 6}, 3, true},
+                      FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 11, 9, 7}, 4, true, true},
+                      FwCase{UpdateRule::Sum, Algorithm::Recurrent, {2, 9, 5, 3}, 2, true, true},
+                      FwCase{UpdateRule::Delta, Algorithm::Chunked, {1, 11, 9, 7}, 4, true, true},
+                      // d_head 64 and 256 (one value tile of many rows; a large key tile per lane)
+                      FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 5, 64, 64}, 0, true},
+                      FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 3, 256, 3}, 0, true},
+                      FwCase{UpdateRule::Delta, Algorithm::Chunked, {1, 5, 64, 20}, 2, true}),
     [](const ::testing::TestParamInfo<FwCase>& info) { return fw_name(info.param); });
+
+// ---- feature maps and sum normalisation ---------------------------------------------------------
+struct MapCase {
+  FeatureMap kind;
+  int64_t d_in, nu, m, rows;
+};
+
+class EmulatedFeatureMap : public Emulated, public ::testing::WithParamInterface<MapCase> {};
+
+TEST_P(EmulatedFeatureMap, ForwardAndBackwardMatchCpu) {
+  const MapCase c = GetParam();
+  FeatureMapSpec spec;
+  spec.kind = c.kind;
+  spec.d_in = c.d_in;
+  spec.nu = c.nu;
+  spec.m = c.m;
+  const int64_t d_out = spec.d_out();
+  auto x = input(random_vec(c.rows * c.d_in, 11, -1.5f, 1.5f));
+  auto proj = input(random_vec(std::max<int64_t>(c.m, 1) * c.d_in, 12, -0.5f, 0.5f));
+  const bool favor = c.kind == FeatureMap::Favor;
+  auto phi = output(c.rows * d_out);
+  emu_->feature_map_forward(spec, favor ? proj.e() : nullptr, x.e(), phi.e(), c.rows);
+  cpu_->feature_map_forward(spec, favor ? proj.c() : nullptr, x.c(), phi.c(), c.rows);
+  EXPECT_TRUE(same(phi)) << "phi";
+  auto dphi = input(random_vec(c.rows * d_out, 13));
+  auto dx = output(c.rows * c.d_in);
+  emu_->feature_map_backward(spec, favor ? proj.e() : nullptr, x.e(), phi.e(), dphi.e(), dx.e(), c.rows);
+  cpu_->feature_map_backward(spec, favor ? proj.c() : nullptr, x.c(), phi.c(), dphi.c(), dx.c(), c.rows);
+  EXPECT_TRUE(same(dx)) << "dx";
+
+  auto normed = output(c.rows * d_out), dnorm = output(c.rows * d_out);
+  emu_->sum_normalize_forward(phi.e(), normed.e(), c.rows, d_out, 1e-6f);
+  cpu_->sum_normalize_forward(phi.c(), normed.c(), c.rows, d_out, 1e-6f);
+  EXPECT_TRUE(same(normed)) << "sum_normalize";
+  emu_->sum_normalize_backward(phi.e(), dphi.e(), dnorm.e(), c.rows, d_out, 1e-6f);
+  cpu_->sum_normalize_backward(phi.c(), dphi.c(), dnorm.c(), c.rows, d_out, 1e-6f);
+  EXPECT_TRUE(same(dnorm)) << "sum_normalize_backward";
+}
+
+INSTANTIATE_TEST_SUITE_P(Maps, EmulatedFeatureMap,
+                         ::testing::Values(MapCase{FeatureMap::Elu, 13, 1, 0, 5},
+                                           MapCase{FeatureMap::Dpfp, 7, 2, 0, 3},
+                                           MapCase{FeatureMap::Favor, 9, 1, 11, 4},
+                                           MapCase{FeatureMap::Favor, 70, 1, 37, 2}));
+
+// ---- attention normalisation ---------------------------------------------------------------------
+TEST_F(Emulated, AttnNormMatchesCpu) {
+  const FastWeightShape s{3, 11, 7, 5};
+  const int64_t nk = s.streams * s.steps * s.d_key, nv = s.streams * s.steps * s.d_value;
+  const int64_t nz = s.streams * s.d_key, nd = s.streams * s.steps;
+  auto q = input(random_vec(nk, 21, 0.1f, 1.0f));
+  auto k = input(random_vec(nk, 22, 0.1f, 1.0f));
+  auto z = input(random_vec(nz, 23, 0.1f, 1.0f));
+  auto o = input(random_vec(nv, 24));
+  for (bool with_z : {false, true}) {
+    SCOPED_TRACE(with_z ? "z_in given" : "no z_in");
+    auto y = output(nv), denom = output(nd), z_out = output(nz);
+    emu_->attn_norm_forward(s, q.e(), k.e(), with_z ? z.e() : nullptr, o.e(), 1e-5f, y.e(), denom.e(), z_out.e());
+    cpu_->attn_norm_forward(s, q.c(), k.c(), with_z ? z.c() : nullptr, o.c(), 1e-5f, y.c(), denom.c(), z_out.c());
+    EXPECT_TRUE(same(y)) << "y";
+    EXPECT_TRUE(same(denom)) << "denom";
+    EXPECT_TRUE(same(z_out)) << "z_out";
+    auto dy = input(random_vec(nv, 25));
+    auto d_o = output(nv), dq = output(nk), dk = output(nk), dz = output(nz);
+    emu_->attn_norm_backward(s, q.e(), k.e(), with_z ? z.e() : nullptr, y.e(), denom.e(), dy.e(), d_o.e(), dq.e(),
+                             dk.e(), with_z ? dz.e() : nullptr);
+    cpu_->attn_norm_backward(s, q.c(), k.c(), with_z ? z.c() : nullptr, y.c(), denom.c(), dy.c(), d_o.c(), dq.c(),
+                             dk.c(), with_z ? dz.c() : nullptr);
+    EXPECT_TRUE(same(d_o)) << "d_o";
+    EXPECT_TRUE(same(dq)) << "dq";
+    EXPECT_TRUE(same(dk)) << "dk";
+    if (with_z) {
+      EXPECT_TRUE(same(dz)) << "d_z_in";
+    }
+  }
+}
+
+// ---- softmax attention (causal, decoding, cross) ------------------------------------------------
+struct AttnCase {
+  int64_t streams, steps, d;
+};
+
+class EmulatedSoftmaxAttention : public Emulated, public ::testing::WithParamInterface<AttnCase> {};
+
+TEST_P(EmulatedSoftmaxAttention, CausalForwardBackwardAndDecodeMatchCpu) {
+  const AttnCase c = GetParam();
+  const int64_t n = c.streams * c.steps * c.d, nr = c.streams * c.steps;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+  auto q = input(random_vec(n, 31)), k = input(random_vec(n, 32)), v = input(random_vec(n, 33));
+  auto out = output(n), lse = output(nr);
+  emu_->softmax_attention_forward(c.streams, c.steps, c.d, q.e(), k.e(), v.e(), scale, out.e(), lse.e());
+  cpu_->softmax_attention_forward(c.streams, c.steps, c.d, q.c(), k.c(), v.c(), scale, out.c(), lse.c());
+  EXPECT_TRUE(same(out)) << "out";
+  EXPECT_TRUE(same(lse)) << "lse";
+  auto dout = input(random_vec(n, 34));
+  auto dq = output(n), dk = output(n), dv = output(n);
+  emu_->softmax_attention_backward(c.streams, c.steps, c.d, q.e(), k.e(), v.e(), out.e(), lse.e(), dout.e(), scale,
+                                   dq.e(), dk.e(), dv.e());
+  cpu_->softmax_attention_backward(c.streams, c.steps, c.d, q.c(), k.c(), v.c(), out.c(), lse.c(), dout.c(), scale,
+                                   dq.c(), dk.c(), dv.c());
+  EXPECT_TRUE(same(dq, 2e-5)) << "dq";
+  EXPECT_TRUE(same(dk, 2e-5)) << "dk";
+  EXPECT_TRUE(same(dv, 2e-5)) << "dv";
+
+  // Decoding: the cache is [streams, capacity = steps, d]; attend to its first length - 1 entries.
+  const int64_t length = std::max<int64_t>(1, c.steps - 1);
+  auto q1 = input(random_vec(c.streams * c.d, 35));
+  auto dec = output(c.streams * c.d);
+  emu_->softmax_attention_decode(c.streams, length, c.steps, c.d, q1.e(), k.e(), v.e(), scale, dec.e());
+  cpu_->softmax_attention_decode(c.streams, length, c.steps, c.d, q1.c(), k.c(), v.c(), scale, dec.c());
+  EXPECT_TRUE(same(dec)) << "decode";
+}
+
+TEST_P(EmulatedSoftmaxAttention, CrossForwardBackwardMatchCpu) {
+  const AttnCase c = GetParam();
+  const int64_t queries = c.steps, keys = c.steps + 4, dv_width = c.d + 3;
+  const float scale = 0.5f;
+  auto q = input(random_vec(c.streams * queries * c.d, 41));
+  auto k = input(random_vec(c.streams * keys * c.d, 42));
+  auto v = input(random_vec(c.streams * keys * dv_width, 43));
+  auto out = output(c.streams * queries * dv_width), lse = output(c.streams * queries);
+  emu_->cross_attention_forward(c.streams, queries, keys, c.d, dv_width, q.e(), k.e(), v.e(), scale, out.e(), lse.e());
+  cpu_->cross_attention_forward(c.streams, queries, keys, c.d, dv_width, q.c(), k.c(), v.c(), scale, out.c(), lse.c());
+  EXPECT_TRUE(same(out)) << "out";
+  EXPECT_TRUE(same(lse)) << "lse";
+  auto dout = input(random_vec(c.streams * queries * dv_width, 44));
+  auto dq = output(c.streams * queries * c.d), dk = output(c.streams * keys * c.d);
+  auto dv = output(c.streams * keys * dv_width);
+  emu_->cross_attention_backward(c.streams, queries, keys, c.d, dv_width, q.e(), k.e(), v.e(), out.e(), lse.e(),
+                                 dout.e(), scale, dq.e(), dk.e(), dv.e());
+  cpu_->cross_attention_backward(c.streams, queries, keys, c.d, dv_width, q.c(), k.c(), v.c(), out.c(), lse.c(),
+                                 dout.c(), scale, dq.c(), dk.c(), dv.c());
+  EXPECT_TRUE(same(dq, 2e-5)) << "dq";
+  EXPECT_TRUE(same(dk, 2e-5)) << "dk";
+  EXPECT_TRUE(same(dv, 2e-5)) << "dv";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, EmulatedSoftmaxAttention,
+                         ::testing::Values(AttnCase{2, 13, 7}, AttnCase{1, 37, 40}, AttnCase{1, 5, 65}));
+
+// ---- the emulator itself: what it must catch ----------------------------------------------------
+TEST(EmulatorSelfTest, WarpShuffleSumsTheWarp) {
+  std::vector<float> x(64);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);
+  selftest_launch("shuffle_sum", 1, 64, 0, x.data());
+  EXPECT_EQ(x[0], 496.0f);    // 0 + ... + 31
+  EXPECT_EQ(x[40], 1520.0f);  // 32 + ... + 63
+}
+
+TEST(EmulatorSelfTest, StaticSharedMemoryStartsAsNaN) {
+  std::vector<float> x(64, 0.0f);
+  selftest_launch("read_shared_unwritten", 1, 64, 0, x.data());
+  EXPECT_TRUE(std::isnan(x[1])) << "thread 1 reads the never-written slot 0";
+  EXPECT_EQ(x[2], 1.0f);
+}
+
+TEST(EmulatorSelfTest, SharedMemoryAbove48KiBNeedsTheOptIn) {
+  std::vector<float> x(32);
+  const size_t bytes = 64 * 1024;
+  selftest_launch("big_shared", 1, 32, bytes, x.data());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  ASSERT_EQ(selftest_opt_in_big_shared(static_cast<int>(bytes)), cudaSuccess);
+  selftest_launch("big_shared", 1, 32, bytes, x.data());
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+TEST(EmulatorSelfTest, LaunchLimitsAreChecked) {
+  std::vector<float> x(2048);
+  selftest_launch("shuffle_sum", 1, 1056, 0, x.data());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration) << "1056 threads per block";
+  selftest_launch("shuffle_sum", dim3(1, 70000), 32, 0, x.data());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration) << "grid.y above 65535";
+  selftest_launch("shuffle_sum", 0, 32, 0, x.data());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration) << "empty grid";
+}
+
+TEST(EmulatorDeathTest, DivergentBarrierIsADeadlock) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::vector<float> x(32);
+  EXPECT_DEATH(
+      {
+        setenv("FWP_EMU_WATCHDOG_S", "1", 1);
+        selftest_launch("divergent_barrier", 1, 32, 0, x.data());
+      },
+      "deadlock");
+}
+
+TEST(EmulatorDeathTest, DivergentShuffleIsADeadlock) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::vector<float> x(32);
+  EXPECT_DEATH(
+      {
+        setenv("FWP_EMU_WATCHDOG_S", "1", 1);
+        selftest_launch("divergent_shuffle", 1, 32, 0, x.data());
+      },
+      "deadlock");
+}
 
 }  // namespace
 }  // namespace fwp
