@@ -183,6 +183,9 @@ INSTANTIATE_TEST_SUITE_P(
                       FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 11, 9, 7}, 4, true, true},
                       FwCase{UpdateRule::Sum, Algorithm::Recurrent, {2, 9, 5, 3}, 2, true, true},
                       FwCase{UpdateRule::Delta, Algorithm::Chunked, {1, 11, 9, 7}, 4, true, true},
+                      // T beyond one staging buffer (64 steps): the cp.async double buffering runs
+                      FwCase{UpdateRule::Sum, Algorithm::Recurrent, {1, 70, 9, 11}, 0, true},
+                      FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 131, 5, 3}, 24, true, true},
                       // d_head 64 and 256 (one value tile of many rows; a large key tile per lane)
                       FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 5, 64, 64}, 0, true},
                       FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 3, 256, 3}, 0, true},
