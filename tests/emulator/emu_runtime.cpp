@@ -37,10 +37,13 @@ constexpr size_t kDefaultSharedLimit = 48 * 1024;
 
 class Barrier {
  public:
-  void reset(int count, std::string what) {
+  // patience: multiples of the watchdog time (the launcher waits longer than the
+  // barriers inside a block, so a deadlock is reported by the barrier that has it).
+  void reset(int count, std::string what, double patience = 1.0) {
     count_ = count;
     waiting_ = 0;
     what_ = std::move(what);
+    patience_ = patience;
   }
   void wait() {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -51,7 +54,7 @@ class Barrier {
       cv_.notify_all();
       return;
     }
-    const auto limit = std::chrono::duration<double>(watchdog_seconds());
+    const auto limit = std::chrono::duration<double>(watchdog_seconds() * patience_);
     if (!cv_.wait_for(lock, limit, [&] { return generation_ != generation; })) {
       fail("deadlock: " + what_ + ": " + std::to_string(waiting_) + " of " + std::to_string(count_) +
            " threads waited " + std::to_string(watchdog_seconds()) +
@@ -65,6 +68,7 @@ class Barrier {
   int count_ = 0, waiting_ = 0;
   uint64_t generation_ = 0;
   std::string what_;
+  double patience_ = 1.0;
 };
 
 struct WarpState {
@@ -198,43 +202,61 @@ bool run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
                                              std::to_string(allowed) + " allowed (opt-in missing?)");
   }
 
+  // One OS thread per CUDA thread of a block, reused for every block of the
+  // grid (blocks run one after another): the launcher prepares a block while
+  // the threads wait at `start`, and waits at `finish` for all of them.
   const int warps = static_cast<int>((threads + 31) / 32);
+  const int64_t blocks = int64_t{grid.x} * grid.y * grid.z;
+  BlockState state;
+  state.kernel = name;
+  for (int w = 0; w < warps; ++w) {
+    auto ws = std::make_unique<WarpState>();
+    ws->threads = static_cast<int>(std::min<int64_t>(32, threads - int64_t{w} * 32));
+    state.warps.push_back(std::move(ws));
+  }
+  Barrier start, finish;
+  start.reset(static_cast<int>(threads) + 1, "block start", 4.0);
+  finish.reset(static_cast<int>(threads) + 1, "block end", 4.0);
+  uint3 current{0, 0, 0};
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(threads));
+  for (int64_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      t_lane = static_cast<int>(t % 32);
+      t_warp = static_cast<int>(t / 32);
+      threadIdx = uint3{static_cast<unsigned>(t % block.x), static_cast<unsigned>((t / block.x) % block.y),
+                        static_cast<unsigned>(t / (int64_t{block.x} * block.y))};
+      blockDim = block;
+      gridDim = grid;
+      for (int64_t b = 0; b < blocks; ++b) {
+        start.wait();
+        t_block = &state;
+        blockIdx = current;
+        t_committed.clear();
+        t_open.clear();
+        body();
+        // Copies never waited for: a real kernel may not rely on them; complete them.
+        for (auto& g : t_committed) complete(g);
+        complete(t_open);
+        t_committed.clear();
+        t_block = nullptr;
+        finish.wait();
+      }
+    });
+  }
   for (unsigned bz = 0; bz < grid.z; ++bz) {
     for (unsigned by = 0; by < grid.y; ++by) {
       for (unsigned bx = 0; bx < grid.x; ++bx) {
-        BlockState state;
-        state.kernel = name;
+        current = uint3{bx, by, bz};
         state.barrier.reset(static_cast<int>(threads), "__syncthreads");
         for (int w = 0; w < warps; ++w) {
-          auto ws = std::make_unique<WarpState>();
-          ws->threads = static_cast<int>(std::min<int64_t>(32, threads - int64_t{w} * 32));
-          ws->barrier.reset(ws->threads, "warp " + std::to_string(w) + " shuffle");
-          state.warps.push_back(std::move(ws));
+          state.warps[static_cast<size_t>(w)]->barrier.reset(state.warps[static_cast<size_t>(w)]->threads,
+                                                              "warp " + std::to_string(w) + " shuffle");
         }
         state.dynamic_shared.assign(std::max<size_t>(smem, 16), 0xff);  // NaN in every float and double
-        std::vector<std::thread> pool;
-        pool.reserve(static_cast<size_t>(threads));
-        for (int64_t t = 0; t < threads; ++t) {
-          pool.emplace_back([&, t] {
-            t_block = &state;
-            t_lane = static_cast<int>(t % 32);
-            t_warp = static_cast<int>(t / 32);
-            threadIdx = uint3{static_cast<unsigned>(t % block.x), static_cast<unsigned>((t / block.x) % block.y),
-                              static_cast<unsigned>(t / (int64_t{block.x} * block.y))};
-            blockIdx = uint3{bx, by, bz};
-            blockDim = block;
-            gridDim = grid;
-            t_committed.clear();
-            t_open.clear();
-            body();
-            // Copies never waited for: a real kernel may not rely on them; complete them.
-            for (auto& g : t_committed) complete(g);
-            complete(t_open);
-            t_committed.clear();
-            t_block = nullptr;
-          });
-        }
-        for (auto& th : pool) th.join();
+        state.static_shared.clear();
+        start.wait();
+        finish.wait();
         size_t static_bytes = 0;
         for (const auto& kv : state.static_shared) static_bytes += kv.second;
         if (static_bytes + smem > allowed) {
@@ -245,6 +267,7 @@ bool run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
       }
     }
   }
+  for (auto& th : pool) th.join();
   return true;
 }
 

@@ -84,6 +84,26 @@ class Emulated : public ::testing::Test {
   }
   Pair output(int64_t n) { return input(Vec(static_cast<size_t>(n), kNaN)); }
   Pair zeros(int64_t n) { return input(Vec(static_cast<size_t>(n), 0.0f)); }
+  // Integer ids on both backends (raw: Buffer is for T).
+  struct Ids {
+    std::shared_ptr<Backend<float>> eb, cb;
+    int32_t *e = nullptr, *c = nullptr;
+    ~Ids() {
+      eb->deallocate_int(e);
+      cb->deallocate_int(c);
+    }
+  };
+  std::unique_ptr<Ids> ids(const std::vector<int32_t>& host) {
+    auto p = std::make_unique<Ids>();
+    p->eb = emu_;
+    p->cb = cpu_;
+    const int64_t n = static_cast<int64_t>(host.size());
+    p->e = emu_->allocate_int(n);
+    p->c = cpu_->allocate_int(n);
+    emu_->upload_int(p->e, host.data(), n);
+    cpu_->upload_int(p->c, host.data(), n);
+    return p;
+  }
   static ::testing::AssertionResult same(const Pair& p, double tol = 1e-5) {
     return close_rel(p.emu.to_host(), p.cpu.to_host(), tol);
   }
@@ -330,6 +350,207 @@ TEST_P(EmulatedSoftmaxAttention, CrossForwardBackwardMatchCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, EmulatedSoftmaxAttention,
                          ::testing::Values(AttnCase{2, 13, 7}, AttnCase{1, 37, 40}, AttnCase{1, 5, 65}));
+
+// ---- linear.cu, layout.cu, activation.cu, cuda_backend.cu (fill) -------------------------------
+TEST_F(Emulated, LinearOpsMatchCpu) {
+  const int64_t M = 5, N = 7, K = 3;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      SCOPED_TRACE(std::string("trans ") + (ta ? "T" : "N") + (tb ? "T" : "N"));
+      auto a = input(random_vec(M * K * 2, 51)), b = input(random_vec(K * N * 2, 52));
+      auto c = input(random_vec(M * N * 2, 53));
+      const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+      emu_->gemm(ta, tb, M, N, K, 0.7f, a.e(), lda, b.e(), ldb, 0.3f, c.e(), N);
+      cpu_->gemm(ta, tb, M, N, K, 0.7f, a.c(), lda, b.c(), ldb, 0.3f, c.c(), N);
+      EXPECT_TRUE(same(c)) << "gemm";
+      // gemm_batched is the CUDA backend's own (the chunkwise algorithm): batch g against a CPU gemm.
+      static_cast<CudaBackend&>(*emu_).gemm_batched(ta, tb, M, N, K, 1.0f, a.e(), lda, M * K, b.e(), ldb, K * N,
+                                                    0.0f, c.e(), N, M * N, 2);
+      for (int64_t g = 0; g < 2; ++g) {
+        cpu_->gemm(ta, tb, M, N, K, 1.0f, a.c() + g * M * K, lda, b.c() + g * K * N, ldb, 0.0f, c.c() + g * M * N, N);
+      }
+      EXPECT_TRUE(same(c)) << "gemm_batched";
+    }
+  }
+  // K = 0: C = beta C (cuBLAS rejects the call; the backend must not make it).
+  auto a = input(Vec(1, 0.0f)), b = input(Vec(1, 0.0f)), c = input(random_vec(M * N, 54));
+  emu_->gemm(false, false, M, N, 0, 1.0f, a.e(), 0, b.e(), 0, 0.5f, c.e(), N);
+  cpu_->gemm(false, false, M, N, 0, 1.0f, a.c(), 0, b.c(), 0, 0.5f, c.c(), N);
+  EXPECT_TRUE(same(c)) << "gemm K = 0";
+
+  const int64_t rows = 37, cols = 45;
+  auto y = input(random_vec(rows * cols, 55)), bias = input(random_vec(cols, 56));
+  emu_->add_bias(y.e(), bias.e(), rows, cols);
+  cpu_->add_bias(y.c(), bias.c(), rows, cols);
+  EXPECT_TRUE(same(y)) << "add_bias";
+  auto db = input(random_vec(cols, 57));
+  emu_->bias_grad_accumulate(db.e(), y.e(), rows, cols);
+  cpu_->bias_grad_accumulate(db.c(), y.c(), rows, cols);
+  EXPECT_TRUE(same(db)) << "bias_grad_accumulate";
+  emu_->axpy(rows * cols, -0.25f, y.e(), y.e());
+  cpu_->axpy(rows * cols, -0.25f, y.c(), y.c());
+  emu_->scale(rows * cols, 1.5f, y.e());
+  cpu_->scale(rows * cols, 1.5f, y.c());
+  EXPECT_TRUE(same(y)) << "axpy, scale";
+  emu_->fill(y.e(), 2.5f, 77);
+  cpu_->fill(y.c(), 2.5f, 77);
+  EXPECT_TRUE(same(y)) << "fill";
+}
+
+TEST_F(Emulated, LayoutAndActivationsMatchCpu) {
+  const int64_t B = 2, T = 5, H = 3, D = 7, n = B * T * H * D;
+  auto x = input(random_vec(n, 61, -3.0f, 3.0f));
+  auto split = output(n), merged = output(n);
+  emu_->split_heads(x.e(), split.e(), B, T, H, D);
+  cpu_->split_heads(x.c(), split.c(), B, T, H, D);
+  EXPECT_TRUE(same(split)) << "split_heads";
+  emu_->merge_heads(split.e(), merged.e(), B, T, H, D);
+  cpu_->merge_heads(split.c(), merged.c(), B, T, H, D);
+  EXPECT_TRUE(same(merged)) << "merge_heads";
+  auto dy = input(random_vec(n, 62));
+  auto y = output(n), dx = output(n);
+  emu_->sigmoid_forward(x.e(), y.e(), n);
+  cpu_->sigmoid_forward(x.c(), y.c(), n);
+  EXPECT_TRUE(same(y)) << "sigmoid";
+  emu_->sigmoid_backward(y.e(), dy.e(), dx.e(), n);
+  cpu_->sigmoid_backward(y.c(), dy.c(), dx.c(), n);
+  EXPECT_TRUE(same(dx)) << "sigmoid_backward";
+  emu_->relu_forward(x.e(), y.e(), n);
+  cpu_->relu_forward(x.c(), y.c(), n);
+  EXPECT_TRUE(same(y)) << "relu";
+  emu_->relu_backward(x.e(), dy.e(), dx.e(), n);
+  cpu_->relu_backward(x.c(), dy.c(), dx.c(), n);
+  EXPECT_TRUE(same(dx)) << "relu_backward";
+  emu_->gelu_forward(x.e(), y.e(), n);
+  cpu_->gelu_forward(x.c(), y.c(), n);
+  EXPECT_TRUE(same(y)) << "gelu";
+  emu_->gelu_backward(x.e(), dy.e(), dx.e(), n);
+  cpu_->gelu_backward(x.c(), dy.c(), dx.c(), n);
+  EXPECT_TRUE(same(dx)) << "gelu_backward";
+  auto d1 = output(n), d2 = output(n);
+  emu_->dropout_forward(x.e(), d1.e(), n, 0.3, 1234);
+  cpu_->dropout_forward(x.c(), d1.c(), n, 0.3, 1234);
+  EXPECT_TRUE(same(d1)) << "dropout (same counter-based mask)";
+  emu_->dropout_backward(dy.e(), d2.e(), n, 0.3, 1234);
+  cpu_->dropout_backward(dy.c(), d2.c(), n, 0.3, 1234);
+  EXPECT_TRUE(same(d2)) << "dropout_backward";
+}
+
+// ---- layer_norm.cu, cross_entropy.cu, loss.cu, embedding.cu, retrieval_ops.cu, optimizer_ops.cu --
+TEST_F(Emulated, LayerNormMatchesCpu) {
+  const int64_t rows = 13, d = 37;
+  auto x = input(random_vec(rows * d, 71, -2.0f, 2.0f));
+  auto gain = input(random_vec(d, 72, 0.5f, 1.5f)), bias = input(random_vec(d, 73));
+  auto y = output(rows * d), mean = output(rows), rstd = output(rows);
+  emu_->layer_norm_forward(x.e(), gain.e(), bias.e(), 1e-5f, y.e(), mean.e(), rstd.e(), rows, d);
+  cpu_->layer_norm_forward(x.c(), gain.c(), bias.c(), 1e-5f, y.c(), mean.c(), rstd.c(), rows, d);
+  EXPECT_TRUE(same(y)) << "y";
+  EXPECT_TRUE(same(mean)) << "mean";
+  EXPECT_TRUE(same(rstd)) << "rstd";
+  auto dy = input(random_vec(rows * d, 74));
+  auto dx = input(random_vec(rows * d, 75));
+  emu_->layer_norm_backward(x.e(), gain.e(), mean.e(), rstd.e(), dy.e(), 1.0f, dx.e(), rows, d);
+  cpu_->layer_norm_backward(x.c(), gain.c(), mean.c(), rstd.c(), dy.c(), 1.0f, dx.c(), rows, d);
+  EXPECT_TRUE(same(dx)) << "dx (accumulated)";
+  auto dg = input(random_vec(d, 76)), dbias = input(random_vec(d, 77));
+  emu_->layer_norm_param_grad_accumulate(x.e(), mean.e(), rstd.e(), dy.e(), dg.e(), dbias.e(), rows, d);
+  cpu_->layer_norm_param_grad_accumulate(x.c(), mean.c(), rstd.c(), dy.c(), dg.c(), dbias.c(), rows, d);
+  EXPECT_TRUE(same(dg)) << "dgain";
+  EXPECT_TRUE(same(dbias)) << "dbias";
+}
+
+TEST_F(Emulated, LossesMatchCpu) {
+  const int64_t rows = 9, classes = 45;
+  auto logits = input(random_vec(rows * classes, 81, -4.0f, 4.0f));
+  auto targets = ids({3, 0, 44, -1, 7, 7, 12, 30, 1});
+  auto loss = output(rows), lse = output(rows), dl = output(rows * classes);
+  emu_->cross_entropy_forward(logits.e(), targets->e, loss.e(), lse.e(), rows, classes);
+  cpu_->cross_entropy_forward(logits.c(), targets->c, loss.c(), lse.c(), rows, classes);
+  EXPECT_TRUE(same(loss)) << "cross-entropy loss";
+  EXPECT_TRUE(same(lse)) << "cross-entropy lse";
+  emu_->cross_entropy_backward(logits.e(), targets->e, lse.e(), 0.5f, dl.e(), rows, classes);
+  cpu_->cross_entropy_backward(logits.c(), targets->c, lse.c(), 0.5f, dl.c(), rows, classes);
+  EXPECT_TRUE(same(dl)) << "cross-entropy dlogits";
+  auto mse = output(rows), dy = output(rows * classes);
+  emu_->onehot_mse_forward(logits.e(), targets->e, mse.e(), rows, classes);
+  cpu_->onehot_mse_forward(logits.c(), targets->c, mse.c(), rows, classes);
+  EXPECT_TRUE(same(mse)) << "one-hot mse";
+  emu_->onehot_mse_backward(logits.e(), targets->e, 0.25f, dy.e(), rows, classes);
+  cpu_->onehot_mse_backward(logits.c(), targets->c, 0.25f, dy.c(), rows, classes);
+  EXPECT_TRUE(same(dy)) << "one-hot mse backward";
+}
+
+TEST_F(Emulated, EmbeddingAndRetrievalOpsMatchCpu) {
+  const int64_t vocab = 11, dim = 9, rows = 14;
+  auto table = input(random_vec(vocab * dim, 91));
+  auto id = ids({3, 3, 0, 10, -1, 5, 3, 9, 9, 1, 2, -1, 10, 4});
+  auto out = output(rows * dim);
+  emu_->embedding_gather(table.e(), id->e, out.e(), rows, dim);
+  cpu_->embedding_gather(table.c(), id->c, out.c(), rows, dim);
+  EXPECT_TRUE(same(out)) << "gather";
+  auto dtable = input(random_vec(vocab * dim, 92));
+  emu_->embedding_scatter_accumulate(dtable.e(), id->e, out.e(), rows, dim);
+  cpu_->embedding_scatter_accumulate(dtable.c(), id->c, out.c(), rows, dim);
+  EXPECT_TRUE(same(dtable)) << "scatter-add (repeated ids, padding)";
+  auto classes = ids({0, 4, 2});
+  auto x = input(random_vec(3 * 5, 93)), oh = output(3 * (6 + 5));
+  emu_->onehot_concat(classes->e, x.e(), oh.e(), 3, 6, 5);
+  cpu_->onehot_concat(classes->c, x.c(), oh.c(), 3, 6, 5);
+  EXPECT_TRUE(same(oh)) << "onehot_concat";
+
+  const FastWeightShape s{2, 5, 7, 6};
+  auto xs = input(random_vec(s.streams * s.steps * s.d_key, 94)), sums = output(s.streams * s.d_key);
+  emu_->step_sum(xs.e(), sums.e(), s.streams, s.steps, s.d_key);
+  cpu_->step_sum(xs.c(), sums.c(), s.streams, s.steps, s.d_key);
+  EXPECT_TRUE(same(sums)) << "step_sum";
+  emu_->step_broadcast_accumulate(sums.e(), xs.e(), s.streams, s.steps, s.d_key);
+  cpu_->step_broadcast_accumulate(sums.c(), xs.c(), s.streams, s.steps, s.d_key);
+  EXPECT_TRUE(same(xs)) << "step_broadcast_accumulate";
+  auto state = input(random_vec(s.streams * s.d_value * s.d_key, 95));
+  auto z = input(random_vec(s.streams * s.d_key, 96, 0.5f, 1.0f));
+  auto q = input(random_vec(s.streams * s.steps * s.d_key, 97, 0.1f, 1.0f));
+  auto y = output(s.streams * s.steps * s.d_value), denom = output(s.streams * s.steps);
+  emu_->fast_weight_readout_forward(s, state.e(), z.e(), q.e(), 1e-5f, y.e(), denom.e());
+  cpu_->fast_weight_readout_forward(s, state.c(), z.c(), q.c(), 1e-5f, y.c(), denom.c());
+  EXPECT_TRUE(same(y)) << "readout y";
+  EXPECT_TRUE(same(denom)) << "readout denom";
+  auto dy = input(random_vec(s.streams * s.steps * s.d_value, 98));
+  auto dq = output(s.streams * s.steps * s.d_key), dstate = output(s.streams * s.d_value * s.d_key);
+  auto dz = output(s.streams * s.d_key);
+  emu_->fast_weight_readout_backward(s, state.e(), z.e(), q.e(), y.e(), denom.e(), dy.e(), dq.e(), dstate.e(), dz.e());
+  cpu_->fast_weight_readout_backward(s, state.c(), z.c(), q.c(), y.c(), denom.c(), dy.c(), dq.c(), dstate.c(), dz.c());
+  EXPECT_TRUE(same(dq)) << "readout dq";
+  EXPECT_TRUE(same(dstate)) << "readout d_state";
+  EXPECT_TRUE(same(dz)) << "readout d_z";
+}
+
+TEST_F(Emulated, OptimizerOpsMatchCpu) {
+  const int64_t n = 1000;
+  auto param = input(random_vec(n, 101)), grad = input(random_vec(n, 102));
+  auto m = input(random_vec(n, 103, -0.1f, 0.1f)), v = input(random_vec(n, 104, 0.0f, 0.1f));
+  AdamStepParams adam;
+  adam.lr = 1e-2;
+  emu_->adam_update(adam, n, param.e(), grad.e(), m.e(), v.e());
+  cpu_->adam_update(adam, n, param.c(), grad.c(), m.c(), v.c());
+  EXPECT_TRUE(same(param)) << "adam param";
+  EXPECT_TRUE(same(m)) << "adam m";
+  EXPECT_TRUE(same(v)) << "adam v";
+  SgdStepParams sgd;
+  auto mom = input(random_vec(n, 105));
+  emu_->sgd_update(sgd, n, param.e(), grad.e(), mom.e());
+  cpu_->sgd_update(sgd, n, param.c(), grad.c(), mom.c());
+  EXPECT_TRUE(same(param)) << "sgd param";
+  EXPECT_TRUE(same(mom)) << "sgd momentum";
+}
+
+// sum_squares always launches 1024 blocks of 256 threads (a fixed summation order), about a
+// minute of emulation on a busy 2-core machine: its own test, so the time is visible.
+TEST_F(Emulated, SumSquaresOfItsFixedGridMatchesCpu) {
+  const int64_t n = 3001;
+  auto x = input(random_vec(n, 106));
+  const double e = emu_->sum_squares(x.e(), n), c = cpu_->sum_squares(x.c(), n);
+  EXPECT_NEAR(e, c, 1e-6 * c);
+}
 
 // ---- the emulator itself: what it must catch ----------------------------------------------------
 TEST(EmulatorSelfTest, WarpShuffleSumsTheWarp) {
