@@ -254,7 +254,12 @@ INSTANTIATE_TEST_SUITE_P(Maps, EmulatedFeatureMap,
                          ::testing::Values(MapCase{FeatureMap::Elu, 13, 1, 0, 5},
                                            MapCase{FeatureMap::Dpfp, 7, 2, 0, 3},
                                            MapCase{FeatureMap::Favor, 9, 1, 11, 4},
-                                           MapCase{FeatureMap::Favor, 70, 1, 37, 2}));
+                                           MapCase{FeatureMap::Favor, 70, 1, 37, 2}),
+                         [](const ::testing::TestParamInfo<MapCase>& info) {
+                           const MapCase& c = info.param;
+                           const char* kind = c.kind == FeatureMap::Elu ? "Elu" : c.kind == FeatureMap::Dpfp ? "Dpfp" : "Favor";
+                           return std::string(kind) + "_d" + std::to_string(c.d_in) + "_rows" + std::to_string(c.rows);
+                         });
 
 // ---- attention normalisation ---------------------------------------------------------------------
 TEST_F(Emulated, AttnNormMatchesCpu) {
@@ -349,7 +354,12 @@ TEST_P(EmulatedSoftmaxAttention, CrossForwardBackwardMatchCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, EmulatedSoftmaxAttention,
-                         ::testing::Values(AttnCase{2, 13, 7}, AttnCase{1, 37, 40}, AttnCase{1, 5, 65}));
+                         ::testing::Values(AttnCase{2, 13, 7}, AttnCase{1, 37, 40}, AttnCase{1, 5, 65}),
+                         [](const ::testing::TestParamInfo<AttnCase>& info) {
+                           const AttnCase& c = info.param;
+                           return "S" + std::to_string(c.streams) + "T" + std::to_string(c.steps) + "D" +
+                                  std::to_string(c.d);
+                         });
 
 // ---- linear.cu, layout.cu, activation.cu, cuda_backend.cu (fill) -------------------------------
 TEST_F(Emulated, LinearOpsMatchCpu) {
@@ -576,6 +586,19 @@ TEST(EmulatorSelfTest, SharedMemoryAbove48KiBNeedsTheOptIn) {
   ASSERT_EQ(selftest_opt_in_big_shared(static_cast<int>(bytes)), cudaSuccess);
   selftest_launch("big_shared", 1, 32, bytes, x.data());
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+TEST(EmulatorSelfTest, SharedMemoryOptInIsBoundedByTheArchitecture) {
+  std::vector<float> x(32);
+  const size_t bytes = 200 * 1024;  // above sm_80's 163 KiB, below sm_90's 227 KiB
+  ASSERT_EQ(selftest_opt_in_big_shared(static_cast<int>(bytes)), cudaSuccess);
+  selftest_launch("big_shared", 1, 32, bytes, x.data());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue) << "sm_80";
+  setenv("FWP_EMU_ARCH", "90", 1);
+  selftest_launch("big_shared", 1, 32, bytes, x.data());
+  const cudaError_t on_sm90 = cudaGetLastError();
+  unsetenv("FWP_EMU_ARCH");
+  EXPECT_EQ(on_sm90, cudaSuccess) << "sm_90";
 }
 
 TEST(EmulatorSelfTest, LaunchLimitsAreChecked) {
