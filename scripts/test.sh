@@ -6,7 +6,8 @@
 #   3. runs every registered test: C++ (GoogleTest), C API (CMocka), CLI,
 #      examples, Rust bindings (cargo test), Julia/Rust/ABI consistency checks,
 #   4. rebuilds the CPU code with AddressSanitizer + UndefinedBehaviorSanitizer
-#      in build-asan/ and runs the C++ and C API tests there,
+#      in build-asan/ and runs the C++ and C API tests there, and every CUDA
+#      kernel under the kernel emulator (tests/emulator; CPU-only builds only),
 #   5. builds the Doxygen docs of the public headers with warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ cmake --build build-asan -j"$jobs"
 # allocator_may_return_null: the out-of-memory tests ask for absurd sizes on purpose.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan -j"$jobs" -L 'cpp|capi' --timeout 1800
+  ctest --test-dir build-asan -j"$jobs" -L 'cpp|capi|emulator' --timeout 1800
 
 step "docs (Doxygen, warnings are errors)"
 cmake --build build --target docs
