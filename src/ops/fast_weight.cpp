@@ -82,7 +82,18 @@ StreamIn<T> stream_in(const FastWeightShape& s, int64_t i, const T* q, const T* 
 // be inlined: GCC left `Blk += scalar * Row` as an out-of-line call in the
 // backward (a quarter of the retrieval model's time at S = 40 went into that
 // call), so the kernels are flattened (everything they call is inlined).
-#if defined(__GNUC__) || defined(__clang__)
+// Only in optimised builds without sanitizers: under ASan the flattened
+// kernels (every Eigen call inlined and instrumented) took GCC over 15 minutes
+// to compile, and a sanitizer build checks correctness, not speed.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FWP_ASAN_BUILD 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define FWP_ASAN_BUILD 1
+#endif
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__OPTIMIZE__) && !defined(FWP_ASAN_BUILD)
 #define FWP_FLATTEN __attribute__((flatten))
 #else
 #define FWP_FLATTEN
