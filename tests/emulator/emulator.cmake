@@ -43,4 +43,4 @@ target_link_libraries(fwp_emulator_tests PRIVATE fwp_emulated_cuda GTest::gtest 
 target_include_directories(fwp_emulator_tests PRIVATE ${PROJECT_SOURCE_DIR}/tests/cpp)
 fwp_target_defaults(fwp_emulator_tests)
 gtest_discover_tests(fwp_emulator_tests DISCOVERY_TIMEOUT 60
-  PROPERTIES LABELS emulator TIMEOUT 300 ENVIRONMENT FWP_EMU_WATCHDOG_S=60)
+  PROPERTIES LABELS emulator TIMEOUT 1200 ENVIRONMENT FWP_EMU_WATCHDOG_S=60)
