@@ -13,18 +13,9 @@
 #include <cmocka.h>
 
 #include "fwp/fwp.h"
+#include "api_test_macros.h"
 
 /* Runs `call`, expects `want` and a non-empty last-error message containing `needle`. */
-#define EXPECT_ERROR(call, want, needle)                                 \
-  do {                                                                   \
-    fwp_clear_error();                                                   \
-    assert_int_equal((call), (want));                                    \
-    const char* msg_ = fwp_last_error_message();                         \
-    assert_non_null(msg_);                                               \
-    assert_true(strlen(msg_) > 0);                                       \
-    if (strstr(msg_, (needle)) == NULL) fail_msg("message '%s' does not mention '%s'", msg_, (needle)); \
-  } while (0)
-
 static void test_version_matches_macros(void** state) {
   (void)state;
   int major = -1, minor = -1, patch = -1;

@@ -13,16 +13,7 @@
 #include <cmocka.h>
 
 #include "fwp/fwp.h"
-
-#define EXPECT_ERROR(call, want, needle)                                                          \
-  do {                                                                                            \
-    fwp_clear_error();                                                                            \
-    assert_int_equal((call), (want));                                                             \
-    const char* msg_ = fwp_last_error_message();                                                  \
-    assert_non_null(msg_);                                                                        \
-    assert_true(strlen(msg_) > 0);                                                                \
-    if (strstr(msg_, (needle)) == NULL) fail_msg("message '%s' does not mention '%s'", msg_, (needle)); \
-  } while (0)
+#include "api_test_macros.h"
 
 #define D_MODEL 8
 #define HEADS 2

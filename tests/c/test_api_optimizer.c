@@ -15,21 +15,7 @@
 #include <cmocka.h>
 
 #include "fwp/fwp.h"
-
-#define EXPECT_ERROR(call, want, needle)                                                          \
-  do {                                                                                            \
-    fwp_clear_error();                                                                            \
-    assert_int_equal((call), (want));                                                             \
-    const char* msg_ = fwp_last_error_message();                                                  \
-    assert_non_null(msg_);                                                                        \
-    if (strstr(msg_, (needle)) == NULL) fail_msg("message '%s' does not mention '%s'", msg_, (needle)); \
-  } while (0)
-
-#define CHECK_OK(call)                                                              \
-  do {                                                                              \
-    const fwp_status s_ = (call);                                                   \
-    if (s_ != FWP_OK) fail_msg("%s failed: %s", #call, fwp_last_error_message());   \
-  } while (0)
+#include "api_test_macros.h"
 
 /* fwp_optimizer_config exactly as fwp.h 0.1.0 declared it. */
 typedef struct optimizer_config_0_1_0 {

@@ -16,21 +16,7 @@
 #include <cmocka.h>
 
 #include "fwp/fwp.h"
-
-#define EXPECT_ERROR(call, want, needle)                                                          \
-  do {                                                                                            \
-    fwp_clear_error();                                                                            \
-    assert_int_equal((call), (want));                                                             \
-    const char* msg_ = fwp_last_error_message();                                                  \
-    assert_non_null(msg_);                                                                        \
-    if (strstr(msg_, (needle)) == NULL) fail_msg("message '%s' does not mention '%s'", msg_, (needle)); \
-  } while (0)
-
-#define CHECK_OK(call)                                                              \
-  do {                                                                              \
-    const fwp_status s_ = (call);                                                   \
-    if (s_ != FWP_OK) fail_msg("%s: %s", #call, fwp_last_error_message());          \
-  } while (0)
+#include "api_test_macros.h"
 
 #define D_MODEL 8
 #define HEADS 2
