@@ -123,6 +123,14 @@ if(TARGET fwp_cli)
                      ${FWP_CLI_WORK}/retrieval_interrupt)
     set_tests_properties(cli_retrieval_interrupt PROPERTIES LABELS cli TIMEOUT 300)
   endif()
+  if(FWP_BASH)
+    # 50 runs killed with SIGKILL at random moments (most inside a checkpoint
+    # save): the checkpoint always loads, never goes back, and --resume continues.
+    add_test(NAME cli_kill9_checkpoint
+             COMMAND ${FWP_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_kill9.sh $<TARGET_FILE:fwp_cli>
+                     ${FWP_CLI_WORK}/kill9_checkpoint 50)
+    set_tests_properties(cli_kill9_checkpoint PROPERTIES LABELS "cli;fault" TIMEOUT 300)
+  endif()
 
   find_program(FWP_GNUPLOT gnuplot)
   if(FWP_GNUPLOT)
