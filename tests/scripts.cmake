@@ -149,7 +149,7 @@ endif()
 if(TARGET fwp_train_driver)
   # The training driver of the tools (tools/train/) with a scripted task.
   file(GLOB FWP_TOOLS_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tools/*.cpp)
-  add_executable(fwp_tools_tests ${FWP_TOOLS_TESTS})
+  add_executable(fwp_tools_tests ${FWP_TOOLS_TESTS} ${PROJECT_SOURCE_DIR}/tools/retrieval_sweep.cpp)
   target_link_libraries(fwp_tools_tests PRIVATE fwp_train_driver GTest::gtest GTest::gtest_main)
   fwp_target_defaults(fwp_tools_tests)
   gtest_discover_tests(fwp_tools_tests DISCOVERY_TIMEOUT 60 TEST_PREFIX tools. PROPERTIES LABELS cli)
