@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "chunked_plan.h"
+#include "core/limits.h"
 #include "cuda_backend.h"
 #include "cuda_common.cuh"
 #include "tile_math.cuh"
@@ -1260,6 +1261,7 @@ int64_t CudaBackend::default_chunk_size(const FastWeightShape& shape) {
 }
 
 int64_t CudaBackend::fast_weight_state_interval(const FastWeightShape& shape, int64_t chunk_size) {
+  check_chunk_size(chunk_size, "chunk_size");  // as the CPU backend: no caller's check is relied on
   return chunk_size > 0 ? chunk_size : default_chunk_size(shape);
 }
 
@@ -1268,6 +1270,7 @@ void CudaBackend::fast_weight_forward(UpdateRule rule, Algorithm algo, int64_t c
                                       const float* beta, const float* state_in, float* out, float* u,
                                       float* state_out, float* states) {
   const int64_t S = shape.streams, T = shape.steps, dk = shape.d_key, dv = shape.d_value;
+  check_chunk_size(chunk_size, "chunk_size");  // before make_dims() adds a chunk to the step count
   if (S <= 0) return;
   cuda::DeviceGuard guard(device_);
   const bool delta = rule == UpdateRule::Delta;
@@ -1297,6 +1300,7 @@ void CudaBackend::fast_weight_backward(UpdateRule rule, Algorithm algo, int64_t 
                                        const float* d_out, const float* d_state_out, float* dq, float* dk,
                                        float* dv, float* dbeta, float* d_state_in, const float* states) {
   const int64_t S = shape.streams, T = shape.steps, dkey = shape.d_key, dval = shape.d_value;
+  check_chunk_size(chunk_size, "chunk_size");  // before make_dims() adds a chunk to the step count
   if (S <= 0) return;
   cuda::DeviceGuard guard(device_);
   const bool delta = rule == UpdateRule::Delta;

@@ -487,10 +487,10 @@ int run_retrieval() {
       std::vector<SweepRow> rows = read_sweep_csv(o.sweep_csv);
       merge_sweep_row(rows, row);
       write_sweep_csv(o.sweep_csv, rows);
-      if (!o.plot.empty()) render_sweep_plot(gnuplot, o.plot, rows);
+      if (!o.plot.empty()) render_sweep_plot(gnuplot, o.plot, rows, cfg.target_loss);
     } else {
       merge_sweep_row(plotted, row);
-      if (!o.plot.empty()) render_sweep_plot(gnuplot, o.plot, plotted);
+      if (!o.plot.empty()) render_sweep_plot(gnuplot, o.plot, plotted, cfg.target_loss);
     }
   }
   const int signal = train::interrupt_signal();

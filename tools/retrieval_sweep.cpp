@@ -125,28 +125,31 @@ void write_sweep_csv(const std::string& path, const std::vector<SweepRow>& rows)
   write_file_atomically(path, text);
 }
 
-void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
-                       const std::vector<SweepRow>& rows) {
+std::string sweep_plot_script(const std::vector<SweepRow>& rows, double solved_threshold) {
   if (rows.empty()) throw RunError("no results to plot");
 
   // One line per (setting, model), in order of first appearance, points sorted by S.
   std::vector<std::pair<int, std::string>> order;
-  std::map<std::pair<int, std::string>, std::vector<std::pair<int64_t, double>>> lines;
+  std::map<std::pair<int, std::string>, std::vector<const SweepRow*>> lines;
   std::set<int> settings;
   for (const SweepRow& row : rows) {
     const auto id = std::make_pair(row.setting, row.model);
     if (lines.find(id) == lines.end()) order.push_back(id);
-    lines[id].emplace_back(row.keys, row.final_eval_loss);
+    lines[id].push_back(&row);
     settings.insert(row.setting);
   }
   const bool one_setting = settings.size() == 1;
   int64_t min_keys = rows.front().keys, max_keys = rows.front().keys;
+  double max_loss = std::max(solved_threshold, kPlotLossFloor * 10);
   for (const SweepRow& row : rows) {
     min_keys = std::min(min_keys, row.keys);
     max_keys = std::max(max_keys, row.keys);
+    if (std::isfinite(row.final_eval_loss)) max_loss = std::max(max_loss, row.final_eval_loss);
   }
   // Pad the S axis so the end points are not on the frame (and one S is not an empty range).
   const double pad = std::max(1.0, 0.04 * static_cast<double>(max_keys - min_keys));
+  // A loss of 0 has no place on a log axis: drawn at the floor (the label says so).
+  auto shown = [](double loss) { return std::isfinite(loss) ? std::max(loss, kPlotLossFloor) : loss; };
 
   std::string script;
   if (one_setting) {
@@ -157,36 +160,52 @@ void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
   } else {
     script += "set title 'Associative retrieval: final eval loss vs S'\n";
   }
-  script += "set xlabel 'Number of unique keys S'\n"
-            "set ylabel 'Final evaluation loss'\n"
-
-            "set grid\n"
-            "set key outside right top\n"
-            "set datafile missing 'nan'\n";
-  // Start the loss axis a little below 0 so solved runs (loss ~0) do not hide in the frame.
-  double max_loss = 1e-3;
-  for (const SweepRow& row : rows) {
-    if (std::isfinite(row.final_eval_loss)) max_loss = std::max(max_loss, row.final_eval_loss);
-  }
-  script += fmt::format("set yrange [{}:*]\n", -0.03 * max_loss);
+  script += fmt::format("set xlabel 'Number of unique keys S'\n"
+                        "set ylabel {}\n"
+                        "set logscale y\n"
+                        "set format y '10^{{%L}}'\n"
+                        "set grid\n"
+                        "set key outside right top\n"
+                        "set datafile missing 'nan'\n",
+                        gnuplot_quote(fmt::format("Final evaluation loss (log; below {:g} drawn at {:g})",
+                                                  kPlotLossFloor, kPlotLossFloor)));
+  script += fmt::format("set yrange [{:g}:{:g}]\n", kPlotLossFloor / 2, max_loss * 3);
   script += fmt::format("set xrange [{}:{}]\n", static_cast<double>(min_keys) - pad,
                         static_cast<double>(max_keys) + pad);
 
+  // Each line its own dash type and point type (colours alone merge where lines overlap).
+  static const int kPointTypes[] = {7, 5, 9, 11, 13, 3, 1, 2};
   std::string plot = "plot ";
+  std::string capped;  // the points of runs the step cap stopped
   for (size_t i = 0; i < order.size(); ++i) {
-    auto points = lines[order[i]];
-    std::sort(points.begin(), points.end());
+    std::vector<const SweepRow*> points = lines[order[i]];
+    std::sort(points.begin(), points.end(), [](const SweepRow* a, const SweepRow* b) { return a->keys < b->keys; });
     script += fmt::format("$line{} << EOD\n", i);
-    for (const auto& point : points) script += fmt::format("{} {}\n", point.first, format_number(point.second));
+    for (const SweepRow* p : points) {
+      const std::string point = fmt::format("{} {}\n", p->keys, format_number(shown(p->final_eval_loss)));
+      script += point;
+      if (p->stopped_by == "max_steps") capped += point;
+    }
     script += "EOD\n";
     const std::string title =
         one_setting ? order[i].second : fmt::format("setting {}: {}", order[i].first, order[i].second);
-    plot += fmt::format("{}$line{} using 1:2 with linespoints lw 2 pt 7 title {}", i == 0 ? "" : ", \\\n  ", i,
-                        gnuplot_quote(title));
+    plot += fmt::format("{}$line{} using 1:2 with linespoints lw 2 dt {} pt {} ps 1.3 title {}",
+                        i == 0 ? "" : ", \\\n  ", i, i % 5 + 1, kPointTypes[i % 8], gnuplot_quote(title));
   }
-  script += plot + "\n";
+  // The threshold a run must reach to count as solved.
+  plot += fmt::format(", \\\n  {:g} with lines dt 2 lw 1.5 lc rgb 'gray30' title {}", solved_threshold,
+                      gnuplot_quote(fmt::format("solved (loss <= {:g})", solved_threshold)));
+  if (!capped.empty()) {
+    script += "$capped << EOD\n" + capped + "EOD\n";
+    plot += ", \\\n  $capped using 1:2 with points pt 6 ps 3 lw 1.5 lc rgb 'black' title "
+            "'stopped by the step cap'";
+  }
+  return script + plot + "\n";
+}
 
-  train::render_png(gnuplot, png_path, script);
+void render_sweep_plot(const std::string& gnuplot, const std::string& png_path, const std::vector<SweepRow>& rows,
+                       double solved_threshold) {
+  train::render_png(gnuplot, png_path, sweep_plot_script(rows, solved_threshold));
 }
 
 }  // namespace fwp_cli

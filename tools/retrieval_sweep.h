@@ -41,10 +41,20 @@ void merge_sweep_row(std::vector<SweepRow>& rows, const SweepRow& row);
 /// Writes the rows (with the header) atomically. Throws RunError.
 void write_sweep_csv(const std::string& path, const std::vector<SweepRow>& rows);
 
-/// Renders final evaluation loss against S, one line per (setting, model), to a
-/// PNG file with the given gnuplot executable. Throws RunError on failure.
-void render_sweep_plot(const std::string& gnuplot, const std::string& png_path,
-                       const std::vector<SweepRow>& rows);
+/// The gnuplot script (without terminal and output) of render_sweep_plot():
+/// final evaluation loss against S on a log axis (losses below kPlotLossFloor
+/// drawn at the floor), one line per (setting, model) with its own dash and
+/// point type so that overlapping lines stay apart, the "solved" threshold
+/// drawn as a dashed line, and runs stopped by the step cap circled.
+std::string sweep_plot_script(const std::vector<SweepRow>& rows, double solved_threshold);
+
+/// The lowest loss the log axis shows.
+constexpr double kPlotLossFloor = 1e-6;
+
+/// Renders sweep_plot_script() to a PNG file with the given gnuplot executable.
+/// Throws RunError on failure (or when there are no rows).
+void render_sweep_plot(const std::string& gnuplot, const std::string& png_path, const std::vector<SweepRow>& rows,
+                       double solved_threshold);
 
 }  // namespace fwp_cli
 

@@ -3,8 +3,8 @@
  * \brief Conventions shared by the whole C API: export macro, versions, status codes and error messages, parameter descriptions.
  *
  * Part of the fwp C API; `#include <fwp/fwp.h>` brings in all of it. The
- * conventions (status codes, ownership, config structs, threads) are stated
- * once in fwp.h.
+ * conventions (status codes, ownership, config structs, threads, the handling
+ * of NaN and infinity) are stated once in fwp.h.
  */
 #ifndef FWP_COMMON_H
 #define FWP_COMMON_H

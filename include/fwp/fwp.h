@@ -26,6 +26,28 @@
  *   the device itself.
  * - No C++ exception, abort or exit crosses this API.
  *
+ * \section nonfinite NaN and infinity
+ * fwp propagates non-finite values through computations and refuses them
+ * where they would become stored state:
+ * - Compute functions propagate, like BLAS: a NaN or infinity in an input
+ *   (fwp_layer_forward(), fwp_layer_step(), fwp_layer_backward()'s dy, the
+ *   *_with_state variants) gives NaN or infinity in the outputs, the loss and
+ *   the gradients, with FWP_OK. They do not scan their inputs.
+ * - Setters refuse with FWP_ERR_INVALID_ARGUMENT and change nothing:
+ *   fwp_layer_set_param(), fwp_model_set_param(), fwp_layer_set_state(),
+ *   fwp_state_set(); likewise every floating-point config field must be finite
+ *   (epsilons at least FLT_MIN, see the fields).
+ * - fwp_optimizer_step() refuses a gradient holding NaN or infinity with
+ *   FWP_ERR_INVALID_ARGUMENT: no parameter, moment or step count changes, and
+ *   the message names the first such parameter ("the gradient of 'name' is not
+ *   finite"). Zero the gradients (fwp_optimizer_zero_grad()) to skip the step.
+ * - fwp_checkpoint_save() refuses a model or optimizer holding a non-finite
+ *   value with FWP_ERR_INVALID_ARGUMENT (the previous file is kept), and
+ *   fwp_checkpoint_load() / fwp_model_load() refuse a file holding one (or a
+ *   negative second moment) with FWP_ERR_FORMAT, so every file saved loads.
+ * The `fwp` program stops a run at the first non-finite loss or gradient and
+ * names it (exit code 1).
+ *
  * \section threads Thread safety
  * Distinct handles may be used from distinct threads at the same time. One
  * handle (and the objects created from it that share its state, e.g. an

@@ -153,7 +153,8 @@ FWP_API fwp_status fwp_layer_set_training(fwp_layer* layer, int training);
  * \param[in]  batch B >= 1; must equal the state's batch if a state is set (see fwp_layer_set_state()).
  * \param[in]  seq_len T >= 1.
  * \param[out] y     Output, [batch][seq_len][d_model]; must not overlap x.
- * \return FWP_OK or an error; on error y is unspecified and the layer unchanged.
+ * \return FWP_OK or an error; on error y is unspecified and the layer unchanged. NaN or infinity
+ *         in x propagates to y with FWP_OK (NaN/Inf policy: fwp.h).
  */
 FWP_API fwp_status fwp_layer_forward(fwp_layer* layer, const float* x, int64_t batch,
                                      int64_t seq_len, float* y);
@@ -257,7 +258,8 @@ FWP_API fwp_status fwp_layer_state_size(const fwp_layer* layer, int64_t batch, i
  * \param[in] w_count Must equal B * H * d_head * d_dot (ignored when w is NULL).
  * \param[in] z       z, [B][H][d_dot]; NULL means zeros.
  * \param[in] z_count Must equal B * H * d_dot (ignored when z is NULL).
- * \return FWP_OK, FWP_ERR_SHAPE_MISMATCH, FWP_ERR_INVALID_ARGUMENT, or FWP_ERR_UNSUPPORTED for softmax.
+ * \return FWP_OK, FWP_ERR_SHAPE_MISMATCH, FWP_ERR_INVALID_ARGUMENT (a bad batch, or a value that is not
+ *         finite; nothing changes then), or FWP_ERR_UNSUPPORTED for softmax.
  */
 FWP_API fwp_status fwp_layer_set_state(fwp_layer* layer, int64_t batch, const float* w, int64_t w_count,
                                        const float* z, int64_t z_count);

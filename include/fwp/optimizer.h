@@ -121,7 +121,8 @@ FWP_API void fwp_optimizer_destroy(fwp_optimizer* opt);
  * \brief One update of all trainable parameters from their current gradients.
  * \param[in]  opt       The optimizer.
  * \param[out] grad_norm Receives the global gradient L2 norm before clipping; may be NULL.
- * \return FWP_OK, or FWP_ERR_INVALID_ARGUMENT if a gradient is not finite (nothing is changed then).
+ * \return FWP_OK, or FWP_ERR_INVALID_ARGUMENT if a gradient is not finite: nothing is changed, and the
+ *         message names the first such parameter (NaN/Inf policy: fwp.h).
  */
 FWP_API fwp_status fwp_optimizer_step(fwp_optimizer* opt, float* grad_norm);
 

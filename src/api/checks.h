@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -106,6 +107,19 @@ inline void check_flag(int64_t value, const char* name) {
   if (value != 0 && value != 1) {
     throw Error(FWP_ERR_INVALID_ARGUMENT,
                 std::string(name) + " must be 0 or 1 (got " + std::to_string(value) + ")");
+  }
+}
+
+// The NaN/Inf policy of fwp.h: values that become the library's own state
+// (layer and model states set by the caller) must be finite. Checks all values
+// before the caller changes anything; a NULL array (zeros) passes.
+inline void check_finite(const float* data, int64_t count, const char* name) {
+  if (!data) return;
+  for (int64_t i = 0; i < count; ++i) {
+    if (!std::isfinite(data[i])) {
+      throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(name) + "[" + std::to_string(i) + "] is not finite (" +
+                                                std::to_string(data[i]) + ")");
+    }
   }
 }
 

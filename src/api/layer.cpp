@@ -14,6 +14,7 @@
 namespace {
 
 using fwp::Error;
+using fwp::api::check_finite;
 using fwp::api::check_flag;
 using fwp::api::check_not_null;
 
@@ -256,6 +257,8 @@ FWP_API fwp_status fwp_layer_set_state(fwp_layer* layer, int64_t batch, const fl
     require_state(l);
     check_count(w, w_count, l.state_w_count(batch), "w_count", "batch * num_heads * d_head * d_dot");
     check_count(z, z_count, l.state_z_count(batch), "z_count", "batch * num_heads * d_dot");
+    check_finite(w, w_count, "w");
+    check_finite(z, z_count, "z");
     l.set_state(batch, w, z);
   });
 }

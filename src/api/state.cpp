@@ -19,6 +19,7 @@
 namespace {
 
 using fwp::Error;
+using fwp::api::check_finite;
 using fwp::api::check_not_null;
 using State = fwp::AttentionState<float>;
 
@@ -61,13 +62,6 @@ void check_count(const void* data, int64_t count, int64_t expected, const char* 
     throw Error(FWP_ERR_SHAPE_MISMATCH, std::string(count_name) + " must equal " + what + " = " +
                                             std::to_string(expected) + got(count));
   }
-}
-
-void check_finite(const float* data, int64_t count, const char* name) {
-  if (!data) return;
-  for (int64_t i = 0; i < count; ++i)
-    if (!std::isfinite(data[i]))
-      throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(name) + "[" + std::to_string(i) + "] is not finite");
 }
 
 // The one attention state of a state made for a layer.

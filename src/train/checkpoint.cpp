@@ -195,13 +195,27 @@ std::vector<ParameterShape> shapes_of(const ParameterList<float>& params) {
 
 // ---- the optimizer's part ------------------------------------------------------------------
 
+// The NaN/Inf policy of fwp.h: a save refuses what a load would refuse, so every
+// file written can be loaded. (An update with a huge learning rate or gradient
+// can overflow a parameter or an Adam moment to infinity.)
+std::vector<float> savable_values(const std::string& name, std::vector<float> values) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      throw Error(FWP_ERR_INVALID_ARGUMENT, "'" + name + "' holds a non-finite value (" + std::to_string(values[i]) +
+                                                " at element " + std::to_string(i) +
+                                                "), which a load would refuse; nothing was written");
+    }
+  }
+  return values;
+}
+
 void add_optimizer(SafetensorsWriter& writer, Optimizer& optimizer, const ParameterList<float>& params) {
   require(&optimizer.params() == &params, FWP_ERR_CONTEXT_MISMATCH, "opt is the optimizer of another model or layer");
   nlohmann::json names = nlohmann::json::array();
   for (const Optimizer::StateTensor& t : optimizer.state_tensors()) {
     const std::string name = optimizer_tensor_name(optimizer, t);
     names.push_back(name);
-    writer.add_f32(name, params[t.param_index].shape, t.buffer->to_host());
+    writer.add_f32(name, params[t.param_index].shape, savable_values(name, t.buffer->to_host()));
   }
   writer.set_metadata(
       "optimizer",
@@ -280,7 +294,9 @@ void save_checkpoint(const std::string& path, const Model& model, Optimizer* opt
   }
 
   const ParameterList<float>& params = model.parameters();
-  for (int64_t i = 0; i < params.size(); ++i) writer.add_f32(params[i].name, params[i].shape, params[i].value.to_host());
+  for (int64_t i = 0; i < params.size(); ++i) {
+    writer.add_f32(params[i].name, params[i].shape, savable_values(params[i].name, params[i].value.to_host()));
+  }
   if (optimizer) add_optimizer(writer, *optimizer, params);
   if (data) {
     writer.set_metadata("data", nlohmann::json{{"kind", data->kind_name()},

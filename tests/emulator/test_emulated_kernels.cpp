@@ -26,6 +26,7 @@
 #include "../../cuda/cuda_backend.h"
 #include "core/backend.h"
 #include "core/buffer.h"
+#include "core/limits.h"
 
 namespace fwp {
 
@@ -563,6 +564,28 @@ TEST_F(Emulated, SumSquaresOfItsFixedGridMatchesCpu) {
 }
 
 // ---- the emulator itself: what it must catch ----------------------------------------------------
+// The CUDA backend checks chunk_size itself (src/core/limits.h), like the CPU
+// backend, whoever calls it: near INT64_MAX the chunk count would overflow.
+TEST_F(Emulated, FastWeightRefusesChunkSizesBeyondTheLimit) {
+  FastWeightShape s{};
+  s.streams = 1;
+  s.steps = 10;
+  s.d_key = 4;
+  s.d_value = 4;
+  auto k = input(Vec(40, 0.1f)), v = input(Vec(40, 0.2f)), beta = input(Vec(10, 0.5f));
+  auto u = output(40), w1 = output(16);
+  for (int64_t chunk : {std::numeric_limits<int64_t>::max(), kMaxChunkSize + 1, int64_t(-1)}) {
+    EXPECT_THROW(emu_->fast_weight_state_interval(s, chunk), Error) << chunk;
+    for (Algorithm algo : {Algorithm::Chunked, Algorithm::Recurrent}) {
+      EXPECT_THROW(emu_->fast_weight_forward(UpdateRule::Delta, algo, chunk, s, nullptr, k.e(), v.e(), beta.e(),
+                                             nullptr, nullptr, u.e(), w1.e(), nullptr),
+                   Error)
+          << chunk;
+    }
+  }
+  EXPECT_EQ(emu_->fast_weight_state_interval(s, kMaxChunkSize), kMaxChunkSize);
+}
+
 TEST(EmulatorSelfTest, WarpShuffleSumsTheWarp) {
   std::vector<float> x(64);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);

@@ -132,6 +132,64 @@ TEST(CheckpointHeader, DeeplyNestedRunMetadataIsRefused) {
   }
 }
 
+// --resume reads the run metadata and the tensors from one open file: a save
+// that replaces the path in between (here: a checkpoint one step further)
+// cannot pair the metadata of one version with the tensors of the other.
+TEST(CheckpointResume, MetadataAndTensorsComeFromTheFileThatWasOpened) {
+  const std::string dir = fresh_folder("one_open");
+  const std::string path = dir + "/run.safetensors", newer = dir + "/newer.safetensors";
+  fwp_context_config cc;
+  fwp_context_config_init(&cc);
+  cc.num_threads = 1;
+  fwp_context* ctx = nullptr;
+  ASSERT_EQ(fwp_context_create(&cc, &ctx), FWP_OK);
+  fwp_retrieval_config rc;
+  fwp_retrieval_config_init(&rc);
+  rc.num_keys = 4;
+  fwp_model* model = nullptr;
+  ASSERT_EQ(fwp_model_create_retrieval(ctx, &rc, &model), FWP_OK);
+  fwp_optimizer_config oc;
+  fwp_optimizer_config_init(&oc);
+  fwp_optimizer* opt = nullptr;
+  ASSERT_EQ(fwp_optimizer_create_for_model(model, &oc, &opt), FWP_OK);
+  const fwp_cli::train::TrainingObjects objects{model, opt, nullptr};
+  const fwp_cli::train::CheckpointFormat format{"fwp-cli-test", 1, "fwp test"};
+
+  fwp_cli::train::TrainState state;
+  fwp_cli::train::save_checkpoint(path, objects, format, {{"task", "test"}}, state);  // step 0
+  ASSERT_EQ(fwp_model_zero_grad(model), FWP_OK);
+  ASSERT_EQ(fwp_optimizer_step(opt, nullptr), FWP_OK);
+  state.step = 1;
+  fwp_cli::train::save_checkpoint(newer, objects, format, {{"task", "test"}}, state);
+
+  const fwp_cli::train::SavedRun saved = fwp_cli::train::read_saved_run(path, format);
+  ASSERT_EQ(saved.state.step, 0);
+  ASSERT_EQ(std::rename(newer.c_str(), path.c_str()), 0);  // a save replaces the file now
+  EXPECT_NO_THROW(fwp_cli::train::load_checkpoint(path, objects, saved));
+  int64_t steps = -1;
+  ASSERT_EQ(fwp_optimizer_get_step(opt, &steps), FWP_OK);
+  EXPECT_EQ(steps, 0) << "the tensors came from the file that replaced the one whose metadata was read";
+
+  fwp_optimizer_destroy(opt);
+  fwp_model_destroy(model);
+  fwp_context_destroy(ctx);
+}
+
+// Messages name the user's path, not the /proc path the file is read through.
+TEST(CheckpointResume, MessagesNameTheGivenPath) {
+  const std::string dir = fresh_folder("message_path");
+  const std::string path = dir + "/run.safetensors";
+  write_bytes(path, std::string("\x05\0\0\0\0\0\0\0{}", 10));
+  try {
+    fwp_cli::train::read_saved_run(path, {"fwp-cli-test", 1, "fwp test"});
+    FAIL() << "a truncated header was accepted";
+  } catch (const RunError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find(path), std::string::npos) << message;
+    EXPECT_EQ(message.find("/proc/self/fd"), std::string::npos) << message;
+  }
+}
+
 TEST(WriteFileAtomically, ConcurrentWritersToOnePathEachReplaceItWhole) {
   const std::string dir = fresh_folder("concurrent");
   const std::string path = dir + "/table.csv";

@@ -64,7 +64,7 @@ class TrainLoop : public ::testing::Test {
   void SetUp() override { clear_interrupt(); }
   void TearDown() override { clear_interrupt(); }
 
-  RunResult run(ScriptedTask& task, const TrainingPlan& p, TrainState start = TrainState()) {
+  RunResult run(TrainingTask& task, const TrainingPlan& p, TrainState start = TrainState()) {
     RunOutputs out;
     out.progress = &progress_;
     return run_training(task, p, start, out);
@@ -123,6 +123,99 @@ TEST_F(TrainLoop, ANonFiniteGradientNormStopsTheRun) {
   EXPECT_EQ(r.state.stopped_by, stop::kNonFinite);
   EXPECT_EQ(r.state.step, 2);
   EXPECT_NE(r.failure.find("gradient norm is inf"), std::string::npos) << r.failure;
+}
+
+/// A retrieval model whose key embedding is scaled by 1e22 at step 3, so that
+/// its gradients become NaN; the step reports a finite loss anyway, as a task
+/// whose loss stays finite while a gradient overflows would.
+class OverflowingGradientTask : public ScriptedTask {
+ public:
+  OverflowingGradientTask() {
+    fwp_context_config cc;
+    fwp_context_config_init(&cc);
+    cc.num_threads = 1;
+    EXPECT_EQ(fwp_context_create(&cc, &ctx_), FWP_OK);
+    fwp_retrieval_config rc;
+    fwp_retrieval_config_init(&rc);
+    rc.num_keys = 6;
+    EXPECT_EQ(fwp_model_create_retrieval(ctx_, &rc, &model_), FWP_OK);
+    fwp_optimizer_config oc;
+    fwp_optimizer_config_init(&oc);
+    EXPECT_EQ(fwp_optimizer_create_for_model(model_, &oc, &optimizer_), FWP_OK);
+    EXPECT_EQ(fwp_retrieval_data_create(1, 6, 7, &data_), FWP_OK);
+  }
+  ~OverflowingGradientTask() override {
+    fwp_retrieval_data_destroy(data_);
+    fwp_optimizer_destroy(optimizer_);
+    fwp_model_destroy(model_);
+    fwp_context_destroy(ctx_);
+  }
+  TrainingObjects objects() override { return {model_, optimizer_, data_}; }
+  StepResult train_step(int64_t step) override {
+    steps_taken.push_back(step);
+    if (step == 3) scale_param("key_embedding", 1e22f);
+    int64_t seq_len = 0;
+    EXPECT_EQ(fwp_retrieval_data_seq_len(data_, &seq_len), FWP_OK);
+    const int64_t batch = 4;
+    std::vector<int32_t> keys(batch * seq_len), values(batch * seq_len), queries(batch), targets(batch);
+    EXPECT_EQ(fwp_retrieval_data_sample(data_, batch, 1, keys.data(), values.data(), queries.data(), targets.data()),
+              FWP_OK);
+    const fwp_retrieval_batch b{batch, seq_len, 1, keys.data(), values.data(), queries.data(), targets.data()};
+    float loss = 0.0f;
+    EXPECT_EQ(fwp_model_zero_grad(model_), FWP_OK);
+    EXPECT_EQ(fwp_retrieval_forward(model_, &b, &loss, nullptr, 0), FWP_OK);
+    EXPECT_EQ(fwp_model_backward(model_), FWP_OK);
+    return StepResult{1.0, take_optimizer_step(optimizer_, step)};
+  }
+  /// The first trainable parameter whose gradient holds NaN or infinity.
+  std::string first_non_finite_gradient() const {
+    int64_t count = 0;
+    EXPECT_EQ(fwp_model_num_params(model_, &count), FWP_OK);
+    for (int64_t i = 0; i < count; ++i) {
+      fwp_param_info info{};
+      EXPECT_EQ(fwp_model_param_info(model_, i, &info), FWP_OK);
+      std::vector<float> grad(static_cast<size_t>(info.numel));
+      EXPECT_EQ(fwp_model_get_grad(model_, i, grad.data(), info.numel), FWP_OK);
+      for (float g : grad)
+        if (info.trainable && !std::isfinite(g)) return info.name;
+    }
+    return "";
+  }
+  int64_t optimizer_steps() const {
+    int64_t steps = -1;
+    EXPECT_EQ(fwp_optimizer_get_step(optimizer_, &steps), FWP_OK);
+    return steps;
+  }
+
+ private:
+  void scale_param(const char* name, float factor) {
+    int64_t index = 0;
+    ASSERT_EQ(fwp_model_param_index(model_, name, &index), FWP_OK);
+    fwp_param_info info{};
+    ASSERT_EQ(fwp_model_param_info(model_, index, &info), FWP_OK);
+    std::vector<float> value(static_cast<size_t>(info.numel));
+    ASSERT_EQ(fwp_model_get_param(model_, index, value.data(), info.numel), FWP_OK);
+    for (float& v : value) v *= factor;
+    ASSERT_EQ(fwp_model_set_param(model_, index, value.data(), info.numel), FWP_OK);
+  }
+
+  fwp_context* ctx_ = nullptr;
+  fwp_model* model_ = nullptr;
+  fwp_optimizer* optimizer_ = nullptr;
+  fwp_retrieval_data* data_ = nullptr;
+};
+
+TEST_F(TrainLoop, ANonFiniteGradientIsNamedByItsParameter) {
+  OverflowingGradientTask task;
+  const RunResult r = run(task, plan(100, 5, 100, 0.0));
+  EXPECT_EQ(r.state.stopped_by, stop::kNonFinite);
+  EXPECT_EQ(r.state.step, 2);
+  EXPECT_EQ(task.optimizer_steps(), 2);  // the library refused step 3 and changed nothing
+  const std::string name = task.first_non_finite_gradient();
+  ASSERT_FALSE(name.empty()) << "the scaled embedding gave finite gradients";
+  EXPECT_NE(r.failure.find("step 3: the gradient of '" + name + "' is not finite ("),
+            std::string::npos)
+      << r.failure;
 }
 
 TEST_F(TrainLoop, ASignalStopsTheRunBetweenTwoSteps) {

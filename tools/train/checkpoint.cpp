@@ -9,6 +9,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 namespace fwp_cli {
@@ -16,20 +22,56 @@ namespace train {
 
 using json = nlohmann::json;
 
-std::string read_checkpoint_user_metadata(const std::string& path) {
-  // The library's reader: one non-blocking open of a regular file (a FIFO or
-  // device is refused, never waited on), every size bounded by the file's
-  // before anything is allocated, the header JSON nesting-limited, and file
-  // content quoted in messages only as short excerpts.
+OpenCheckpoint::OpenCheckpoint(const std::string& path) : path_(path), same_file_path_(path) {
+  // O_NONBLOCK: opening a FIFO without a writer must not wait (it is refused below).
+  fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd_ < 0) {
+    throw RunError(fmt::format("cannot read the checkpoint: cannot open '{}' for reading: {}", path,
+                               std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd_);
+    throw RunError(fmt::format(
+        "cannot read the checkpoint: '{}' is not a regular file (a directory, FIFO, socket or device)", path));
+  }
+  // Opening /proc/self/fd/N opens the file this descriptor refers to, even
+  // after the path was renamed over or removed. The library's reader and
+  // fwp_checkpoint_load() take paths, so this is how they read this file.
+  const std::string by_descriptor = "/proc/self/fd/" + std::to_string(fd_);
+  if (::access(by_descriptor.c_str(), R_OK) == 0) same_file_path_ = by_descriptor;
+}
+
+OpenCheckpoint::~OpenCheckpoint() { ::close(fd_); }
+
+std::string OpenCheckpoint::for_user(std::string message) const {
+  if (same_file_path_ == path_) return message;
+  for (size_t at = message.find(same_file_path_); at != std::string::npos;
+       at = message.find(same_file_path_, at + path_.size())) {
+    message.replace(at, same_file_path_.size(), path_);
+  }
+  return message;
+}
+
+std::string read_checkpoint_user_metadata(const OpenCheckpoint& file) {
+  // The library's reader: every size bounded by the file's before anything is
+  // allocated, the header JSON nesting-limited, and file content quoted in
+  // messages only as short excerpts.
   try {
-    const fwp::SafetensorsReader reader(path);
+    const fwp::SafetensorsReader reader(file.same_file_path());
     const std::string* user = reader.find_metadata("user");
-    if (user == nullptr) throw RunError(fmt::format("{} was not written by the fwp program (no user metadata)", path));
+    if (user == nullptr) {
+      throw RunError(fmt::format("{} was not written by the fwp program (no user metadata)", file.path()));
+    }
     return *user;
   } catch (const fwp::Error& e) {
     // Its messages name the file and say what is wrong with it.
-    throw RunError(fmt::format("cannot read the checkpoint: {}", one_line(e.what())));
+    throw RunError(fmt::format("cannot read the checkpoint: {}", file.for_user(one_line(e.what()))));
   }
+}
+
+std::string read_checkpoint_user_metadata(const std::string& path) {
+  return read_checkpoint_user_metadata(OpenCheckpoint(path));
 }
 
 void save_checkpoint(const std::string& path, const TrainingObjects& objects, const CheckpointFormat& format,
@@ -45,7 +87,8 @@ void save_checkpoint(const std::string& path, const TrainingObjects& objects, co
 }
 
 SavedRun read_saved_run(const std::string& path, const CheckpointFormat& format) {
-  const std::string text = read_checkpoint_user_metadata(path);  // its errors name the file already
+  auto file = std::make_shared<const OpenCheckpoint>(path);
+  const std::string text = read_checkpoint_user_metadata(*file);  // its errors name the file already
   json metadata;
   try {
     // Bounded like the header itself: the user string is file content too.
@@ -61,6 +104,7 @@ SavedRun read_saved_run(const std::string& path, const CheckpointFormat& format)
         fmt::format("{} was not written by '{}': {}", path, format.program, fwp::excerpt(one_line(e.what()), 200)));
   }
   SavedRun saved;
+  saved.file = file;
   try {
     saved.config = metadata.at("config");
     saved.state = state_from_json(metadata.at("state"));
@@ -71,8 +115,16 @@ SavedRun read_saved_run(const std::string& path, const CheckpointFormat& format)
 }
 
 void load_checkpoint(const std::string& path, const TrainingObjects& objects, const SavedRun& saved) {
-  check_status(fwp_checkpoint_load(path.c_str(), objects.model, objects.optimizer, objects.data),
-               fmt::format("loading the checkpoint {}", path).c_str());
+  const std::shared_ptr<const OpenCheckpoint> file = saved.file ? saved.file : std::make_shared<OpenCheckpoint>(path);
+  const fwp_status status =
+      fwp_checkpoint_load(file->same_file_path().c_str(), objects.model, objects.optimizer, objects.data);
+  if (status != FWP_OK) {
+    std::string message = fwp_last_error_message();
+    if (message.empty()) message = fwp_status_string(status);
+    throw RunError(fmt::format("loading the checkpoint {}: {}", path, file->for_user(one_line(message))));
+  }
+  // The step count is checked as well: with no /proc (two opens) it catches a
+  // file replaced between reading the metadata and the tensors.
   int64_t optimizer_steps = 0;
   check_status(fwp_optimizer_get_step(objects.optimizer, &optimizer_steps), "reading the optimizer's step");
   if (optimizer_steps != saved.state.step) {

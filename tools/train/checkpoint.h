@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
 
 namespace fwp_cli {
@@ -23,10 +24,39 @@ struct CheckpointFormat {
   std::string program;  ///< For messages: "was not written by 'fwp retrieval'".
 };
 
+/// A checkpoint file opened once (read-only, non-blocking; regular files only,
+/// so a FIFO or device fails at once). Everything a resume reads -- the run
+/// metadata and, through the library, the tensors -- comes from this one open
+/// file, so a save that replaces the path meanwhile cannot mix two versions.
+class OpenCheckpoint {
+ public:
+  /// Throws RunError naming the file when it cannot be opened or is not a regular file.
+  explicit OpenCheckpoint(const std::string& path);
+  ~OpenCheckpoint();
+  OpenCheckpoint(const OpenCheckpoint&) = delete;
+  OpenCheckpoint& operator=(const OpenCheckpoint&) = delete;
+
+  /// The path the user gave.
+  const std::string& path() const { return path_; }
+  /// A path that opens this same file whatever has happened to path() since
+  /// ("/proc/self/fd/N"; path() itself where /proc is not mounted).
+  const std::string& same_file_path() const { return same_file_path_; }
+  /// `message` with same_file_path() replaced by path(), for the user.
+  std::string for_user(std::string message) const;
+
+ private:
+  std::string path_;
+  std::string same_file_path_;
+  int fd_ = -1;
+};
+
 /// What a checkpoint says about its run.
 struct SavedRun {
   nlohmann::json config;  ///< The task's configuration (TrainingTask::describe()).
   TrainState state;
+  /// The file the metadata was read from; load_checkpoint() reads the tensors
+  /// from it too (shared: a SavedRun may be copied).
+  std::shared_ptr<const OpenCheckpoint> file;
 };
 
 /// Saves the objects with the run's metadata (atomically). Throws RunError.
@@ -38,8 +68,9 @@ void save_checkpoint(const std::string& path, const TrainingObjects& objects, co
 /// this format and version.
 SavedRun read_saved_run(const std::string& path, const CheckpointFormat& format);
 
-/// Loads model, optimizer and data source from `path` into `objects` (built
-/// from the saved configuration) and checks that the optimizer's step count
+/// Loads model, optimizer and data source into `objects` (built from the saved
+/// configuration) from the file `saved` was read from (`path` is opened only
+/// when `saved` holds no open file) and checks that the optimizer's step count
 /// agrees with `saved.state`. Throws RunError.
 void load_checkpoint(const std::string& path, const TrainingObjects& objects, const SavedRun& saved);
 
@@ -47,6 +78,8 @@ void load_checkpoint(const std::string& path, const TrainingObjects& objects, co
 /// getter for it, so this reads the documented header with the library's
 /// bounded reader, src/io/safetensors.h: one open, regular files only, a
 /// FIFO refused at once, nesting and sizes limited). Throws RunError.
+std::string read_checkpoint_user_metadata(const OpenCheckpoint& file);
+/// The same, opening `path` for the call.
 std::string read_checkpoint_user_metadata(const std::string& path);
 
 }  // namespace train

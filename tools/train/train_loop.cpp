@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <vector>
 
 namespace fwp_cli {
 namespace train {
@@ -40,6 +41,32 @@ void record_evaluation(const TrainingPlan& plan, const Evaluation& evaluation, T
   } else if (state.step >= plan.max_steps) {
     state.stopped_by = stop::kMaxSteps;
   }
+}
+
+/// Names the first non-finite tensor of a step that the driver stops at: the
+/// loss, else the first parameter whose gradient holds NaN or infinity (the
+/// optimizer refused it and changed nothing, so the gradients are still there),
+/// e.g. "the gradient of 'embedding.weight' is not finite (nan at element 17)".
+std::string non_finite_tensor(const StepResult& step, fwp_model* model) {
+  if (!std::isfinite(step.loss)) return fmt::format("the loss is {}", number_text(step.loss));
+  int64_t count = 0;
+  if (model != nullptr && fwp_model_num_params(model, &count) == FWP_OK) {
+    std::vector<float> grad;
+    for (int64_t i = 0; i < count; ++i) {
+      fwp_param_info info{};
+      if (fwp_model_param_info(model, i, &info) != FWP_OK || info.trainable == 0) continue;
+      grad.resize(static_cast<size_t>(info.numel));
+      if (fwp_model_get_grad(model, i, grad.data(), info.numel) != FWP_OK) continue;
+      for (size_t k = 0; k < grad.size(); ++k) {
+        if (!std::isfinite(grad[k])) {
+          return fmt::format("the gradient of '{}' is not finite ({} at element {})", info.name,
+                             number_text(grad[k]), k);
+        }
+      }
+    }
+  }
+  // A task without a model, or one that reported a non-finite norm itself.
+  return fmt::format("the gradient norm is {}", number_text(step.grad_norm));
 }
 
 }  // namespace
@@ -93,9 +120,8 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
     if (!std::isfinite(step.loss) || !std::isfinite(step.grad_norm)) {
       state.stopped_by = stop::kNonFinite;
       result.failure = fmt::format(
-          "training diverged at step {}: the {} is {}; {}; a smaller learning rate may help",
-          state.step + 1, std::isfinite(step.loss) ? "gradient norm" : "loss",
-          number_text(std::isfinite(step.loss) ? step.grad_norm : step.loss),
+          "training diverged at step {}: {}; {}; a smaller learning rate may help", state.step + 1,
+          non_finite_tensor(step, objects.model),
           !out.checkpoint.empty() && file_exists(out.checkpoint)
               ? fmt::format("the checkpoint {} keeps the last saved state", out.checkpoint)
               : std::string("no checkpoint was written"));

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The install tree works from wherever it was installed (issue 10): install
+# the build to a fresh prefix with `cmake --install --prefix`, then compile and
+# run a C program against it with the flags `pkg-config --cflags --libs fwp`
+# gives, and again after moving the whole tree elsewhere.
+#   install_check.sh <build dir> <work dir> <C compiler>
+set -euo pipefail
+build=$1
+work=$2
+cc=$3
+command -v pkg-config >/dev/null || { echo "SKIPPED: pkg-config not found"; exit 77; }
+rm -rf "$work"
+mkdir -p "$work"
+prefix=$work/prefix
+cmake --install "$build" --prefix "$prefix" >"$work/install.log"
+[[ -f $prefix/share/doc/fwp/LICENSE ]] || { echo "FAIL: the LICENSE was not installed"; exit 1; }
+
+cat >"$work/use_fwp.c" <<'C'
+#include <fwp/fwp.h>
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+  fwp_context_config config;
+  fwp_context* ctx = NULL;
+  fwp_context_config_init(&config);
+  config.num_threads = 1;
+  if (fwp_context_create(&config, &ctx) != FWP_OK) return 1;
+  fwp_context_destroy(ctx);
+  printf("fwp %s\n", fwp_version_string());
+  return strcmp(fwp_version_string(), FWP_VERSION_STRING_EXPECTED) == 0 ? 0 : 2;
+}
+C
+
+# check_prefix DIR: builds and runs the program against the install tree in DIR.
+check_prefix() {
+  local pc_dir
+  pc_dir=$(dirname "$(find "$1" -name fwp.pc | head -n 1)")
+  [[ -f $pc_dir/fwp.pc ]] || { echo "FAIL: no fwp.pc under $1"; exit 1; }
+  local flags
+  flags=$(PKG_CONFIG_PATH=$pc_dir pkg-config --cflags --libs fwp)
+  local version
+  version=$(PKG_CONFIG_PATH=$pc_dir pkg-config --modversion fwp)
+  # Every folder pkg-config names must lie inside the tree (not the configure-time prefix).
+  for flag in $flags; do
+    case $flag in
+      -I*|-L*) dir=$(realpath -m "${flag:2}")
+               [[ $dir == "$(realpath "$1")"/* ]] || { echo "FAIL: $flag is outside $1"; exit 1; } ;;
+    esac
+  done
+  # shellcheck disable=SC2086 # the flags are words
+  "$cc" "$work/use_fwp.c" -o "$work/use_fwp" -DFWP_VERSION_STRING_EXPECTED="\"$version\"" $flags
+  LD_LIBRARY_PATH=$(dirname "$(find "$1" -name 'libfwp.so' | head -n 1)") "$work/use_fwp"
+}
+
+check_prefix "$prefix"
+mv "$prefix" "$work/moved"
+check_prefix "$work/moved"
+echo "install_check: OK (pkg-config flags from the installed fwp.pc, before and after moving the tree)"
