@@ -19,8 +19,12 @@ else()
   endif()
   add_library(fwp_carried_nlohmann_json INTERFACE)
   # SYSTEM: the project's warning flags are not applied to the library's own code.
+  # C++ only: no CUDA source includes JSON, and without the flag nvcc's command
+  # lines equal those of a build with the installed package (in /usr/include,
+  # which is never passed), so ccache serves scripts/check-gpu-machine-build.sh
+  # the CUDA objects of build/.
   target_include_directories(fwp_carried_nlohmann_json SYSTEM INTERFACE
-    $<BUILD_INTERFACE:${FWP_CARRIED_JSON_DIR}/include>)
+    $<BUILD_INTERFACE:$<$<COMPILE_LANGUAGE:CXX>:${FWP_CARRIED_JSON_DIR}/include>>)
   add_library(nlohmann_json::nlohmann_json ALIAS fwp_carried_nlohmann_json)
   message(STATUS "nlohmann_json: no installed package; using the carried copy (3.11.2) in third_party/nlohmann_json")
 endif()

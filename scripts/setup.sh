@@ -8,7 +8,7 @@ packages=(
   libeigen3-dev libgtest-dev libgmock-dev libcmocka-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
   doxygen graphviz gnuplot-nox
-  clang libclang-rt-dev libomp-dev  # the libFuzzer build (tests/fuzz/run_fuzz.sh): clang, libFuzzer, OpenMP for clang
+  clang libclang-rt-dev libomp-dev ccache ninja-build  # build-asan/: clang, ASan, UBSan, libFuzzer, OpenMP for clang; ccache, ninja: every build (scripts/test.sh)
 )
 
 missing=()

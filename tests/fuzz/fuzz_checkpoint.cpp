@@ -9,8 +9,9 @@
 // finding. After a load succeeds the model runs one forward, which draws from
 // the restored FAVOR+ generator (a zero generator state once hung there).
 //
-// Built two ways (tests/CMakeLists.txt): with clang's libFuzzer, ASan and
-// UBSan (tests/fuzz/run_fuzz.sh, ctest "fuzz_checkpoint"), and with the
+// Built two ways (tests/fuzz/fuzz.cmake): with clang's libFuzzer, ASan and
+// UBSan in a build configured with FWP_FUZZ (CI's build-asan/; ctest
+// "fuzz_checkpoint" runs tests/fuzz/run_fuzz.sh), and with the
 // project's compiler and FWP_FUZZ_REPLAY as a plain program that replays the
 // committed corpus (ctest "fuzz_checkpoint_replay"), so every past finding
 // stays a regression test even where clang is missing. The replay program

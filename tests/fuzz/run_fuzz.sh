@@ -1,30 +1,46 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang, ASan and UBSan in their own build
-# directory and fuzzes the checkpoint reader for a bounded time, starting from
-# the committed corpus. Exit status 0: no finding; otherwise libFuzzer's report
-# is printed and the input that failed is kept in BUILD_DIR/findings/ (add it to
-# tests/fuzz/corpus/checkpoint/ together with the fix, so the replay test keeps it).
-# Usage: run_fuzz.sh SOURCE_DIR BUILD_DIR [SECONDS=30]
+# Fuzzes the checkpoint reader (fuzz_checkpoint, libFuzzer with ASan and UBSan)
+# for a bounded time, starting from the committed corpus. Exit status 0: no
+# finding; otherwise libFuzzer's report is printed and the input that failed is
+# kept in BUILD_DIR/findings/ (add it to tests/fuzz/corpus/checkpoint/ together
+# with the fix, so the replay test keeps it).
+#
+# Usage: run_fuzz.sh [--binary FUZZ_BINARY] SOURCE_DIR BUILD_DIR [SECONDS=30]
+#   --binary  the target is already built (the ctest entry fuzz_checkpoint of a
+#             build configured with FWP_FUZZ=ON, e.g. CI's build-asan/): only fuzz.
+#   without   configure BUILD_DIR as a clang build with FWP_SANITIZE and FWP_FUZZ,
+#             build only the fuzz target there, then fuzz (for a developer whose
+#             build directory is a GCC one).
 set -euo pipefail
+binary=""
+if [ "${1:-}" = --binary ]; then
+  [ $# -ge 4 ] || { echo "usage: $0 [--binary FUZZ_BINARY] SOURCE_DIR BUILD_DIR [SECONDS=30]" >&2; exit 2; }
+  binary=$2
+  shift 2
+fi
+[ $# -ge 2 ] || { echo "usage: $0 [--binary FUZZ_BINARY] SOURCE_DIR BUILD_DIR [SECONDS=30]" >&2; exit 2; }
 src=$1
 build=$2
 seconds=${3:-30}
 
-for tool in clang clang++; do
-  command -v "$tool" >/dev/null || { echo "run_fuzz: FAILED: $tool not found (scripts/setup.sh installs it)"; exit 1; }
-done
-if ! echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' |
-    clang++ -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null; then
-  echo "run_fuzz: FAILED: clang cannot link libFuzzer (-fsanitize=fuzzer; scripts/setup.sh installs libclang-rt-dev)"
-  exit 1
+if [ -z "$binary" ]; then
+  for tool in clang clang++; do
+    command -v "$tool" >/dev/null || { echo "run_fuzz: FAILED: $tool not found (scripts/setup.sh installs it)"; exit 1; }
+  done
+  if ! echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' |
+      clang++ -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null; then
+    echo "run_fuzz: FAILED: clang cannot link libFuzzer (-fsanitize=fuzzer; scripts/setup.sh installs libclang-rt-dev)"
+    exit 1
+  fi
+  # Only the fuzz target is built; tools, examples, benchmarks and docs are configured off.
+  cmake -S "$src" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFWP_ENABLE_CUDA=OFF -DFWP_SANITIZE=ON -DFWP_FUZZ=ON \
+    -DFWP_BUILD_TOOLS=OFF -DFWP_BUILD_EXAMPLES=OFF -DFWP_BUILD_BENCH=OFF -DFWP_BUILD_DOCS=OFF >"$build.configure.log" 2>&1 ||
+    { cat "$build.configure.log"; echo "run_fuzz: FAILED: configuring the clang build"; exit 1; }
+  cmake --build "$build" -j "${FWP_FUZZ_JOBS:-2}" --target fuzz_checkpoint
+  binary="$build/tests/fuzz_checkpoint"
 fi
-
-# Only the fuzz targets are built; the rest of the project is configured off.
-cmake -S "$src" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFWP_ENABLE_CUDA=OFF -DFWP_SANITIZE=ON -DFWP_FUZZ=ON \
-  -DFWP_BUILD_TOOLS=OFF -DFWP_BUILD_EXAMPLES=OFF -DFWP_BUILD_BENCH=OFF -DFWP_BUILD_DOCS=OFF >"$build.configure.log" 2>&1 ||
-  { cat "$build.configure.log"; echo "run_fuzz: FAILED: configuring the clang build"; exit 1; }
-cmake --build "$build" -j "${FWP_FUZZ_JOBS:-2}" --target fuzz_checkpoint
+[ -x "$binary" ] || { echo "run_fuzz: FAILED: no fuzz target at $binary"; exit 1; }
 
 work=$(mktemp -d /tmp/fwp_fuzz_corpus_XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -33,6 +49,6 @@ mkdir -p "$build/findings"
 # input taking 10 s is a hang; -malloc_limit_mb: one allocation that large
 # from a small file is a finding (every read is bounded by the file size).
 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  "$build/tests/fuzz_checkpoint" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -malloc_limit_mb=1024 \
+  "$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -malloc_limit_mb=1024 \
   -max_len=65536 -print_final_stats=1 -artifact_prefix="$build/findings/" "$work" "$src/tests/fuzz/corpus/checkpoint"
 echo "run_fuzz: fuzz_checkpoint ran ${seconds}s without a finding"
