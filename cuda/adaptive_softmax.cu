@@ -1,12 +1,10 @@
 // CudaBackend: the cluster partition and block log-softmax of adaptive input
-// and adaptive softmax. The partition is one block: a counting pass (shared
-// atomics), then a stable pass over chunks of blockDim rows with one block
-// scan per cluster, so each cluster's rows keep their order (the products
-// that follow then sum in the same order on every run). The log-softmax gives
-// each row one block, as cross_entropy.cu. The arithmetic comes from
-// adaptive_math.cuh and row_math.cuh.
-#include <cub/block/block_scan.cuh>
-
+// and adaptive softmax. The partition is one block: a counting pass (per-thread
+// counts, one block sum per cluster), then a stable pass over chunks of
+// blockDim rows with one block scan per cluster, so each cluster's rows keep
+// their order (the products that follow then sum in the same order on every
+// run). The log-softmax gives each row one block, as cross_entropy.cu. The
+// arithmetic comes from adaptive_math.cuh and row_math.cuh.
 #include <cstdint>
 
 #include "adaptive_math.cuh"
@@ -21,47 +19,74 @@ namespace {
 constexpr int kPartitionThreads = 1024;
 constexpr int kRowThreads = 256;
 
+// Exclusive prefix sum of x over the block (blockDim.x a multiple of 32); the
+// block's total in `total`. `warp_totals` holds 32 ints of shared memory.
+// Contains __syncthreads: every thread of the block must call it. (Shuffles
+// and shared memory only, no CUB: the kernel emulator runs this kernel too.)
+__device__ int block_exclusive_sum(int x, int* warp_totals, int& total) {
+  const int lane = threadIdx.x % cuda::kWarpSize, warp = threadIdx.x / cuda::kWarpSize;
+  const int warps = blockDim.x / cuda::kWarpSize;
+  int v = x;  // inclusive scan within the warp
+  for (int o = 1; o < cuda::kWarpSize; o <<= 1) {
+    const int y = __shfl_sync(0xffffffffu, v, lane >= o ? lane - o : lane);
+    if (lane >= o) v += y;
+  }
+  __syncthreads();  // warp_totals may still be read by a previous call
+  if (lane == cuda::kWarpSize - 1) warp_totals[warp] = v;
+  __syncthreads();
+  int before = 0, sum = 0;
+  for (int w = 0; w < warps; ++w) {
+    const int t = warp_totals[w];
+    if (w < warp) before += t;
+    sum += t;
+  }
+  total = sum;
+  return before + v - x;
+}
+
 __global__ void __launch_bounds__(kPartitionThreads)
     adaptive_partition_kernel(const int32_t* ids, int64_t rows, AdaptiveBounds b, int32_t* cluster_rows,
                               int32_t* cluster_ids, int32_t* head_targets, int64_t head_cols, int64_t* counts_out) {
-  using Scan = cub::BlockScan<int, kPartitionThreads>;
-  __shared__ typename Scan::TempStorage scan_storage;
-  __shared__ unsigned long long counts[kMaxAdaptiveClusters];
+  __shared__ int warp_totals[cuda::kWarpSize];
   __shared__ int64_t next[kMaxAdaptiveClusters];
-  const int64_t clusters = b.clusters;
-  if (threadIdx.x < clusters) counts[threadIdx.x] = 0;
-  __syncthreads();
+  const int32_t clusters = static_cast<int32_t>(b.clusters);
+  // Counting pass: per-thread counts, then one block sum per cluster.
+  int mine[kMaxAdaptiveClusters];
+  for (int32_t k = 0; k < clusters; ++k) mine[k] = 0;
   for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
     const int32_t id = ids[r];
     const int32_t k = adaptive::cluster_of(id, b);
     if (head_targets) head_targets[r] = adaptive::head_target(id, k, clusters, head_cols);
-    if (k >= 0 && k < clusters) atomicAdd(&counts[k], 1ull);
+    if (k >= 0 && k < clusters) ++mine[k];
   }
-  __syncthreads();
+  for (int32_t k = 0; k < clusters; ++k) {
+    int total = 0;
+    block_exclusive_sum(mine[k], warp_totals, total);
+    if (threadIdx.x == 0) counts_out[k] = total;
+  }
   if (threadIdx.x == 0) {
     int64_t offset = 0;
-    for (int64_t k = 0; k < clusters; ++k) {
+    for (int32_t k = 0; k < clusters; ++k) {
       next[k] = offset;
-      counts_out[k] = static_cast<int64_t>(counts[k]);
-      offset += static_cast<int64_t>(counts[k]);
+      offset += counts_out[k];
     }
   }
   __syncthreads();
-  // Every thread runs the same number of chunks, so all reach the scans and barriers.
+  // Stable pass: every thread runs the same number of chunks, so all reach the scans and barriers.
   for (int64_t base = 0; base < rows; base += blockDim.x) {
     const int64_t r = base + threadIdx.x;
     const int32_t id = r < rows ? ids[r] : -1;
     const int32_t k_row = adaptive::cluster_of(id, b);
     for (int32_t k = 0; k < clusters; ++k) {
       const int flag = k_row == k ? 1 : 0;
-      int rank = 0, total = 0;
-      Scan(scan_storage).ExclusiveSum(flag, rank, total);
+      int total = 0;
+      const int rank = block_exclusive_sum(flag, warp_totals, total);
       if (flag) {
         const int64_t at = next[k] + rank;
         cluster_rows[at] = static_cast<int32_t>(r);
         cluster_ids[at] = static_cast<int32_t>(id - b.bounds[k]);
       }
-      __syncthreads();  // the scan storage is reused and next[k] read above
+      __syncthreads();  // next[k] is read above before thread 0 moves it on
       if (threadIdx.x == 0) next[k] += total;
       __syncthreads();
     }

@@ -155,7 +155,7 @@ const T* AdaptiveSoftmax<T>::bias_of(const ParameterList<T>& params, int64_t k) 
 template <typename T>
 void AdaptiveSoftmax<T>::cluster_logits(const ParameterList<T>& params, int64_t k, const T* x, int64_t rows,
                                         T* logits, int64_t ldc, const T* ones) const {
-  const int64_t dk = layout_.dim(k), size = k == 0 ? layout_.size(0) : layout_.size(k);
+  const int64_t dk = layout_.dim(k), size = layout_.size(k);
   backend_->gemm(false, true, rows, size, dk, T(1), x, dk, weight_of(params, k), dk, T(0), logits, ldc);
   // + ones[rows, 1] bias[1, size]: a bias add that also works on a column block.
   backend_->gemm(false, false, rows, size, 1, T(1), ones, 1, bias_of(params, k), size, T(1), logits, ldc);
