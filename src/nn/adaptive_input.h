@@ -14,8 +14,11 @@
 //  - div_val > 1: per cluster k "<name>.emb_layers.<k>.weight" [size_k, d_k]
 //    and "<name>.emb_projs.<k>" [d_model, d_k] (PyTorch's F.linear layout:
 //    out = emb @ proj^T), also when the cutoffs are empty (one cluster).
-// A negative id (padding) gives a zero row and no gradient. See linear.h for
-// how modules hold their parameters.
+// A negative id (padding) gives a zero row and no gradient (PyTorch would
+// raise an index error; this is the library's padding convention). With
+// div_val > 1 the scale is applied inside the projection product rather than
+// to the finished rows (the same value up to rounding). See linear.h for how
+// modules hold their parameters.
 #pragma once
 
 #include <cstdint>

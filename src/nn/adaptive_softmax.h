@@ -27,6 +27,11 @@
 // + [True] * len(cutoffs) (train.py). Cutoffs empty: a plain softmax, i.e.
 // Linear(d_model -> vocab, bias) + CrossEntropyLoss (with div_val > 1, as the
 // authors, a [d_model, d_model] projection first).
+// Where this differs from the authors' code, and why: the per-row losses stay
+// in row order (their keep_order=True; their default returns them grouped by
+// cluster, which only a sum can use); a negative target is ignored (loss 0,
+// no gradient) instead of being an index error, the library's padding
+// convention; d_embed is d_model (their default; no separate width).
 #pragma once
 
 #include <cstdint>
