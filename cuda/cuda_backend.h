@@ -17,6 +17,7 @@
 //   layer_norm.cu          layer normalisation
 //   cross_entropy.cu       softmax cross-entropy
 //   dropout.cu             dropout with a counter-based mask
+//   adaptive_softmax.cu    cluster partition and block log-softmax (adaptive input/softmax)
 //
 // Every call is queued on the backend's own stream; only download(),
 // sum_squares() and synchronize() wait for it. Each call makes the backend's
@@ -204,6 +205,11 @@ class CudaBackend final : public Backend<float> {
                               float* dlogits, int64_t rows, int64_t classes) override;
   void dropout_forward(const float* x, float* y, int64_t n, double p, uint64_t seed) override;
   void dropout_backward(const float* dy, float* dx, int64_t n, double p, uint64_t seed) override;
+  // ---- adaptive_softmax.cu ------------------------------------------------------------------------
+  void adaptive_partition(const int32_t* ids, int64_t rows, const AdaptiveBounds& bounds, int32_t* cluster_rows,
+                          int32_t* cluster_ids, int32_t* head_targets, int64_t head_cols, int64_t* counts) override;
+  void log_softmax_rows(const float* logits, int64_t rows, int64_t cols, int64_t write_cols, const float* base,
+                        int64_t base_stride, float* out, int64_t ldo) override;
 
  private:
   void* device_alloc(size_t bytes, const char* what);

@@ -21,6 +21,7 @@
 #include <memory>
 
 #include "core/backend/activation.h"
+#include "core/backend/adaptive_softmax.h"
 #include "core/backend/attn_norm.h"
 #include "core/backend/cross_entropy.h"
 #include "core/backend/dropout.h"
@@ -60,7 +61,8 @@ class Backend : public MemoryOps<T>,
                 public ActivationOps<T>,
                 public LayerNormOps<T>,
                 public CrossEntropyOps<T>,
-                public DropoutOps<T> {
+                public DropoutOps<T>,
+                public AdaptiveSoftmaxOps<T> {
  public:
   Device device() const override = 0;
 };

@@ -18,6 +18,7 @@
 //   layer_norm.cpp         layer normalisation
 //   cross_entropy.cpp      softmax cross-entropy (language model loss)
 //   dropout.cpp            dropout with a counter-based mask
+//   adaptive_softmax.cpp   cluster partition and block log-softmax (adaptive input/softmax)
 #pragma once
 
 #include "core/backend.h"
@@ -132,6 +133,11 @@ class CpuBackend final : public Backend<T> {
 
   void dropout_forward(const T* x, T* y, int64_t n, double p, uint64_t seed) override;
   void dropout_backward(const T* dy, T* dx, int64_t n, double p, uint64_t seed) override;
+
+  void adaptive_partition(const int32_t* ids, int64_t rows, const AdaptiveBounds& bounds, int32_t* cluster_rows,
+                          int32_t* cluster_ids, int32_t* head_targets, int64_t head_cols, int64_t* counts) override;
+  void log_softmax_rows(const T* logits, int64_t rows, int64_t cols, int64_t write_cols, const T* base,
+                        int64_t base_stride, T* out, int64_t ldo) override;
 
   // The algorithm Auto resolves to for this shape on the CPU (exposed for tests and benchmarks).
   static Algorithm choose_algorithm(UpdateRule rule, const FastWeightShape& shape);

@@ -563,6 +563,47 @@ TEST_F(Emulated, SumSquaresOfItsFixedGridMatchesCpu) {
   EXPECT_NEAR(e, c, 1e-6 * c);
 }
 
+// ---- adaptive_softmax.cu ------------------------------------------------------------------------
+TEST_F(Emulated, AdaptivePartitionAndBlockLogSoftmax) {
+  AdaptiveBounds b;
+  b.clusters = 3;
+  const int64_t bounds[] = {0, 7, 40, 101};
+  for (int k = 0; k <= 3; ++k) b.bounds[k] = bounds[k];
+  const int64_t n = 1100, head_cols = 7 + 2;  // two chunks of 1024 rows, the second partial
+  std::mt19937 rng(107);
+  std::vector<int32_t> host(static_cast<size_t>(n));
+  for (auto& id : host) id = rng() % 10 == 0 ? -1 : static_cast<int32_t>(rng() % 101);
+  auto ids = this->ids(host);
+  auto rows = this->ids(std::vector<int32_t>(host.size(), -9)), local = this->ids(std::vector<int32_t>(host.size(), -9)),
+       head = this->ids(std::vector<int32_t>(host.size(), -9));
+  int64_t ce[3], cc[3];
+  emu_->adaptive_partition(ids->e, n, b, rows->e, local->e, head->e, head_cols, ce);
+  cpu_->adaptive_partition(ids->c, n, b, rows->c, local->c, head->c, head_cols, cc);
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(ce[k], cc[k]) << "cluster " << k;
+  // Both backends keep device ints in host memory here.
+  EXPECT_EQ(std::vector<int32_t>(rows->e, rows->e + n), std::vector<int32_t>(rows->c, rows->c + n));
+  EXPECT_EQ(std::vector<int32_t>(local->e, local->e + n), std::vector<int32_t>(local->c, local->c + n));
+  EXPECT_EQ(std::vector<int32_t>(head->e, head->e + n), std::vector<int32_t>(head->c, head->c + n));
+
+  const int64_t r = 5, cols = 300, write_cols = 290, ldo = 301;
+  auto logits = input(random_vec(r * cols, 108, -4.0f, 4.0f)), base = input(random_vec(r * 3, 109));
+  auto out = output(r * ldo);
+  emu_->log_softmax_rows(logits.e(), r, cols, write_cols, base.e() + 1, 3, out.e(), ldo);
+  cpu_->log_softmax_rows(logits.c(), r, cols, write_cols, base.c() + 1, 3, out.c(), ldo);
+  const Vec e = out.emu.to_host(), c = out.cpu.to_host();
+  Vec eb, cb;
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t j = 0; j < ldo; ++j) {
+      if (j < write_cols) {
+        eb.push_back(e[i * ldo + j]);
+        cb.push_back(c[i * ldo + j]);
+      } else {
+        EXPECT_TRUE(std::isnan(e[i * ldo + j])) << "written past the block at " << i << "," << j;
+      }
+    }
+  EXPECT_TRUE(close_rel(eb, cb));
+}
+
 // ---- the emulator itself: what it must catch ----------------------------------------------------
 // The CUDA backend checks chunk_size itself (src/core/limits.h), like the CPU
 // backend, whoever calls it: near INT64_MAX the chunk count would overflow.
