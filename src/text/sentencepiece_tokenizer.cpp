@@ -11,7 +11,6 @@
 #include <unordered_map>
 
 #include "text/line_reader.h"
-#include "text/word_tokenizer.h"
 
 namespace fwp {
 namespace {
@@ -33,7 +32,6 @@ class FileLines final : public sentencepiece::SentenceIterator {
     return sentencepiece::util::Status(sentencepiece::util::StatusCode::kDataLoss, "reading the text failed");
   }
   std::exception_ptr error() const { return error_; }
-  bool any_text() const { return any_text_; }
 
  private:
   void advance() {
@@ -53,10 +51,7 @@ class FileLines final : public sentencepiece::SentenceIterator {
         }
         reader_ = std::make_unique<LineReader>(paths_[next_path_++], "text file", kMaxLineBytes);
       }
-      if (reader_->next(line_)) {
-        for_each_word(line_, [&](std::string_view) { any_text_ = true; });
-        return;
-      }
+      if (reader_->next(line_)) return;
       reader_.reset();
     }
   }
@@ -66,9 +61,39 @@ class FileLines final : public sentencepiece::SentenceIterator {
   std::unique_ptr<LineReader> reader_;
   std::string line_;
   bool done_ = false;
-  bool any_text_ = false;
   std::exception_ptr error_;
 };
+
+// Whether SentencePiece will keep `line` as a training sentence for certain:
+// at most max_bytes long (longer lines are skipped), without U+2047 (its
+// reserved unknown mark: such lines are skipped), and with a character that
+// normalisation cannot remove (ASCII letters, digits and punctuation, or a
+// non-ASCII character outside the spaces, the format characters
+// U+2000..U+206F, the variation selectors, U+FEFF and U+00AD).
+bool is_training_sentence(std::string_view line, int64_t max_bytes) {
+  if (static_cast<int64_t>(line.size()) > max_bytes) return false;
+  if (line.find("\xe2\x81\x87") != std::string_view::npos) return false;
+  bool visible = false;
+  for (size_t i = 0; i < line.size() && !visible;) {
+    const unsigned char c = static_cast<unsigned char>(line[i]);
+    if (c < 0x80) {
+      visible = c > 0x20 && c < 0x7f;
+      ++i;
+      continue;
+    }
+    const size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+    if (n == 1 || i + n > line.size()) {  // not UTF-8: SentencePiece makes it U+FFFD, which stays
+      visible = true;
+      break;
+    }
+    uint32_t cp = c & (0xff >> (n + 1));
+    for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(line[i + k]) & 0x3f);
+    visible = cp >= 0xa0 && cp != 0xad && cp != 0x1680 && !(cp >= 0x2000 && cp <= 0x206f) && cp != 0x3000 &&
+              !(cp >= 0xfe00 && cp <= 0xfe0f) && cp != 0xfeff;
+    i += n;
+  }
+  return visible;
+}
 
 class SentencePieceTokenizer final : public Tokenizer {
  public:
@@ -136,12 +161,23 @@ std::unique_ptr<Tokenizer> train_sentencepiece(const std::vector<std::string>& p
       // Quiet unless asked: SentencePiece logs every step at INFO; errors come back as statuses.
       {"minloglevel", o.verbose ? "0" : "3"},
   };
+  // SentencePiece aborts the process (a failed CHECK) when no sentence is
+  // left to train on, so a first pass makes sure there is one; it also
+  // reports unreadable files before training starts.
+  bool any_sentence = false;
+  std::string line;
+  for (size_t f = 0; f < paths.size() && !any_sentence; ++f) {
+    LineReader reader(paths[f], "text file", kMaxLineBytes);
+    while (!any_sentence && reader.next(line)) any_sentence = is_training_sentence(line, o.max_sentence_length);
+  }
+  require(any_sentence, FWP_ERR_INVALID_ARGUMENT,
+          "the training text holds no line SentencePiece can train on (the files are empty or blank, or every "
+          "line is longer than max_sentence_length = " + std::to_string(o.max_sentence_length) + " bytes)");
+
   FileLines lines(paths);
   std::string serialized;
   const auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &serialized);
-  // A read error, then an empty text, are named here rather than by SentencePiece's less direct messages.
-  if (lines.error()) std::rethrow_exception(lines.error());
-  require(lines.any_text(), FWP_ERR_INVALID_ARGUMENT, "the training text holds no words (empty or blank files)");
+  if (lines.error()) std::rethrow_exception(lines.error());  // a read error, named as such
   require(status.ok(), FWP_ERR_INVALID_ARGUMENT, "SentencePiece refused to train: " + status.ToString());
   return std::make_unique<SentencePieceTokenizer>(serialized);
 }
