@@ -97,8 +97,9 @@ typedef struct fwp_sentencepiece_config {
   fwp_sentencepiece_model model_type;  /**< Default FWP_SENTENCEPIECE_UNIGRAM. */
   int64_t vocab_size;                  /**< Vocabulary size, `<eos>` and `<unk>` included; in [3, 2^24],
                                             default 8000. The text must have enough distinct pieces. */
-  float character_coverage;            /**< Share of characters covered by the vocabulary, in (0, 1];
-                                            the rest become `<unk>`. Default 1. */
+  float character_coverage;            /**< Share of the text's characters the vocabulary covers, in
+                                            [0.98, 1] (SentencePiece's range); the rarest others become
+                                            `<unk>`. Default 1. */
   int32_t byte_fallback;               /**< 1: characters outside the vocabulary become byte pieces instead of
                                             `<unk>` (the vocabulary then holds 256 byte pieces). Default 0. */
   int32_t num_threads;                 /**< Training threads, in [1, 128]; default 1. The model depends only

@@ -103,8 +103,10 @@ FWP_API fwp_status fwp_tokenizer_train_sentencepiece(const char* const* paths, i
     fwp::require(c.vocab_size >= 3 && c.vocab_size <= fwp::kMaxVocabSize, FWP_ERR_INVALID_ARGUMENT,
                  "config->vocab_size must be in [3, " + std::to_string(fwp::kMaxVocabSize) + "] (got " +
                      std::to_string(c.vocab_size) + ")");
-    fwp::require(c.character_coverage > 0.0f && c.character_coverage <= 1.0f, FWP_ERR_INVALID_ARGUMENT,
-                 "config->character_coverage must be in (0, 1] (got " + std::to_string(c.character_coverage) + ")");
+    // SentencePiece's own range (it refuses anything else).
+    fwp::require(c.character_coverage >= 0.98f && c.character_coverage <= 1.0f, FWP_ERR_INVALID_ARGUMENT,
+                 "config->character_coverage must be in [0.98, 1] (got " + std::to_string(c.character_coverage) +
+                     ")");
     fwp::api::check_flag(c.byte_fallback, "config->byte_fallback");
     fwp::require(c.num_threads >= 1 && c.num_threads <= 128, FWP_ERR_INVALID_ARGUMENT,
                  "config->num_threads must be in [1, 128] (got " + std::to_string(c.num_threads) + ")");
