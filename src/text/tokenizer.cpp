@@ -12,6 +12,9 @@
 #include "text/word_tokenizer.h"
 
 namespace fwp {
+
+static_assert(kMaxVocabSize == FWP_MAX_VOCAB_SIZE, "text.h states the vocabulary bound");
+
 namespace {
 
 constexpr char kMagic[8] = {'F', 'W', 'P', 'T', 'O', 'K', 'N', 'Z'};
