@@ -3,7 +3,7 @@
 fixes (docs: ../shared/spec/architecture.md, "Arrows run api -> models -> nn ->
 ops -> core only"):
 
-  * nothing below the models (core, ops, nn, io, data) includes models/;
+  * nothing below the models (core, ops, nn, io, data, text) includes models/;
   * train/ may use the Model interface and the registry (models/*.h) but no
     model kind's own folder (models/<kind>/...), so checkpoints and the
     optimizer stay generic;
@@ -24,6 +24,8 @@ RULES = {
     "nn": [(r"models/", "modules are below the models"), (r"api/", "only api includes api")],
     "io": [(r"models/", "file formats know no model"), (r"api/", "only api includes api")],
     "data": [(r"models/", "data sources know no model"), (r"api/", "only api includes api")],
+    "text": [(r"models/", "tokenizers know no model"), (r"data/", "token files know no data source"),
+             (r"api/", "only api includes api")],
     "train": [(r"models/[^/]+/", "training code knows models only through models/*.h"),
               (r"api/", "only api includes api")],
     "models": [(r"api/", "only api includes api")],

@@ -4,7 +4,7 @@
  *        on the CPU and on NVIDIA GPUs.
  *
  * This umbrella header includes every public header of the library (one per
- * concept: common, context, layer, state, model, data, retrieval, optimizer, checkpoint). It is plain C99 and can be
+ * concept: common, context, layer, state, model, data, text, retrieval, optimizer, checkpoint). It is plain C99 and can be
  * used from C, C++, Rust, Julia or any language with a C FFI.
  *
  * \section conventions Conventions
@@ -64,6 +64,7 @@
 #include "fwp/model.h"
 #include "fwp/state.h"
 #include "fwp/data.h"
+#include "fwp/text.h"
 #include "fwp/retrieval.h"
 #include "fwp/optimizer.h"
 #include "fwp/checkpoint.h"

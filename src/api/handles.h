@@ -15,6 +15,7 @@ template <typename T> class AttentionState;   // nn/attention_state.h
 class Model;                                   // nn/model.h (retrieval and later models)
 class Optimizer;                               // train/optimizer.h
 class DataSource;                              // data/data_source.h (retrieval and later kinds)
+class Tokenizer;                               // text/tokenizer.h (word level, SentencePiece)
 }  // namespace fwp
 
 struct fwp_context {
@@ -50,4 +51,9 @@ struct fwp_state {
 // One handle for every kind of data source (fwp_retrieval_data is the same type).
 struct fwp_data {
   std::unique_ptr<fwp::DataSource> impl;
+};
+
+// A tokenizer of any kind (api/text.cpp); immutable once built.
+struct fwp_tokenizer {
+  std::shared_ptr<const fwp::Tokenizer> impl;
 };

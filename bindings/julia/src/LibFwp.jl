@@ -48,6 +48,10 @@ const FWP_VERSION_PATCH = 0
 const FWP_VERSION = FWP_VERSION_MAJOR * 10000 + FWP_VERSION_MINOR * 100 + FWP_VERSION_PATCH
 "Maximum number of dimensions of a parameter."
 const FWP_MAX_DIMS = 4
+"Longest word (in bytes) a word-level vocabulary holds; longer words encode as `<unk>`."
+const FWP_MAX_WORD_BYTES = 1024
+"Largest vocabulary of any tokenizer (2^24)."
+const FWP_MAX_VOCAB_SIZE = 16777216
 
 # ---------------------------------------------------------------------------
 # Enums (C enums are int-sized)
@@ -137,10 +141,24 @@ const FWP_MODEL_SEQ2SEQ = fwp_model_kind(2)
 const fwp_data_kind = Cint
 "Seeded generator of retrieval sequences (fwp_retrieval_data_create())."
 const FWP_DATA_RETRIEVAL = fwp_data_kind(0)
-"Reserved: token files for language modelling."
+"Token files for language modelling (fwp_token_data_create())."
 const FWP_DATA_TOKEN_FILE = fwp_data_kind(1)
 "Reserved: line-aligned parallel text for translation."
 const FWP_DATA_PARALLEL_TEXT = fwp_data_kind(2)
+
+"`fwp_tokenizer_kind`: kinds of tokenizer. Values are fixed."
+const fwp_tokenizer_kind = Cint
+"Word level, WikiText conventions."
+const FWP_TOKENIZER_WORD = fwp_tokenizer_kind(0)
+"SentencePiece subwords (BPE or unigram)."
+const FWP_TOKENIZER_SENTENCEPIECE = fwp_tokenizer_kind(1)
+
+"`fwp_sentencepiece_model`: sentencePiece model types. Values are fixed."
+const fwp_sentencepiece_model = Cint
+"Unigram language model (SentencePiece's default)."
+const FWP_SENTENCEPIECE_UNIGRAM = fwp_sentencepiece_model(0)
+"Byte-pair encoding."
+const FWP_SENTENCEPIECE_BPE = fwp_sentencepiece_model(1)
 
 "`fwp_optimizer_kind`: optimization algorithm."
 const fwp_optimizer_kind = Cint
@@ -175,6 +193,8 @@ mutable struct fwp_model end
 mutable struct fwp_state end
 "Opaque `fwp_data`: A data source of any kind; created by a kind's own create function."
 mutable struct fwp_data end
+"Opaque `fwp_tokenizer`: A tokenizer of any kind."
+mutable struct fwp_tokenizer end
 "`fwp_retrieval_data`: seeded generator of retrieval sequences for setting 1 or 2."
 const fwp_retrieval_data = fwp_data
 "Opaque `fwp_optimizer`: updates the trainable parameters of a model or layer from their gradients."
@@ -272,6 +292,61 @@ struct fwp_layer_config
     state unchanged.
     """
     carry_state::Int32
+end
+
+"`fwp_token_data_config`: settings of a token data source. Fill with fwp_token_data_config_init()."
+struct fwp_token_data_config
+    "sizeof(fwp_token_data_config); set by init."
+    struct_size::UInt32
+    "B, the number of parallel streams, >= 1; default 8."
+    batch_size::Int64
+    "T, the tokens of one stream per batch, >= 1; default 256."
+    segment_length::Int64
+end
+
+"`fwp_word_tokenizer_config`: settings of word-level training. Fill with fwp_word_tokenizer_config_init()."
+struct fwp_word_tokenizer_config
+    "sizeof(fwp_word_tokenizer_config); set by init."
+    struct_size::UInt32
+    "Words seen fewer times are left out (become `<unk>`); >= 1, default 1."
+    min_count::Int64
+    """
+    Largest vocabulary, `<eos>` and `<unk>` included: the most frequent words are kept; 0 (default) = no limit, else
+    >= 2.
+    """
+    max_size::Int64
+end
+
+"`fwp_sentencepiece_config`: settings of SentencePiece training. Fill with fwp_sentencepiece_config_init()."
+struct fwp_sentencepiece_config
+    "sizeof(fwp_sentencepiece_config); set by init."
+    struct_size::UInt32
+    "Default FWP_SENTENCEPIECE_UNIGRAM."
+    model_type::fwp_sentencepiece_model
+    """
+    Vocabulary size, `<eos>` and `<unk>` included; in [3, 2^24], default 8000. The text must have enough distinct
+    pieces.
+    """
+    vocab_size::Int64
+    """
+    Share of the text's characters the vocabulary covers, in [0.98, 1] (SentencePiece's range); the rarest others
+    become `<unk>`. Default 1.
+    """
+    character_coverage::Cfloat
+    """
+    1: characters outside the vocabulary become byte pieces instead of `<unk>` (the vocabulary then holds 256 byte
+    pieces). Default 0.
+    """
+    byte_fallback::Int32
+    """
+    Training threads, in [1, 128]; default 1. The model depends only on the text and this config (num_threads
+    included).
+    """
+    num_threads::Int32
+    "Lines longer than this many bytes are left out of training (not of encoding); in [1, 2^26], default 16384."
+    max_sentence_length::Int64
+    "1: SentencePiece prints its training log to stderr; default 0."
+    verbose::Int32
 end
 
 "`fwp_retrieval_config`: settings of the retrieval model. Fill with fwp_retrieval_config_init()."
@@ -606,6 +681,130 @@ fwp_data_destroy(data) = @ccall libfwp().fwp_data_destroy(data::Ptr{fwp_data})::
 "The kind of a data source."
 fwp_data_get_kind(data, kind) =
     @ccall libfwp().fwp_data_get_kind(data::Ptr{fwp_data}, kind::Ptr{fwp_data_kind})::fwp_status
+
+"Fills a token data config with the defaults."
+fwp_token_data_config_init(config) =
+    @ccall libfwp().fwp_token_data_config_init(config::Ptr{fwp_token_data_config})::Cvoid
+
+"Opens a token file (text.h, fwp_token_file_encode()) as a data source of kind FWP_DATA_TOKEN_FILE."
+fwp_token_data_create(token_path, config, out) =
+    @ccall libfwp().fwp_token_data_create(
+        token_path::Cstring, config::Ptr{fwp_token_data_config}, out::Ptr{Ptr{fwp_data}})::fwp_status
+
+"Fills the next batch and moves on by one segment."
+fwp_token_data_next(data, inputs, targets, count) =
+    @ccall libfwp().fwp_token_data_next(
+        data::Ptr{fwp_data}, inputs::Ptr{Int32}, targets::Ptr{Int32}, count::Int64)::fwp_status
+
+"The settings a token data source was created with."
+fwp_token_data_get_config(data, config) =
+    @ccall libfwp().fwp_token_data_get_config(data::Ptr{fwp_data}, config::Ptr{fwp_token_data_config})::fwp_status
+
+"The number of completed epochs (0 during the first)."
+fwp_token_data_epoch(data, epoch) =
+    @ccall libfwp().fwp_token_data_epoch(data::Ptr{fwp_data}, epoch::Ptr{Int64})::fwp_status
+
+"The segment the next batch comes from, in [0, segments per epoch)."
+fwp_token_data_position(data, segment) =
+    @ccall libfwp().fwp_token_data_position(data::Ptr{fwp_data}, segment::Ptr{Int64})::fwp_status
+
+"The number of batches in one epoch, floor((floor(N / B) - 1) / T)."
+fwp_token_data_segments_per_epoch(data, segments) =
+    @ccall libfwp().fwp_token_data_segments_per_epoch(data::Ptr{fwp_data}, segments::Ptr{Int64})::fwp_status
+
+"The vocabulary size recorded in the token file (every id is below it)."
+fwp_token_data_vocab_size(data, vocab_size) =
+    @ccall libfwp().fwp_token_data_vocab_size(data::Ptr{fwp_data}, vocab_size::Ptr{Int64})::fwp_status
+
+"The number of tokens N in the token file."
+fwp_token_data_num_tokens(data, num_tokens) =
+    @ccall libfwp().fwp_token_data_num_tokens(data::Ptr{fwp_data}, num_tokens::Ptr{Int64})::fwp_status
+
+"Fills a word-level config with the defaults."
+fwp_word_tokenizer_config_init(config) =
+    @ccall libfwp().fwp_word_tokenizer_config_init(config::Ptr{fwp_word_tokenizer_config})::Cvoid
+
+"Fills a SentencePiece config with the defaults."
+fwp_sentencepiece_config_init(config) =
+    @ccall libfwp().fwp_sentencepiece_config_init(config::Ptr{fwp_sentencepiece_config})::Cvoid
+
+"Whether this build has SentencePiece."
+fwp_tokenizer_sentencepiece_available() = @ccall libfwp().fwp_tokenizer_sentencepiece_available()::Int32
+
+"Builds a word-level vocabulary from text files."
+fwp_tokenizer_train_word(paths, num_paths, config, out) =
+    @ccall libfwp().fwp_tokenizer_train_word(
+        paths::Ptr{Ptr{UInt8}}, num_paths::Int64, config::Ptr{fwp_word_tokenizer_config},
+        out::Ptr{Ptr{fwp_tokenizer}})::fwp_status
+
+"Trains a SentencePiece model on text files, one sentence per line."
+fwp_tokenizer_train_sentencepiece(paths, num_paths, config, out) =
+    @ccall libfwp().fwp_tokenizer_train_sentencepiece(
+        paths::Ptr{Ptr{UInt8}}, num_paths::Int64, config::Ptr{fwp_sentencepiece_config},
+        out::Ptr{Ptr{fwp_tokenizer}})::fwp_status
+
+"Saves a tokenizer to a file (written to a temporary file and renamed into place)."
+fwp_tokenizer_save(tokenizer, path) =
+    @ccall libfwp().fwp_tokenizer_save(tokenizer::Ptr{fwp_tokenizer}, path::Cstring)::fwp_status
+
+"Loads a tokenizer saved by fwp_tokenizer_save()."
+fwp_tokenizer_load(path, out) =
+    @ccall libfwp().fwp_tokenizer_load(path::Cstring, out::Ptr{Ptr{fwp_tokenizer}})::fwp_status
+
+"Destroys a tokenizer."
+fwp_tokenizer_destroy(tokenizer) = @ccall libfwp().fwp_tokenizer_destroy(tokenizer::Ptr{fwp_tokenizer})::Cvoid
+
+"The kind of a tokenizer."
+fwp_tokenizer_get_kind(tokenizer, kind) =
+    @ccall libfwp().fwp_tokenizer_get_kind(tokenizer::Ptr{fwp_tokenizer}, kind::Ptr{fwp_tokenizer_kind})::fwp_status
+
+"The number of token ids; every id is in [0, vocab_size)."
+fwp_tokenizer_vocab_size(tokenizer, vocab_size) =
+    @ccall libfwp().fwp_tokenizer_vocab_size(tokenizer::Ptr{fwp_tokenizer}, vocab_size::Ptr{Int64})::fwp_status
+
+"The id of `<eos>`, the token of every line end (0 for both kinds)."
+fwp_tokenizer_eos_id(tokenizer, id) =
+    @ccall libfwp().fwp_tokenizer_eos_id(tokenizer::Ptr{fwp_tokenizer}, id::Ptr{Int32})::fwp_status
+
+"The id of `<unk>`, the token of unknown words or characters."
+fwp_tokenizer_unk_id(tokenizer, id) =
+    @ccall libfwp().fwp_tokenizer_unk_id(tokenizer::Ptr{fwp_tokenizer}, id::Ptr{Int32})::fwp_status
+
+"Looks up one token of the vocabulary by its exact bytes."
+fwp_tokenizer_token_to_id(tokenizer, token, length, id) =
+    @ccall libfwp().fwp_tokenizer_token_to_id(
+        tokenizer::Ptr{fwp_tokenizer}, token::Cstring, length::Csize_t, id::Ptr{Int32})::fwp_status
+
+"The token of an id, like snprintf."
+fwp_tokenizer_id_to_token(tokenizer, id, buffer, capacity, length) =
+    @ccall libfwp().fwp_tokenizer_id_to_token(
+        tokenizer::Ptr{fwp_tokenizer}, id::Int32, buffer::Ptr{UInt8}, capacity::Csize_t,
+        length::Ptr{Csize_t})::fwp_status
+
+"Encodes text to token ids."
+fwp_tokenizer_encode(tokenizer, text, length, add_eos, ids, capacity, count) =
+    @ccall libfwp().fwp_tokenizer_encode(
+        tokenizer::Ptr{fwp_tokenizer}, text::Cstring, length::Csize_t, add_eos::Int32, ids::Ptr{Int32},
+        capacity::Int64, count::Ptr{Int64})::fwp_status
+
+"Decodes token ids to text."
+fwp_tokenizer_decode(tokenizer, ids, num_ids, text, capacity, length) =
+    @ccall libfwp().fwp_tokenizer_decode(
+        tokenizer::Ptr{fwp_tokenizer}, ids::Ptr{Int32}, num_ids::Int64, text::Ptr{UInt8},
+        capacity::Csize_t, length::Ptr{Csize_t})::fwp_status
+
+"Encodes a text file into a binary token file."
+fwp_token_file_encode(tokenizer, text_path, token_path, num_tokens) =
+    @ccall libfwp().fwp_token_file_encode(
+        tokenizer::Ptr{fwp_tokenizer}, text_path::Cstring, token_path::Cstring, num_tokens::Ptr{Int64})::fwp_status
+
+"Verifies a whole token file and reports its sizes."
+fwp_token_file_info(path, vocab_size, num_tokens) =
+    @ccall libfwp().fwp_token_file_info(path::Cstring, vocab_size::Ptr{Int64}, num_tokens::Ptr{Int64})::fwp_status
+
+"Reads a range of ids from a token file (e.g. an evaluation stream in pieces)."
+fwp_token_file_read(path, offset, out, count) =
+    @ccall libfwp().fwp_token_file_read(path::Cstring, offset::Int64, out::Ptr{Int32}, count::Int64)::fwp_status
 
 "Fills a retrieval config with the defaults."
 fwp_retrieval_config_init(config) =

@@ -14,6 +14,10 @@ pub const FWP_VERSION_PATCH: i32 = 0;
 pub const FWP_VERSION: i32 = FWP_VERSION_MAJOR * 10000 + FWP_VERSION_MINOR * 100 + FWP_VERSION_PATCH;
 /// Maximum number of dimensions of a parameter.
 pub const FWP_MAX_DIMS: usize = 4;
+/// Longest word (in bytes) a word-level vocabulary holds; longer words encode as `\<unk\>`.
+pub const FWP_MAX_WORD_BYTES: i32 = 1024;
+/// Largest vocabulary of any tokenizer (2^24).
+pub const FWP_MAX_VOCAB_SIZE: i32 = 16777216;
 
 c_enum! {
     /// `fwp_status`: result of every fallible call. Values are fixed and never renumbered.
@@ -126,10 +130,30 @@ c_enum! {
     fwp_data_kind {
         /// Seeded generator of retrieval sequences (fwp_retrieval_data_create()).
         FWP_DATA_RETRIEVAL = 0,
-        /// Reserved: token files for language modelling.
+        /// Token files for language modelling (fwp_token_data_create()).
         FWP_DATA_TOKEN_FILE = 1,
         /// Reserved: line-aligned parallel text for translation.
         FWP_DATA_PARALLEL_TEXT = 2,
+    }
+}
+
+c_enum! {
+    /// `fwp_tokenizer_kind`: kinds of tokenizer. Values are fixed.
+    fwp_tokenizer_kind {
+        /// Word level, WikiText conventions.
+        FWP_TOKENIZER_WORD = 0,
+        /// SentencePiece subwords (BPE or unigram).
+        FWP_TOKENIZER_SENTENCEPIECE = 1,
+    }
+}
+
+c_enum! {
+    /// `fwp_sentencepiece_model`: sentencePiece model types. Values are fixed.
+    fwp_sentencepiece_model {
+        /// Unigram language model (SentencePiece's default).
+        FWP_SENTENCEPIECE_UNIGRAM = 0,
+        /// Byte-pair encoding.
+        FWP_SENTENCEPIECE_BPE = 1,
     }
 }
 
@@ -184,6 +208,11 @@ opaque! {
 opaque! {
     /// `fwp_data`: A data source of any kind; created by a kind's own create function.
     fwp_data
+}
+
+opaque! {
+    /// `fwp_tokenizer`: A tokenizer of any kind.
+    fwp_tokenizer
 }
 
 /// `fwp_retrieval_data`: seeded generator of retrieval sequences for setting 1 or 2.
@@ -279,6 +308,57 @@ pub struct fwp_layer_config {
     /// (default): every forward starts from the state set with fwp_layer_set_state(), or zero, and leaves the layer's
     /// state unchanged.
     pub carry_state: i32,
+}
+
+/// `fwp_token_data_config`: settings of a token data source. Fill with fwp_token_data_config_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_token_data_config {
+    /// sizeof(fwp_token_data_config); set by init.
+    pub struct_size: u32,
+    /// B, the number of parallel streams, \>= 1; default 8.
+    pub batch_size: i64,
+    /// T, the tokens of one stream per batch, \>= 1; default 256.
+    pub segment_length: i64,
+}
+
+/// `fwp_word_tokenizer_config`: settings of word-level training. Fill with fwp_word_tokenizer_config_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_word_tokenizer_config {
+    /// sizeof(fwp_word_tokenizer_config); set by init.
+    pub struct_size: u32,
+    /// Words seen fewer times are left out (become `\<unk\>`); \>= 1, default 1.
+    pub min_count: i64,
+    /// Largest vocabulary, `\<eos\>` and `\<unk\>` included: the most frequent words are kept; 0 (default) = no limit,
+    /// else \>= 2.
+    pub max_size: i64,
+}
+
+/// `fwp_sentencepiece_config`: settings of SentencePiece training. Fill with fwp_sentencepiece_config_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_sentencepiece_config {
+    /// sizeof(fwp_sentencepiece_config); set by init.
+    pub struct_size: u32,
+    /// Default FWP_SENTENCEPIECE_UNIGRAM.
+    pub model_type: fwp_sentencepiece_model,
+    /// Vocabulary size, `\<eos\>` and `\<unk\>` included; in \[3, 2^24\], default 8000. The text must have enough
+    /// distinct pieces.
+    pub vocab_size: i64,
+    /// Share of the text's characters the vocabulary covers, in \[0.98, 1\] (SentencePiece's range); the rarest others
+    /// become `\<unk\>`. Default 1.
+    pub character_coverage: f32,
+    /// 1: characters outside the vocabulary become byte pieces instead of `\<unk\>` (the vocabulary then holds 256 byte
+    /// pieces). Default 0.
+    pub byte_fallback: i32,
+    /// Training threads, in \[1, 128\]; default 1. The model depends only on the text and this config (num_threads
+    /// included).
+    pub num_threads: i32,
+    /// Lines longer than this many bytes are left out of training (not of encoding); in \[1, 2^26\], default 16384.
+    pub max_sentence_length: i64,
+    /// 1: SentencePiece prints its training log to stderr; default 0.
+    pub verbose: i32,
 }
 
 /// `fwp_retrieval_config`: settings of the retrieval model. Fill with fwp_retrieval_config_init().
@@ -608,6 +688,135 @@ extern "C" {
 
     /// The kind of a data source.
     pub fn fwp_data_get_kind(data: *const fwp_data, kind: *mut fwp_data_kind) -> fwp_status;
+
+    /// Fills a token data config with the defaults.
+    pub fn fwp_token_data_config_init(config: *mut fwp_token_data_config);
+
+    /// Opens a token file (text.h, fwp_token_file_encode()) as a data source of kind FWP_DATA_TOKEN_FILE.
+    pub fn fwp_token_data_create(
+        token_path: *const c_char,
+        config: *const fwp_token_data_config,
+        out: *mut *mut fwp_data,
+    ) -> fwp_status;
+
+    /// Fills the next batch and moves on by one segment.
+    pub fn fwp_token_data_next(data: *mut fwp_data, inputs: *mut i32, targets: *mut i32, count: i64) -> fwp_status;
+
+    /// The settings a token data source was created with.
+    pub fn fwp_token_data_get_config(data: *const fwp_data, config: *mut fwp_token_data_config) -> fwp_status;
+
+    /// The number of completed epochs (0 during the first).
+    pub fn fwp_token_data_epoch(data: *const fwp_data, epoch: *mut i64) -> fwp_status;
+
+    /// The segment the next batch comes from, in \[0, segments per epoch).
+    pub fn fwp_token_data_position(data: *const fwp_data, segment: *mut i64) -> fwp_status;
+
+    /// The number of batches in one epoch, floor((floor(N / B) - 1) / T).
+    pub fn fwp_token_data_segments_per_epoch(data: *const fwp_data, segments: *mut i64) -> fwp_status;
+
+    /// The vocabulary size recorded in the token file (every id is below it).
+    pub fn fwp_token_data_vocab_size(data: *const fwp_data, vocab_size: *mut i64) -> fwp_status;
+
+    /// The number of tokens N in the token file.
+    pub fn fwp_token_data_num_tokens(data: *const fwp_data, num_tokens: *mut i64) -> fwp_status;
+
+    /// Fills a word-level config with the defaults.
+    pub fn fwp_word_tokenizer_config_init(config: *mut fwp_word_tokenizer_config);
+
+    /// Fills a SentencePiece config with the defaults.
+    pub fn fwp_sentencepiece_config_init(config: *mut fwp_sentencepiece_config);
+
+    /// Whether this build has SentencePiece.
+    pub fn fwp_tokenizer_sentencepiece_available() -> i32;
+
+    /// Builds a word-level vocabulary from text files.
+    pub fn fwp_tokenizer_train_word(
+        paths: *const *const c_char,
+        num_paths: i64,
+        config: *const fwp_word_tokenizer_config,
+        out: *mut *mut fwp_tokenizer,
+    ) -> fwp_status;
+
+    /// Trains a SentencePiece model on text files, one sentence per line.
+    pub fn fwp_tokenizer_train_sentencepiece(
+        paths: *const *const c_char,
+        num_paths: i64,
+        config: *const fwp_sentencepiece_config,
+        out: *mut *mut fwp_tokenizer,
+    ) -> fwp_status;
+
+    /// Saves a tokenizer to a file (written to a temporary file and renamed into place).
+    pub fn fwp_tokenizer_save(tokenizer: *const fwp_tokenizer, path: *const c_char) -> fwp_status;
+
+    /// Loads a tokenizer saved by fwp_tokenizer_save().
+    pub fn fwp_tokenizer_load(path: *const c_char, out: *mut *mut fwp_tokenizer) -> fwp_status;
+
+    /// Destroys a tokenizer.
+    pub fn fwp_tokenizer_destroy(tokenizer: *mut fwp_tokenizer);
+
+    /// The kind of a tokenizer.
+    pub fn fwp_tokenizer_get_kind(tokenizer: *const fwp_tokenizer, kind: *mut fwp_tokenizer_kind) -> fwp_status;
+
+    /// The number of token ids; every id is in \[0, vocab_size).
+    pub fn fwp_tokenizer_vocab_size(tokenizer: *const fwp_tokenizer, vocab_size: *mut i64) -> fwp_status;
+
+    /// The id of `\<eos\>`, the token of every line end (0 for both kinds).
+    pub fn fwp_tokenizer_eos_id(tokenizer: *const fwp_tokenizer, id: *mut i32) -> fwp_status;
+
+    /// The id of `\<unk\>`, the token of unknown words or characters.
+    pub fn fwp_tokenizer_unk_id(tokenizer: *const fwp_tokenizer, id: *mut i32) -> fwp_status;
+
+    /// Looks up one token of the vocabulary by its exact bytes.
+    pub fn fwp_tokenizer_token_to_id(
+        tokenizer: *const fwp_tokenizer,
+        token: *const c_char,
+        length: usize,
+        id: *mut i32,
+    ) -> fwp_status;
+
+    /// The token of an id, like snprintf.
+    pub fn fwp_tokenizer_id_to_token(
+        tokenizer: *const fwp_tokenizer,
+        id: i32,
+        buffer: *mut c_char,
+        capacity: usize,
+        length: *mut usize,
+    ) -> fwp_status;
+
+    /// Encodes text to token ids.
+    pub fn fwp_tokenizer_encode(
+        tokenizer: *const fwp_tokenizer,
+        text: *const c_char,
+        length: usize,
+        add_eos: i32,
+        ids: *mut i32,
+        capacity: i64,
+        count: *mut i64,
+    ) -> fwp_status;
+
+    /// Decodes token ids to text.
+    pub fn fwp_tokenizer_decode(
+        tokenizer: *const fwp_tokenizer,
+        ids: *const i32,
+        num_ids: i64,
+        text: *mut c_char,
+        capacity: usize,
+        length: *mut usize,
+    ) -> fwp_status;
+
+    /// Encodes a text file into a binary token file.
+    pub fn fwp_token_file_encode(
+        tokenizer: *const fwp_tokenizer,
+        text_path: *const c_char,
+        token_path: *const c_char,
+        num_tokens: *mut i64,
+    ) -> fwp_status;
+
+    /// Verifies a whole token file and reports its sizes.
+    pub fn fwp_token_file_info(path: *const c_char, vocab_size: *mut i64, num_tokens: *mut i64) -> fwp_status;
+
+    /// Reads a range of ids from a token file (e.g. an evaluation stream in pieces).
+    pub fn fwp_token_file_read(path: *const c_char, offset: i64, out: *mut i32, count: i64) -> fwp_status;
 
     /// Fills a retrieval config with the defaults.
     pub fn fwp_retrieval_config_init(config: *mut fwp_retrieval_config);
