@@ -275,6 +275,15 @@ TEST(LmState, TwoCarriedSegmentsEqualOneLongSegment) {
       EXPECT_EQ(st[0].position(), T);
       net->forward(b_in.data(), b_tg.data(), B, T2, &st, second.data());
       EXPECT_EQ(st[1].position(), T + T2);
+      // The position travels with copies and row reorders, and restarts with reset.
+      AttentionState<double> copy(net->backend(), st[0].spec(), 1);
+      copy.copy_from(st[0]);
+      EXPECT_EQ(copy.position(), T + T2);
+      const int64_t rows[3] = {1, 1, 0};
+      copy.reorder(rows, 3);
+      EXPECT_EQ(copy.position(), T + T2);
+      copy.reset();
+      EXPECT_EQ(copy.position(), 0);
       for (int64_t b = 0; b < B; ++b) {
         for (int64_t t = 0; t < T; ++t)
           EXPECT_NEAR(first[b * T + t], whole[b * (T + T2) + t], 1e-11) << b << " " << t;
