@@ -386,7 +386,10 @@ struct fwp_lm_config
     div_val::Int64
     "Embedding, feed-forward and output weights ~ N(0, init_std^2); biases 0, LayerNorm gains 1; default 0.02."
     init_std::Cfloat
-    "Seed of the parameters, dropout masks and FAVOR+ redraws; 0 (default): drawn from the context's generator."
+    """
+    Seed of the parameters, dropout masks and FAVOR+ redraws; 0 (default): drawn from the context's generator. Not
+    stored in checkpoints (they hold the parameters and the generator's state): a loaded model reports 0.
+    """
     seed::UInt64
 end
 
