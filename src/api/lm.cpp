@@ -140,6 +140,8 @@ fwp::LmConfig to_internal(const fwp_lm_config& user) {
   return out;
 }
 
+static_assert(FWP_LM_MAX_CUTOFFS == fwp::kMaxLmCutoffs, "fwp_lm_config holds every cutoff a config may have");
+
 fwp_lm_config to_public(const fwp::LmConfig& c) {
   fwp_lm_config out;
   fwp_lm_config_init(&out);

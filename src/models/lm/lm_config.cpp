@@ -62,6 +62,8 @@ void LmConfig::validate(const std::string& prefix) const {
   require(std::isfinite(init_std) && init_std >= 0, FWP_ERR_INVALID_ARGUMENT,
           prefix + "init_std must be finite and >= 0" + got(init_std));
   require(div_val >= 1, FWP_ERR_INVALID_ARGUMENT, prefix + "div_val must be >= 1" + got(div_val));
+  require(static_cast<int64_t>(cutoffs.size()) <= kMaxLmCutoffs, FWP_ERR_INVALID_ARGUMENT,
+          prefix + "cutoffs: at most " + std::to_string(kMaxLmCutoffs) + " are allowed" + got(cutoffs.size()));
   int64_t previous = 0;
   for (size_t i = 0; i < cutoffs.size(); ++i) {
     require(cutoffs[i] > previous && cutoffs[i] < vocab_size, FWP_ERR_INVALID_ARGUMENT,
@@ -204,7 +206,8 @@ LmConfig LmConfig::from_json(const nlohmann::json& root) {
   c.pre_norm = boolean(root, "pre_norm");
   c.tie_embeddings = boolean(root, "tie_embeddings");
   const auto& cut = member(root, "cutoffs");
-  if (!cut.is_array() || cut.size() > 16) fail("member 'cutoffs' must be an array of at most 16 integers");
+  if (!cut.is_array() || static_cast<int64_t>(cut.size()) > kMaxLmCutoffs)
+    fail("member 'cutoffs' must be an array of at most " + std::to_string(kMaxLmCutoffs) + " integers");
   for (const auto& v : cut) {
     if (!v.is_number_integer()) fail("member 'cutoffs' must hold integers");
     c.cutoffs.push_back(v.get<int64_t>());

@@ -49,5 +49,7 @@ struct LmConfig {
 constexpr int64_t kMaxLmVocab = int64_t(1) << 24;
 constexpr int64_t kMaxLmWidth = int64_t(1) << 16;
 constexpr int64_t kMaxLmLayers = 1024;
+// Adaptive-softmax cutoffs a config holds (FWP_LM_MAX_CUTOFFS of fwp/lm.h).
+constexpr int64_t kMaxLmCutoffs = 8;
 
 }  // namespace fwp
