@@ -481,6 +481,24 @@ static void generation_checks(fwp_feature_map map, fwp_update_rule rule) {
   int64_t first_stop = 0;
   while (out[first_stop] != out[4]) ++first_stop;
   assert_int_equal(nb, first_stop);
+  /* A second call continues the text: the same as one prompt holding all of it (softmax layers feed
+     the second prompt token by token into their non-empty cache, fast-weight layers in one forward). */
+  {
+    int32_t first_part[4], joined[3 + 4 + 2], cont[5], ref_cont[5];
+    const int32_t more[2] = {2, 9};
+    int64_t n1, n2, n3;
+    CHECK_OK(fwp_state_reset(st));
+    CHECK_OK(fwp_lm_generate(m, st, prompt, 3, 4, &greedy, NULL, 0, first_part, 4, &n1));
+    CHECK_OK(fwp_lm_generate(m, st, more, 2, 5, &greedy, NULL, 0, cont, 5, &n2));
+    memcpy(joined, prompt, sizeof prompt);
+    memcpy(joined + 3, first_part, sizeof first_part);
+    memcpy(joined + 7, more, sizeof more);
+    CHECK_OK(fwp_state_reset(st));
+    CHECK_OK(fwp_lm_generate(m, st, joined, 9, 5, &greedy, NULL, 0, ref_cont, 5, &n3));
+    assert_int_equal(n2, 5);
+    assert_int_equal(n3, 5);
+    assert_memory_equal(cont, ref_cont, sizeof cont);
+  }
   /* Bad input. */
   EXPECT_ERROR(fwp_lm_generate(m, st, prompt, 0, 12, &s, NULL, 0, a, 12, &na), FWP_ERR_INVALID_ARGUMENT, "prompt_length");
   EXPECT_ERROR(fwp_lm_generate(m, st, prompt, 3, 12, &s, NULL, 0, a, 5, &na), FWP_ERR_INVALID_ARGUMENT, "capacity");
