@@ -4,8 +4,9 @@
  *        on the CPU and on NVIDIA GPUs.
  *
  * This umbrella header includes every public header of the library (one per
- * concept: common, context, layer, state, model, data, text, retrieval, optimizer, checkpoint). It is plain C99 and can be
- * used from C, C++, Rust, Julia or any language with a C FFI.
+ * concept: common, context, layer, state, model, data, text, retrieval, lm,
+ * optimizer, checkpoint). It is plain C99 and can be used from C, C++, Rust,
+ * Julia or any language with a C FFI.
  *
  * \section conventions Conventions
  * - Every fallible function returns an ::fwp_status. On failure,
@@ -66,6 +67,7 @@
 #include "fwp/data.h"
 #include "fwp/text.h"
 #include "fwp/retrieval.h"
+#include "fwp/lm.h"
 #include "fwp/optimizer.h"
 #include "fwp/checkpoint.h"
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "models/lm/lm_kind.h"
 #include "models/retrieval/retrieval_kind.h"
 
 namespace fwp {
@@ -14,6 +15,7 @@ const ModelRegistry& ModelRegistry::builtin() {
   static const ModelRegistry registry = [] {
     ModelRegistry r;
     register_retrieval_model(r);
+    register_lm_model(r);
     return r;
   }();
   return registry;

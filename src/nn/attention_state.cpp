@@ -69,11 +69,13 @@ void AttentionState<T>::reset() {
   w_.zero();
   z_.zero();
   length_ = 0;  // cached positions beyond the length are never read
+  position_ = 0;
 }
 
 template <typename T>
 void AttentionState<T>::clear() {
   batch_ = 0;
+  position_ = 0;
   w_ = Buffer<T>();
   z_ = Buffer<T>();
   length_ = capacity_ = 0;
@@ -96,6 +98,7 @@ void AttentionState<T>::resize(int64_t batch) {
     z_ = std::move(z);
   }
   batch_ = batch;
+  position_ = 0;
 }
 
 template <typename T>
@@ -137,6 +140,7 @@ void AttentionState<T>::copy_from(const AttentionState& other) {
     z_ = std::move(z);
   }
   batch_ = other.batch_;
+  position_ = other.position_;
 }
 
 template <typename T>
@@ -230,6 +234,7 @@ template <typename T>
 void AttentionState<T>::advance(int64_t n) {
   require(length_ + n <= capacity_, FWP_ERR_INTERNAL, "AttentionState::advance past the capacity");
   length_ += n;
+  position_ += n;
 }
 
 template class AttentionState<float>;

@@ -77,6 +77,14 @@ class AttentionState {
   // Throws Error(FWP_ERR_SHAPE_MISMATCH) unless the state was made for `spec`; `what` names it.
   void check_spec(const AttentionStateSpec& spec, const std::string& what) const;
 
+  // The number of tokens every row has been fed since the state was made,
+  // resized, reset or cleared (a model's positional encoding continues from
+  // it). Every row moves together (a forward or step feeds all of them), so
+  // one count serves them all; copy_from() copies it, reorder() keeps it,
+  // set_host() leaves it unchanged. The module advances it.
+  int64_t position() const { return position_; }
+  void advance_position(int64_t n) { position_ += n; }
+
   // ---- fast-weight state (Error(FWP_ERR_UNSUPPORTED) for a cache) ----------------------------
   // Element counts of W and z for `batch` rows (checked against the size bound).
   int64_t w_count(int64_t batch) const;
@@ -102,7 +110,7 @@ class AttentionState {
   // Makes room for `length` positions per stream (doubling, at least 16),
   // keeping the cached ones.
   void reserve(int64_t length);
-  // Marks `n` more positions as used (after they were written).
+  // Marks `n` more positions as used (after they were written); advances position() too.
   void advance(int64_t n);
 
  private:
@@ -112,6 +120,7 @@ class AttentionState {
   std::shared_ptr<Backend<T>> backend_;
   AttentionStateSpec spec_;
   int64_t batch_ = 0;
+  int64_t position_ = 0;
   Buffer<T> w_, z_;                             // fast-weight state
   int64_t length_ = 0, capacity_ = 0;           // key/value cache
   Buffer<T> k_, v_;

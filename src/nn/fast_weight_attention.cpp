@@ -239,7 +239,10 @@ void FastWeightAttention<T>::forward(const ParameterList<T>& params, ConstView<T
   } else {
     const AttentionState<T>* initial = state && !state->empty() ? state : nullptr;
     fast_weight_forward(params, x, initial, y, ws, config_.feature_map == FeatureMap::Favor ? redraw_rng : nullptr);
-    if (update == StateUpdate::Write) write_state(ws, B, *state);
+    if (update == StateUpdate::Write) {
+      write_state(ws, B, *state);
+      state->advance_position(x.dim(1));
+    }
   }
   ws.batch = B;
   ws.steps = x.dim(1);
@@ -525,6 +528,7 @@ void FastWeightAttention<T>::step(const ParameterList<T>& params, ConstView<T> x
   fast_weight_forward(params, x.reshaped({B, 1, config_.d_model}), &state,
                       y.reshaped({B, 1, config_.d_model}), ws, nullptr);
   write_state(ws, B, state);
+  state.advance_position(1);
 }
 
 template <typename T>

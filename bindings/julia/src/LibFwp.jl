@@ -52,6 +52,8 @@ const FWP_MAX_DIMS = 4
 const FWP_MAX_WORD_BYTES = 1024
 "Largest vocabulary of any tokenizer (2^24)."
 const FWP_MAX_VOCAB_SIZE = 16777216
+"Largest number of adaptive-softmax cutoffs a config holds."
+const FWP_LM_MAX_CUTOFFS = 8
 
 # ---------------------------------------------------------------------------
 # Enums (C enums are int-sized)
@@ -132,7 +134,7 @@ const FWP_ALGORITHM_CHUNKED = fwp_algorithm(2)
 const fwp_model_kind = Cint
 "The paper's synthetic associative-retrieval model (section 6.1)."
 const FWP_MODEL_RETRIEVAL = fwp_model_kind(0)
-"Reserved: language model (section 6.3)."
+"The language model (section 6.3; lm.h)."
 const FWP_MODEL_LANGUAGE = fwp_model_kind(1)
 "Reserved: encoder-decoder translation model (section 6.2)."
 const FWP_MODEL_SEQ2SEQ = fwp_model_kind(2)
@@ -159,6 +161,28 @@ const fwp_sentencepiece_model = Cint
 const FWP_SENTENCEPIECE_UNIGRAM = fwp_sentencepiece_model(0)
 "Byte-pair encoding."
 const FWP_SENTENCEPIECE_BPE = fwp_sentencepiece_model(1)
+
+"`fwp_lm_position`: positional encoding of the language model."
+const fwp_lm_position = Cint
+"The authors' sinusoids (sin | cos halves), added to the scaled embedding."
+const FWP_LM_POSITION_SINUSOIDAL = fwp_lm_position(0)
+"No positions (the paper's carried-memory model)."
+const FWP_LM_POSITION_NONE = fwp_lm_position(1)
+
+"`fwp_lm_eval_mode`: how fwp_lm_evaluate() scores a token stream."
+const fwp_lm_eval_mode = Cint
+"Consecutive independent segments of `length` tokens, each from zero."
+const FWP_LM_EVAL_SEGMENTS = fwp_lm_eval_mode(0)
+"""
+The authors' eval_sliding_window.py: windows of `length` tokens; the first scores every position, each later one
+(shifted by one token) only its last.
+"""
+const FWP_LM_EVAL_SLIDING = fwp_lm_eval_mode(1)
+"""
+RNN mode: segments of `length` with the state carried through the whole stream, every token scored once. Fast-weight
+layers only (softmax layers: FWP_ERR_UNSUPPORTED).
+"""
+const FWP_LM_EVAL_CARRY = fwp_lm_eval_mode(2)
 
 "`fwp_optimizer_kind`: optimization algorithm."
 const fwp_optimizer_kind = Cint
@@ -396,6 +420,69 @@ struct fwp_retrieval_batch
     queries::Ptr{Int32}
     "[B][Q]; ignored where the query is -1."
     targets::Ptr{Int32}
+end
+
+"`fwp_lm_config`: settings of the language model. Fill with fwp_lm_config_init() or fwp_lm_config_preset()."
+struct fwp_lm_config
+    "sizeof(fwp_lm_config); set by init."
+    struct_size::UInt32
+    "Number of token ids V >= 2; no default (0: must be set)."
+    vocab_size::Int64
+    "Blocks; default 16 (the paper)."
+    num_layers::Int64
+    """
+    Every layer's attention, as for fwp_layer_create(): d_model (the model's width), heads, d_head, feature map
+    (FWP_FEATURE_MAP_SOFTMAX for the Transformer baseline, with update_rule FWP_UPDATE_SUM and both normalisations
+    0), rule, normalisations, algorithm, init_std (the attention's weights). Its struct_size must be set (init does
+    it); carry_state must be 0 (the model carries memory through an fwp_state). Default: fwp_layer_config_init()
+    with d_model 128, 8 heads, d_head 16, FWP_FEATURE_MAP_ELU, FWP_UPDATE_DELTA.
+    """
+    attention::fwp_layer_config
+    "Inner width of the feed-forward block; default 2048."
+    d_ff::Int64
+    """
+    On the input, the attention output and inside and after the feed-forward block, in training mode; in [0, 1);
+    default 0.1.
+    """
+    dropout::Cfloat
+    "Dropout on attention weights: must be 0 (not built in; the paper uses 0)."
+    attn_dropout::Cfloat
+    "Default FWP_LM_POSITION_SINUSOIDAL."
+    position::fwp_lm_position
+    "0 (default): post-LayerNorm blocks (the paper); 1: pre-LayerNorm (x + f(LN(x))) with a final LayerNorm."
+    pre_norm::Int32
+    "1: the output layer's weight is the embedding table; default 0."
+    tie_embeddings::Int32
+    "Adaptive input/softmax cutoffs (the first num_cutoffs used)."
+    cutoffs::NTuple{FWP_LM_MAX_CUTOFFS,Int64}
+    "Default 0 (plain softmax). Adaptive softmax is not built in yet: num_cutoffs > 0 returns FWP_ERR_UNSUPPORTED."
+    num_cutoffs::Int64
+    "Adaptive embedding divisor; default 1 (other values: FWP_ERR_UNSUPPORTED until adaptive softmax is built in)."
+    div_val::Int64
+    "Embedding, feed-forward and output weights ~ N(0, init_std^2); biases 0, LayerNorm gains 1; default 0.02."
+    init_std::Cfloat
+    """
+    Seed of the parameters, dropout masks and FAVOR+ redraws; 0 (default): drawn from the context's generator. Not
+    stored in checkpoints (they hold the parameters and the generator's state): a loaded model reports 0.
+    """
+    seed::UInt64
+end
+
+"`fwp_sampler_config`: how fwp_lm_sample() picks a token. Fill with fwp_sampler_config_init()."
+struct fwp_sampler_config
+    "sizeof(fwp_sampler_config); set by init."
+    struct_size::UInt32
+    "0: greedy (argmax, the lowest id among ties); > 0: sample from softmax(log_probs / temperature). Default 1."
+    temperature::Cfloat
+    "Keep only the top_k most likely tokens (ties: lower ids first); 0 (default): off."
+    top_k::Int64
+    """
+    Keep the smallest set of most likely tokens whose probability (after temperature and top-k) reaches top_p, in
+    (0, 1]; 1 (default): off.
+    """
+    top_p::Cfloat
+    "fwp_lm_generate(): seed of its generator. Default 0 (a valid seed)."
+    seed::UInt64
 end
 
 "`fwp_optimizer_config`: settings of an optimizer. Fill with fwp_optimizer_config_init()."
@@ -849,6 +936,58 @@ fwp_retrieval_data_sample(data, batch_size, queries_per_seq, keys, values, queri
     @ccall libfwp().fwp_retrieval_data_sample(
         data::Ptr{fwp_retrieval_data}, batch_size::Int64, queries_per_seq::Int64, keys::Ptr{Int32},
         values::Ptr{Int32}, queries::Ptr{Int32}, targets::Ptr{Int32})::fwp_status
+
+"""
+Fills a language-model config with the defaults (the paper's small model without its vocabulary: 16 layers, d_model
+128, 8 heads of 16, d_ff 2048, linear attention with the delta rule).
+"""
+fwp_lm_config_init(config) = @ccall libfwp().fwp_lm_config_init(config::Ptr{fwp_lm_config})::Cvoid
+
+"Fills a config with a named preset (vocab_size is left 0 for the caller to set)."
+fwp_lm_config_preset(name, config) =
+    @ccall libfwp().fwp_lm_config_preset(name::Cstring, config::Ptr{fwp_lm_config})::fwp_status
+
+"Creates a language model with freshly initialised parameters."
+fwp_lm_create(ctx, config, out) =
+    @ccall libfwp().fwp_lm_create(
+        ctx::Ptr{fwp_context}, config::Ptr{fwp_lm_config}, out::Ptr{Ptr{fwp_model}})::fwp_status
+
+"Copies the settings of a language model."
+fwp_lm_get_config(model, config) =
+    @ccall libfwp().fwp_lm_get_config(model::Ptr{fwp_model}, config::Ptr{fwp_lm_config})::fwp_status
+
+"Forward pass and mean cross-entropy of a batch of token segments; fwp_model_backward() follows."
+fwp_lm_forward(model, inputs, targets, batch, length, state, mean_loss, token_losses) =
+    @ccall libfwp().fwp_lm_forward(
+        model::Ptr{fwp_model}, inputs::Ptr{Int32}, targets::Ptr{Int32}, batch::Int64, length::Int64,
+        state::Ptr{fwp_state}, mean_loss::Ptr{Cdouble}, token_losses::Ptr{Cfloat})::fwp_status
+
+"Scores a token stream: the negative log-likelihood of tokens[1..count) given their past."
+fwp_lm_evaluate(model, tokens, count, mode, length, total_nll, scored) =
+    @ccall libfwp().fwp_lm_evaluate(
+        model::Ptr{fwp_model}, tokens::Ptr{Int32}, count::Int64, mode::fwp_lm_eval_mode, length::Int64,
+        total_nll::Ptr{Cdouble}, scored::Ptr{Int64})::fwp_status
+
+"Feeds one token per row and returns the log-probabilities of the next one (evaluation mode)."
+fwp_lm_step(model, state, tokens, log_probs) =
+    @ccall libfwp().fwp_lm_step(
+        model::Ptr{fwp_model}, state::Ptr{fwp_state}, tokens::Ptr{Int32}, log_probs::Ptr{Cfloat})::fwp_status
+
+"Fills a sampler config with the defaults (temperature 1, no top-k, no top-p, seed 0)."
+fwp_sampler_config_init(config) = @ccall libfwp().fwp_sampler_config_init(config::Ptr{fwp_sampler_config})::Cvoid
+
+"Picks a token from log-probabilities (on the host)."
+fwp_lm_sample(log_probs, vocab, config, rng_state, token) =
+    @ccall libfwp().fwp_lm_sample(
+        log_probs::Ptr{Cfloat}, vocab::Int64, config::Ptr{fwp_sampler_config}, rng_state::Ptr{UInt64},
+        token::Ptr{Int32})::fwp_status
+
+"Continues a prompt: feeds it through the state, then samples up to max_new_tokens tokens."
+fwp_lm_generate(model, state, prompt, prompt_length, max_new_tokens, sampler, stop_tokens, num_stop, out, capacity, generated) =
+    @ccall libfwp().fwp_lm_generate(
+        model::Ptr{fwp_model}, state::Ptr{fwp_state}, prompt::Ptr{Int32}, prompt_length::Int64,
+        max_new_tokens::Int64, sampler::Ptr{fwp_sampler_config}, stop_tokens::Ptr{Int32},
+        num_stop::Int64, out::Ptr{Int32}, capacity::Int64, generated::Ptr{Int64})::fwp_status
 
 "Fills an optimizer config with the defaults."
 fwp_optimizer_config_init(config) =

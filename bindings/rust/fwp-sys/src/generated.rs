@@ -18,6 +18,8 @@ pub const FWP_MAX_DIMS: usize = 4;
 pub const FWP_MAX_WORD_BYTES: i32 = 1024;
 /// Largest vocabulary of any tokenizer (2^24).
 pub const FWP_MAX_VOCAB_SIZE: i32 = 16777216;
+/// Largest number of adaptive-softmax cutoffs a config holds.
+pub const FWP_LM_MAX_CUTOFFS: usize = 8;
 
 c_enum! {
     /// `fwp_status`: result of every fallible call. Values are fixed and never renumbered.
@@ -118,7 +120,7 @@ c_enum! {
     fwp_model_kind {
         /// The paper's synthetic associative-retrieval model (section 6.1).
         FWP_MODEL_RETRIEVAL = 0,
-        /// Reserved: language model (section 6.3).
+        /// The language model (section 6.3; lm.h).
         FWP_MODEL_LANGUAGE = 1,
         /// Reserved: encoder-decoder translation model (section 6.2).
         FWP_MODEL_SEQ2SEQ = 2,
@@ -154,6 +156,30 @@ c_enum! {
         FWP_SENTENCEPIECE_UNIGRAM = 0,
         /// Byte-pair encoding.
         FWP_SENTENCEPIECE_BPE = 1,
+    }
+}
+
+c_enum! {
+    /// `fwp_lm_position`: positional encoding of the language model.
+    fwp_lm_position {
+        /// The authors' sinusoids (sin | cos halves), added to the scaled embedding.
+        FWP_LM_POSITION_SINUSOIDAL = 0,
+        /// No positions (the paper's carried-memory model).
+        FWP_LM_POSITION_NONE = 1,
+    }
+}
+
+c_enum! {
+    /// `fwp_lm_eval_mode`: how fwp_lm_evaluate() scores a token stream.
+    fwp_lm_eval_mode {
+        /// Consecutive independent segments of `length` tokens, each from zero.
+        FWP_LM_EVAL_SEGMENTS = 0,
+        /// The authors' eval_sliding_window.py: windows of `length` tokens; the first scores every position, each later
+        /// one (shifted by one token) only its last.
+        FWP_LM_EVAL_SLIDING = 1,
+        /// RNN mode: segments of `length` with the state carried through the whole stream, every token scored once.
+        /// Fast-weight layers only (softmax layers: FWP_ERR_UNSUPPORTED).
+        FWP_LM_EVAL_CARRY = 2,
     }
 }
 
@@ -410,6 +436,65 @@ pub struct fwp_retrieval_batch {
     pub queries: *const i32,
     /// \[B\]\[Q\]; ignored where the query is -1.
     pub targets: *const i32,
+}
+
+/// `fwp_lm_config`: settings of the language model. Fill with fwp_lm_config_init() or fwp_lm_config_preset().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_lm_config {
+    /// sizeof(fwp_lm_config); set by init.
+    pub struct_size: u32,
+    /// Number of token ids V \>= 2; no default (0: must be set).
+    pub vocab_size: i64,
+    /// Blocks; default 16 (the paper).
+    pub num_layers: i64,
+    /// Every layer's attention, as for fwp_layer_create(): d_model (the model's width), heads, d_head, feature map
+    /// (FWP_FEATURE_MAP_SOFTMAX for the Transformer baseline, with update_rule FWP_UPDATE_SUM and both normalisations
+    /// 0), rule, normalisations, algorithm, init_std (the attention's weights). Its struct_size must be set (init does
+    /// it); carry_state must be 0 (the model carries memory through an fwp_state). Default: fwp_layer_config_init()
+    /// with d_model 128, 8 heads, d_head 16, FWP_FEATURE_MAP_ELU, FWP_UPDATE_DELTA.
+    pub attention: fwp_layer_config,
+    /// Inner width of the feed-forward block; default 2048.
+    pub d_ff: i64,
+    /// On the input, the attention output and inside and after the feed-forward block, in training mode; in \[0, 1);
+    /// default 0.1.
+    pub dropout: f32,
+    /// Dropout on attention weights: must be 0 (not built in; the paper uses 0).
+    pub attn_dropout: f32,
+    /// Default FWP_LM_POSITION_SINUSOIDAL.
+    pub position: fwp_lm_position,
+    /// 0 (default): post-LayerNorm blocks (the paper); 1: pre-LayerNorm (x + f(LN(x))) with a final LayerNorm.
+    pub pre_norm: i32,
+    /// 1: the output layer's weight is the embedding table; default 0.
+    pub tie_embeddings: i32,
+    /// Adaptive input/softmax cutoffs (the first num_cutoffs used).
+    pub cutoffs: [i64; FWP_LM_MAX_CUTOFFS],
+    /// Default 0 (plain softmax). Adaptive softmax is not built in yet: num_cutoffs \> 0 returns FWP_ERR_UNSUPPORTED.
+    pub num_cutoffs: i64,
+    /// Adaptive embedding divisor; default 1 (other values: FWP_ERR_UNSUPPORTED until adaptive softmax is built in).
+    pub div_val: i64,
+    /// Embedding, feed-forward and output weights ~ N(0, init_std^2); biases 0, LayerNorm gains 1; default 0.02.
+    pub init_std: f32,
+    /// Seed of the parameters, dropout masks and FAVOR+ redraws; 0 (default): drawn from the context's generator. Not
+    /// stored in checkpoints (they hold the parameters and the generator's state): a loaded model reports 0.
+    pub seed: u64,
+}
+
+/// `fwp_sampler_config`: how fwp_lm_sample() picks a token. Fill with fwp_sampler_config_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_sampler_config {
+    /// sizeof(fwp_sampler_config); set by init.
+    pub struct_size: u32,
+    /// 0: greedy (argmax, the lowest id among ties); \> 0: sample from softmax(log_probs / temperature). Default 1.
+    pub temperature: f32,
+    /// Keep only the top_k most likely tokens (ties: lower ids first); 0 (default): off.
+    pub top_k: i64,
+    /// Keep the smallest set of most likely tokens whose probability (after temperature and top-k) reaches top_p, in
+    /// (0, 1\]; 1 (default): off.
+    pub top_p: f32,
+    /// fwp_lm_generate(): seed of its generator. Default 0 (a valid seed).
+    pub seed: u64,
 }
 
 /// `fwp_optimizer_config`: settings of an optimizer. Fill with fwp_optimizer_config_init().
@@ -872,6 +957,77 @@ extern "C" {
         values: *mut i32,
         queries: *mut i32,
         targets: *mut i32,
+    ) -> fwp_status;
+
+    /// Fills a language-model config with the defaults (the paper's small model without its vocabulary: 16 layers,
+    /// d_model 128, 8 heads of 16, d_ff 2048, linear attention with the delta rule).
+    pub fn fwp_lm_config_init(config: *mut fwp_lm_config);
+
+    /// Fills a config with a named preset (vocab_size is left 0 for the caller to set).
+    pub fn fwp_lm_config_preset(name: *const c_char, config: *mut fwp_lm_config) -> fwp_status;
+
+    /// Creates a language model with freshly initialised parameters.
+    pub fn fwp_lm_create(ctx: *mut fwp_context, config: *const fwp_lm_config, out: *mut *mut fwp_model) -> fwp_status;
+
+    /// Copies the settings of a language model.
+    pub fn fwp_lm_get_config(model: *const fwp_model, config: *mut fwp_lm_config) -> fwp_status;
+
+    /// Forward pass and mean cross-entropy of a batch of token segments; fwp_model_backward() follows.
+    pub fn fwp_lm_forward(
+        model: *mut fwp_model,
+        inputs: *const i32,
+        targets: *const i32,
+        batch: i64,
+        length: i64,
+        state: *mut fwp_state,
+        mean_loss: *mut f64,
+        token_losses: *mut f32,
+    ) -> fwp_status;
+
+    /// Scores a token stream: the negative log-likelihood of tokens\[1..count) given their past.
+    pub fn fwp_lm_evaluate(
+        model: *mut fwp_model,
+        tokens: *const i32,
+        count: i64,
+        mode: fwp_lm_eval_mode,
+        length: i64,
+        total_nll: *mut f64,
+        scored: *mut i64,
+    ) -> fwp_status;
+
+    /// Feeds one token per row and returns the log-probabilities of the next one (evaluation mode).
+    pub fn fwp_lm_step(
+        model: *mut fwp_model,
+        state: *mut fwp_state,
+        tokens: *const i32,
+        log_probs: *mut f32,
+    ) -> fwp_status;
+
+    /// Fills a sampler config with the defaults (temperature 1, no top-k, no top-p, seed 0).
+    pub fn fwp_sampler_config_init(config: *mut fwp_sampler_config);
+
+    /// Picks a token from log-probabilities (on the host).
+    pub fn fwp_lm_sample(
+        log_probs: *const f32,
+        vocab: i64,
+        config: *const fwp_sampler_config,
+        rng_state: *mut u64,
+        token: *mut i32,
+    ) -> fwp_status;
+
+    /// Continues a prompt: feeds it through the state, then samples up to max_new_tokens tokens.
+    pub fn fwp_lm_generate(
+        model: *mut fwp_model,
+        state: *mut fwp_state,
+        prompt: *const i32,
+        prompt_length: i64,
+        max_new_tokens: i64,
+        sampler: *const fwp_sampler_config,
+        stop_tokens: *const i32,
+        num_stop: i64,
+        out: *mut i32,
+        capacity: i64,
+        generated: *mut i64,
     ) -> fwp_status;
 
     /// Fills an optimizer config with the defaults.
