@@ -133,7 +133,7 @@ void check_data_folder(const std::string& flag, const std::string& folder) {
 
 TokenizerPtr load_tokenizer(const std::string& path) {
   fwp_tokenizer* raw = nullptr;
-  check_status(fwp_tokenizer_load(path.c_str(), &raw), fmt::format("loading the tokenizer {}", path).c_str());
+  check_input_status(fwp_tokenizer_load(path.c_str(), &raw), fmt::format("loading the tokenizer {}", path).c_str());
   return TokenizerPtr(raw);
 }
 
@@ -165,13 +165,13 @@ int run_prepare(const LmOptions& o) {
     fwp_word_tokenizer_config_init(&config);
     config.min_count = o.min_count;
     config.max_size = o.max_vocab;
-    check_status(fwp_tokenizer_train_word(paths, 1, &config, &raw), "building the word vocabulary");
+    check_input_status(fwp_tokenizer_train_word(paths, 1, &config, &raw), "building the word vocabulary");
   } else {
     fwp_sentencepiece_config config;
     fwp_sentencepiece_config_init(&config);
     config.model_type = o.tokenizer == "bpe" ? FWP_SENTENCEPIECE_BPE : FWP_SENTENCEPIECE_UNIGRAM;
     config.vocab_size = o.sp_vocab;
-    check_status(fwp_tokenizer_train_sentencepiece(paths, 1, &config, &raw), "training the SentencePiece model");
+    check_input_status(fwp_tokenizer_train_sentencepiece(paths, 1, &config, &raw), "training the SentencePiece model");
   }
   const TokenizerPtr tokenizer(raw);
   check_status(fwp_tokenizer_save(tokenizer.get(), files.tokenizer().c_str()), "saving the tokenizer");
@@ -182,7 +182,7 @@ int run_prepare(const LmOptions& o) {
                             std::make_pair("test", o.test_text)}) {
     if (split.second.empty()) continue;
     int64_t count = 0;
-    check_status(fwp_token_file_encode(tokenizer.get(), split.second.c_str(), files.split(split.first).c_str(),
+    check_input_status(fwp_token_file_encode(tokenizer.get(), split.second.c_str(), files.split(split.first).c_str(),
                                        &count),
                  fmt::format("encoding {}", split.second).c_str());
     report[std::string(split.first) + "_tokens"] = count;
@@ -421,7 +421,7 @@ LoadedModel load_model(const std::string& checkpoint, int threads, const std::st
   check_status(fwp_context_create(&context_config, &context), "creating the context");
   loaded.context.reset(context);
   fwp_model* model = nullptr;
-  check_status(fwp_model_load(context, checkpoint.c_str(), &model), fmt::format("loading {}", checkpoint).c_str());
+  check_input_status(fwp_model_load(context, checkpoint.c_str(), &model), fmt::format("loading {}", checkpoint).c_str());
   loaded.model.reset(model);
   fwp_model_kind kind = FWP_MODEL_RETRIEVAL;
   check_status(fwp_model_get_kind(model, &kind), "reading the model kind");
@@ -508,7 +508,7 @@ int run_generate(const LmOptions& o) {
 
   std::vector<int32_t> prompt(o.prompt.size() + 2);
   int64_t count = 0;
-  check_status(fwp_tokenizer_encode(tokenizer.get(), o.prompt.data(), o.prompt.size(), 0, prompt.data(),
+  check_input_status(fwp_tokenizer_encode(tokenizer.get(), o.prompt.data(), o.prompt.size(), 0, prompt.data(),
                                     static_cast<int64_t>(prompt.size()), &count),
                "encoding the prompt");
   prompt.resize(static_cast<size_t>(count));

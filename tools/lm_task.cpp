@@ -54,7 +54,7 @@ void apply_training_preset(const std::string& preset, LmRunConfig* cfg) {
 void resolve_model_preset(LmRunConfig* cfg) {
   fwp_lm_config preset;
   fwp_lm_config_init(&preset);
-  check_status(fwp_lm_config_preset(cfg->preset.c_str(), &preset), "reading the model preset");
+  check_input_status(fwp_lm_config_preset(cfg->preset.c_str(), &preset), "reading the model preset");
   if (cfg->layers == 0) cfg->layers = preset.num_layers;
   if (cfg->d_model == 0) cfg->d_model = preset.attention.d_model;
   if (cfg->heads == 0) cfg->heads = preset.attention.num_heads;
@@ -65,7 +65,7 @@ void resolve_model_preset(LmRunConfig* cfg) {
 fwp_lm_config model_config(const LmRunConfig& cfg) {
   fwp_lm_config c;
   fwp_lm_config_init(&c);
-  check_status(fwp_lm_config_preset(cfg.preset.c_str(), &c), "reading the model preset");
+  check_input_status(fwp_lm_config_preset(cfg.preset.c_str(), &c), "reading the model preset");
   c.vocab_size = cfg.vocab;
   c.num_layers = cfg.layers;
   c.d_ff = cfg.d_ff;
@@ -181,11 +181,11 @@ train::TrainingPlan lm_training_plan(const LmRunConfig& cfg) {
 
 std::vector<int32_t> read_token_file(const std::string& path, int64_t count) {
   int64_t vocab = 0, total = 0;
-  check_status(fwp_token_file_info(path.c_str(), &vocab, &total), fmt::format("reading {}", path).c_str());
+  check_input_status(fwp_token_file_info(path.c_str(), &vocab, &total), fmt::format("reading {}", path).c_str());
   const int64_t n = count < 0 ? total : std::min(count, total);
   std::vector<int32_t> tokens(static_cast<size_t>(n));
   if (n > 0) {
-    check_status(fwp_token_file_read(path.c_str(), 0, tokens.data(), n), fmt::format("reading {}", path).c_str());
+    check_input_status(fwp_token_file_read(path.c_str(), 0, tokens.data(), n), fmt::format("reading {}", path).c_str());
   }
   return tokens;
 }
@@ -205,7 +205,7 @@ LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
 
   const fwp_lm_config model_cfg = model_config(cfg);
   fwp_model* model = nullptr;
-  check_status(fwp_lm_create(context, &model_cfg, &model), "creating the language model");
+  check_input_status(fwp_lm_create(context, &model_cfg, &model), "creating the language model");
   model_.reset(model);
   int64_t count = 0;
   check_status(fwp_model_num_params(model, &count), "counting the parameters");
@@ -234,7 +234,7 @@ LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
   data_config.batch_size = cfg.batch;
   data_config.segment_length = cfg.length;
   fwp_data* data = nullptr;
-  check_status(fwp_token_data_create(files.split("train").c_str(), &data_config, &data),
+  check_input_status(fwp_token_data_create(files.split("train").c_str(), &data_config, &data),
                "opening the training tokens");
   train_data_.reset(data);
   inputs_.assign(static_cast<size_t>(cfg.batch * cfg.length), 0);
