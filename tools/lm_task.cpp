@@ -70,13 +70,13 @@ fwp_lm_config model_config(const LmRunConfig& cfg) {
   c.num_layers = cfg.layers;
   c.d_ff = cfg.d_ff;
   c.dropout = static_cast<float>(cfg.dropout);
-  c.positional = cfg.positions == "none" ? FWP_LM_POSITION_NONE : FWP_LM_POSITION_SINUSOIDAL;
+  c.position = cfg.positions == "none" ? FWP_LM_POSITION_NONE : FWP_LM_POSITION_SINUSOIDAL;
   c.pre_norm = cfg.pre_norm ? 1 : 0;
   c.tie_embeddings = cfg.tie ? 1 : 0;
   if (cfg.cutoffs.size() > FWP_LM_MAX_CUTOFFS) {
     throw UsageError(fmt::format("--cutoffs takes at most {} values", FWP_LM_MAX_CUTOFFS));
   }
-  c.num_cutoffs = static_cast<int32_t>(cfg.cutoffs.size());
+  c.num_cutoffs = static_cast<int64_t>(cfg.cutoffs.size());
   for (size_t i = 0; i < cfg.cutoffs.size(); ++i) c.cutoffs[i] = cfg.cutoffs[i];
   c.div_val = cfg.div_val;
   c.attention.d_model = cfg.d_model;
