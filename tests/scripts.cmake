@@ -112,6 +112,16 @@ if(TARGET fwp_cli)
                    -DSTEPS=200 -DCONFLICT=--eval-pairs|7 -DEVAL_PAIRS=9 -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_resume.cmake)
   set_tests_properties(cli_retrieval_json cli_retrieval_resume cli_retrieval_resume_favor cli_retrieval_resume_eval_pairs
                        PROPERTIES LABELS cli)
+  # `fwp lm`: prepare, train, resume exactly, eval in three modes, generate reproducibly, bad input -> exit 2.
+  foreach(attention IN ITEMS "elu|delta" "dpfp|sum" "softmax|sum")
+    string(REPLACE "|" ";" pair "${attention}")
+    list(GET pair 0 phi)
+    list(GET pair 1 rule)
+    add_test(NAME cli_lm_${phi}_${rule}
+             COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/lm_${phi}_${rule}
+                     -DPHI=${phi} -DRULE=${rule} -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_lm.cmake)
+    set_tests_properties(cli_lm_${phi}_${rule} PROPERTIES LABELS cli TIMEOUT 600)
+  endforeach()
   # A training whose loss becomes NaN stops with exit code 1, one line on stderr and stopped_by non_finite.
   fwp_cli_test(error_diverged EXIT 1 ONE_LINE ARGS retrieval --keys 6 --lr 1e30 --max-steps 50 --threads 1 --json
                --quiet STDOUT non_finite STDERR_MATCHES "diverged at step [0-9]+: the (loss is|gradient of '[^']+' is not finite)")

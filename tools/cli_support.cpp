@@ -25,6 +25,24 @@ void check_status(fwp_status status, const char* what) {
   throw RunError(fmt::format("{}: {}", what, one_line(message)));
 }
 
+void check_input_status(fwp_status status, const char* what) {
+  if (status == FWP_OK) return;
+  std::string message = fwp_last_error_message();
+  if (message.empty()) message = fwp_status_string(status);
+  const std::string text = fmt::format("{}: {}", what, one_line(message));
+  switch (status) {
+    case FWP_ERR_INVALID_ARGUMENT:
+    case FWP_ERR_OUT_OF_RANGE:
+    case FWP_ERR_FORMAT:
+    case FWP_ERR_UNSUPPORTED:
+    case FWP_ERR_SHAPE_MISMATCH:
+    case FWP_ERR_OUT_OF_MEMORY:  // an absurd size asked for by the user
+      throw UsageError(text);
+    default:
+      throw RunError(text);
+  }
+}
+
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   if (seconds < 60) return fmt::format("{:.1f}s", seconds);

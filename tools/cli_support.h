@@ -38,6 +38,13 @@ class RunError : public std::runtime_error {
 /// `what` names the call, e.g. "creating the model".
 void check_status(fwp_status status, const char* what);
 
+/// Like check_status(), for calls whose arguments come straight from the user
+/// (their files, sizes and flags): a status that says the input is wrong
+/// (invalid argument, out of range, bad format, unsupported, shape mismatch,
+/// or out of memory for an absurd size)
+/// throws UsageError (exit code 2); any other throws RunError.
+void check_input_status(fwp_status status, const char* what);
+
 struct ContextDeleter { void operator()(fwp_context* p) const { fwp_context_destroy(p); } };
 struct ModelDeleter { void operator()(fwp_model* p) const { fwp_model_destroy(p); } };
 struct OptimizerDeleter { void operator()(fwp_optimizer* p) const { fwp_optimizer_destroy(p); } };

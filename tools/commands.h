@@ -34,6 +34,10 @@ struct Command {
 void add_retrieval_options(CLI::App& app);
 int run_retrieval();
 
+// `fwp lm` (lm_command.cpp): language modelling (section 6.3): prepare, train, eval, generate.
+void add_lm_options(CLI::App& app);
+int run_lm();
+
 }  // namespace fwp_cli
 
 #endif  // FWP_TOOLS_COMMANDS_H

@@ -28,6 +28,11 @@ const Command kCommands[] = {
      "reaches --target-loss, --patience evaluations pass without improvement, or --max-steps is reached; one run "
      "per value of --keys.",
      fwp_cli::add_retrieval_options, fwp_cli::run_retrieval},
+    {"lm",
+     "Language modelling (section 6.3): `fwp lm prepare` makes a data folder from text files, `fwp lm train` trains "
+     "a model on it, `fwp lm eval` reports perplexity (segments, sliding window or carried state) and `fwp lm "
+     "generate` continues a prompt.",
+     fwp_cli::add_lm_options, fwp_cli::run_lm},
 };
 
 constexpr const char* kExitCodes =
