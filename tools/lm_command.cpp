@@ -214,6 +214,7 @@ LmRunConfig fresh_run_config(const LmOptions& o) {
   if (given("lr")) cfg.lr = flags.lr;
   if (given("warmup")) cfg.warmup = flags.warmup;
   if (given("clip")) cfg.clip = flags.clip;
+  cfg.decay_steps = given("decay_steps") ? flags.decay_steps : cfg.max_steps;
   cfg.cutoffs = parse_cutoffs(o.cutoffs);
   if (cfg.phi == "softmax" && given("rule") && cfg.rule != "sum") {
     throw UsageError("--phi softmax is softmax attention, which has no fast-weight update rule: drop --rule");
@@ -465,7 +466,7 @@ int run_eval(const LmOptions& o) {
   double nll = 0.0;
   int64_t scored = 0;
   const auto started = std::chrono::steady_clock::now();
-  check_status(fwp_lm_evaluate(loaded.model.get(), tokens.data(), static_cast<int64_t>(tokens.size()), mode, length,
+  check_input_status(fwp_lm_evaluate(loaded.model.get(), tokens.data(), static_cast<int64_t>(tokens.size()), mode, length,
                                &nll, &scored),
                "evaluating");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -650,6 +651,10 @@ void add_lm_options(CLI::App& app) {
                   ->check(number_check<double>("a finite number > 0", [](double v) { return std::isfinite(v) && v > 0; })));
   given("warmup", t->add_option("--warmup", r.warmup, "Linear warm-up steps (default: the preset's)")
                       ->check(number_check<int64_t>("an integer >= 0", kNonNegative)));
+  given("decay_steps", t->add_option("--decay-steps", r.decay_steps,
+                                     "Step at which the cosine decay reaches 0 (default: --max-steps of the fresh "
+                                     "run; kept on --resume)")
+                           ->check(number_check<int64_t>("an integer >= 1", kPositive)));
   given("clip", t->add_option("--clip", r.clip, "Clip the global gradient norm to X (0 = off; default 0.25)")
                     ->check(number_check<double>("a finite number >= 0", [](double v) { return std::isfinite(v) && v >= 0; })));
   given("seed", t->add_option("--seed", r.seed, "Seed of the initial weights, dropout and FAVOR+ draws"));
@@ -660,7 +665,7 @@ void add_lm_options(CLI::App& app) {
                            ->check(number_check<int64_t>("an integer >= 0", kNonNegative)));
   given("patience", t->add_option("--patience", r.patience, "Stop after N evaluations without improvement (0 = never)")
                         ->check(number_check<int64_t>("an integer >= 0", kNonNegative)));
-  t->add_option("--max-steps", r.max_steps, "Training steps (the cosine decay reaches 0 here)")
+  t->add_option("--max-steps", r.max_steps, "Training steps (the cosine decay reaches 0 at --decay-steps, by default here)")
       ->check(number_check<int64_t>("an integer >= 1", kPositive));
   t->add_option("--csv", o.csv, "Append one row per evaluation to FILE (model,step,eval_loss,best,seconds,perplexity,lr)");
   t->add_option("--plot", o.plot, "Draw the learning curves of every model in --csv to FILE.png");

@@ -114,7 +114,7 @@ json lm_defining_json(const LmRunConfig& cfg) {
             {"pre_norm", cfg.pre_norm}, {"tie", cfg.tie},         {"cutoffs", cfg.cutoffs},
             {"div_val", cfg.div_val},   {"vocab", cfg.vocab},     {"batch", cfg.batch},
             {"length", cfg.length},     {"carry", cfg.carry},     {"lr", cfg.lr},
-            {"warmup", cfg.warmup},     {"clip", cfg.clip},       {"seed", cfg.seed},
+            {"warmup", cfg.warmup},     {"decay_steps", cfg.decay_steps}, {"clip", cfg.clip},       {"seed", cfg.seed},
             {"eval_every", cfg.eval_every}, {"eval_tokens", cfg.eval_tokens}, {"patience", cfg.patience}};
   if (cfg.phi == "dpfp") j["nu"] = cfg.dpfp_nu;
   if (cfg.phi == "favor") j["m"] = cfg.favor_m;
@@ -156,6 +156,7 @@ LmRunConfig lm_config_from_json(const json& j) {
   cfg.carry = j.at("carry").get<bool>();
   cfg.lr = j.at("lr").get<double>();
   cfg.warmup = j.at("warmup").get<int64_t>();
+  cfg.decay_steps = j.at("decay_steps").get<int64_t>();
   cfg.clip = j.at("clip").get<double>();
   cfg.seed = j.at("seed").get<uint64_t>();
   cfg.eval_every = j.at("eval_every").get<int64_t>();
@@ -216,15 +217,15 @@ LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
   }
 
   // The paper's optimisation: Adam, linear warm-up then cosine decay to 0 at
-  // the step cap, gradients clipped to a global norm of 0.25.
+  // --decay-steps (default: the step cap), gradients clipped to a global norm of 0.25.
   fwp_optimizer_config optimizer_config;
   fwp_optimizer_config_init(&optimizer_config);
   optimizer_config.kind = FWP_OPTIMIZER_ADAM;
   optimizer_config.learning_rate = static_cast<float>(cfg.lr);
   optimizer_config.clip_grad_norm = static_cast<float>(cfg.clip);
   optimizer_config.lr_schedule = FWP_LR_WARMUP_COSINE;
-  optimizer_config.warmup_steps = std::min(cfg.warmup, cfg.max_steps);
-  optimizer_config.total_steps = cfg.max_steps;
+  optimizer_config.warmup_steps = std::min(cfg.warmup, cfg.decay_steps);
+  optimizer_config.total_steps = cfg.decay_steps;
   fwp_optimizer* optimizer = nullptr;
   check_status(fwp_optimizer_create_for_model(model, &optimizer_config, &optimizer), "creating the optimizer");
   optimizer_.reset(optimizer);

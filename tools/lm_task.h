@@ -53,6 +53,10 @@ struct LmRunConfig {
   bool carry = false;            ///< Carry the fast weights from one segment to the next.
   double lr = 1e-3;
   int64_t warmup = 200;
+  /// Step at which the cosine decay reaches 0: the fresh run's --max-steps
+  /// unless given (--decay-steps), and kept on --resume so that a run resumed
+  /// with a larger cap follows the schedule it started with.
+  int64_t decay_steps = 0;
   double clip = 0.25;
   uint64_t seed = 1;
   int64_t eval_every = 200;
