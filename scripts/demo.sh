@@ -14,13 +14,13 @@
 #   results/demo/lm.csv         one row per evaluation of each model
 #   results/demo/lm.png         validation perplexity vs step, one line per model
 # Environment: KEYS (default 20:60:20), MAX_STEPS (default 1500), THREADS (default 1: the per-step work at these S is too small to share between cores),
-# LM_STEPS (default 1500), LM_THREADS (default: all cores).
+# LM_STEPS (default 300), LM_THREADS (default: all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${KEYS:-20:60:20}
 MAX_STEPS=${MAX_STEPS:-1500}
 THREADS=${THREADS:-1}
-LM_STEPS=${LM_STEPS:-1500}
+LM_STEPS=${LM_STEPS:-300}
 LM_THREADS=${LM_THREADS:-0}
 out=results/demo
 
@@ -61,12 +61,12 @@ declare -A ppl
 for rule in sum delta; do
   echo "+ fwp lm train --preset cpu-small --phi elu --rule $rule --max-steps $LM_STEPS"
   json=$(build/tools/fwp lm train --data "$out/lm-data" --preset cpu-small --phi elu --rule "$rule" \
-    --max-steps "$LM_STEPS" --seed 1 --threads "$LM_THREADS" --eval-every 250 --eval-tokens 20000 \
+    --max-steps "$LM_STEPS" --seed 1 --threads "$LM_THREADS" --eval-every 100 --eval-tokens 5000 \
     --checkpoint "$out/lm-$rule.ckpt" --csv "$out/lm.csv" --plot "$out/lm.png" --json)
   ppl[$rule]=$(printf '%s' "$json" | python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["valid_ppl"])')
 done
 echo
-echo "Validation perplexity after $LM_STEPS steps (first 20,000 validation tokens, segments of 64):"
+echo "Validation perplexity after $LM_STEPS steps (first 5,000 validation tokens, segments of 64):"
 printf '  Linear sum   %s\n  Linear delta %s\n' "${ppl[sum]}" "${ppl[delta]}"
 best=delta
 if python3 -c "import sys; sys.exit(0 if float('${ppl[sum]}') < float('${ppl[delta]}') else 1)"; then best=sum; fi

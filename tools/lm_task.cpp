@@ -223,9 +223,15 @@ LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
   optimizer_config.kind = FWP_OPTIMIZER_ADAM;
   optimizer_config.learning_rate = static_cast<float>(cfg.lr);
   optimizer_config.clip_grad_norm = static_cast<float>(cfg.clip);
-  optimizer_config.lr_schedule = FWP_LR_WARMUP_COSINE;
-  optimizer_config.warmup_steps = std::min(cfg.warmup, cfg.decay_steps);
-  optimizer_config.total_steps = cfg.decay_steps;
+  if (cfg.decay_steps > 1) {
+    // The warm-up must end before the decay does (a run shorter than its
+    // warm-up still gets one step of decay).
+    optimizer_config.lr_schedule = FWP_LR_WARMUP_COSINE;
+    optimizer_config.warmup_steps = std::min(cfg.warmup, cfg.decay_steps - 1);
+    optimizer_config.total_steps = cfg.decay_steps;
+  } else {
+    optimizer_config.lr_schedule = FWP_LR_CONSTANT;  // a one-step run: nothing to schedule
+  }
   fwp_optimizer* optimizer = nullptr;
   check_status(fwp_optimizer_create_for_model(model, &optimizer_config, &optimizer), "creating the optimizer");
   optimizer_.reset(optimizer);

@@ -107,6 +107,10 @@ if(NOT text1 STREQUAL text2)
   message(FATAL_ERROR "generation with the same seed differs:\n${text1}\n${text2}")
 endif()
 
+# Runs shorter than their warm-up, and a single step, still train.
+run_fwp(0 ignored lm train ${tiny} --max-steps 3 --json --quiet)  # warm-up 5 > 3 steps
+run_fwp(0 ignored lm train ${tiny} --max-steps 1 --json --quiet)
+
 # Bad input.
 run_fwp(2 ignored lm train --data nowhere --max-steps 1)
 run_fwp(2 ignored lm train ${tiny} --max-steps 1 --resume run.ckpt)
