@@ -6,6 +6,7 @@
 #include "api/checks.h"
 #include "api/guard.h"
 #include "api/handles.h"
+#include "api/layer_config.h"
 #include "api/params.h"
 #include "core/error.h"
 #include "fwp/fwp.h"
@@ -20,77 +21,11 @@ using fwp::api::check_not_null;
 
 std::string got(int64_t v) { return " (got " + std::to_string(v) + ")"; }
 
-// Converts and checks a C config: enums (FWP_ERR_OUT_OF_RANGE) and flags here,
-// sizes and consistency in FastWeightLayerConfig::validate().
+// Converts and checks a C config: enums (FWP_ERR_OUT_OF_RANGE) and flags in
+// layer_config_to_internal(), sizes and consistency in FastWeightLayerConfig::validate().
 fwp::FastWeightLayerConfig to_internal(const fwp_layer_config& user) {
-  const fwp_layer_config c = fwp::api::read_config(user, fwp_layer_config_init, "config");
-  const int feature_map = fwp::api::enum_value(c.feature_map);
-  if (feature_map < FWP_FEATURE_MAP_ELU || feature_map > FWP_FEATURE_MAP_SOFTMAX)
-    throw Error(FWP_ERR_OUT_OF_RANGE, "config->feature_map must be one of FWP_FEATURE_MAP_*" + got(feature_map));
-  const int rule = fwp::api::enum_value(c.update_rule);
-  if (rule < FWP_UPDATE_SUM || rule > FWP_UPDATE_DELTA)
-    throw Error(FWP_ERR_OUT_OF_RANGE, "config->update_rule must be FWP_UPDATE_SUM or FWP_UPDATE_DELTA" + got(rule));
-  const int algorithm = fwp::api::enum_value(c.algorithm);
-  if (algorithm < FWP_ALGORITHM_AUTO || algorithm > FWP_ALGORITHM_CHUNKED)
-    throw Error(FWP_ERR_OUT_OF_RANGE, "config->algorithm must be one of FWP_ALGORITHM_*" + got(algorithm));
-  check_flag(c.favor_redraw, "config->favor_redraw");
-  check_flag(c.sum_normalize, "config->sum_normalize");
-  check_flag(c.attn_normalize, "config->attn_normalize");
-  check_flag(c.scale_output, "config->scale_output");
-  check_flag(c.use_bias, "config->use_bias");
-  check_flag(c.carry_state, "config->carry_state");
-
-  fwp::FastWeightLayerConfig out;
-  out.d_model = c.d_model;
-  out.num_heads = c.num_heads;
-  out.d_head = c.d_head;
-  out.softmax = feature_map == FWP_FEATURE_MAP_SOFTMAX;
-  out.feature_map = fwp::api::internal_feature_map(feature_map);
-  out.dpfp_nu = c.dpfp_nu;
-  out.favor_features = c.favor_features;
-  out.favor_redraw = c.favor_redraw != 0;
-  out.update_rule = fwp::api::internal_update_rule(rule);
-  out.sum_normalize = c.sum_normalize != 0;
-  out.attn_normalize = c.attn_normalize != 0;
-  out.norm_eps = static_cast<double>(c.norm_eps);
-  out.scale_output = c.scale_output != 0;
-  out.use_bias = c.use_bias != 0;
-  out.init_std = static_cast<double>(c.init_std);
-  switch (c.algorithm) {
-    case FWP_ALGORITHM_AUTO: out.algorithm = fwp::Algorithm::Auto; break;
-    case FWP_ALGORITHM_RECURRENT: out.algorithm = fwp::Algorithm::Recurrent; break;
-    case FWP_ALGORITHM_CHUNKED: out.algorithm = fwp::Algorithm::Chunked; break;
-  }
-  out.chunk_size = c.chunk_size;
-  out.carry_state = c.carry_state != 0;
+  fwp::FastWeightLayerConfig out = fwp::api::layer_config_to_internal(user, "config", "config->");
   out.validate("config->");
-  return out;
-}
-
-fwp_layer_config to_public(const fwp::FastWeightLayerConfig& c) {
-  fwp_layer_config out;
-  fwp_layer_config_init(&out);
-  out.d_model = c.d_model;
-  out.num_heads = c.num_heads;
-  out.d_head = c.d_head;
-  out.feature_map = fwp::api::public_feature_map(c.softmax, c.feature_map);
-  out.dpfp_nu = c.dpfp_nu;
-  out.favor_features = c.favor_features;
-  out.favor_redraw = c.favor_redraw ? 1 : 0;
-  out.update_rule = fwp::api::public_update_rule(c.update_rule);
-  out.sum_normalize = c.sum_normalize ? 1 : 0;
-  out.attn_normalize = c.attn_normalize ? 1 : 0;
-  out.norm_eps = static_cast<float>(c.norm_eps);
-  out.scale_output = c.scale_output ? 1 : 0;
-  out.use_bias = c.use_bias ? 1 : 0;
-  out.init_std = static_cast<float>(c.init_std);
-  switch (c.algorithm) {
-    case fwp::Algorithm::Auto: out.algorithm = FWP_ALGORITHM_AUTO; break;
-    case fwp::Algorithm::Recurrent: out.algorithm = FWP_ALGORITHM_RECURRENT; break;
-    case fwp::Algorithm::Chunked: out.algorithm = FWP_ALGORITHM_CHUNKED; break;
-  }
-  out.chunk_size = c.chunk_size;
-  out.carry_state = c.carry_state ? 1 : 0;
   return out;
 }
 
@@ -164,7 +99,7 @@ FWP_API fwp_status fwp_layer_get_config(const fwp_layer* layer, fwp_layer_config
   return fwp::api::guard(__func__, [&] {
     const auto& l = impl(layer);
     check_not_null(config, "config");
-    fwp::api::write_config(config, to_public(l.config()), "config");
+    fwp::api::write_config(config, fwp::api::layer_config_to_public(l.config()), "config");
   });
 }
 

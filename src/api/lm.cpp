@@ -9,6 +9,7 @@
 #include "api/checks.h"
 #include "api/guard.h"
 #include "api/handles.h"
+#include "api/layer_config.h"
 #include "core/error.h"
 #include "fwp/fwp.h"
 #include "models/lm/lm_model.h"
@@ -37,77 +38,22 @@ const fwp::LmModel& lm(const fwp_model* model) {
 }
 
 // The layer config of every attention layer: enums (FWP_ERR_OUT_OF_RANGE) and
-// flags here, sizes and consistency in LmConfig::validate() (the same rules
-// as fwp_layer_create()).
+// flags as fwp_layer_create() checks them, sizes and consistency in
+// LmConfig::validate().
 fwp::FastWeightAttentionConfig attention_to_internal(const fwp_layer_config& user) {
-  const fwp_layer_config c = fwp::api::read_config(user, fwp_layer_config_init, "config->attention");
-  const int feature_map = fwp::api::enum_value(c.feature_map);
-  if (feature_map < FWP_FEATURE_MAP_ELU || feature_map > FWP_FEATURE_MAP_SOFTMAX)
-    throw Error(FWP_ERR_OUT_OF_RANGE,
-                "config->attention.feature_map must be one of FWP_FEATURE_MAP_*" + got(feature_map));
-  const int rule = fwp::api::enum_value(c.update_rule);
-  if (rule < FWP_UPDATE_SUM || rule > FWP_UPDATE_DELTA)
-    throw Error(FWP_ERR_OUT_OF_RANGE,
-                "config->attention.update_rule must be FWP_UPDATE_SUM or FWP_UPDATE_DELTA" + got(rule));
-  const int algorithm = fwp::api::enum_value(c.algorithm);
-  if (algorithm < FWP_ALGORITHM_AUTO || algorithm > FWP_ALGORITHM_CHUNKED)
-    throw Error(FWP_ERR_OUT_OF_RANGE, "config->attention.algorithm must be one of FWP_ALGORITHM_*" + got(algorithm));
-  check_flag(c.favor_redraw, "config->attention.favor_redraw");
-  check_flag(c.sum_normalize, "config->attention.sum_normalize");
-  check_flag(c.attn_normalize, "config->attention.attn_normalize");
-  check_flag(c.scale_output, "config->attention.scale_output");
-  check_flag(c.use_bias, "config->attention.use_bias");
-  check_flag(c.carry_state, "config->attention.carry_state");
-  if (c.carry_state != 0)
+  const fwp::FastWeightLayerConfig c =
+      fwp::api::layer_config_to_internal(user, "config->attention", "config->attention.");
+  if (c.carry_state)
     throw Error(FWP_ERR_INVALID_ARGUMENT,
                 "config->attention.carry_state must be 0: a language model carries memory through an fwp_state "
                 "(fwp_lm_forward's state argument)");
-  fwp::FastWeightAttentionConfig out;
-  out.d_model = c.d_model;
-  out.num_heads = c.num_heads;
-  out.d_head = c.d_head;
-  out.softmax = feature_map == FWP_FEATURE_MAP_SOFTMAX;
-  out.feature_map = fwp::api::internal_feature_map(feature_map);
-  out.dpfp_nu = c.dpfp_nu;
-  out.favor_features = c.favor_features;
-  out.favor_redraw = c.favor_redraw != 0;
-  out.update_rule = fwp::api::internal_update_rule(rule);
-  out.sum_normalize = c.sum_normalize != 0;
-  out.attn_normalize = c.attn_normalize != 0;
-  out.norm_eps = static_cast<double>(c.norm_eps);
-  out.scale_output = c.scale_output != 0;
-  out.use_bias = c.use_bias != 0;
-  out.init_std = static_cast<double>(c.init_std);
-  out.algorithm = algorithm == FWP_ALGORITHM_RECURRENT ? fwp::Algorithm::Recurrent
-                  : algorithm == FWP_ALGORITHM_CHUNKED ? fwp::Algorithm::Chunked
-                                                       : fwp::Algorithm::Auto;
-  out.chunk_size = c.chunk_size;
-  return out;
+  return c;  // the attention part; carry_state belongs to fwp_layer only
 }
 
 fwp_layer_config attention_to_public(const fwp::FastWeightAttentionConfig& c) {
-  fwp_layer_config out;
-  fwp_layer_config_init(&out);
-  out.d_model = c.d_model;
-  out.num_heads = c.num_heads;
-  out.d_head = c.d_head;
-  out.feature_map = fwp::api::public_feature_map(c.softmax, c.feature_map);
-  out.dpfp_nu = c.dpfp_nu;
-  out.favor_features = c.favor_features;
-  out.favor_redraw = c.favor_redraw ? 1 : 0;
-  out.update_rule = fwp::api::public_update_rule(c.update_rule);
-  out.sum_normalize = c.sum_normalize ? 1 : 0;
-  out.attn_normalize = c.attn_normalize ? 1 : 0;
-  out.norm_eps = static_cast<float>(c.norm_eps);
-  out.scale_output = c.scale_output ? 1 : 0;
-  out.use_bias = c.use_bias ? 1 : 0;
-  out.init_std = static_cast<float>(c.init_std);
-  out.algorithm = c.algorithm == fwp::Algorithm::Recurrent ? FWP_ALGORITHM_RECURRENT
-                  : c.algorithm == fwp::Algorithm::Chunked ? FWP_ALGORITHM_CHUNKED
-                                                            : FWP_ALGORITHM_AUTO;
-  out.chunk_size = c.chunk_size;
-  out.carry_state = 0;
-  return out;
+  fwp::FastWeightLayerConfig layer;
+  static_cast<fwp::FastWeightAttentionConfig&>(layer) = c;
+  return fwp::api::layer_config_to_public(layer);  // carry_state 0
 }
 
 fwp::LmConfig to_internal(const fwp_lm_config& user) {
