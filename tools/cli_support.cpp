@@ -25,6 +25,17 @@ void check_status(fwp_status status, const char* what) {
   throw RunError(fmt::format("{}: {}", what, one_line(message)));
 }
 
+ContextPtr create_context(const std::string& device, int threads, uint64_t seed) {
+  fwp_context_config config;
+  fwp_context_config_init(&config);
+  config.device = device == "cuda" ? FWP_DEVICE_CUDA : FWP_DEVICE_CPU;
+  config.num_threads = threads;
+  config.seed = seed;
+  fwp_context* context = nullptr;
+  check_status(fwp_context_create(&config, &context), "creating the context");
+  return ContextPtr(context);
+}
+
 void check_input_status(fwp_status status, const char* what) {
   if (status == FWP_OK) return;
   std::string message = fwp_last_error_message();

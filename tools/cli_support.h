@@ -55,6 +55,10 @@ using ModelPtr = std::unique_ptr<fwp_model, ModelDeleter>;
 using OptimizerPtr = std::unique_ptr<fwp_optimizer, OptimizerDeleter>;
 using DataPtr = std::unique_ptr<fwp_retrieval_data, DataDeleter>;
 
+/// A context on `device` ("cpu" or "cuda") with `threads` CPU threads (0 = all)
+/// and the given seed. Throws RunError.
+ContextPtr create_context(const std::string& device, int threads, uint64_t seed = 0);
+
 /// "1h02m03s", "4m05s", "12.3s": a compact human-readable duration.
 std::string format_duration(double seconds);
 

@@ -414,13 +414,8 @@ struct LoadedModel {
 LoadedModel load_model(const std::string& checkpoint, int threads, const std::string& device) {
   if (!file_exists(checkpoint)) throw UsageError(fmt::format("--checkpoint {}: no such file", checkpoint));
   LoadedModel loaded;
-  fwp_context_config context_config;
-  fwp_context_config_init(&context_config);
-  context_config.device = device == "cuda" ? FWP_DEVICE_CUDA : FWP_DEVICE_CPU;
-  context_config.num_threads = threads;
-  fwp_context* context = nullptr;
-  check_status(fwp_context_create(&context_config, &context), "creating the context");
-  loaded.context.reset(context);
+  loaded.context = create_context(device, threads);
+  fwp_context* context = loaded.context.get();
   fwp_model* model = nullptr;
   check_input_status(fwp_model_load(context, checkpoint.c_str(), &model), fmt::format("loading {}", checkpoint).c_str());
   loaded.model.reset(model);

@@ -195,14 +195,8 @@ std::vector<int32_t> read_token_file(const std::string& path, int64_t count) {
 
 LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
   const LmDataFiles files{cfg.data};
-  fwp_context_config context_config;
-  fwp_context_config_init(&context_config);
-  context_config.device = cfg.device == "cuda" ? FWP_DEVICE_CUDA : FWP_DEVICE_CPU;
-  context_config.num_threads = cfg.threads;
-  context_config.seed = cfg.seed;
-  fwp_context* context = nullptr;
-  check_status(fwp_context_create(&context_config, &context), "creating the context");
-  context_.reset(context);
+  context_ = create_context(cfg.device, cfg.threads, cfg.seed);
+  fwp_context* context = context_.get();
 
   const fwp_lm_config model_cfg = model_config(cfg);
   fwp_model* model = nullptr;

@@ -116,14 +116,8 @@ train::TrainingPlan training_plan(const RetrievalConfig& cfg) {
 // ---- the task -------------------------------------------------------------------
 
 RetrievalTask::RetrievalTask(const RetrievalConfig& cfg) : cfg_(cfg) {
-  fwp_context_config context_config;
-  fwp_context_config_init(&context_config);
-  context_config.device = cfg.device == "cuda" ? FWP_DEVICE_CUDA : FWP_DEVICE_CPU;
-  context_config.num_threads = cfg.threads;
-  context_config.seed = cfg.seed;
-  fwp_context* context = nullptr;
-  check_status(fwp_context_create(&context_config, &context), "creating the context");
-  context_.reset(context);
+  context_ = create_context(cfg.device, cfg.threads, cfg.seed);
+  fwp_context* context = context_.get();
 
   fwp_retrieval_config model_config;
   fwp_retrieval_config_init(&model_config);
