@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "ops/cpu_backend.h"
 #include "ops/cpu_parallel.h"
 
@@ -51,7 +52,7 @@ void CpuBackend<T>::attn_norm_backward(const FastWeightShape& shape, const T* q,
   //   dk_j = sum_{t>=j} g_t q_t (a reverse running sum),  d_z_in = sum_t g_t q_t.
   const int64_t steps = shape.steps, dkey = shape.d_key, dv = shape.d_value;
   cpu::parallel_for(num_threads_, shape.streams, steps * (5 * dkey + 3 * dv), [&](int64_t s0, int64_t s1) {
-    std::vector<T> g(static_cast<size_t>(steps));
+    AlignedVector<T> g(static_cast<size_t>(steps));
     Eigen::Array<T, Eigen::Dynamic, 1> acc(dkey);
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t base = s * steps;

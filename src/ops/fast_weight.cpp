@@ -36,6 +36,7 @@
 #include <Eigen/Core>
 
 #include "core/limits.h"
+#include "core/aligned_vector.h"
 #include "ops/cpu_backend.h"
 #include "ops/cpu_parallel.h"
 
@@ -100,7 +101,7 @@ StreamIn<T> stream_in(const FastWeightShape& s, int64_t i, const T* q, const T* 
 #endif
 
 template <typename T>
-using AlignedVec = std::vector<T, Eigen::aligned_allocator<T>>;
+using AlignedVec = AlignedVector<T>;
 
 constexpr int64_t kValuePad = 16;
 // Bytes of W a forward block may occupy: most of a 48 KiB L1.
@@ -500,7 +501,7 @@ void recurrent_backward(int block, const StreamIn<T>& in, const T* u, const T* d
 // Scratch space of one thread for the chunked form.
 template <typename T>
 struct ChunkScratch {
-  std::vector<T> g, a, e, du, kw;
+  AlignedVector<T> g, a, e, du, kw;
   ChunkScratch(int64_t chunk, int64_t dv)
       : g(static_cast<size_t>(chunk * chunk)),
         a(static_cast<size_t>(chunk * chunk)),

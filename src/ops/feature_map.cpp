@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "ops/cpu_backend.h"
 #include "ops/cpu_parallel.h"
 
@@ -103,7 +104,7 @@ void CpuBackend<T>::feature_map_forward(const FeatureMapSpec& spec, const T* fav
 
     case FeatureMap::Dpfp:
       cpu::parallel_for(num_threads_, rows, d_out, [&](int64_t r0, int64_t r1) {
-        std::vector<T> z(static_cast<size_t>(2 * d));
+        AlignedVector<T> z(static_cast<size_t>(2 * d));
         for (int64_t r = r0; r < r1; ++r) dpfp_forward_row(x + r * d, d, spec.nu, z.data(), phi + r * d_out);
       });
       return;
@@ -148,7 +149,7 @@ void CpuBackend<T>::feature_map_backward(const FeatureMapSpec& spec, const T* fa
 
     case FeatureMap::Dpfp:
       cpu::parallel_for(num_threads_, rows, 4 * d_out, [&](int64_t r0, int64_t r1) {
-        std::vector<T> z(static_cast<size_t>(2 * d)), dz(static_cast<size_t>(2 * d));
+        AlignedVector<T> z(static_cast<size_t>(2 * d)), dz(static_cast<size_t>(2 * d));
         for (int64_t r = r0; r < r1; ++r) {
           dpfp_backward_row(x + r * d, dphi + r * d_out, d, spec.nu, z.data(), dz.data(), dx + r * d);
         }
@@ -162,7 +163,7 @@ void CpuBackend<T>::feature_map_backward(const FeatureMapSpec& spec, const T* fa
       const auto R = cpu::row_map(favor_projection, m, d, d);
       cpu::parallel_for(num_threads_, rows, 2 * m * d + 4 * m, [&](int64_t r0, int64_t r1) {
         cpu::RowMat<T> g(std::min(kFavorRowBlock, r1 - r0), m);
-        std::vector<T> total(static_cast<size_t>(kFavorRowBlock));
+        AlignedVector<T> total(static_cast<size_t>(kFavorRowBlock));
         for (int64_t b0 = r0; b0 < r1; b0 += kFavorRowBlock) {
           const int64_t nb = std::min(kFavorRowBlock, r1 - b0);
           for (int64_t r = 0; r < nb; ++r) {

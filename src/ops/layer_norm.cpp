@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "ops/cpu_backend.h"
 #include "ops/cpu_parallel.h"
 
@@ -35,7 +36,7 @@ void CpuBackend<T>::layer_norm_backward(const T* x, const T* gain, const T* mean
   if (rows <= 0 || d <= 0) return;
   const auto gn = cpu::ConstArrMap<T>(gain, d);
   cpu::parallel_for(num_threads_, rows, 10 * d, [&](int64_t r0, int64_t r1) {
-    std::vector<T> xhat_buf(static_cast<size_t>(d)), g_buf(static_cast<size_t>(d));
+    AlignedVector<T> xhat_buf(static_cast<size_t>(d)), g_buf(static_cast<size_t>(d));
     auto xhat = cpu::ArrMap<T>(xhat_buf.data(), d);
     auto g = cpu::ArrMap<T>(g_buf.data(), d);
     for (int64_t r = r0; r < r1; ++r) {
@@ -60,7 +61,7 @@ void CpuBackend<T>::layer_norm_param_grad_accumulate(const T* x, const T* mean, 
   const int nt = cpu::threads_for(num_threads_, rows, 4 * d);
   // One partial sum per thread, added in a fixed order: the result does not
   // depend on scheduling (as bias_grad_accumulate).
-  std::vector<T> partial(static_cast<size_t>(2 * nt * d), T(0));
+  AlignedVector<T> partial(static_cast<size_t>(2 * nt * d), T(0));
   cpu::parallel_for(nt, nt, cpu::kMinWorkPerThread, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       auto acc_g = cpu::ArrMap<T>(partial.data() + 2 * p * d, d);

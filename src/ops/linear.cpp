@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "ops/cpu_backend.h"
 #include "ops/cpu_parallel.h"
 
@@ -115,7 +116,7 @@ void CpuBackend<T>::bias_grad_accumulate(T* dbias, const T* dy, int64_t rows, in
   const int nt = cpu::threads_for(num_threads_, rows, cols);
   // One partial sum per thread, added in a fixed order, so the result does not
   // depend on scheduling.
-  std::vector<T> partial(static_cast<size_t>(nt) * cols, T(0));
+  AlignedVector<T> partial(static_cast<size_t>(nt) * cols, T(0));
   cpu::parallel_for(nt, nt, cpu::kMinWorkPerThread, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       auto acc = cpu::ArrMap<T>(partial.data() + p * cols, cols);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "ops/cpu_backend.h"
 #include "ops/cpu_parallel.h"
 
@@ -18,7 +19,7 @@ template <typename T>
 double CpuBackend<T>::sum_squares(const T* x, int64_t n) {
   if (n <= 0) return 0.0;
   const int64_t blocks = (n + kOptBlock - 1) / kOptBlock;
-  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+  AlignedVector<double> partial(static_cast<size_t>(blocks), 0.0);
   cpu::parallel_for(num_threads_, blocks, kOptBlock, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * kOptBlock;
