@@ -358,10 +358,6 @@ int run_train(LmOptions& o) {
     train::load_checkpoint(o.resume, task.objects(), saved);
     start = saved.state;
     if (outputs.checkpoint.empty()) outputs.checkpoint = o.resume;
-    if (cfg.carry) {
-      progress.message("note: the carried fast weights are not stored in checkpoints; the resumed run starts "
-                       "its memory from zero");
-    }
     progress.message(fmt::format("resuming {} at step {} from {}", task.label(), start.step, o.resume));
   } else {
     progress.message(fmt::format("{}: {} parameters, {} layers, d_model {}, segments of {} x batch {}, vocab {}",

@@ -254,7 +254,7 @@ LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
 std::string LmTask::label() const { return lm_model_label(cfg_); }
 
 train::TrainingObjects LmTask::objects() {
-  return train::TrainingObjects{model_.get(), optimizer_.get(), train_data_.get()};
+  return train::TrainingObjects{model_.get(), optimizer_.get(), train_data_.get(), carried_.get()};
 }
 
 train::StepResult LmTask::train_step(int64_t step) {

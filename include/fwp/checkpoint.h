@@ -12,6 +12,7 @@
 #include "fwp/data.h"
 #include "fwp/model.h"
 #include "fwp/optimizer.h"
+#include "fwp/state.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,6 +59,34 @@ FWP_API fwp_status fwp_checkpoint_save(const char* path, const fwp_model* model,
  */
 FWP_API fwp_status fwp_checkpoint_load(const char* path, fwp_model* model, fwp_optimizer* opt,
                                        fwp_data* data);
+
+/**
+ * \brief Saves like fwp_checkpoint_save() and also a run state (fast weights or key/value caches).
+ *
+ * For training that carries memory across segments (the paper's "carry over" model), so that a
+ * resumed run continues from the same memory; also to keep a decoding state. The state's batch,
+ * its per-layer contents and positions are stored; an empty state is stored as empty.
+ * \param[in] path, model, opt, data, user_metadata As for fwp_checkpoint_save().
+ * \param[in] state A state of this model (fwp_state_create()); NULL saves none.
+ * \return As fwp_checkpoint_save(), and FWP_ERR_CONTEXT_MISMATCH (a state of another context) or
+ *         FWP_ERR_SHAPE_MISMATCH (a state made for another model or layer).
+ */
+FWP_API fwp_status fwp_checkpoint_save_with_state(const char* path, const fwp_model* model, const fwp_optimizer* opt,
+                                                  const fwp_data* data, const fwp_state* state,
+                                                  const char* user_metadata);
+
+/**
+ * \brief Loads like fwp_checkpoint_load() and also the run state stored by fwp_checkpoint_save_with_state().
+ *
+ * The state takes the file's batch, contents and positions. Either everything is loaded or nothing
+ * is changed.
+ * \param[in]     path, model, opt, data As for fwp_checkpoint_load().
+ * \param[in,out] state A state of this model; NULL ignores a stored state.
+ * \return As fwp_checkpoint_load(), and FWP_ERR_FORMAT when the file holds no run state,
+ *         FWP_ERR_CONTEXT_MISMATCH or FWP_ERR_SHAPE_MISMATCH (a state of another context or model).
+ */
+FWP_API fwp_status fwp_checkpoint_load_with_state(const char* path, fwp_model* model, fwp_optimizer* opt,
+                                                  fwp_data* data, fwp_state* state);
 
 /**
  * \brief Creates a model from the kind, configuration and parameters stored in a checkpoint.

@@ -27,6 +27,14 @@ void check_pair(const fwp_model* model, const fwp_optimizer* opt) {
   }
 }
 
+// The state must come from the model's context; its layer specs are checked against the model
+// by the checkpoint code (FWP_ERR_SHAPE_MISMATCH).
+void check_state(const fwp_model* model, const fwp_state* state) {
+  if (state && state->context != model->context) {
+    throw Error(FWP_ERR_CONTEXT_MISMATCH, "state and model were created from different contexts");
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -49,6 +57,34 @@ FWP_API fwp_status fwp_checkpoint_load(const char* path, fwp_model* model, fwp_o
     check_not_null(model, "model");
     check_pair(model, opt);
     fwp::load_checkpoint(path, *model->impl, opt ? opt->impl.get() : nullptr, data ? data->impl.get() : nullptr);
+  });
+}
+
+FWP_API fwp_status fwp_checkpoint_save_with_state(const char* path, const fwp_model* model, const fwp_optimizer* opt,
+                                                  const fwp_data* data, const fwp_state* state,
+                                                  const char* user_metadata) {
+  return fwp::api::guard(__func__, [&] {
+    check_not_null(path, "path");
+    check_not_null(model, "model");
+    check_pair(model, opt);
+    check_state(model, state);
+    fwp::save_checkpoint(path, *model->impl, opt ? opt->impl.get() : nullptr, data ? data->impl.get() : nullptr,
+                         user_metadata, state ? &state->layers : nullptr);
+  });
+}
+
+FWP_API fwp_status fwp_checkpoint_load_with_state(const char* path, fwp_model* model, fwp_optimizer* opt,
+                                                  fwp_data* data, fwp_state* state) {
+  return fwp::api::guard(__func__, [&] {
+    check_not_null(path, "path");
+    check_not_null(model, "model");
+    check_pair(model, opt);
+    check_state(model, state);
+    if (state && state->layers.size() != model->impl->attention_state_specs().size()) {
+      throw Error(FWP_ERR_SHAPE_MISMATCH, "state was not made for this model");
+    }
+    fwp::load_checkpoint(path, *model->impl, opt ? opt->impl.get() : nullptr, data ? data->impl.get() : nullptr,
+                         state ? &state->layers : nullptr);
   });
 }
 

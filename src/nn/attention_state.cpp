@@ -237,6 +237,40 @@ void AttentionState<T>::advance(int64_t n) {
   position_ += n;
 }
 
+template <typename T>
+void AttentionState<T>::set_position(int64_t n) {
+  require(n >= 0, FWP_ERR_INVALID_ARGUMENT, "a state's position must be >= 0 (got " + std::to_string(n) + ")");
+  position_ = n;
+}
+
+template <typename T>
+void AttentionState<T>::get_cache_host(T* k, T* v) const {
+  require_cache("reading the key/value cache");
+  const int64_t S = batch_ * spec_.num_heads, dh = spec_.d_head;
+  for (int64_t s = 0; s < S && length_ > 0; ++s) {
+    backend_->download(k + s * length_ * dh, k_.data() + s * capacity_ * dh, length_ * dh);
+    backend_->download(v + s * length_ * dh, v_.data() + s * capacity_ * dh, length_ * dh);
+  }
+}
+
+template <typename T>
+void AttentionState<T>::set_cache_host(int64_t batch, int64_t length, const T* k, const T* v) {
+  require_cache("writing the key/value cache");
+  require(batch >= 1 && length >= 0, FWP_ERR_INTERNAL, "AttentionState::set_cache_host with a bad size");
+  // Built aside (as set_host), so a failed allocation leaves this state as it was.
+  AttentionState<T> fresh(backend_, spec_, batch);
+  if (length > 0) {
+    fresh.reserve(length);
+    const int64_t S = batch * spec_.num_heads, dh = spec_.d_head;
+    for (int64_t s = 0; s < S; ++s) {
+      backend_->upload(fresh.k_.data() + s * fresh.capacity_ * dh, k + s * length * dh, length * dh);
+      backend_->upload(fresh.v_.data() + s * fresh.capacity_ * dh, v + s * length * dh, length * dh);
+    }
+    fresh.advance(length);
+  }
+  *this = std::move(fresh);
+}
+
 template class AttentionState<float>;
 template class AttentionState<double>;
 

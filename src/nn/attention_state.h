@@ -84,6 +84,8 @@ class AttentionState {
   // set_host() leaves it unchanged. The module advances it.
   int64_t position() const { return position_; }
   void advance_position(int64_t n) { position_ += n; }
+  // Restores a position read from a checkpoint; n >= 0 (Error(FWP_ERR_INVALID_ARGUMENT)).
+  void set_position(int64_t n);
 
   // ---- fast-weight state (Error(FWP_ERR_UNSUPPORTED) for a cache) ----------------------------
   // Element counts of W and z for `batch` rows (checked against the size bound).
@@ -112,6 +114,12 @@ class AttentionState {
   void reserve(int64_t length);
   // Marks `n` more positions as used (after they were written); advances position() too.
   void advance(int64_t n);
+  // The used part of the cache as packed host arrays [batch * H][length()][d_head] (for checkpoints);
+  // nothing when empty.
+  void get_cache_host(T* k, T* v) const;
+  // Replaces the cache by `batch` >= 1 rows of `length` >= 0 positions from packed host arrays as
+  // get_cache_host() writes them; position() becomes `length`. Unchanged if an allocation fails.
+  void set_cache_host(int64_t batch, int64_t length, const T* k, const T* v);
 
  private:
   void require_fast_weight(const char* what) const;

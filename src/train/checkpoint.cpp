@@ -1,7 +1,9 @@
 #include "train/checkpoint.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -9,12 +11,14 @@
 
 #include "core/context.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "data/data_source.h"
 #include "io/bounded_json.h"
 #include "io/rng_json.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "models/registry.h"
+#include "nn/attention_state.h"
 #include "train/optimizer.h"
 
 #ifndef FWP_VERSION_STRING
@@ -30,6 +34,7 @@ constexpr const char* kFormatVersion = "2";
 // Version 1 (fwp 0.1) differs only in the layout of "data"; see data_record().
 constexpr const char* kFormatVersion1 = "1";
 constexpr const char* kOptimizerPrefix = "optimizer/";
+constexpr const char* kStatePrefix = "state/";
 // Bound on the caller's metadata string (it lives in the bounded header).
 constexpr size_t kMaxUserMetadataBytes = 16u << 20;
 
@@ -168,9 +173,12 @@ void check_tensor_list(const SafetensorsReader& file, const std::vector<Paramete
     check_entry(p.name, it->second, p.shape);
   }
   const bool has_optimizer = file.find_metadata("optimizer") != nullptr;
+  const bool has_state = file.find_metadata("state") != nullptr;
   const std::string prefix = kOptimizerPrefix;
   for (const auto& [name, entry] : file.tensors()) {
     if (by_name.count(name)) continue;
+    // Run-state tensors are checked against the state record by read_run_state().
+    if (has_state && name.compare(0, std::strlen(kStatePrefix), kStatePrefix) == 0) continue;
     const size_t slash = name.rfind('/');
     if (has_optimizer && name.compare(0, prefix.size(), prefix) == 0 && slash != std::string::npos &&
         slash > prefix.size()) {
@@ -269,12 +277,150 @@ void restore_optimizer(Optimizer& optimizer, const OptimizerState& state) {
   optimizer.restore(state.step, state.lr);
 }
 
+// ---- the run state's part -----------------------------------------------------------------
+
+std::string state_tensor_name(size_t layer, const char* part) {
+  return std::string(kStatePrefix) + std::to_string(layer) + "/" + part;
+}
+
+void add_run_state(SafetensorsWriter& writer, const Model& model, const RunState& state) {
+  const std::vector<AttentionStateSpec> specs = model.attention_state_specs();
+  require(specs.size() == state.size(), FWP_ERR_SHAPE_MISMATCH, "state was not made for this model");
+  const int64_t batch = state.empty() ? 0 : state.front().batch();
+  nlohmann::json layers = nlohmann::json::array();
+  for (size_t l = 0; l < state.size(); ++l) {
+    const AttentionState<float>& s = state[l];
+    require(s.spec() == specs[l], FWP_ERR_SHAPE_MISMATCH, "state was not made for this model");
+    // Layers move together; an empty layer (never used) is stored as zeros of the batch.
+    const int64_t H = s.spec().num_heads, dh = s.spec().d_head, dd = s.spec().d_dot;
+    nlohmann::json record{{"position", s.position()}};
+    if (batch > 0 && s.is_softmax()) {
+      const int64_t L = s.empty() ? 0 : s.length();
+      record["length"] = L;
+      if (L > 0) {
+        std::vector<float> k(static_cast<size_t>(batch * H * L * dh)), v(k.size());
+        s.get_cache_host(k.data(), v.data());
+        writer.add_f32(state_tensor_name(l, "k"), {batch * H, L, dh}, savable_values(state_tensor_name(l, "k"), k));
+        writer.add_f32(state_tensor_name(l, "v"), {batch * H, L, dh}, savable_values(state_tensor_name(l, "v"), v));
+      }
+    } else if (batch > 0) {
+      std::vector<float> w(static_cast<size_t>(s.w_count(batch)), 0.0f), z(static_cast<size_t>(s.z_count(batch)), 0.0f);
+      if (!s.empty()) s.get_host(w.data(), z.data());
+      writer.add_f32(state_tensor_name(l, "w"), {batch, H, dh, dd}, savable_values(state_tensor_name(l, "w"), w));
+      writer.add_f32(state_tensor_name(l, "z"), {batch, H, dd}, savable_values(state_tensor_name(l, "z"), z));
+    }
+    layers.push_back(record);
+  }
+  writer.set_metadata("state", nlohmann::json{{"batch", batch}, {"layers", layers}}.dump());
+}
+
+// A run state read from a file and checked, not yet applied.
+struct RunStateRecord {
+  int64_t batch = 0;
+  std::vector<int64_t> positions, lengths;
+  std::vector<std::vector<float>> first, second;  // w and z, or k and v
+};
+
+RunStateRecord read_run_state(const SafetensorsReader& file, const std::vector<AttentionStateSpec>& specs) {
+  const std::string& path = file.path();
+  const std::string* meta = file.find_metadata("state");
+  if (!meta) format_error(path, "the checkpoint holds no run state (it was saved without an fwp_state)");
+  const nlohmann::json j = parse_json(*meta, path, "the run state");
+  if (!j.is_object() || !j.contains("batch") || !j["batch"].is_number_integer() || !j.contains("layers") ||
+      !j["layers"].is_array()) {
+    format_error(path, "the run state needs an integer 'batch' and a 'layers' array");
+  }
+  RunStateRecord out;
+  out.batch = j["batch"].get<int64_t>();
+  if (out.batch < 0 || out.batch > kMaxElements) format_error(path, "the run state's batch is out of range");
+  if (j["layers"].size() != specs.size()) {
+    format_error(path, "the run state has " + std::to_string(j["layers"].size()) + " layers, the model " +
+                           std::to_string(specs.size()));
+  }
+  std::set<std::string> expected;
+  for (size_t l = 0; l < specs.size(); ++l) {
+    const AttentionStateSpec& spec = specs[l];
+    const nlohmann::json& layer = j["layers"][l];
+    auto integer = [&](const char* key) -> int64_t {
+      if (!layer.is_object() || !layer.contains(key) || !layer[key].is_number_integer() ||
+          layer[key].get<int64_t>() < 0 || layer[key].get<int64_t>() > kMaxElements) {
+        format_error(path, "run state layer " + std::to_string(l) + " needs a non-negative integer '" + key + "'");
+      }
+      return layer[key].get<int64_t>();
+    };
+    out.positions.push_back(integer("position"));
+    const int64_t H = spec.num_heads, dh = spec.d_head, dd = spec.d_dot, N = out.batch;
+    std::vector<float> a, b;
+    if (N > 0 && spec.softmax) {
+      const int64_t L = integer("length");
+      out.lengths.push_back(L);
+      if (L > 0) {
+        if (double(N) * double(H) * double(L) * double(dh) > double(kMaxElements)) {
+          format_error(path, "the run state's key/value cache is too large");
+        }
+        for (const char* part : {"k", "v"}) {
+          const std::string name = state_tensor_name(l, part);
+          expected.insert(name);
+          if (!file.tensors().count(name)) format_error(path, "tensor '" + name + "' is missing");
+          (part[0] == 'k' ? a : b) = file.read_f32(name, {N * H, L, dh});
+          check_values(path, name, part[0] == 'k' ? a : b, false);
+        }
+      }
+    } else {
+      out.lengths.push_back(0);
+      if (N > 0) {
+        if (double(N) * double(H) * double(dh) * double(dd) > double(kMaxElements)) {
+          format_error(path, "the run state's fast weights are too large");
+        }
+        for (const char* part : {"w", "z"}) {
+          const std::string name = state_tensor_name(l, part);
+          expected.insert(name);
+          if (!file.tensors().count(name)) format_error(path, "tensor '" + name + "' is missing");
+          const std::vector<int64_t> shape =
+              part[0] == 'w' ? std::vector<int64_t>{N, H, dh, dd} : std::vector<int64_t>{N, H, dd};
+          (part[0] == 'w' ? a : b) = file.read_f32(name, shape);
+          check_values(path, name, part[0] == 'w' ? a : b, false);
+        }
+      }
+    }
+    out.first.push_back(std::move(a));
+    out.second.push_back(std::move(b));
+  }
+  for (const auto& [name, entry] : file.tensors()) {
+    if (name.compare(0, std::strlen(kStatePrefix), kStatePrefix) == 0 && !expected.count(name)) {
+      format_error(path, "unknown tensor '" + excerpt(name) + "' (not part of the stored run state)");
+    }
+  }
+  return out;
+}
+
+// The new layer states, built aside from `state`'s specs (the caller swaps them in once
+// everything else is read, so a failed allocation changes nothing).
+RunState build_run_state(const RunState& state, const RunStateRecord& record) {
+  RunState fresh;
+  fresh.reserve(state.size());
+  for (size_t l = 0; l < state.size(); ++l) {
+    const AttentionState<float>& old = state[l];
+    if (record.batch == 0) {
+      fresh.emplace_back(old.backend(), old.spec());
+    } else if (old.is_softmax()) {
+      fresh.emplace_back(old.backend(), old.spec(), record.batch);
+      fresh.back().set_cache_host(record.batch, record.lengths[l], record.first[l].data(), record.second[l].data());
+    } else {
+      fresh.emplace_back(old.backend(), old.spec());
+      fresh.back().set_host(record.batch, record.first[l].data(), record.second[l].data());
+    }
+    fresh.back().set_position(record.positions[l]);
+  }
+  return fresh;
+}
+
 }  // namespace
 
 // ---- save --------------------------------------------------------------------------------------
 
 void save_checkpoint(const std::string& path, const Model& model, Optimizer* optimizer, const DataSource* data,
-                     const char* user_metadata) {
+                     const char* user_metadata, const RunState* state) {
   require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
   SafetensorsWriter writer;
   writer.set_metadata("format", kFormat);
@@ -304,6 +450,7 @@ void save_checkpoint(const std::string& path, const Model& model, Optimizer* opt
                                                {"state", data->state_json()}}
                                     .dump());
   }
+  if (state) add_run_state(writer, model, *state);
   writer.write(path);
 }
 
@@ -313,7 +460,8 @@ namespace {
 
 // The whole load from one open file (the caller opened it once, so every part
 // comes from the same version of the file even if it is replaced meanwhile).
-void load_from(const SafetensorsReader& file, Model& model, Optimizer* optimizer, DataSource* data) {
+void load_from(const SafetensorsReader& file, Model& model, Optimizer* optimizer, DataSource* data,
+               RunState* state) {
   const std::string& path = file.path();
   if (optimizer) {
     require(&optimizer->params() == &model.parameters(), FWP_ERR_CONTEXT_MISMATCH,
@@ -365,6 +513,15 @@ void load_from(const SafetensorsReader& file, Model& model, Optimizer* optimizer
     data_state = record["state"];
   }
 
+  RunState new_state;
+  if (state) {
+    const std::vector<AttentionStateSpec> specs = model.attention_state_specs();
+    bool same = specs.size() == state->size();
+    for (size_t l = 0; same && l < specs.size(); ++l) same = (*state)[l].spec() == specs[l];
+    require(same, FWP_ERR_SHAPE_MISMATCH, "state was not made for this model");
+    new_state = build_run_state(*state, read_run_state(file, specs));
+  }
+
   // Everything is read and checked: commit.
   for (int64_t i = 0; i < params.size(); ++i) {
     const auto& v = values[static_cast<size_t>(i)];
@@ -373,18 +530,20 @@ void load_from(const SafetensorsReader& file, Model& model, Optimizer* optimizer
   model.set_rng_state(model_rng_state);
   if (optimizer) restore_optimizer(*optimizer, opt_state);
   if (data) data->restore_state(data_state);
+  if (state) state->swap(new_state);
 }
 
 }  // namespace
 
-void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer, DataSource* data) {
+void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer, DataSource* data,
+                     RunState* state) {
   require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
   if (optimizer) {
     require(&optimizer->params() == &model.parameters(), FWP_ERR_CONTEXT_MISMATCH,
             "opt is the optimizer of another model or layer");
   }
   const SafetensorsReader file(path);
-  load_from(file, model, optimizer, data);
+  load_from(file, model, optimizer, data, state);
 }
 
 std::shared_ptr<Model> load_model(const std::shared_ptr<Context>& context, const std::string& path,
@@ -403,7 +562,7 @@ std::shared_ptr<Model> load_model(const std::shared_ptr<Context>& context, const
   // A kind whose shapes function disagrees with its factory is a bug of the kind, not of the file.
   require(shapes_of(model->parameters()) == shapes, FWP_ERR_INTERNAL,
           "model kind '" + kind_of(config) + "': the registry's parameter shapes differ from the model's parameters");
-  load_from(file, *model, nullptr, nullptr);
+  load_from(file, *model, nullptr, nullptr, nullptr);
   return model;
 }
 

@@ -12,6 +12,11 @@
 //   optimizer       (optional) {"config": {...}, "step": n, "tensors": [names]}
 //   data            (optional) {"kind": "retrieval", "config": {...}, "state": {...}}
 //                   (DataSource::kind_name(), config_json(), state_json())
+//   state           (optional) a run state (fwp_state: per attention layer W and z, or a
+//                   key/value cache): {"batch": N, "layers": [{"position": p, "length": L}, ...]}
+//                   ("length" only for caches) with tensors "state/<layer>/w" [N, H, d_head, d_dot]
+//                   and "state/<layer>/z" [N, H, d_dot], or "state/<layer>/k" and ".../v"
+//                   [N * H, L, d_head] (absent when L = 0); batch 0 is an empty state
 //   user            (optional) the caller's string
 // A save never damages an existing file (the write is atomic). A load reads
 // and checks everything before it changes any object.
@@ -19,6 +24,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace fwp {
 
@@ -27,20 +33,28 @@ class DataSource;
 class Model;
 class ModelRegistry;
 class Optimizer;
+template <typename T>
+class AttentionState;
+// A model's run state: one attention state per layer (the contents of an fwp_state).
+using RunState = std::vector<AttentionState<float>>;
 
 // Saves the model, and optionally its optimizer and the state of a data
 // source, to `path`. user_metadata may be nullptr. Error(FWP_ERR_IO) when
 // writing fails (the previous file at `path`, if any, is then left as it was).
+// With `state`, also that run state (made for this model: its layer specs must
+// be the model's attention_state_specs()).
 void save_checkpoint(const std::string& path, const Model& model, Optimizer* optimizer, const DataSource* data,
-                     const char* user_metadata);
+                     const char* user_metadata, const RunState* state = nullptr);
 
 // Loads a checkpoint into existing objects: the model's kind and config must
 // equal the file's; with an optimizer the file must hold optimizer state of
 // the same kind and hyper-parameters (the learning rate and step count are
 // restored); with a data source the file must hold the state of a source of
 // the same kind and config. Everything is read and checked first; on any error
-// nothing is changed.
-void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer, DataSource* data);
+// nothing is changed. With `state` (made for this model), the file must hold a
+// run state, which replaces it (batch included).
+void load_checkpoint(const std::string& path, Model& model, Optimizer* optimizer, DataSource* data,
+                     RunState* state = nullptr);
 
 // Creates a model of the kind and config stored in a checkpoint (through
 // `registry`) and loads its parameters. Error(FWP_ERR_FORMAT) for a kind the

@@ -81,8 +81,8 @@ void save_checkpoint(const std::string& path, const TrainingObjects& objects, co
                          {"fwp_version", fwp_version_string()},
                          {"config", config},
                          {"state", state_to_json(state)}};
-  check_status(fwp_checkpoint_save(path.c_str(), objects.model, objects.optimizer, objects.data,
-                                   metadata.dump().c_str()),
+  check_status(fwp_checkpoint_save_with_state(path.c_str(), objects.model, objects.optimizer, objects.data,
+                                              objects.state, metadata.dump().c_str()),
                fmt::format("saving the checkpoint {}", path).c_str());
 }
 
@@ -117,7 +117,8 @@ SavedRun read_saved_run(const std::string& path, const CheckpointFormat& format)
 void load_checkpoint(const std::string& path, const TrainingObjects& objects, const SavedRun& saved) {
   const std::shared_ptr<const OpenCheckpoint> file = saved.file ? saved.file : std::make_shared<OpenCheckpoint>(path);
   const fwp_status status =
-      fwp_checkpoint_load(file->same_file_path().c_str(), objects.model, objects.optimizer, objects.data);
+      fwp_checkpoint_load_with_state(file->same_file_path().c_str(), objects.model, objects.optimizer, objects.data,
+                                     objects.state);
   if (status != FWP_OK) {
     std::string message = fwp_last_error_message();
     if (message.empty()) message = fwp_status_string(status);

@@ -42,6 +42,7 @@ struct TrainingObjects {
   fwp_model* model = nullptr;
   fwp_optimizer* optimizer = nullptr;
   fwp_retrieval_data* data = nullptr;
+  fwp_state* state = nullptr;  // memory carried across steps, saved with the checkpoint (NULL: none)
 };
 
 /// One training run of a command: a model being trained on a data source.

@@ -1044,6 +1044,18 @@ fwp_checkpoint_load(path, model, opt, data) =
     @ccall libfwp().fwp_checkpoint_load(
         path::Cstring, model::Ptr{fwp_model}, opt::Ptr{fwp_optimizer}, data::Ptr{fwp_data})::fwp_status
 
+"Saves like fwp_checkpoint_save() and also a run state (fast weights or key/value caches)."
+fwp_checkpoint_save_with_state(path, model, opt, data, state, user_metadata) =
+    @ccall libfwp().fwp_checkpoint_save_with_state(
+        path::Cstring, model::Ptr{fwp_model}, opt::Ptr{fwp_optimizer}, data::Ptr{fwp_data},
+        state::Ptr{fwp_state}, user_metadata::Cstring)::fwp_status
+
+"Loads like fwp_checkpoint_load() and also the run state stored by fwp_checkpoint_save_with_state()."
+fwp_checkpoint_load_with_state(path, model, opt, data, state) =
+    @ccall libfwp().fwp_checkpoint_load_with_state(
+        path::Cstring, model::Ptr{fwp_model}, opt::Ptr{fwp_optimizer}, data::Ptr{fwp_data},
+        state::Ptr{fwp_state})::fwp_status
+
 "Creates a model from the kind, configuration and parameters stored in a checkpoint."
 fwp_model_load(ctx, path, out) =
     @ccall libfwp().fwp_model_load(ctx::Ptr{fwp_context}, path::Cstring, out::Ptr{Ptr{fwp_model}})::fwp_status

@@ -1086,6 +1086,25 @@ extern "C" {
         data: *mut fwp_data,
     ) -> fwp_status;
 
+    /// Saves like fwp_checkpoint_save() and also a run state (fast weights or key/value caches).
+    pub fn fwp_checkpoint_save_with_state(
+        path: *const c_char,
+        model: *const fwp_model,
+        opt: *const fwp_optimizer,
+        data: *const fwp_data,
+        state: *const fwp_state,
+        user_metadata: *const c_char,
+    ) -> fwp_status;
+
+    /// Loads like fwp_checkpoint_load() and also the run state stored by fwp_checkpoint_save_with_state().
+    pub fn fwp_checkpoint_load_with_state(
+        path: *const c_char,
+        model: *mut fwp_model,
+        opt: *mut fwp_optimizer,
+        data: *mut fwp_data,
+        state: *mut fwp_state,
+    ) -> fwp_status;
+
     /// Creates a model from the kind, configuration and parameters stored in a checkpoint.
     pub fn fwp_model_load(ctx: *mut fwp_context, path: *const c_char, out: *mut *mut fwp_model) -> fwp_status;
 }
