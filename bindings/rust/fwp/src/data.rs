@@ -379,7 +379,11 @@ impl TokenData {
         Ok(TokenBatch { batch: self.batch, length: self.length, inputs, targets })
     }
 
-    fn read_count(&self, f: unsafe extern "C" fn(*const sys::fwp_data, *mut i64) -> sys::fwp_status, what: &str) -> Result<usize> {
+    fn read_count(
+        &self,
+        f: unsafe extern "C" fn(*const sys::fwp_data, *mut i64) -> sys::fwp_status,
+        what: &str,
+    ) -> Result<usize> {
         let mut value = 0i64;
         // SAFETY: valid handle and output pointer.
         check(unsafe { f(self.raw.as_ptr(), &mut value) })?;

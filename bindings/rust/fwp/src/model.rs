@@ -16,8 +16,8 @@ use fwp_sys as sys;
 use crate::context::{Context, Logger};
 use crate::data::{DataSource, RetrievalBatch};
 use crate::error::{check, check_len, product, to_usize, Error, Result, Status};
-use crate::lm::LanguageModel;
 use crate::layer::{config_enum, config_field, config_flag, rust_enum, FeatureMap, UpdateRule};
+use crate::lm::LanguageModel;
 use crate::params::{ParamInfo, MODEL_PARAMS};
 
 rust_enum! {

@@ -188,7 +188,12 @@ impl Tokenizer {
         let mut out = ptr::null_mut();
         // SAFETY: pointers holds names.len() NUL-terminated strings kept alive by names.
         check(unsafe {
-            sys::fwp_tokenizer_train_word(pointers.as_ptr(), to_i64(pointers.len(), "paths.len()")?, &config.raw, &mut out)
+            sys::fwp_tokenizer_train_word(
+                pointers.as_ptr(),
+                to_i64(pointers.len(), "paths.len()")?,
+                &config.raw,
+                &mut out,
+            )
         })?;
         Ok(Tokenizer::from_out(out))
     }
@@ -240,7 +245,8 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         let mut size = 0i64;
         // SAFETY: valid handle and output pointer; the call cannot fail then.
-        check(unsafe { sys::fwp_tokenizer_vocab_size(self.raw.as_ptr(), &mut size) }).expect("fwp_tokenizer_vocab_size");
+        check(unsafe { sys::fwp_tokenizer_vocab_size(self.raw.as_ptr(), &mut size) })
+            .expect("fwp_tokenizer_vocab_size");
         usize::try_from(size).expect("libfwp reported a negative vocabulary size")
     }
 
@@ -410,7 +416,10 @@ pub fn token_file_info(path: impl AsRef<Path>) -> Result<TokenFileInfo> {
     let (mut vocab_size, mut num_tokens) = (0i64, 0i64);
     // SAFETY: NUL-terminated path; valid output pointers.
     check(unsafe { sys::fwp_token_file_info(path.as_ptr(), &mut vocab_size, &mut num_tokens) })?;
-    Ok(TokenFileInfo { vocab_size: to_usize(vocab_size, "vocab_size")?, num_tokens: to_usize(num_tokens, "num_tokens")? })
+    Ok(TokenFileInfo {
+        vocab_size: to_usize(vocab_size, "vocab_size")?,
+        num_tokens: to_usize(num_tokens, "num_tokens")?,
+    })
 }
 
 /// Reads `count` ids of a token file from token `offset` on (the range must lie

@@ -120,7 +120,10 @@ fn errors_map_to_status_and_message() {
     assert_eq!(model.backward().unwrap_err().status(), Status::BadState);
     // Sampling rejects NaN.
     let mut rng = 1u64;
-    assert_eq!(SamplingConfig::default().sample(&[0.0, f32::NAN], &mut rng).unwrap_err().status(), Status::InvalidArgument);
+    assert_eq!(
+        SamplingConfig::default().sample(&[0.0, f32::NAN], &mut rng).unwrap_err().status(),
+        Status::InvalidArgument
+    );
 }
 
 #[test]
@@ -136,7 +139,7 @@ fn tokenizer_round_trip_save_load_and_token_files() {
     assert_eq!(tokenizer.token_to_id("zebra"), None);
     let ids = tokenizer.encode("the cat  sat\n\nthe dog sat\nrare\n", false).unwrap();
     assert_eq!(ids.len(), 11); // 3 words + <eos>, <eos>, 3 words + <eos>, 1 word + <eos>
-    // Decoding normalises whitespace: runs of spaces become one.
+                               // Decoding normalises whitespace: runs of spaces become one.
     assert_eq!(tokenizer.decode(&ids).unwrap(), "the cat sat\n\nthe dog sat\nrare\n");
     assert_eq!(tokenizer.encode("the zebra", false).unwrap(), vec![the, tokenizer.unk_id()]);
     assert_eq!(tokenizer.encode("the zebra", true).unwrap().last(), Some(&0));
@@ -245,7 +248,8 @@ fn training_reduces_the_loss_and_checkpoints_round_trip() {
     let mut loaded = LanguageModel::load(&ctx, checkpoint.path()).unwrap();
     assert_eq!(loaded.vocab_size(), model.vocab_size());
     assert_eq!(loaded.evaluate(&stream, EvalMode::Segments, 16).unwrap(), trained);
-    let mut resumed = TokenData::new(tokens.path(), &TokenDataConfig::default().batch_size(4).segment_length(16)).unwrap();
+    let mut resumed =
+        TokenData::new(tokens.path(), &TokenDataConfig::default().batch_size(4).segment_length(16)).unwrap();
     loaded.load_checkpoint(checkpoint.path(), Some(&mut resumed)).unwrap();
     assert_eq!(resumed.position().unwrap(), data.position().unwrap());
     assert_eq!(resumed.next_batch().unwrap(), data.next_batch().unwrap());
