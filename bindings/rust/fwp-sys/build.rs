@@ -183,7 +183,10 @@ fn read_public_headers(path: &Path, seen: &mut Vec<PathBuf>) -> Result<String, S
     let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = String::new();
     for line in text.lines() {
-        let included = line.trim_start().strip_prefix("#include \"fwp/").and_then(|rest| rest.strip_suffix('"'));
+        let included = line
+            .trim_start()
+            .strip_prefix("#include \"fwp/")
+            .and_then(|rest| rest.strip_suffix('"'));
         match included {
             Some(name) => out.push_str(&read_public_headers(&path.with_file_name(name), seen)?),
             None => out.push_str(line),

@@ -174,13 +174,7 @@ impl Layer {
     /// [`Layer::forward`] against `state` instead of the layer's own: starts
     /// from it and leaves the final state there (the layer's state is untouched).
     /// `batch` must be the state's batch.
-    pub fn forward_with_state(
-        &mut self,
-        state: &mut State,
-        x: &[f32],
-        batch: usize,
-        seq_len: usize,
-    ) -> Result<Vec<f32>> {
+    pub fn forward_with_state(&mut self, state: &mut State, x: &[f32], batch: usize, seq_len: usize) -> Result<Vec<f32>> {
         let n = product(&[batch, seq_len, self.d_model()], "batch * seq_len * d_model")?;
         check_len(x.len(), n, "x", "batch * seq_len * d_model")?;
         let mut y = vec![0f32; n];
@@ -205,13 +199,7 @@ impl Layer {
         let mut y = vec![0f32; n];
         // SAFETY: x and y hold n floats; both handles are valid.
         check(unsafe {
-            sys::fwp_layer_step_with_state(
-                self.as_raw(),
-                state.as_raw(),
-                x.as_ptr(),
-                to_i64(batch, "batch")?,
-                y.as_mut_ptr(),
-            )
+            sys::fwp_layer_step_with_state(self.as_raw(), state.as_raw(), x.as_ptr(), to_i64(batch, "batch")?, y.as_mut_ptr())
         })?;
         Ok(y)
     }

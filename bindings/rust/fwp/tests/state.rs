@@ -1,8 +1,6 @@
 //! Tests of the run state (`State`) against the freshly built libfwp.
 
-use fwp::{
-    Context, ContextConfig, FeatureMap, Layer, LayerConfig, RetrievalConfig, RetrievalModel, State, Status, UpdateRule,
-};
+use fwp::{Context, ContextConfig, FeatureMap, Layer, LayerConfig, RetrievalConfig, RetrievalModel, State, Status, UpdateRule};
 
 fn ctx() -> Context {
     Context::new(&ContextConfig::default().num_threads(1).seed(9)).expect("context")
@@ -86,11 +84,7 @@ fn reorder_copy_reset_set() {
 #[test]
 fn softmax_state_is_a_cache() {
     let ctx = ctx();
-    let config = small()
-        .attn_normalize(false)
-        .feature_map(FeatureMap::Softmax)
-        .update_rule(UpdateRule::Sum)
-        .sum_normalize(false);
+    let config = small().attn_normalize(false).feature_map(FeatureMap::Softmax).update_rule(UpdateRule::Sum).sum_normalize(false);
     let mut layer = Layer::new(&ctx, &config).unwrap();
     let mut state = State::for_layer(&layer, 2).unwrap();
     assert_eq!(state.cache_len(0).unwrap(), 0);
