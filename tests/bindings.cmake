@@ -49,7 +49,7 @@ if(FWP_TEST_BINDINGS)
     set_property(TEST bindings_rust_doc APPEND PROPERTY ENVIRONMENT "RUSTDOCFLAGS=-D warnings")
     set_tests_properties(bindings_rust_example PROPERTIES
       PASS_REGULAR_EXPRESSION "final eval loss [0-9.]+ \\(best [0-9.]+\\) after [0-9]+ steps")
-    set_tests_properties(bindings_rust_example_lm PROPERTIES PASS_REGULAR_EXPRESSION "greedy: the cat [|].*saved .*fwp-lm-example[.]fwptok")
+    set_tests_properties(bindings_rust_example_lm PROPERTIES PASS_REGULAR_EXPRESSION "greedy: +the cat [|].*saved .*fwp-lm-example[.]fwptok")
   else()
     # The echo succeeds and WILL_FAIL turns that into a failure that names the reason.
     add_test(NAME bindings_rust_test
