@@ -6,6 +6,7 @@
 #                           fwp unit/integration/doc tests) against this build's libfwp
 #   bindings_rust_doc       cargo doc with warnings as errors (every public item documented)
 #   bindings_rust_example   the Rust retrieval example, a few hundred steps
+#   bindings_rust_example_lm  the Rust language-model example on its generated corpus
 #   bindings_check          scripts/check_bindings.py: Rust and Julia declarations
 #                           vs include/fwp/fwp.h (needs tree_sitter, tree_sitter_julia)
 #   bindings_generated      scripts/gen_bindings.py --check: the checked-in raw
@@ -36,7 +37,10 @@ if(FWP_TEST_BINDINGS)
     add_test(NAME bindings_rust_example
              COMMAND ${FWP_CARGO} run --offline --locked --manifest-path ${FWP_CARGO_MANIFEST} -p fwp
                      --example retrieval -- --num-keys 6 --max-steps 300)
-    set_tests_properties(bindings_rust_test bindings_rust_doc bindings_rust_example PROPERTIES
+    add_test(NAME bindings_rust_example_lm
+             COMMAND ${FWP_CARGO} run --offline --locked --manifest-path ${FWP_CARGO_MANIFEST} -p fwp
+                     --example lm -- --steps 150 --out-dir ${CMAKE_CURRENT_BINARY_DIR})
+    set_tests_properties(bindings_rust_test bindings_rust_doc bindings_rust_example bindings_rust_example_lm PROPERTIES
       LABELS bindings
       ENVIRONMENT "${FWP_CARGO_ENV}"
       # One cargo at a time: they share CARGO_TARGET_DIR.
@@ -45,6 +49,7 @@ if(FWP_TEST_BINDINGS)
     set_property(TEST bindings_rust_doc APPEND PROPERTY ENVIRONMENT "RUSTDOCFLAGS=-D warnings")
     set_tests_properties(bindings_rust_example PROPERTIES
       PASS_REGULAR_EXPRESSION "final eval loss [0-9.]+ \\(best [0-9.]+\\) after [0-9]+ steps")
+    set_tests_properties(bindings_rust_example_lm PROPERTIES PASS_REGULAR_EXPRESSION "greedy: +the cat [|].*saved .*fwp-lm-example[.]fwptok")
   else()
     # The echo succeeds and WILL_FAIL turns that into a failure that names the reason.
     add_test(NAME bindings_rust_test

@@ -11,7 +11,8 @@ and message. Every function that changes one of its arguments (a layer's
 activations or state, a model's gradients, a generator's position, an
 optimizer's step) ends in `!`: `forward!`, `backward!`, `step!`, `sample!`, ...
 
-Each kind of model is a type of its own ([`RetrievalModel`](@ref) today) under
+Each kind of model is a type of its own ([`RetrievalModel`](@ref),
+[`LanguageModel`](@ref)) under
 the abstract type [`Model`](@ref), which carries the operations all kinds
 share (parameters, `backward!`, `zero_grad!`, checkpoints, optimizers).
 
@@ -19,7 +20,8 @@ Names that would clash with other packages are not exported; call them
 qualified: `FastWeights.version()`, `FastWeights.device(ctx)`,
 `FastWeights.num_threads(ctx)`, `FastWeights.config(layer_or_model)`,
 `FastWeights.seq_len(data)`, `FastWeights.learning_rate(opt)`,
-`FastWeights.steps(opt)`.
+`FastWeights.steps(opt)`, `FastWeights.evaluate(lm, tokens; ...)`,
+`FastWeights.encode(tokenizer, text)`, `FastWeights.decode(tokenizer, ids)`.
 
 Arrays use Julia's column-major order with the C row-major dimensions
 reversed, so no data is transposed: a C `[batch][seq_len][d_model]` buffer is a
@@ -38,8 +40,8 @@ using .LibFwp
 # Exported: the types and the functions whose names say they belong to fwp.
 # Functions that mutate an argument end in `!`. Generic names that would clash
 # with common packages (`version`, `device`, `num_threads`, `config`,
-# `seq_len`, `learning_rate`, `steps`) are public but not exported: call them
-# qualified, e.g. `FastWeights.config(layer)`.
+# `seq_len`, `learning_rate`, `steps`, `evaluate`, `encode`, `decode`) are
+# public but not exported: call them qualified, e.g. `FastWeights.config(layer)`.
 export FwpError, Context, Layer, Model, RetrievalModel, OtherModel, DataSource, RetrievalData, RetrievalBatch
 export Optimizer
 export cuda_is_built, cuda_device_count, last_error_message, clear_error
@@ -49,6 +51,10 @@ export state_size, set_state!, get_state, state_grad, reset_state!, step!
 export State, state_batch, num_state_layers, reorder!, cache_length
 export load_model, model_kind, data_kind, sample!
 export set_learning_rate!, save_checkpoint, load_checkpoint!
+export LanguageModel, lm_config, vocab_size, generate!, sample_token!
+export Tokenizer, train_word_tokenizer, train_sentencepiece, sentencepiece_available, load_tokenizer, save_tokenizer
+export tokenizer_kind, eos_id, unk_id, token_to_id, id_to_token, encode_file, token_file_info, read_token_file
+export TokenData, next_batch!, data_epoch, data_position, segments_per_epoch, num_tokens
 
 const L = LibFwp
 
@@ -175,11 +181,14 @@ const ENUM_FIELDS = Dict{Symbol,Dict{Symbol,Int32}}(
     :algorithm => Dict(:auto => L.FWP_ALGORITHM_AUTO, :recurrent => L.FWP_ALGORITHM_RECURRENT,
         :chunked => L.FWP_ALGORITHM_CHUNKED),
     :kind => Dict(:sgd => L.FWP_OPTIMIZER_SGD, :adam => L.FWP_OPTIMIZER_ADAM, :adamw => L.FWP_OPTIMIZER_ADAMW),
+    :position => Dict(:sinusoidal => L.FWP_LM_POSITION_SINUSOIDAL, :none => L.FWP_LM_POSITION_NONE),
+    :model_type => Dict(:unigram => L.FWP_SENTENCEPIECE_UNIGRAM, :bpe => L.FWP_SENTENCEPIECE_BPE),
     :lr_schedule => Dict(:constant => L.FWP_LR_CONSTANT, :warmup_cosine => L.FWP_LR_WARMUP_COSINE,
         :inverse_sqrt => L.FWP_LR_INVERSE_SQRT),
 )
 
-const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_output, :use_bias, :carry_state)
+const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_output, :use_bias, :carry_state,
+    :pre_norm, :tie_embeddings, :byte_fallback, :verbose)
 
 # Fields the high-level keywords may not set (the bindings manage them).
 const HIDDEN_FIELDS = (:struct_size, :log_callback, :log_user_data)
@@ -636,9 +645,11 @@ Base.close(model::Model) = release!(model, L.fwp_model_destroy)
 """
     load_model(ctx::Context, path::AbstractString) -> Model
     load_model(::Type{RetrievalModel}, ctx::Context, path::AbstractString) -> RetrievalModel
+    load_model(::Type{LanguageModel}, ctx::Context, path::AbstractString) -> LanguageModel
 
 Creates a model from the kind, configuration and parameters stored in a
-checkpoint: a [`RetrievalModel`](@ref) for a retrieval checkpoint, an
+checkpoint: a [`RetrievalModel`](@ref) for a retrieval checkpoint, a
+[`LanguageModel`](@ref) for a language-model checkpoint, an
 [`OtherModel`](@ref) for a kind these bindings do not know. With a type, a
 checkpoint of another kind throws `:format`.
 """
@@ -651,7 +662,9 @@ function load_model(ctx::Context, path::AbstractString)
         L.fwp_model_destroy(out[])
         rethrow()
     end
-    return kind === :retrieval ? RetrievalModel(out[], ctx) : OtherModel(out[], ctx)
+    kind === :retrieval && return RetrievalModel(out[], ctx)
+    kind === :language && return LanguageModel(out[], ctx)
+    return OtherModel(out[], ctx)
 end
 
 function load_model(::Type{T}, ctx::Context, path::AbstractString) where {T<:Model}
@@ -667,7 +680,7 @@ end
 """
     model_kind(model::Model) -> Symbol
 
-`:retrieval` (or `:language`, `:seq2seq` for the reserved kinds).
+`:retrieval`, `:language` (or `:seq2seq` for the reserved kind).
 """
 model_kind(model::Model) = kind_of(handle(model))
 
@@ -998,7 +1011,7 @@ Base.length(batch::RetrievalBatch) = size(batch.keys, 2)
 """
     DataSource
 
-A data source of any kind (today [`RetrievalData`](@ref)) whose position a
+A data source of any kind ([`RetrievalData`](@ref), [`TokenData`](@ref)) whose position a
 checkpoint stores ([`save_checkpoint`](@ref), [`load_checkpoint!`](@ref)).
 """
 abstract type DataSource end
@@ -1053,12 +1066,12 @@ L, the number of pairs per sequence (S for setting 1, 2 S for setting 2).
 seq_len(data::RetrievalData) = data.seq_len
 
 """
-    data_kind(data::RetrievalData) -> Symbol
+    data_kind(data::DataSource) -> Symbol
 
-The kind of data source as the library reports it: `:retrieval` (or
-`:token_file`, `:parallel_text` for the reserved kinds).
+The kind of data source as the library reports it: `:retrieval`,
+`:token_file` (or `:parallel_text` for the reserved kind).
 """
-function data_kind(data::RetrievalData)
+function data_kind(data::DataSource)
     k = Ref{L.fwp_data_kind}(0)
     check(L.fwp_data_get_kind(handle(data), k))
     names = Dict(L.FWP_DATA_RETRIEVAL => :retrieval, L.FWP_DATA_TOKEN_FILE => :token_file,
@@ -1104,6 +1117,568 @@ function forward!(model::RetrievalModel, batch::RetrievalBatch; outputs::Bool = 
     end
     return outputs ? (loss[], y) : loss[]
 end
+
+# ---------------------------------------------------------------------------
+# Language model (paper section 6.3)
+
+const EVAL_MODES = Dict{Symbol,Int32}(:segments => L.FWP_LM_EVAL_SEGMENTS, :sliding => L.FWP_LM_EVAL_SLIDING,
+    :carry => L.FWP_LM_EVAL_CARRY)
+
+"""
+    lm_config(; preset = nothing, attention = (;), cutoffs = nothing, kw...) -> LibFwp.fwp_lm_config
+
+The C config of a language model: the library's defaults (`fwp_lm_config_init`:
+the paper's small model, 16 layers, d_model 128, 8 heads of 16, d_ff 2048,
+linear attention (elu + 1) with the delta rule, dropout 0.1) or a named preset
+(`"paper-small"`, `"paper-medium"`, `"cpu-small"`), with the fields named by
+the keywords replaced. `attention` holds keywords of the attention layers (as
+for [`Layer`](@ref): `d_model`, `num_heads`, `d_head`, `feature_map`, ...);
+`cutoffs` is a vector of adaptive-softmax cutoffs (empty: a plain softmax),
+passed through with `div_val`. `position` is `:sinusoidal` or `:none`;
+`pre_norm` and `tie_embeddings` take `Bool`.
+"""
+function lm_config(; preset::Union{Nothing,AbstractString} = nothing, attention = NamedTuple(),
+        cutoffs::Union{Nothing,AbstractVector{<:Integer}} = nothing, kw...)
+    ref = Ref(default_config(L.fwp_lm_config, L.fwp_lm_config_init))
+    preset === nothing || check(L.fwp_lm_config_preset(preset, ref))
+    cfg = ref[]
+    extra = Dict{Symbol,Any}(:attention => with_fields(cfg.attention; attention...))
+    if cutoffs !== nothing
+        length(cutoffs) <= L.FWP_LM_MAX_CUTOFFS ||
+            argument_error("cutoffs has $(length(cutoffs)) values, at most $(L.FWP_LM_MAX_CUTOFFS) are allowed")
+        extra[:cutoffs] = ntuple(i -> i <= length(cutoffs) ? Int64(cutoffs[i]) : Int64(0), L.FWP_LM_MAX_CUTOFFS)
+        extra[:num_cutoffs] = length(cutoffs)
+    end
+    return with_fields(cfg; kw..., extra...)
+end
+
+"""
+    LanguageModel(ctx::Context; vocab_size, preset = nothing, attention = (;), cutoffs = nothing,
+                  num_layers = 16, d_ff = 2048, dropout = 0.1f0, position = :sinusoidal,
+                  pre_norm = false, tie_embeddings = false, div_val = 1, init_std = 0.02f0, seed = 0)
+
+The paper's word-level language model (section 6.3) with fresh parameters; the
+settings are those of [`lm_config`](@ref). Token ids are integers in
+`0:vocab_size-1`; a batch of `batch` segments of `T` tokens is a `T × batch`
+matrix (the C `[batch][T]` layout). Train it with
+[`forward!`](@ref)`(model, inputs, targets)`, [`backward!`](@ref) and an
+[`Optimizer`](@ref); score a stream with [`FastWeights.evaluate`](@ref);
+decode through a [`State`](@ref)`(model, batch)` with [`step!`](@ref) and
+[`generate!`](@ref). Load one from a checkpoint with
+[`load_model(LanguageModel, ctx, path)`](@ref load_model).
+"""
+mutable struct LanguageModel <: Model
+    ptr::Ptr{L.fwp_model}
+    vocab_size::Int
+    logger::Union{Nothing,Base.RefValue{Any}}
+    optimizers::Int
+    closed::Bool
+
+    # Takes ownership of `ptr`, a model of kind language.
+    function LanguageModel(ptr::Ptr{L.fwp_model}, ctx::Context)
+        model = new(ptr, 0, ctx.logger, 0, false)
+        finalizer(close, model)
+        model.vocab_size = config(model).vocab_size
+        return model
+    end
+end
+
+function LanguageModel(ctx::Context; kw...)
+    cfg = lm_config(; kw...)
+    out = Ref{Ptr{L.fwp_model}}(C_NULL)
+    check(L.fwp_lm_create(handle(ctx), Ref(cfg), out))
+    return LanguageModel(out[], ctx)
+end
+
+"""
+    FastWeights.config(model::LanguageModel) -> NamedTuple
+
+The settings the model was created with: `attention` as a `NamedTuple` like
+`config(layer)`, `cutoffs` as a vector of the cutoffs in use (a loaded model
+reports seed 0).
+"""
+function config(model::LanguageModel)
+    ref = Ref(default_config(L.fwp_lm_config, L.fwp_lm_config_init))
+    check(L.fwp_lm_get_config(handle(model), ref))
+    cfg = ref[]
+    n = clamp(Int(cfg.num_cutoffs), 0, L.FWP_LM_MAX_CUTOFFS)
+    return merge(export_config(cfg), (attention = export_config(cfg.attention), cutoffs = collect(Int, cfg.cutoffs[1:n])))
+end
+
+"""
+    vocab_size(model_or_tokenizer_or_data) -> Int
+
+The number of token ids V of a [`LanguageModel`](@ref), a [`Tokenizer`](@ref)
+or a [`TokenData`](@ref) source (every id is in `0:V-1`).
+"""
+vocab_size(model::LanguageModel) = model.vocab_size
+
+state_pointer(state::Nothing) = Ptr{L.fwp_state}(C_NULL)
+state_pointer(state::State) = handle(state)
+
+"""
+    forward!(model::LanguageModel, inputs::AbstractMatrix{<:Integer}, targets::AbstractMatrix{<:Integer};
+             state = nothing, token_losses = false)
+
+Forward pass over `size(inputs, 2)` segments of `size(inputs, 1)` tokens
+(`T × batch` matrices of ids); returns the mean cross-entropy (natural log,
+`Float64`) over the scored targets (a negative target is not scored), or
+`(loss, losses)` with `token_losses = true` where `losses` is `T × batch`
+(0 where not scored). Every segment starts from zero, or from `state` (a
+[`State`](@ref)`(model, batch)`), which then keeps the final state: the paper's
+"carry over" training. Changes the model: it keeps what
+[`backward!`](@ref) needs.
+"""
+function forward!(model::LanguageModel, inputs::AbstractMatrix{<:Integer}, targets::AbstractMatrix{<:Integer};
+        state::Union{Nothing,State} = nothing, token_losses::Bool = false)
+    size(inputs) == size(targets) || shape_error("inputs is $(size(inputs)) but targets is $(size(targets))")
+    T, batch = size(inputs)
+    x, y = Matrix{Int32}(inputs), Matrix{Int32}(targets)
+    loss = Ref{Cdouble}(0)
+    losses = token_losses ? Matrix{Float32}(undef, T, batch) : nothing
+    check(L.fwp_lm_forward(handle(model), x, y, batch, T, state_pointer(state), loss,
+        token_losses ? losses : Ptr{Cfloat}(C_NULL)))
+    return token_losses ? (loss[], losses) : loss[]
+end
+
+"""
+    FastWeights.evaluate(model::LanguageModel, tokens::AbstractVector{<:Integer}; mode = :segments, length)
+        -> (total_nll, scored, perplexity)
+
+Scores a token stream as the paper does (evaluation mode; the training flag is
+restored afterwards): the summed negative log-likelihood of `tokens[2:end]`
+given their past. `mode` is `:segments` (independent segments of `length`
+tokens), `:sliding` (the authors' sliding window of `length` tokens) or
+`:carry` (segments of `length` with the state carried through the stream;
+fast-weight layers only).
+"""
+function evaluate(model::LanguageModel, tokens::AbstractVector{<:Integer}; mode::Symbol = :segments,
+        length::Integer)
+    haskey(EVAL_MODES, mode) || argument_error("mode = :$mode is not one of carry, segments, sliding")
+    ids = Vector{Int32}(tokens)
+    nll, scored = Ref{Cdouble}(0), Ref{Int64}(0)
+    check(L.fwp_lm_evaluate(handle(model), ids, Base.length(ids), EVAL_MODES[mode], length, nll, scored))
+    return (total_nll = nll[], scored = Int(scored[]), perplexity = exp(nll[] / scored[]))
+end
+
+"""
+    step!(model::LanguageModel, state::State, tokens::AbstractVector{<:Integer}; log_probs = true)
+        -> Union{Matrix{Float32},Nothing}
+
+Feeds one token per row of `state` (evaluation mode; the state advances by one
+token) and returns the natural-log probabilities of the next token,
+`vocab_size × batch` (`nothing` with `log_probs = false`, e.g. while feeding a prompt).
+"""
+function step!(model::LanguageModel, state::State, tokens::AbstractVector{<:Integer}; log_probs::Bool = true)
+    batch = state_batch(state)
+    length(tokens) == batch || shape_error("tokens has $(length(tokens)) ids, the state has $batch rows")
+    ids = Vector{Int32}(tokens)
+    out = log_probs ? Matrix{Float32}(undef, model.vocab_size, batch) : nothing
+    check(L.fwp_lm_step(handle(model), handle(state), ids, log_probs ? out : Ptr{Cfloat}(C_NULL)))
+    return out
+end
+
+sampler_config(; kw...) = with_fields(default_config(L.fwp_sampler_config, L.fwp_sampler_config_init); kw...)
+
+"""
+    generate!(model::LanguageModel, state::State, prompt::AbstractVector{<:Integer}; max_new_tokens,
+              temperature = 1, top_k = 0, top_p = 1, seed = 0, stop_tokens = Int32[]) -> Vector{Int32}
+
+Continues `prompt` (at least one id): feeds it through `state` (batch 1,
+continuing from where it is: [`reset_state!`](@ref) it for a new text), then
+samples up to `max_new_tokens` ids: greedily with `temperature = 0`, else from
+softmax(log p / temperature) restricted to the `top_k` most likely (0: all)
+and to the nucleus `top_p` (1: all), drawn with the generator seeded by
+`seed`. Stops before a token of `stop_tokens` (not returned, not fed). The
+state is left having consumed the prompt and the returned ids.
+"""
+function generate!(model::LanguageModel, state::State, prompt::AbstractVector{<:Integer};
+        max_new_tokens::Integer, stop_tokens::AbstractVector{<:Integer} = Int32[], kw...)
+    max_new_tokens >= 0 || argument_error("max_new_tokens must be >= 0 (got $max_new_tokens)")
+    sampler = sampler_config(; kw...)
+    ids, stops = Vector{Int32}(prompt), Vector{Int32}(stop_tokens)
+    out = Vector{Int32}(undef, max_new_tokens)
+    generated = Ref{Int64}(0)
+    check(L.fwp_lm_generate(handle(model), handle(state), ids, length(ids), max_new_tokens, Ref(sampler),
+        isempty(stops) ? Ptr{Int32}(C_NULL) : stops, length(stops), out, length(out), generated))
+    return out[1:min(Int(generated[]), length(out))]
+end
+
+"""
+    sample_token!(rng_state::Ref{UInt64}, log_probs::AbstractVector{<:Real};
+                  temperature = 1, top_k = 0, top_p = 1) -> Int32
+
+Picks a token id (0-based, as the model's ids) from log-probabilities or any
+logits (`-Inf` excludes a token; NaN and `+Inf` are rejected) with the sampler
+settings of [`generate!`](@ref). `rng_state` is the generator's state: any
+value to start; it advances by one draw when sampling (not when greedy).
+"""
+function sample_token!(rng_state::Base.RefValue{UInt64}, log_probs::AbstractVector{<:Real}; kw...)
+    sampler = sampler_config(; kw...)
+    values = Vector{Float32}(log_probs)
+    token = Ref{Int32}(0)
+    check(L.fwp_lm_sample(values, length(values), Ref(sampler), rng_state, token))
+    return token[]
+end
+
+# ---------------------------------------------------------------------------
+# Tokenizers and token files
+
+"""
+    Tokenizer
+
+Maps text to `Int32` token ids and back: word level (the WikiText conventions
+of the authors' toolkit: [`train_word_tokenizer`](@ref)) or SentencePiece
+([`train_sentencepiece`](@ref), when [`sentencepiece_available`](@ref)). Every
+line end is `<eos>` (id 0). Encode and decode with
+[`FastWeights.encode`](@ref) and [`FastWeights.decode`](@ref); save with
+[`save_tokenizer`](@ref), load with [`load_tokenizer`](@ref).
+"""
+mutable struct Tokenizer
+    ptr::Ptr{L.fwp_tokenizer}
+
+    function Tokenizer(ptr::Ptr{L.fwp_tokenizer})
+        tokenizer = new(ptr)
+        finalizer(close, tokenizer)
+        return tokenizer
+    end
+end
+
+"""
+    close(tokenizer::Tokenizer)
+
+Destroys the tokenizer now; later calls on it throw.
+"""
+function Base.close(tokenizer::Tokenizer)
+    if tokenizer.ptr != C_NULL
+        L.fwp_tokenizer_destroy(tokenizer.ptr)
+        tokenizer.ptr = C_NULL
+    end
+    return nothing
+end
+
+Base.isopen(tokenizer::Tokenizer) = tokenizer.ptr != C_NULL
+
+function handle(tokenizer::Tokenizer)
+    tokenizer.ptr == C_NULL && throw(FwpError(L.FWP_ERR_BAD_STATE, "the Tokenizer is closed"))
+    return tokenizer.ptr
+end
+
+"""
+    sentencepiece_available() -> Bool
+
+Whether the loaded libfwp has SentencePiece (else training or loading a
+SentencePiece tokenizer throws `:unsupported`).
+"""
+sentencepiece_available() = L.fwp_tokenizer_sentencepiece_available() != 0
+
+# Calls `f(pointers)` with a C array of NUL-terminated copies of `paths`.
+function with_path_array(f, paths)
+    names = String[String(p) for p in paths]
+    for name in names
+        occursin('\0', name) && argument_error("path $(repr(name)) contains a NUL byte")
+    end
+    pointers = Ptr{UInt8}[pointer(name) for name in names]
+    result = GC.@preserve names f(pointers)
+    return result
+end
+
+"""
+    train_word_tokenizer(paths; min_count = 1, max_size = 0) -> Tokenizer
+
+Builds a word-level vocabulary from text files (one path or a vector of
+paths), read line by line in order: words seen fewer than `min_count` times
+become `<unk>`; `max_size` (0: no limit) keeps the most frequent words,
+`<eos>` and `<unk>` included.
+"""
+function train_word_tokenizer(paths; kw...)
+    list = paths isa AbstractString ? [paths] : collect(paths)
+    cfg = with_fields(default_config(L.fwp_word_tokenizer_config, L.fwp_word_tokenizer_config_init); kw...)
+    out = Ref{Ptr{L.fwp_tokenizer}}(C_NULL)
+    with_path_array(list) do pointers
+        check(L.fwp_tokenizer_train_word(pointers, length(pointers), Ref(cfg), out))
+    end
+    return Tokenizer(out[])
+end
+
+"""
+    train_sentencepiece(paths; model_type = :unigram, vocab_size = 8000, character_coverage = 1f0,
+                        byte_fallback = false, num_threads = 1, max_sentence_length = 16384,
+                        verbose = false) -> Tokenizer
+
+Trains a SentencePiece tokenizer (`model_type` `:unigram` or `:bpe`) on text
+files, one sentence per line (deterministic; nothing is written to disk).
+Throws `:unsupported` without SentencePiece.
+"""
+function train_sentencepiece(paths; kw...)
+    list = paths isa AbstractString ? [paths] : collect(paths)
+    cfg = with_fields(default_config(L.fwp_sentencepiece_config, L.fwp_sentencepiece_config_init); kw...)
+    out = Ref{Ptr{L.fwp_tokenizer}}(C_NULL)
+    with_path_array(list) do pointers
+        check(L.fwp_tokenizer_train_sentencepiece(pointers, length(pointers), Ref(cfg), out))
+    end
+    return Tokenizer(out[])
+end
+
+"""
+    load_tokenizer(path) -> Tokenizer
+
+Loads a tokenizer saved by [`save_tokenizer`](@ref) (verified whole: a
+damaged file throws `:format`).
+"""
+function load_tokenizer(path::AbstractString)
+    out = Ref{Ptr{L.fwp_tokenizer}}(C_NULL)
+    check(L.fwp_tokenizer_load(path, out))
+    return Tokenizer(out[])
+end
+
+"""
+    save_tokenizer(path, tokenizer::Tokenizer)
+
+Saves the tokenizer (written to a temporary file and renamed into place).
+"""
+save_tokenizer(path::AbstractString, tokenizer::Tokenizer) = check(L.fwp_tokenizer_save(handle(tokenizer), path))
+
+"""
+    tokenizer_kind(tokenizer) -> Symbol
+
+`:word` or `:sentencepiece`.
+"""
+function tokenizer_kind(tokenizer::Tokenizer)
+    k = Ref{L.fwp_tokenizer_kind}(0)
+    check(L.fwp_tokenizer_get_kind(handle(tokenizer), k))
+    names = Dict(L.FWP_TOKENIZER_WORD => :word, L.FWP_TOKENIZER_SENTENCEPIECE => :sentencepiece)
+    return get(names, k[], Int(k[]))
+end
+
+function vocab_size(tokenizer::Tokenizer)
+    n = Ref{Int64}(0)
+    check(L.fwp_tokenizer_vocab_size(handle(tokenizer), n))
+    return Int(n[])
+end
+
+"""
+    eos_id(tokenizer) -> Int32
+
+The id of `<eos>`, the token of every line end (0).
+"""
+function eos_id(tokenizer::Tokenizer)
+    id = Ref{Int32}(0)
+    check(L.fwp_tokenizer_eos_id(handle(tokenizer), id))
+    return id[]
+end
+
+"""
+    unk_id(tokenizer) -> Int32
+
+The id of `<unk>`, the token of unknown words or characters.
+"""
+function unk_id(tokenizer::Tokenizer)
+    id = Ref{Int32}(0)
+    check(L.fwp_tokenizer_unk_id(handle(tokenizer), id))
+    return id[]
+end
+
+"""
+    token_to_id(tokenizer, token::AbstractString) -> Union{Int32,Nothing}
+
+The id of one token of the vocabulary given by its exact text (a lookup, not an
+encoding), or `nothing` if the vocabulary lacks it.
+"""
+function token_to_id(tokenizer::Tokenizer, token::AbstractString)
+    s = String(token)
+    id = Ref{Int32}(-1)
+    GC.@preserve s check(L.fwp_tokenizer_token_to_id(handle(tokenizer), pointer(s), sizeof(s), id))
+    return id[] >= 0 ? id[] : nothing
+end
+
+"""
+    id_to_token(tokenizer, id::Integer) -> String
+
+The token of an id in `0:vocab_size-1` (else `:out_of_range`).
+"""
+function id_to_token(tokenizer::Tokenizer, id::Integer)
+    n = Ref{Csize_t}(0)
+    check(L.fwp_tokenizer_id_to_token(handle(tokenizer), id, Ptr{UInt8}(C_NULL), 0, n))
+    buffer = Vector{UInt8}(undef, Int(n[]) + 1)
+    check(L.fwp_tokenizer_id_to_token(handle(tokenizer), id, buffer, length(buffer), n))
+    return String(buffer[1:Int(n[])])
+end
+
+"""
+    FastWeights.encode(tokenizer, text::AbstractString; add_eos = false) -> Vector{Int32}
+
+The ids of `text`: every line end is `<eos>`; with `add_eos` a last line
+without a terminator is ended too (as a text file is encoded).
+"""
+function encode(tokenizer::Tokenizer, text::AbstractString; add_eos::Bool = false)
+    s = String(text)
+    count = Ref{Int64}(0)
+    # The text is passed by pointer and length: it need not be NUL-terminated and may hold NUL bytes.
+    GC.@preserve s check(L.fwp_tokenizer_encode(handle(tokenizer), pointer(s), sizeof(s), Int32(add_eos),
+        Ptr{Int32}(C_NULL), 0, count))
+    ids = Vector{Int32}(undef, count[])
+    GC.@preserve s check(L.fwp_tokenizer_encode(handle(tokenizer), pointer(s), sizeof(s), Int32(add_eos), ids,
+        length(ids), count))
+    return ids
+end
+
+"""
+    FastWeights.decode(tokenizer, ids::AbstractVector{<:Integer}) -> String
+
+The text of `ids`: `<eos>` becomes `"\\n"`; word level joins the words of a
+line with single spaces. An id outside the vocabulary throws `:out_of_range`.
+"""
+function decode(tokenizer::Tokenizer, ids::AbstractVector{<:Integer})
+    v = Vector{Int32}(ids)
+    n = Ref{Csize_t}(0)
+    check(L.fwp_tokenizer_decode(handle(tokenizer), v, length(v), Ptr{UInt8}(C_NULL), 0, n))
+    buffer = Vector{UInt8}(undef, Int(n[]) + 1)
+    check(L.fwp_tokenizer_decode(handle(tokenizer), v, length(v), buffer, length(buffer), n))
+    return String(buffer[1:Int(n[])])
+end
+
+"""
+    encode_file(tokenizer, text_path, token_path) -> Int
+
+Encodes a text file (line by line, as `encode(...; add_eos = true)`) into a
+binary token file for [`TokenData`](@ref) and [`read_token_file`](@ref);
+returns the number of tokens written.
+"""
+function encode_file(tokenizer::Tokenizer, text_path::AbstractString, token_path::AbstractString)
+    n = Ref{Int64}(0)
+    check(L.fwp_token_file_encode(handle(tokenizer), text_path, token_path, n))
+    return Int(n[])
+end
+
+"""
+    token_file_info(path) -> (vocab_size, num_tokens)
+
+Verifies a whole token file (header, size, checksum, every id below the
+vocabulary size) and reports its sizes; a damaged file throws `:format`.
+"""
+function token_file_info(path::AbstractString)
+    v, n = Ref{Int64}(0), Ref{Int64}(0)
+    check(L.fwp_token_file_info(path, v, n))
+    return (vocab_size = Int(v[]), num_tokens = Int(n[]))
+end
+
+"""
+    read_token_file(path, range::AbstractUnitRange{<:Integer}) -> Vector{Int32}
+
+The ids at the (1-based) positions `range` of a token file (`:out_of_range`
+past its end).
+"""
+function read_token_file(path::AbstractString, range::AbstractUnitRange{<:Integer})
+    first(range) >= 1 || argument_error("range $range must start at 1 or later")
+    ids = Vector{Int32}(undef, length(range))
+    check(L.fwp_token_file_read(path, first(range) - 1, ids, length(ids)))
+    return ids
+end
+
+"""
+    TokenData(token_path; batch_size = 8, segment_length = 256)
+
+A token file read as the authors' ordered iterator reads a corpus:
+`batch_size` contiguous streams, each batch the next segment of
+`segment_length` tokens of every stream ([`next_batch!`](@ref)). A checkpoint
+stores its position ([`save_checkpoint`](@ref)`(...; data)`), so a resumed run
+reads what an uninterrupted one would. The file must not change while the
+source uses it.
+"""
+mutable struct TokenData <: DataSource
+    ptr::Ptr{L.fwp_data}
+    batch_size::Int
+    segment_length::Int
+
+    function TokenData(token_path::AbstractString; kw...)
+        cfg = with_fields(default_config(L.fwp_token_data_config, L.fwp_token_data_config_init); kw...)
+        out = Ref{Ptr{L.fwp_data}}(C_NULL)
+        check(L.fwp_token_data_create(token_path, Ref(cfg), out))
+        data = new(out[], Int(cfg.batch_size), Int(cfg.segment_length))
+        finalizer(close, data)
+        return data
+    end
+end
+
+"""
+    close(data::TokenData)
+
+Destroys the data source now; later calls on it throw.
+"""
+function Base.close(data::TokenData)
+    if data.ptr != C_NULL
+        L.fwp_data_destroy(data.ptr)
+        data.ptr = C_NULL
+    end
+    return nothing
+end
+
+function handle(data::TokenData)
+    data.ptr == C_NULL && throw(FwpError(L.FWP_ERR_BAD_STATE, "the TokenData is closed"))
+    return data.ptr
+end
+
+"""
+    FastWeights.config(data::TokenData) -> NamedTuple
+
+The settings the source was created with (`batch_size`, `segment_length`).
+"""
+function config(data::TokenData)
+    ref = Ref(default_config(L.fwp_token_data_config, L.fwp_token_data_config_init))
+    check(L.fwp_token_data_get_config(handle(data), ref))
+    return export_config(ref[])
+end
+
+"""
+    next_batch!(data::TokenData) -> (inputs, targets)
+
+The next batch as two `segment_length × batch_size` `Int32` matrices (each
+target is the token after its input); the source moves on by one segment and
+starts a new epoch after the last full one.
+"""
+function next_batch!(data::TokenData)
+    inputs = Matrix{Int32}(undef, data.segment_length, data.batch_size)
+    targets = similar(inputs)
+    check(L.fwp_token_data_next(handle(data), inputs, targets, length(inputs)))
+    return (inputs = inputs, targets = targets)
+end
+
+function token_data_count(f, data::TokenData)
+    n = Ref{Int64}(0)
+    check(f(handle(data), n))
+    return Int(n[])
+end
+
+"""
+    data_epoch(data::TokenData) -> Int
+
+The number of completed epochs (0 during the first).
+"""
+data_epoch(data::TokenData) = token_data_count(L.fwp_token_data_epoch, data)
+
+"""
+    data_position(data::TokenData) -> Int
+
+The segment the next batch comes from, in `0:segments_per_epoch(data)-1`.
+"""
+data_position(data::TokenData) = token_data_count(L.fwp_token_data_position, data)
+
+"""
+    segments_per_epoch(data::TokenData) -> Int
+
+The number of batches in one epoch.
+"""
+segments_per_epoch(data::TokenData) = token_data_count(L.fwp_token_data_segments_per_epoch, data)
+
+vocab_size(data::TokenData) = token_data_count(L.fwp_token_data_vocab_size, data)
+
+"""
+    num_tokens(data::TokenData) -> Int
+
+The number of tokens N in the token file.
+"""
+num_tokens(data::TokenData) = token_data_count(L.fwp_token_data_num_tokens, data)
 
 # ---------------------------------------------------------------------------
 # Optimizers

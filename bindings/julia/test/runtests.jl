@@ -349,18 +349,214 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         rm(path; force = true)
     end
 
+    @testset "tokenizer, token files and token data" begin
+        dir = mktempdir()
+        text = joinpath(dir, "small.txt")
+        write(text, "the cat  sat\n\nthe dog sat\nrare\n")
+        tok = train_word_tokenizer(text)
+        @test tokenizer_kind(tok) == :word
+        @test vocab_size(tok) == 7                    # <eos> the sat cat dog rare <unk>
+        @test eos_id(tok) == 0
+        the = token_to_id(tok, "the")
+        @test the isa Int32 && id_to_token(tok, the) == "the"
+        @test token_to_id(tok, "zebra") === nothing
+        ids = FastWeights.encode(tok, "the cat  sat\n\nthe dog sat\nrare\n")
+        @test length(ids) == 11
+        @test FastWeights.decode(tok, ids) == "the cat sat\n\nthe dog sat\nrare\n"   # spaces normalised
+        @test FastWeights.encode(tok, "the zebra") == Int32[the, unk_id(tok)]
+        @test last(FastWeights.encode(tok, "the zebra"; add_eos = true)) == eos_id(tok)
+        err = try
+            FastWeights.decode(tok, [99])
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :out_of_range
+        @test vocab_size(train_word_tokenizer([text]; min_count = 2)) == 4
+        @test vocab_size(train_word_tokenizer(text; max_size = 3)) == 3
+        err = try
+            train_word_tokenizer(text; min_count = 0)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :invalid_argument && occursin("min_count", err.message)
+        @test_throws FwpError train_word_tokenizer(joinpath(dir, "missing.txt"))
+
+        saved = joinpath(dir, "vocab.fwptok")
+        save_tokenizer(saved, tok)
+        loaded = load_tokenizer(saved)
+        @test vocab_size(loaded) == 7
+        @test FastWeights.encode(loaded, "the dog sat\n") == FastWeights.encode(tok, "the dog sat\n")
+        err = try
+            load_tokenizer(text)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :format
+
+        tokens = joinpath(dir, "small.tokens")
+        @test encode_file(tok, text, tokens) == 11
+        @test token_file_info(tokens) == (vocab_size = 7, num_tokens = 11)
+        @test read_token_file(tokens, 1:11) == ids
+        @test read_token_file(tokens, 3:5) == ids[3:5]
+        @test_throws FwpError read_token_file(tokens, 10:12)
+
+        close(tok)
+        @test !isopen(tok)
+        @test_throws FwpError vocab_size(tok)
+    end
+
+    @testset "language model: training, evaluation, checkpoints, generation" begin
+        dir = mktempdir()
+        # The corpus, model and training of the Rust test (fwp/tests/lm.rs): lines drawn from four
+        # sentences by the same linear congruential generator (UInt64 arithmetic wraps as in Rust).
+        sentences = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song", "my cat and my dog play"]
+        lcg = UInt64(12345)
+        lines = String[]
+        for _ in 1:300
+            lcg = lcg * 0x5851f42d4c957f2d + 0x14057b7ef767814f
+            push!(lines, sentences[Int((lcg >> 33) % 4) + 1])
+        end
+        text = joinpath(dir, "corpus.txt")
+        write(text, join(lines, "\n") * "\n")
+        tok = train_word_tokenizer(text)
+        if sentencepiece_available()
+            sp = train_sentencepiece(text; vocab_size = 30)
+            @test tokenizer_kind(sp) == :sentencepiece && vocab_size(sp) == 30
+            @test FastWeights.decode(sp, FastWeights.encode(sp, "the cat sat on the mat\n")) == "the cat sat on the mat\n"
+        else
+            err = try
+                train_sentencepiece(text; vocab_size = 30)
+            catch e
+                e
+            end
+            @test err isa FwpError && err.kind == :unsupported
+        end
+        tokens = joinpath(dir, "corpus.tokens")
+        encode_file(tok, text, tokens)
+        data = TokenData(tokens; batch_size = 4, segment_length = 16)
+        @test data_kind(data) == :token_file
+        @test FastWeights.config(data) == (batch_size = 4, segment_length = 16)
+        @test vocab_size(data) == vocab_size(tok)
+        @test segments_per_epoch(data) >= 10
+        @test num_tokens(data) == token_file_info(tokens).num_tokens
+
+        ctx = Context(num_threads = 1, seed = 11)
+        kw = (vocab_size = vocab_size(tok), num_layers = 2, d_ff = 64, dropout = 0, seed = 5,
+            attention = (d_model = 32, num_heads = 2, d_head = 16))
+        model = LanguageModel(ctx; kw...)
+        @test model_kind(model) == :language
+        c = FastWeights.config(model)
+        @test c.num_layers == 2 && c.attention.d_model == 32 && c.attention.feature_map == :elu
+        @test c.position == :sinusoidal && c.pre_norm == false && c.cutoffs == Int[]
+        @test lm_config(; preset = "cpu-small").num_layers == 4
+        @test lm_config(; cutoffs = [10, 20], div_val = 2).num_cutoffs == 2
+        @test_throws FwpError lm_config(; preset = "gigantic")
+        @test_throws FwpError lm_config(; cutoffs = collect(1:9))
+        err = try
+            LanguageModel(ctx; kw..., vocab_size = 0)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :invalid_argument && occursin("vocab_size", err.message)
+
+        stream = read_token_file(tokens, 1:200)
+        before = FastWeights.evaluate(model, stream; mode = :segments, length = 16)
+        @test before.scored == 199
+        opt = Optimizer(model; learning_rate = 1f-2)
+        losses = Float64[]
+        for _ in 1:40
+            batch = next_batch!(data)
+            @test size(batch.inputs) == (16, 4)
+            @test batch.inputs[2:end, :] == batch.targets[1:end-1, :]
+            zero_grad!(opt)
+            push!(losses, forward!(model, batch.inputs, batch.targets))
+            backward!(model)
+            step!(opt)
+        end
+        @test last(losses) < 0.6 * first(losses)
+        after = FastWeights.evaluate(model, stream; mode = :segments, length = 16)
+        @test after.total_nll / after.scored < 0.6 * before.total_nll / before.scored
+        for mode in (:sliding, :carry)
+            @test FastWeights.evaluate(model, stream[1:60]; mode = mode, length = 16).scored == 59
+        end
+        @test_throws FwpError FastWeights.evaluate(model, stream; mode = :no_such_mode, length = 16)
+
+        # Errors: ids outside the vocabulary, shapes.
+        err = try
+            forward!(model, Int32[1 2; 3 99], Int32[1 2; 3 4])
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :out_of_range
+        @test_throws FwpError forward!(model, ones(Int32, 3, 2), ones(Int32, 2, 2))
+
+        # Checkpoint with the data position; the loaded model scores the same.
+        path = joinpath(dir, "lm.safetensors")
+        save_checkpoint(path, model; optimizer = opt, data = data, metadata = "julia test")
+        loaded = load_model(LanguageModel, ctx, path)
+        @test vocab_size(loaded) == vocab_size(model)
+        @test FastWeights.evaluate(loaded, stream; mode = :segments, length = 16) == after
+        resumed = TokenData(tokens; batch_size = 4, segment_length = 16)
+        load_checkpoint!(path, loaded; data = resumed)
+        @test data_position(resumed) == data_position(data)
+        @test next_batch!(resumed) == next_batch!(data)
+        @test_throws FwpError load_model(RetrievalModel, ctx, path)
+
+        # Step by step equals the forward pass; carried halves equal the whole.
+        set_training!(loaded, false)
+        x = Int32[1, 4, 2, 8, 5, 7]
+        y = Int32[4, 2, 8, 5, 7, 3]
+        loss, per_token = forward!(loaded, reshape(x, 6, 1), reshape(y, 6, 1); token_losses = true)
+        state = State(loaded, 1)
+        @test num_state_layers(state) == 2
+        for t in 1:6
+            lp = step!(loaded, state, [x[t]])
+            @test size(lp) == (vocab_size(loaded), 1)
+            @test isapprox(-lp[y[t] + 1, 1], per_token[t, 1]; atol = 1f-3)
+        end
+        carried = State(loaded, 1)
+        a = forward!(loaded, reshape(x[1:3], 3, 1), reshape(y[1:3], 3, 1); state = carried)
+        b = forward!(loaded, reshape(x[4:6], 3, 1), reshape(y[4:6], 3, 1); state = carried)
+        @test isapprox((a + b) / 2, loss; atol = 1e-4)
+        @test step!(loaded, State(loaded, 1), [x[1]]; log_probs = false) === nothing
+        @test_throws FwpError step!(loaded, State(loaded, 2), [x[1]])
+
+        # Generation: greedy continues the learnt sentences, seeded sampling repeats, stop tokens stop.
+        prompt = FastWeights.encode(tok, "the cat")
+        gen = State(loaded, 1)
+        greedy = generate!(loaded, gen, prompt; max_new_tokens = 6, temperature = 0)
+        @test length(greedy) == 6
+        @test FastWeights.decode(tok, greedy[1:3]) == "sat on the"
+        reset_state!(gen)
+        @test generate!(loaded, gen, prompt; max_new_tokens = 6, temperature = 0) == greedy
+        reset_state!(gen)
+        stopped = generate!(loaded, gen, prompt; max_new_tokens = 20, temperature = 0, stop_tokens = [eos_id(tok)])
+        @test !(eos_id(tok) in stopped) && length(stopped) < 20
+        sampled = map(1:2) do _
+            reset_state!(gen)
+            generate!(loaded, gen, prompt; max_new_tokens = 8, temperature = 0.8, top_k = 5, seed = 9)
+        end
+        @test sampled[1] == sampled[2]
+        rng = Ref{UInt64}(1)
+        @test sample_token!(rng, [-3.0, -0.1, -2.0]; temperature = 0) == 1
+        @test_throws FwpError sample_token!(rng, [0.0, NaN])
+        close(opt)
+    end
+
     @testset "exports: mutating names end in !, no generic names" begin
         exported = names(FastWeights)
         for name in (:sample, :forward, :backward, :config, :device, :steps, :seq_len, :learning_rate,
-                :version, :num_threads, :retrieval_forward, :retrieval_model)
+                :version, :num_threads, :retrieval_forward, :retrieval_model, :evaluate, :encode, :decode)
             @test !(name in exported)
         end
         for name in (:forward!, :backward!, :zero_grad!, :step!, :sample!, :set_state!, :reset_state!,
-                :load_checkpoint!, :set_training!, :setparam!, :set_learning_rate!)
+                :load_checkpoint!, :set_training!, :setparam!, :set_learning_rate!, :generate!, :next_batch!,
+                :sample_token!)
             @test name in exported
         end
         @test RetrievalModel <: Model && OtherModel <: Model
-        @test RetrievalData <: DataSource
+        @test RetrievalData <: DataSource && TokenData <: DataSource
+        @test LanguageModel <: Model
     end
 
     @testset "logger and handle lifetimes" begin

@@ -1,5 +1,5 @@
 //! Data sources (one C handle, `fwp_data`, for every kind): retrieval batches
-//! and their seeded generator.
+//! and their seeded generator, and token files for language modelling.
 
 use std::fmt;
 use std::ptr::{self, NonNull};
@@ -7,14 +7,16 @@ use std::ptr::{self, NonNull};
 use fwp_sys as sys;
 
 use crate::error::{check, check_len, product, to_i64, to_usize, Error, Result};
-use crate::layer::rust_enum;
+use crate::layer::{config_field, rust_enum};
+use crate::model::path_cstring;
+use std::path::Path;
 
 rust_enum! {
     /// The kind of a data source.
     DataKind: fwp_data_kind {
         /// The seeded generator of retrieval sequences ([`RetrievalData`]).
         Retrieval = FWP_DATA_RETRIEVAL,
-        /// Reserved: token files for language modelling.
+        /// Token files for language modelling ([`TokenData`]).
         TokenFile = FWP_DATA_TOKEN_FILE,
         /// Reserved: line-aligned parallel text for translation.
         ParallelText = FWP_DATA_PARALLEL_TEXT,
@@ -24,9 +26,10 @@ rust_enum! {
 mod sealed {
     pub trait Sealed {}
     impl Sealed for super::RetrievalData {}
+    impl Sealed for super::TokenData {}
 }
 
-/// A data source of any kind (today [`RetrievalData`]) whose position a
+/// A data source of any kind ([`RetrievalData`], [`TokenData`]) whose position a
 /// checkpoint can store and restore, so that a resumed run reads the data an
 /// uninterrupted run would have read. Taken as `&dyn DataSource` by
 /// [`Model::save_checkpoint`](crate::Model::save_checkpoint) and the other
@@ -38,6 +41,12 @@ pub trait DataSource: sealed::Sealed {
 }
 
 impl DataSource for RetrievalData {
+    fn as_raw_data(&self) -> *mut sys::fwp_data {
+        self.raw.as_ptr()
+    }
+}
+
+impl DataSource for TokenData {
     fn as_raw_data(&self) -> *mut sys::fwp_data {
         self.raw.as_ptr()
     }
@@ -256,5 +265,179 @@ impl Drop for RetrievalData {
 impl fmt::Debug for RetrievalData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetrievalData").field("seq_len", &self.seq_len).finish()
+    }
+}
+
+/// Settings of a [`TokenData`] source (`fwp_token_data_config_init`: 8
+/// streams, segments of 256 tokens).
+///
+/// ```
+/// let config = fwp::TokenDataConfig::default().batch_size(4).segment_length(64);
+/// assert_eq!(config.get_segment_length(), 64);
+/// ```
+#[derive(Clone, Copy)]
+pub struct TokenDataConfig {
+    raw: sys::fwp_token_data_config,
+}
+
+impl Default for TokenDataConfig {
+    fn default() -> Self {
+        let mut raw = std::mem::MaybeUninit::<sys::fwp_token_data_config>::zeroed();
+        // SAFETY: init fills every field.
+        unsafe { sys::fwp_token_data_config_init(raw.as_mut_ptr()) };
+        TokenDataConfig { raw: unsafe { raw.assume_init() } }
+    }
+}
+
+impl TokenDataConfig {
+    config_field!(
+        /// B, the number of parallel streams, >= 1 (default 8).
+        batch_size, get_batch_size: i64);
+    config_field!(
+        /// T, the tokens of one stream per batch, >= 1 (default 256).
+        segment_length, get_segment_length: i64);
+
+    /// The raw C struct, for use with `fwp-sys`.
+    pub fn as_raw(&self) -> &sys::fwp_token_data_config {
+        &self.raw
+    }
+}
+
+impl fmt::Debug for TokenDataConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenDataConfig")
+            .field("batch_size", &self.raw.batch_size)
+            .field("segment_length", &self.raw.segment_length)
+            .finish()
+    }
+}
+
+/// One batch of a [`TokenData`] source: `[batch][length]` inputs and the next
+/// token of each as its target.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TokenBatch {
+    /// B, the number of streams.
+    pub batch: usize,
+    /// T, the segment length.
+    pub length: usize,
+    /// The input ids, `[batch][length]`.
+    pub inputs: Vec<i32>,
+    /// The target ids (each input's next token), `[batch][length]`.
+    pub targets: Vec<i32>,
+}
+
+/// A token file (see [`Tokenizer::encode_file`](crate::Tokenizer::encode_file))
+/// read as the authors' ordered iterator reads a corpus: B contiguous streams,
+/// each batch the next segment of T tokens of every stream. A checkpoint
+/// stores its position ([`DataSource`]), so a resumed run reads what an
+/// uninterrupted one would.
+///
+/// The file is memory-mapped and must not change while the source uses it.
+pub struct TokenData {
+    raw: NonNull<sys::fwp_data>,
+    batch: usize,
+    length: usize,
+}
+
+// SAFETY: distinct handles may be used from distinct threads; mutation needs `&mut`.
+unsafe impl Send for TokenData {}
+
+impl TokenData {
+    /// Opens a token file (verified whole first: sizes, checksum, every id
+    /// below its vocabulary size). It must hold at least B (T + 1) tokens.
+    pub fn new(token_path: impl AsRef<Path>, config: &TokenDataConfig) -> Result<TokenData> {
+        let path = path_cstring(token_path.as_ref())?;
+        let mut out = ptr::null_mut();
+        // SAFETY: NUL-terminated path and a valid config; out receives an owned handle.
+        check(unsafe { sys::fwp_token_data_create(path.as_ptr(), &config.raw, &mut out) })?;
+        let raw = NonNull::new(out).expect("fwp_token_data_create returned FWP_OK and NULL");
+        let mut data = TokenData { raw, batch: 0, length: 0 };
+        let config = data.config()?;
+        data.batch = to_usize(config.get_batch_size(), "batch_size")?;
+        data.length = to_usize(config.get_segment_length(), "segment_length")?;
+        Ok(data)
+    }
+
+    /// The settings the source was created with.
+    pub fn config(&self) -> Result<TokenDataConfig> {
+        let mut config = TokenDataConfig::default();
+        // SAFETY: struct_size was set by init; valid handle.
+        check(unsafe { sys::fwp_token_data_get_config(self.raw.as_ptr(), &mut config.raw) })?;
+        Ok(config)
+    }
+
+    /// The next batch; the source moves on by one segment (and starts a new
+    /// epoch after the last full segment).
+    pub fn next_batch(&mut self) -> Result<TokenBatch> {
+        let n = product(&[self.batch, self.length], "batch_size * segment_length")?;
+        let mut inputs = vec![0i32; n];
+        let mut targets = vec![0i32; n];
+        // SAFETY: both buffers hold B * T ids, the count passed.
+        check(unsafe {
+            sys::fwp_token_data_next(self.raw.as_ptr(), inputs.as_mut_ptr(), targets.as_mut_ptr(), to_i64(n, "count")?)
+        })?;
+        Ok(TokenBatch { batch: self.batch, length: self.length, inputs, targets })
+    }
+
+    fn read_count(
+        &self,
+        f: unsafe extern "C" fn(*const sys::fwp_data, *mut i64) -> sys::fwp_status,
+        what: &str,
+    ) -> Result<usize> {
+        let mut value = 0i64;
+        // SAFETY: valid handle and output pointer.
+        check(unsafe { f(self.raw.as_ptr(), &mut value) })?;
+        to_usize(value, what)
+    }
+
+    /// The number of completed epochs (0 during the first).
+    pub fn epoch(&self) -> Result<usize> {
+        self.read_count(sys::fwp_token_data_epoch, "epoch")
+    }
+
+    /// The segment the next batch comes from, in `0..segments_per_epoch()`.
+    pub fn position(&self) -> Result<usize> {
+        self.read_count(sys::fwp_token_data_position, "segment")
+    }
+
+    /// The number of batches in one epoch.
+    pub fn segments_per_epoch(&self) -> Result<usize> {
+        self.read_count(sys::fwp_token_data_segments_per_epoch, "segments")
+    }
+
+    /// The vocabulary size recorded in the token file.
+    pub fn vocab_size(&self) -> Result<usize> {
+        self.read_count(sys::fwp_token_data_vocab_size, "vocab_size")
+    }
+
+    /// The number of tokens N in the token file.
+    pub fn num_tokens(&self) -> Result<usize> {
+        self.read_count(sys::fwp_token_data_num_tokens, "num_tokens")
+    }
+
+    /// The kind of data source as the library reports it ([`DataKind::TokenFile`]).
+    pub fn kind(&self) -> DataKind {
+        let mut kind = sys::FWP_DATA_TOKEN_FILE;
+        // SAFETY: valid handle and output pointer; the call cannot fail then.
+        check(unsafe { sys::fwp_data_get_kind(self.raw.as_ptr(), &mut kind) }).expect("fwp_data_get_kind");
+        DataKind::from_raw(kind)
+    }
+
+    /// The raw handle, for use with `fwp-sys`. It stays owned by this object.
+    pub fn as_raw(&self) -> *mut sys::fwp_data {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for TokenData {
+    fn drop(&mut self) {
+        // SAFETY: the handle is owned and released once.
+        unsafe { sys::fwp_data_destroy(self.raw.as_ptr()) };
+    }
+}
+
+impl fmt::Debug for TokenData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenData").field("batch_size", &self.batch).field("segment_length", &self.length).finish()
     }
 }

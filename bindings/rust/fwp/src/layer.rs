@@ -91,7 +91,7 @@ rust_enum! {
 /// ```
 #[derive(Clone, Copy)]
 pub struct LayerConfig {
-    raw: sys::fwp_layer_config,
+    pub(crate) raw: sys::fwp_layer_config,
 }
 
 impl Default for LayerConfig {

@@ -16,6 +16,14 @@
 //!   operations every kind shares (parameters, gradients, backward, training
 //!   mode, checkpoints) are the [`Model`] trait, and [`AnyModel::load`] loads a
 //!   checkpoint of any kind as an enum to match on;
+//! * [`LanguageModel`] (the paper's word-level language model, section 6.3,
+//!   with [`LmConfig`] and presets): the training forward pass with targets,
+//!   the paper's evaluation modes ([`EvalMode`]), step-by-step decoding
+//!   through a [`State`], and generation with a [`SamplingConfig`];
+//! * [`Tokenizer`] (word level or SentencePiece: build, encode, decode, save,
+//!   load), token files ([`Tokenizer::encode_file`], [`token_file_info`],
+//!   [`read_token_file`]) and the [`TokenData`] source that feeds them to a
+//!   model in batches;
 //! * [`RetrievalData`] / [`RetrievalBatch`]: seeded retrieval sequences (a
 //!   data source of [`DataKind::Retrieval`]; checkpoints store the position of
 //!   any [`DataSource`]);
@@ -47,21 +55,28 @@ mod context;
 mod data;
 mod error;
 mod layer;
+mod lm;
 mod model;
 mod optimizer;
 mod params;
 mod state;
+mod text;
 
 use std::ffi::CStr;
 
 pub use context::{Context, ContextConfig, Device, LogLevel};
-pub use data::{DataKind, DataSource, RetrievalBatch, RetrievalData};
+pub use data::{DataKind, DataSource, RetrievalBatch, RetrievalData, TokenBatch, TokenData, TokenDataConfig};
 pub use error::{Error, Result, Status};
 pub use layer::{Algorithm, FastWeights, FeatureMap, Layer, LayerConfig, UpdateRule};
+pub use lm::{EvalMode, Evaluation, LanguageModel, LmConfig, PositionEncoding, SamplingConfig};
 pub use model::{AnyModel, Model, ModelKind, OtherModel, RetrievalConfig, RetrievalModel};
 pub use optimizer::{LrSchedule, Optimizer, OptimizerConfig, OptimizerKind, Trainable};
 pub use params::ParamInfo;
 pub use state::State;
+pub use text::{
+    read_token_file, token_file_info, SentencePieceConfig, SentencePieceModel, TokenFileInfo, Tokenizer, TokenizerKind,
+    WordTokenizerConfig,
+};
 
 /// The raw C API, re-exported for what the safe types do not cover.
 pub use fwp_sys as sys;

@@ -1,7 +1,7 @@
 //! Models: complete networks with a loss.
 //!
-//! Every kind of model is a type of its own ([`RetrievalModel`], later the
-//! language and translation models) with its own constructor, config and
+//! Every kind of model is a type of its own ([`RetrievalModel`],
+//! [`LanguageModel`](crate::LanguageModel), later the translation model) with its own constructor, config and
 //! forward pass; what all kinds share (parameters, gradients, backward,
 //! training mode, checkpoints, optimizers) is the [`Model`] trait. A
 //! checkpoint of unknown kind loads as an [`AnyModel`] to match on.
@@ -17,6 +17,7 @@ use crate::context::{Context, Logger};
 use crate::data::{DataSource, RetrievalBatch};
 use crate::error::{check, check_len, product, to_usize, Error, Result, Status};
 use crate::layer::{config_enum, config_field, config_flag, rust_enum, FeatureMap, UpdateRule};
+use crate::lm::LanguageModel;
 use crate::params::{ParamInfo, MODEL_PARAMS};
 
 rust_enum! {
@@ -24,7 +25,7 @@ rust_enum! {
     ModelKind: fwp_model_kind {
         /// The paper's synthetic associative-retrieval model (section 6.1).
         Retrieval = FWP_MODEL_RETRIEVAL,
-        /// Reserved: language model (section 6.3).
+        /// The word-level language model (section 6.3, [`LanguageModel`](crate::LanguageModel)).
         Language = FWP_MODEL_LANGUAGE,
         /// Reserved: encoder-decoder translation model (section 6.2).
         Seq2Seq = FWP_MODEL_SEQ2SEQ,
@@ -132,8 +133,8 @@ pub(crate) fn path_cstring(path: &Path) -> Result<CString> {
 
 /// Owns one `fwp_model` handle (of any kind) and releases it on drop; the
 /// model types wrap it.
-struct Handle {
-    raw: NonNull<sys::fwp_model>,
+pub(crate) struct Handle {
+    pub(crate) raw: NonNull<sys::fwp_model>,
     _logger: Logger,
 }
 
@@ -141,7 +142,7 @@ struct Handle {
 unsafe impl Send for Handle {}
 
 impl Handle {
-    fn new(out: *mut sys::fwp_model, ctx: &Context) -> Handle {
+    pub(crate) fn new(out: *mut sys::fwp_model, ctx: &Context) -> Handle {
         Handle { raw: NonNull::new(out).expect("libfwp returned FWP_OK and a NULL model"), _logger: ctx.logger() }
     }
 
@@ -171,8 +172,9 @@ pub(crate) mod sealed {
 }
 
 /// What every kind of model shares: parameters, gradients, backward, training
-/// mode and checkpoints. Implemented by [`RetrievalModel`], [`AnyModel`] and
-/// [`OtherModel`] (and by the types of later model kinds); an
+/// mode and checkpoints. Implemented by [`RetrievalModel`],
+/// [`LanguageModel`](crate::LanguageModel), [`AnyModel`] and [`OtherModel`]
+/// (and by the types of later model kinds); an
 /// [`Optimizer`](crate::Optimizer) trains any of them.
 ///
 /// The forward pass is not here: each kind takes its own inputs (e.g.
@@ -413,6 +415,7 @@ impl fmt::Debug for OtherModel {
 /// let ctx = Context::cpu()?;
 /// match AnyModel::load(&ctx, "model.safetensors")? {
 ///     AnyModel::Retrieval(model) => println!("retrieval model, S = {}", model.num_keys()),
+///     AnyModel::Language(model) => println!("language model, {} words", model.vocab_size()),
 ///     other => println!("a {:?} model with {} parameter tensors", other.kind(), other.num_params()),
 /// }
 /// # Ok::<(), fwp::Error>(())
@@ -422,6 +425,8 @@ impl fmt::Debug for OtherModel {
 pub enum AnyModel {
     /// The associative-retrieval model.
     Retrieval(RetrievalModel),
+    /// The language model.
+    Language(LanguageModel),
     /// A kind without a type in these bindings.
     Other(OtherModel),
 }
@@ -436,6 +441,7 @@ impl AnyModel {
         let handle = Handle::new(out, ctx);
         Ok(match handle.kind() {
             ModelKind::Retrieval => AnyModel::Retrieval(RetrievalModel::from_handle(handle)?),
+            ModelKind::Language => AnyModel::Language(LanguageModel::from_handle(handle)?),
             _ => AnyModel::Other(OtherModel { handle }),
         })
     }
@@ -446,6 +452,20 @@ impl AnyModel {
             AnyModel::Retrieval(model) => Some(model),
             _ => None,
         }
+    }
+
+    /// The language model, if this is one.
+    pub fn into_language(self) -> Option<LanguageModel> {
+        match self {
+            AnyModel::Language(model) => Some(model),
+            _ => None,
+        }
+    }
+}
+
+impl From<LanguageModel> for AnyModel {
+    fn from(model: LanguageModel) -> AnyModel {
+        AnyModel::Language(model)
     }
 }
 
@@ -460,6 +480,7 @@ impl Model for AnyModel {
     fn as_raw(&self) -> *mut sys::fwp_model {
         match self {
             AnyModel::Retrieval(model) => model.as_raw(),
+            AnyModel::Language(model) => model.as_raw(),
             AnyModel::Other(model) => model.as_raw(),
         }
     }

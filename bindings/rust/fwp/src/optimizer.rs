@@ -9,6 +9,7 @@ use fwp_sys as sys;
 use crate::data::DataSource;
 use crate::error::{check, Result};
 use crate::layer::{config_enum, config_field, rust_enum, Layer};
+use crate::lm::LanguageModel;
 use crate::model::{self, AnyModel, Model, OtherModel, RetrievalModel};
 
 rust_enum! {
@@ -182,6 +183,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::Layer {}
     impl Sealed for crate::RetrievalModel {}
+    impl Sealed for crate::LanguageModel {}
     impl Sealed for crate::AnyModel {}
     impl Sealed for crate::OtherModel {}
 }
@@ -210,7 +212,7 @@ macro_rules! trainable_models {
         }
     )+};
 }
-trainable_models!(RetrievalModel, AnyModel, OtherModel);
+trainable_models!(RetrievalModel, LanguageModel, AnyModel, OtherModel);
 
 impl Trainable for Layer {
     fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>> {
