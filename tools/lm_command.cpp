@@ -627,10 +627,16 @@ void add_lm_options(CLI::App& app) {
                                    "model)")
                          ->check(CLI::IsMember({"sinusoidal", "none"})));
   given("pre_norm", t->add_flag("--pre-norm", r.pre_norm, "LayerNorm before each block (the paper: after)"));
-  given("tie", t->add_flag("--tie", r.tie, "Tie the input and output embeddings"));
-  given("cutoffs", t->add_option("--cutoffs", o.cutoffs, "Adaptive softmax cutoffs, e.g. 20000,40000 (empty: plain "
-                                                         "softmax)"));
-  given("div_val", t->add_option("--div-val", r.div_val, "Adaptive input/softmax width divisor per cluster")
+  given("tie", t->add_flag("--tie", r.tie, "Tie the input and output embeddings (adaptive: every cluster's table, "
+                                          "and with --div-val > 1 the tail clusters' projections)"));
+  given("cutoffs", t->add_option("--cutoffs", o.cutoffs,
+                                 "Adaptive input + adaptive softmax cluster cutoffs over the frequency-sorted "
+                                 "vocabulary, strictly increasing and below the vocabulary size, e.g. "
+                                 "20000,40000,200000 (the paper's WikiText-103 models); empty (default): plain "
+                                 "softmax"));
+  given("div_val", t->add_option("--div-val", r.div_val,
+                                 "Adaptive input/softmax: cluster k's embedding width is d_model / div_val^k, "
+                                 "projected to d_model (default 1: no projections; > 1 also without --cutoffs)")
                        ->check(number_check<int64_t>("an integer >= 1", kPositive)));
   given("batch", t->add_option("--batch", r.batch, "Parallel streams per step (default: the preset's)")
                      ->check(number_check<int64_t>("an integer >= 1", kPositive)));

@@ -26,7 +26,10 @@ extern "C" {
  * layer (any fast-weight layer of layer.h, or softmax attention: the
  * Transformer baseline) and a ReLU feed-forward block, with post-LayerNorm as
  * in the paper (pre-LayerNorm as an option), then a softmax output layer (tied
- * to the embedding or not) and the cross-entropy loss. Positions count from the
+ * to the embedding or not) and the cross-entropy loss. With cutoffs (the
+ * paper's WikiText-103 models) the input is the adaptive input embedding and
+ * the output the adaptive softmax of the authors' toolkit (see `cutoffs`,
+ * `div_val` and `tie_embeddings` in ::fwp_lm_config). Positions count from the
  * first token of a sequence and continue from a carried state's position.
  * fwp_lm_create() makes it as an ::fwp_model of kind FWP_MODEL_LANGUAGE; the
  * generic model functions (model.h: parameters, backward, training mode),
@@ -68,12 +71,28 @@ typedef struct fwp_lm_config {
   fwp_lm_position position;      /**< Default FWP_LM_POSITION_SINUSOIDAL. */
   int32_t pre_norm;              /**< 0 (default): post-LayerNorm blocks (the paper); 1: pre-LayerNorm
                                       (x + f(LN(x))) with a final LayerNorm. */
-  int32_t tie_embeddings;        /**< 1: the output layer's weight is the embedding table; default 0. */
-  int64_t cutoffs[FWP_LM_MAX_CUTOFFS]; /**< Adaptive input/softmax cutoffs (the first num_cutoffs used). */
-  int64_t num_cutoffs;           /**< Default 0 (plain softmax). Adaptive softmax is not built in yet:
-                                      num_cutoffs > 0 returns FWP_ERR_UNSUPPORTED. */
-  int64_t div_val;               /**< Adaptive embedding divisor; default 1 (other values: FWP_ERR_UNSUPPORTED
-                                      until adaptive softmax is built in). */
+  int32_t tie_embeddings;        /**< 1: the output layer's weight is the embedding table; default 0. With
+                                      adaptive softmax: each cluster's output weight is the adaptive input's
+                                      table of that cluster, and with div_val > 1 the tail clusters'
+                                      projections are the input's too (the authors' WikiText-103 rule,
+                                      tie_projs = [False] + [True] * num_cutoffs); the head's projection and
+                                      the output biases stay the output's own. 0: nothing is tied. */
+  int64_t cutoffs[FWP_LM_MAX_CUTOFFS]; /**< Adaptive input/softmax cutoffs (the first num_cutoffs used):
+                                      strictly increasing, each in (0, vocab_size); token ids are taken as
+                                      sorted by frequency (fwp lm prepare's word vocabulary is). Cluster 0
+                                      is [0, cutoffs[0]) (the head's shortlist), cluster k is
+                                      [cutoffs[k-1], cutoffs[k]), the last ends at vocab_size. The presets
+                                      set none (they know no vocabulary): the paper's WikiText-103 models
+                                      use 20000, 40000, 200000 with div_val 1. */
+  int64_t num_cutoffs;           /**< In [0, FWP_LM_MAX_CUTOFFS]; default 0: a plain softmax (with div_val
+                                      1). num_cutoffs > 0 or div_val > 1: the authors' adaptive input
+                                      (embeddings scaled by sqrt(d_model)) and projected adaptive softmax;
+                                      fwp_lm_step() then returns the full log-probabilities (head log-prob
+                                      of the cluster + the cluster's log-softmax). */
+  int64_t div_val;               /**< >= 1; default 1. Cluster k's embedding width is d_model / div_val^k
+                                      (integer division, >= 1 for the last cluster), projected to d_model
+                                      (projections ~ N(0, 0.01^2), the authors' proj_init_std). div_val 1
+                                      has no projections. */
   float init_std;                /**< Embedding, feed-forward and output weights ~ N(0, init_std^2); biases 0,
                                       LayerNorm gains 1; default 0.02. */
   uint64_t seed;                 /**< Seed of the parameters, dropout masks and FAVOR+ redraws; 0 (default):
@@ -98,6 +117,9 @@ FWP_API void fwp_lm_config_init(fwp_lm_config* config);
  * vocabulary the output layer (~5M) dominates and two CPU cores train it on a small corpus in
  * minutes (segments of 64-128).
  * All use linear attention (elu + 1, sum-normalised) with the delta rule; change attention to taste.
+ * None sets cutoffs (a preset knows no vocabulary): for the paper's WikiText-103 models set
+ * num_cutoffs 3 with cutoffs 20000, 40000, 200000, div_val 1 and tie_embeddings 1, as the
+ * authors' scripts do (their train.py ties unless --not_tied).
  * \param[in]  name   The preset's name.
  * \param[out] config Receives the preset (its struct_size is set).
  * \return FWP_OK, FWP_ERR_NULL_POINTER, or FWP_ERR_INVALID_ARGUMENT for an unknown name (the
@@ -111,8 +133,8 @@ FWP_API fwp_status fwp_lm_config_preset(const char* name, fwp_lm_config* config)
  * \param[in]  config Settings.
  * \param[out] out    Receives the model (fwp_model_destroy()); NULL on failure.
  * \return FWP_OK, FWP_ERR_NULL_POINTER, FWP_ERR_OUT_OF_RANGE (an enum), FWP_ERR_INVALID_ARGUMENT
- *         naming the bad field, FWP_ERR_UNSUPPORTED (adaptive softmax, attention dropout) or
- *         FWP_ERR_OUT_OF_MEMORY.
+ *         naming the bad field (e.g. cutoffs not increasing or >= vocab_size, div_val too large for
+ *         d_model), FWP_ERR_UNSUPPORTED (attention dropout) or FWP_ERR_OUT_OF_MEMORY.
  */
 FWP_API fwp_status fwp_lm_create(fwp_context* ctx, const fwp_lm_config* config, fwp_model** out);
 

@@ -2,7 +2,10 @@
  * round trip; every argument check (status + a message naming the argument);
  * a tiny corpus memorised with Adam; checkpoint save / load / fwp_model_load
  * bit-exact; carried state through fwp_lm_forward; evaluation modes; steps,
- * sampling and seeded generation (greedy == argmax of the step's log-probs). */
+ * sampling and seeded generation (greedy == argmax of the step's log-probs);
+ * adaptive input + softmax (cutoffs, div_val, tied): names, training, steps
+ * against forwards, evaluation, generation, a checkpoint round trip, and every
+ * bad cutoff / div_val. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -143,12 +146,28 @@ static void test_bad_configs(void** unused) {
   c.vocab_size = 0;
   EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_INVALID_ARGUMENT, "config->vocab_size");
   tiny_config(&c, FWP_FEATURE_MAP_ELU, FWP_UPDATE_DELTA);
-  c.num_cutoffs = 1;
+  /* Adaptive softmax: cutoffs strictly increasing in (0, vocab_size), div_val >= 1 and small enough. */
+  c.num_cutoffs = 2;
   c.cutoffs[0] = 5;
-  EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_UNSUPPORTED, "adaptive softmax is not built in yet");
-  c.num_cutoffs = 0;
-  c.div_val = 4;
-  EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_UNSUPPORTED, "adaptive softmax is not built in yet");
+  c.cutoffs[1] = 5;
+  EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_INVALID_ARGUMENT, "config->cutoffs[1] must be greater");
+  assert_null(m);
+  c.cutoffs[1] = VOCAB;
+  EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_INVALID_ARGUMENT, "config->cutoffs[1] must be in (0, vocab_size");
+  c.cutoffs[0] = 0;
+  c.cutoffs[1] = 5;
+  EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_INVALID_ARGUMENT, "config->cutoffs[0]");
+  c.cutoffs[0] = 3;
+  c.div_val = 0;
+  EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_INVALID_ARGUMENT, "config->div_val must be >= 1");
+  c.div_val = 5; /* d_model 16: widths 16, 3, 0 */
+  EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_INVALID_ARGUMENT, "config->div_val is too large");
+  c.div_val = 4; /* widths 16, 4, 1: accepted */
+  CHECK_OK(fwp_lm_create(ctx, &c, &m));
+  fwp_model_destroy(m);
+  m = (fwp_model*)1;
+  c.num_cutoffs = -1;
+  EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_INVALID_ARGUMENT, "config->num_cutoffs");
   c.div_val = 1;
   c.num_cutoffs = 99;
   EXPECT_ERROR(fwp_lm_create(ctx, &c, &m), FWP_ERR_INVALID_ARGUMENT, "config->num_cutoffs");
@@ -564,6 +583,169 @@ static void test_sampler(void** unused) {
   EXPECT_ERROR(fwp_lm_sample(lp, 4, &s, &rng, &tok), FWP_ERR_INVALID_ARGUMENT, "config->temperature");
 }
 
+/* ---- adaptive input and adaptive softmax ------------------------------------------------ */
+
+/* Vocabulary 11 in clusters [0, 3), [3, 7), [7, 11); div_val 2: widths 16, 8, 4. */
+static void adaptive_config(fwp_lm_config* c, int tied) {
+  tiny_config(c, FWP_FEATURE_MAP_ELU, FWP_UPDATE_DELTA);
+  c->num_cutoffs = 2;
+  c->cutoffs[0] = 3;
+  c->cutoffs[1] = 7;
+  c->div_val = 2;
+  c->tie_embeddings = tied;
+}
+
+static int has_param(const fwp_model* m, const char* name) {
+  int64_t index = -1;
+  return fwp_model_param_index(m, name, &index) == FWP_OK;
+}
+
+static void test_adaptive_softmax(void** unused) {
+  (void)unused;
+  fwp_context* ctx = make_context();
+  for (int tied = 0; tied <= 1; ++tied) {
+    fwp_lm_config c;
+    adaptive_config(&c, tied);
+    fwp_model* m = NULL;
+    CHECK_OK(fwp_lm_create(ctx, &c, &m));
+    /* The authors' parameters; tied: the output uses the input's tables and tail projections. */
+    fwp_param_info info;
+    CHECK_OK(fwp_model_param_info(m, 0, &info));
+    assert_string_equal(info.name, "embedding.emb_layers.0.weight");
+    assert_int_equal(info.shape[0], 3);
+    assert_int_equal(info.shape[1], 16);
+    int64_t index = -1;
+    CHECK_OK(fwp_model_param_index(m, "embedding.emb_layers.2.weight", &index));
+    CHECK_OK(fwp_model_param_info(m, index, &info));
+    assert_int_equal(info.shape[0], 4);
+    assert_int_equal(info.shape[1], 4);
+    assert_true(has_param(m, "output.cluster_weight"));
+    assert_true(has_param(m, "output.out_layers.2.bias"));
+    assert_true(has_param(m, "output.out_projs.0"));
+    assert_int_equal(has_param(m, "output.out_layers.1.weight"), !tied);
+    assert_int_equal(has_param(m, "output.out_projs.2"), !tied);
+    assert_false(has_param(m, "embedding.weight"));
+    fwp_lm_config back;
+    back.struct_size = sizeof back;
+    CHECK_OK(fwp_lm_get_config(m, &back));
+    assert_int_equal(back.num_cutoffs, 2);
+    assert_int_equal(back.cutoffs[0], 3);
+    assert_int_equal(back.cutoffs[1], 7);
+    assert_int_equal(back.div_val, 2);
+
+    /* Training memorises the repeated sentence of memorise(). */
+    fwp_optimizer_config oc;
+    fwp_optimizer_config_init(&oc);
+    oc.learning_rate = 3e-3f;
+    fwp_optimizer* opt = NULL;
+    CHECK_OK(fwp_optimizer_create_for_model(m, &oc, &opt));
+    enum { B = 4, T = 16 };
+    int32_t in[B * T], tg[B * T];
+    double loss = 0, first = 0;
+    for (int step = 0; step < 300; ++step) {
+      for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T; ++t) {
+          in[b * T + t] = (step * 3 + b * 5 + t) % VOCAB;
+          tg[b * T + t] = (step * 3 + b * 5 + t + 1) % VOCAB;
+        }
+      CHECK_OK(fwp_model_zero_grad(m));
+      CHECK_OK(fwp_lm_forward(m, in, tg, B, T, NULL, &loss, NULL));
+      if (step == 0) first = loss;
+      CHECK_OK(fwp_model_backward(m));
+      CHECK_OK(fwp_optimizer_step(opt, NULL));
+    }
+    if (!(first > 2.0 && loss < 0.05)) fail_msg("tied %d: loss %g -> %g after 300 steps", tied, first, loss);
+    fwp_optimizer_destroy(opt);
+
+    /* Steps: the log-probabilities of the whole vocabulary (sum 1) and -the forward's token losses. */
+    CHECK_OK(fwp_model_set_training(m, 0));
+    int32_t stream[13];
+    for (int i = 0; i < 13; ++i) stream[i] = (i * 4 + 1) % VOCAB;
+    float token_losses[12];
+    double mean;
+    CHECK_OK(fwp_lm_forward(m, stream, stream + 1, 1, 12, NULL, &mean, token_losses));
+    fwp_state* st = NULL;
+    CHECK_OK(fwp_state_create(m, 1, &st));
+    float lp[VOCAB];
+    for (int t = 0; t < 12; ++t) {
+      CHECK_OK(fwp_lm_step(m, st, stream + t, lp));
+      double mass = 0;
+      for (int v = 0; v < VOCAB; ++v) mass += exp(lp[v]);
+      if (fabs(mass - 1.0) > 1e-5) fail_msg("position %d: probabilities sum to %g", t, mass);
+      if (fabsf(-lp[stream[t + 1]] - token_losses[t]) > 1e-4f)
+        fail_msg("position %d: step %g, forward %g", t, -lp[stream[t + 1]], token_losses[t]);
+    }
+    /* Evaluation: carry == segments of the whole stream; sliding scores every token. */
+    double nll_carry, nll_seg, nll_slide;
+    int64_t n_carry, n_seg, n_slide;
+    CHECK_OK(fwp_lm_evaluate(m, stream, 13, FWP_LM_EVAL_CARRY, 5, &nll_carry, &n_carry));
+    CHECK_OK(fwp_lm_evaluate(m, stream, 13, FWP_LM_EVAL_SEGMENTS, 12, &nll_seg, &n_seg));
+    CHECK_OK(fwp_lm_evaluate(m, stream, 13, FWP_LM_EVAL_SLIDING, 4, &nll_slide, &n_slide));
+    assert_int_equal(n_carry, 12);
+    assert_int_equal(n_slide, 12);
+    assert_true(fabs(nll_carry - nll_seg) < 1e-3);
+    assert_true(fabs(nll_seg - mean * 12) < 1e-3);
+    assert_true(isfinite(nll_slide) && nll_slide > 0);
+    /* Greedy generation == argmax of the step's log-probabilities. */
+    fwp_sampler_config greedy;
+    fwp_sampler_config_init(&greedy);
+    greedy.temperature = 0.0f;
+    int32_t out[6];
+    int64_t generated = 0;
+    CHECK_OK(fwp_state_reset(st));
+    CHECK_OK(fwp_lm_generate(m, st, stream, 2, 6, &greedy, NULL, 0, out, 6, &generated));
+    assert_int_equal(generated, 6);
+    CHECK_OK(fwp_state_reset(st));
+    CHECK_OK(fwp_lm_step(m, st, stream, NULL));
+    CHECK_OK(fwp_lm_step(m, st, stream + 1, lp));
+    for (int i = 0; i < 6; ++i) {
+      int32_t best = 0;
+      for (int v = 1; v < VOCAB; ++v)
+        if (lp[v] > lp[best]) best = v;
+      assert_int_equal(out[i], best);
+      CHECK_OK(fwp_lm_step(m, st, &out[i], lp));
+    }
+
+    /* Checkpoint round trip: the config (cutoffs, div_val, tying) and every parameter come back. */
+    char dir[] = "/tmp/fwp_c_lm_adaptive_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/lm.safetensors", dir);
+    CHECK_OK(fwp_checkpoint_save(path, m, NULL, NULL, "adaptive"));
+    fwp_model* loaded = NULL;
+    CHECK_OK(fwp_model_load(ctx, path, &loaded));
+    CHECK_OK(fwp_lm_get_config(loaded, &back));
+    assert_int_equal(back.num_cutoffs, 2);
+    assert_int_equal(back.cutoffs[0], 3);
+    assert_int_equal(back.cutoffs[1], 7);
+    assert_int_equal(back.div_val, 2);
+    assert_int_equal(back.tie_embeddings, tied);
+    int64_t n = 0, n2 = 0;
+    CHECK_OK(fwp_model_num_params(m, &n));
+    CHECK_OK(fwp_model_num_params(loaded, &n2));
+    assert_int_equal(n, n2);
+    CHECK_OK(fwp_model_set_training(loaded, 0));
+    double again;
+    float again_losses[12];
+    CHECK_OK(fwp_lm_forward(loaded, stream, stream + 1, 1, 12, NULL, &again, again_losses));
+    assert_true(again == mean);
+    assert_memory_equal(again_losses, token_losses, sizeof token_losses);
+    /* A model with other cutoffs refuses the file. */
+    fwp_lm_config other = c;
+    other.cutoffs[1] = 8;
+    fwp_model* moved = NULL;
+    CHECK_OK(fwp_lm_create(ctx, &other, &moved));
+    EXPECT_ERROR(fwp_checkpoint_load(path, moved, NULL, NULL), FWP_ERR_FORMAT, "");
+    remove(path);
+    rmdir(dir);
+    fwp_model_destroy(moved);
+    fwp_model_destroy(loaded);
+    fwp_state_destroy(st);
+    fwp_model_destroy(m);
+  }
+  fwp_context_destroy(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config_presets_and_round_trip),
@@ -574,6 +756,7 @@ int main(void) {
       cmocka_unit_test(test_carried_state_and_evaluation),
       cmocka_unit_test(test_generation),
       cmocka_unit_test(test_sampler),
+      cmocka_unit_test(test_adaptive_softmax),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

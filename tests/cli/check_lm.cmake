@@ -1,5 +1,6 @@
 # End-to-end check of `fwp lm`: prepare a tiny corpus, train a tiny model,
-# evaluate it in the three modes, generate, resume exactly, and refuse bad
+# evaluate it in the three modes, generate, resume exactly, the same with
+# adaptive input + softmax (--cutoffs, --div-val, --tie), and refuse bad
 # input with exit code 2 (or 1 for a corrupt file) and a one-line message.
 #   cmake -DPROGRAM=<fwp> -DWORKDIR=<dir> [-DPHI=elu] [-DRULE=delta] -P check_lm.cmake
 cmake_minimum_required(VERSION 3.19)
@@ -106,6 +107,22 @@ run_fwp(0 text2 lm generate --checkpoint run.ckpt --data data --prompt "the lord
 if(NOT text1 STREQUAL text2)
   message(FATAL_ERROR "generation with the same seed differs:\n${text1}\n${text2}")
 endif()
+
+# Adaptive input + adaptive softmax (clusters [0, 5), [5, 12), [12, vocab); div_val 2: widths 16, 8, 4),
+# tied: trains, learns, evaluates (every mode), generates; bad cutoffs / div_val are bad input.
+run_fwp(0 adaptive lm train ${tiny} --cutoffs 5,12 --div-val 2 --tie --max-steps 40 --json --quiet
+        --checkpoint adaptive.ckpt)
+string(JSON ppl GET "${adaptive}" valid_ppl)
+if(ppl GREATER_EQUAL vocab)
+  message(FATAL_ERROR "adaptive softmax: valid perplexity ${ppl} is not below the vocabulary size ${vocab}")
+endif()
+foreach(mode IN LISTS modes)
+  run_fwp(0 evaluated lm eval --data data --checkpoint adaptive.ckpt --split valid --mode ${mode} --json)
+endforeach()
+run_fwp(0 ignored lm generate --checkpoint adaptive.ckpt --data data --prompt "the lord" --max-tokens 6 --seed 5)
+run_fwp(2 ignored lm train ${tiny} --cutoffs 5,5 --max-steps 1)
+run_fwp(2 ignored lm train ${tiny} --cutoffs 5,100000 --max-steps 1)
+run_fwp(2 ignored lm train ${tiny} --cutoffs 5,12 --div-val 5 --max-steps 1)
 
 # Runs shorter than their warm-up, and a single step, still train.
 run_fwp(0 ignored lm train ${tiny} --max-steps 3 --json --quiet)  # warm-up 5 > 3 steps

@@ -3,7 +3,10 @@
 // and embedding tying; the registry's parameter shapes against the network's;
 // carried state against one long segment; step-by-step log-probabilities
 // against the forward's; the three evaluation modes against brute-force loops;
-// the sampler's semantics; bad input.
+// the sampler's semantics; bad input. With adaptive input + adaptive softmax
+// (cutoffs, div_val, tied or not): the same gradient check, shapes, steps
+// against forwards (log-probabilities that sum to one), evaluation modes and
+// every bad cutoff / div_val.
 //
 // The network runs on the CPU backend here, whose device memory is host
 // memory, so the tests read and perturb parameters through their pointers.
@@ -225,12 +228,6 @@ TEST(LmRegistry, ShapesMatchTheNetworkAndConfigRoundTrips) {
 
 TEST(LmRegistry, BadConfigsAreRejected) {
   LmConfig c = tiny(Kind::EluSum, false, false);
-  c.cutoffs = {3};
-  expect_error(FWP_ERR_UNSUPPORTED, "adaptive softmax is not built in yet", [&] { c.validate(); });
-  c.cutoffs.clear();
-  c.div_val = 2;
-  expect_error(FWP_ERR_UNSUPPORTED, "adaptive softmax is not built in yet", [&] { c.validate(); });
-  c.div_val = 1;
   c.attn_dropout = 0.1;
   expect_error(FWP_ERR_UNSUPPORTED, "attn_dropout", [&] { c.validate(); });
   c.attn_dropout = 0;
@@ -246,6 +243,219 @@ TEST(LmRegistry, BadConfigsAreRejected) {
   j = c.to_json();
   j.erase("d_ff");
   expect_error(FWP_ERR_FORMAT, "d_ff", [&] { LmConfig::from_json(j); });
+}
+
+// ---- adaptive input and adaptive softmax --------------------------------------------------------
+
+std::vector<double> forward_log_probs(Net& net, const std::vector<int32_t>& in, int64_t B, int64_t T);  // below
+
+// A tiny adaptive LM: vocabulary 12 in clusters [0, 4), [4, 8), [8, 12); with
+// div_val 2 their widths are 8, 4 and 2.
+LmConfig tiny_adaptive(Kind kind, bool pre_norm, bool tied, int64_t div_val,
+                       std::vector<int64_t> cutoffs = {4, 8}) {
+  LmConfig c = tiny(kind, pre_norm, tied);
+  c.vocab_size = 12;
+  c.cutoffs = std::move(cutoffs);
+  c.div_val = div_val;
+  return c;
+}
+
+// The adaptive projections start at N(0, 0.01^2) (the authors' proj_init_std):
+// redrawn larger so that every path carries a gradient the check can see.
+void enlarge_projections(Net& net, uint64_t seed) {
+  Rng rng(seed);
+  for (int64_t p = 0; p < net.params().size(); ++p) {
+    Parameter<double>& par = net.params()[p];
+    if (par.name.find("_projs.") == std::string::npos) continue;
+    for (int64_t i = 0; i < par.numel(); ++i) par.value.data()[i] = 0.4 * rng.normal();
+  }
+}
+
+// Ids covering every cluster of tiny_adaptive (random, then one of each cluster in front).
+std::vector<int32_t> adaptive_ids(Rng& rng, int64_t n) {
+  auto v = random_ids(rng, n, 12);
+  const int32_t each[3] = {1, 5, 10};
+  for (int64_t i = 0; i < std::min<int64_t>(n, 3); ++i) v[static_cast<size_t>(i)] = each[i];
+  return v;
+}
+
+TEST(LmAdaptive, EveryParameterMatchesCentralDifferences) {
+  struct Case {
+    Kind kind;
+    bool pre_norm, tied;
+    int64_t div_val;
+    std::vector<int64_t> cutoffs;
+  };
+  const std::vector<Case> cases = {
+      {Kind::DpfpDelta, false, false, 2, {4, 8}}, {Kind::DpfpDelta, false, true, 2, {4, 8}},
+      {Kind::Softmax, true, false, 2, {4, 8}},    {Kind::Softmax, true, true, 2, {4, 8}},
+      {Kind::EluSum, false, true, 1, {4, 8}},     {Kind::EluSum, false, false, 1, {4, 8}},
+      {Kind::EluSum, true, true, 2, {}},          {Kind::FavorDelta, false, true, 4, {6}},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(std::string(kind_name(k.kind)) + (k.pre_norm ? " pre-LN" : " post-LN") +
+                 (k.tied ? " tied" : " untied") + " div_val " + std::to_string(k.div_val) + ", " +
+                 std::to_string(k.cutoffs.size()) + " cutoffs");
+    auto net = make_net(tiny_adaptive(k.kind, k.pre_norm, k.tied, k.div_val, k.cutoffs));
+    enlarge_projections(*net, 29);
+    Rng rng(3);
+    const int64_t B = 2, T = 5;
+    auto in = adaptive_ids(rng, B * T), tg = adaptive_ids(rng, B * T);
+    tg[4] = -1;  // an unscored position
+    std::string worst;
+    EXPECT_LT(gradient_error(*net, in, tg, B, T, 16, &worst), 1e-5) << worst;
+  }
+}
+
+TEST(LmAdaptive, ParametersAreTheAuthorsAndTiedOnesAreShared) {
+  for (bool tied : {false, true}) {
+    for (int64_t div_val : {1, 2}) {
+      for (bool pre_norm : {false, true}) {
+        SCOPED_TRACE(std::string(tied ? "tied" : "untied") + " div_val " + std::to_string(div_val));
+        const LmConfig c = tiny_adaptive(Kind::DpfpDelta, pre_norm, tied, div_val);
+        const nlohmann::json j = c.to_json();
+        EXPECT_EQ(LmConfig::from_json(j).to_json(), j);
+        EXPECT_EQ(j["cutoffs"], nlohmann::json::array({4, 8}));
+        EXPECT_EQ(j["div_val"], div_val);
+        auto net = make_net(c);
+        const auto shapes = ModelRegistry::builtin().parameter_shapes(j);
+        ASSERT_EQ(static_cast<int64_t>(shapes.size()), net->params().size());
+        std::vector<std::string> names;
+        for (size_t i = 0; i < shapes.size(); ++i) {
+          EXPECT_EQ(shapes[i].name, net->params()[static_cast<int64_t>(i)].name);
+          EXPECT_EQ(shapes[i].shape, net->params()[static_cast<int64_t>(i)].shape) << shapes[i].name;
+          names.push_back(shapes[i].name);
+        }
+        auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+        EXPECT_EQ(names.front(), "embedding.emb_layers.0.weight");
+        EXPECT_TRUE(has("output.cluster_weight"));
+        EXPECT_TRUE(has("output.out_layers.0.bias"));
+        EXPECT_FALSE(has("embedding.weight"));
+        EXPECT_FALSE(has("output.bias"));
+        EXPECT_EQ(has("output.out_layers.0.weight"), !tied);
+        if (div_val == 2) {
+          EXPECT_TRUE(has("embedding.emb_projs.2"));
+          EXPECT_TRUE(has("output.out_projs.0"));  // the head's projection is never tied
+          EXPECT_EQ(has("output.out_projs.1"), !tied);
+          EXPECT_EQ(has("output.out_projs.2"), !tied);
+          EXPECT_EQ(has("output.out_layers.2.weight"), !tied);
+        } else {
+          EXPECT_FALSE(has("embedding.emb_projs.0"));
+          EXPECT_FALSE(has("output.out_projs.0"));
+        }
+      }
+    }
+  }
+}
+
+TEST(LmAdaptive, StepLogProbsEqualTheForwardsAndSumToOne) {
+  for (Kind kind : {Kind::Softmax, Kind::DpfpDelta}) {
+    for (bool tied : {false, true}) {
+      for (int64_t div_val : {1, 2}) {
+        SCOPED_TRACE(std::string(kind_name(kind)) + (tied ? " tied" : " untied") + " div_val " +
+                     std::to_string(div_val));
+        LmConfig c = tiny_adaptive(kind, tied, tied, div_val);  // pre-LN with the tied ones
+        c.dropout = 0.3;  // evaluation mode turns it off in both
+        auto net = make_net(c);
+        enlarge_projections(*net, 31);
+        net->set_training(false);
+        Rng rng(13);
+        const int64_t B = 2, T = 5, V = 12;
+        auto in = adaptive_ids(rng, B * T);
+        const auto ref = forward_log_probs(*net, in, B, T);  // -loss of each target v at each position
+        States st = make_states(*net, B);
+        std::vector<double> lp(static_cast<size_t>(B * V));
+        double err = 0.0, mass_err = 0.0;
+        for (int64_t t = 0; t < T; ++t) {
+          const std::vector<int32_t> tok = {in[t], in[T + t]};
+          net->step(tok.data(), B, st, lp.data());
+          for (int64_t b = 0; b < B; ++b) {
+            double mx = -INFINITY, sum = 0.0;
+            for (int64_t v = 0; v < V; ++v) {
+              err = std::max(err, std::abs(lp[b * V + v] - ref[(b * T + t) * V + v]));
+              mx = std::max(mx, lp[b * V + v]);
+            }
+            for (int64_t v = 0; v < V; ++v) sum += std::exp(lp[b * V + v] - mx);
+            mass_err = std::max(mass_err, std::abs(mx + std::log(sum)));  // logsumexp == 0
+          }
+        }
+        EXPECT_LT(err, 1e-11);
+        EXPECT_LT(mass_err, 1e-12);
+        EXPECT_EQ(st[0].position(), T);
+      }
+    }
+  }
+}
+
+TEST(LmAdaptive, EvaluationModesMatchTheirForwards) {
+  LmConfig c = tiny_adaptive(Kind::DpfpDelta, false, true, 2);
+  c.dropout = 0.2;
+  auto net = make_net(c);
+  enlarge_projections(*net, 37);
+  Rng rng(19);
+  const auto tokens = adaptive_ids(rng, 30);
+  const LmEvalResult whole = net->evaluate(tokens.data(), 30, LmEvalMode::Segments, 100);
+  for (int64_t L : {1, 4, 29}) {
+    const LmEvalResult carry = net->evaluate(tokens.data(), 30, LmEvalMode::Carry, L);
+    EXPECT_EQ(carry.scored, 29);
+    EXPECT_NEAR(carry.total_nll, whole.total_nll, 1e-9) << L;
+  }
+  // Sliding windows of 6 against one forward per window, each scoring its last token.
+  const LmEvalResult slide = net->evaluate(tokens.data(), 30, LmEvalMode::Sliding, 6);
+  net->set_training(false);
+  std::vector<double> losses(6);
+  net->forward(tokens.data(), tokens.data() + 1, 1, 6, nullptr, losses.data());
+  double nll = 0.0;
+  for (double x : losses) nll += x;
+  for (int64_t s = 1; s + 6 <= 29; ++s) {
+    net->forward(tokens.data() + s, tokens.data() + s + 1, 1, 6, nullptr, losses.data());
+    nll += losses.back();
+  }
+  EXPECT_EQ(slide.scored, 29);
+  EXPECT_NEAR(slide.total_nll, nll, 1e-9);
+}
+
+TEST(LmAdaptive, BadCutoffsAndDivValAreRejected) {
+  LmConfig c = tiny_adaptive(Kind::EluSum, false, false, 2);
+  c.validate();
+  c.cutoffs = {4, 4};
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "cutoffs[1] must be greater than cutoffs[0]", [&] { c.validate(); });
+  c.cutoffs = {8, 4};
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "strictly increasing", [&] { c.validate(); });
+  c.cutoffs = {4, 12};
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "cutoffs[1] must be in (0, vocab_size = 12) (got 12)", [&] { c.validate(); });
+  c.cutoffs = {0};
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "cutoffs[0] must be in (0, vocab_size", [&] { c.validate(); });
+  c.cutoffs = {-3};
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "cutoffs[0]", [&] { c.validate(); });
+  c.cutoffs = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  c.vocab_size = 20;
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "at most 8", [&] { c.validate(); });
+  c.vocab_size = 12;
+  c.cutoffs = {4, 8};
+  c.div_val = 0;
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "div_val must be >= 1", [&] { c.validate(); });
+  c.div_val = 3;  // widths 8, 2, 0
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "div_val is too large for d_model 8", [&] { c.validate(); });
+  c.div_val = 9;  // one cutoff: widths 8, 0
+  c.cutoffs = {4};
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "div_val is too large", [&] { c.validate(); });
+  c.cutoffs.clear();  // no cutoffs: one cluster of width d_model, projected (any div_val)
+  c.validate();
+  // The network refuses the same (its constructor validates), naming the field.
+  c.cutoffs = {4, 4};
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "config->cutoffs[1]", [&] { make_net(c); });
+  // A checkpoint's config with bad cutoffs is a format error.
+  c.cutoffs = {4, 8};
+  c.div_val = 2;
+  nlohmann::json j = c.to_json();
+  j["cutoffs"] = nlohmann::json::array({8, 4});
+  expect_error(FWP_ERR_FORMAT, "cutoffs[1]", [&] { LmConfig::from_json(j); });
+  j["cutoffs"] = "4,8";
+  expect_error(FWP_ERR_FORMAT, "cutoffs", [&] { LmConfig::from_json(j); });
+  j = c.to_json();
+  j["div_val"] = 5;
+  expect_error(FWP_ERR_FORMAT, "div_val", [&] { LmConfig::from_json(j); });
 }
 
 // ---- carried state -------------------------------------------------------------------------

@@ -451,13 +451,31 @@ struct fwp_lm_config
     position::fwp_lm_position
     "0 (default): post-LayerNorm blocks (the paper); 1: pre-LayerNorm (x + f(LN(x))) with a final LayerNorm."
     pre_norm::Int32
-    "1: the output layer's weight is the embedding table; default 0."
+    """
+    1: the output layer's weight is the embedding table; default 0. With adaptive softmax: each cluster's output
+    weight is the adaptive input's table of that cluster, and with div_val > 1 the tail clusters' projections are
+    the input's too (the authors' WikiText-103 rule, tie_projs = [False] + [True] * num_cutoffs); the head's
+    projection and the output biases stay the output's own. 0: nothing is tied.
+    """
     tie_embeddings::Int32
-    "Adaptive input/softmax cutoffs (the first num_cutoffs used)."
+    """
+    Adaptive input/softmax cutoffs (the first num_cutoffs used): strictly increasing, each in (0, vocab_size); token
+    ids are taken as sorted by frequency (fwp lm prepare's word vocabulary is). Cluster 0 is [0, cutoffs[0]) (the
+    head's shortlist), cluster k is [cutoffs[k-1], cutoffs[k]), the last ends at vocab_size. The presets set none
+    (they know no vocabulary): the paper's WikiText-103 models use 20000, 40000, 200000 with div_val 1.
+    """
     cutoffs::NTuple{FWP_LM_MAX_CUTOFFS,Int64}
-    "Default 0 (plain softmax). Adaptive softmax is not built in yet: num_cutoffs > 0 returns FWP_ERR_UNSUPPORTED."
+    """
+    In [0, FWP_LM_MAX_CUTOFFS]; default 0: a plain softmax (with div_val 1). num_cutoffs > 0 or div_val > 1: the
+    authors' adaptive input (embeddings scaled by sqrt(d_model)) and projected adaptive softmax; fwp_lm_step() then
+    returns the full log-probabilities (head log-prob of the cluster + the cluster's log-softmax).
+    """
     num_cutoffs::Int64
-    "Adaptive embedding divisor; default 1 (other values: FWP_ERR_UNSUPPORTED until adaptive softmax is built in)."
+    """
+    >= 1; default 1. Cluster k's embedding width is d_model / div_val^k (integer division, >= 1 for the last
+    cluster), projected to d_model (projections ~ N(0, 0.01^2), the authors' proj_init_std). div_val 1 has no
+    projections.
+    """
     div_val::Int64
     "Embedding, feed-forward and output weights ~ N(0, init_std^2); biases 0, LayerNorm gains 1; default 0.02."
     init_std::Cfloat

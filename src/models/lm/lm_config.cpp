@@ -66,13 +66,26 @@ void LmConfig::validate(const std::string& prefix) const {
           prefix + "cutoffs: at most " + std::to_string(kMaxLmCutoffs) + " are allowed" + got(cutoffs.size()));
   int64_t previous = 0;
   for (size_t i = 0; i < cutoffs.size(); ++i) {
-    require(cutoffs[i] > previous && cutoffs[i] < vocab_size, FWP_ERR_INVALID_ARGUMENT,
-            prefix + "cutoffs[" + std::to_string(i) + "] must be increasing and in (0, vocab_size)" +
-                got(cutoffs[i]));
+    if (cutoffs[i] <= previous && i > 0) {
+      throw Error(FWP_ERR_INVALID_ARGUMENT, prefix + "cutoffs[" + std::to_string(i) +
+                                                "] must be greater than cutoffs[" + std::to_string(i - 1) + "] (" +
+                                                std::to_string(previous) + "): cutoffs are strictly increasing" +
+                                                got(cutoffs[i]));
+    }
+    require(cutoffs[i] > 0 && cutoffs[i] < vocab_size, FWP_ERR_INVALID_ARGUMENT,
+            prefix + "cutoffs[" + std::to_string(i) + "] must be in (0, vocab_size = " + std::to_string(vocab_size) +
+                ")" + got(cutoffs[i]));
     previous = cutoffs[i];
   }
-  require(cutoffs.empty() && div_val == 1, FWP_ERR_UNSUPPORTED,
-          prefix + "cutoffs / div_val: adaptive softmax is not built in yet (use no cutoffs and div_val 1)");
+  // The last cluster's table is d_model / div_val^K wide (the authors' integer
+  // division); it must keep at least one column.
+  int64_t width = attention.d_model;
+  for (size_t k = 0; k < cutoffs.size() && width >= 1; ++k) width /= div_val;
+  require(width >= 1, FWP_ERR_INVALID_ARGUMENT,
+          prefix + "div_val is too large for d_model " + std::to_string(attention.d_model) + " and " +
+              std::to_string(cutoffs.size()) + " cutoffs: the last cluster's width d_model / div_val^" +
+              std::to_string(cutoffs.size()) + " would be 0 (use a smaller div_val or fewer cutoffs)" +
+              got(div_val));
 }
 
 nlohmann::json LmConfig::to_json() const {

@@ -25,17 +25,27 @@ struct LmConfig {
   double attn_dropout = 0.0;  // on attention weights: only 0 is built (the paper's scripts use 0)
   PositionEncoding position = PositionEncoding::Sinusoidal;
   bool pre_norm = false;      // false: post-LayerNorm residual blocks (the paper)
+  // Plain softmax: the output weight is the embedding table. Adaptive: every
+  // cluster's output weight is the adaptive input's table of that cluster,
+  // and with div_val > 1 the tail clusters' projections are shared too (the
+  // authors' WikiText-103 setting, tie_projs = [False] + [True] * cutoffs).
   bool tie_embeddings = false;
-  std::vector<int64_t> cutoffs;  // adaptive input/softmax: not built in yet (must be empty)
-  int64_t div_val = 1;           // must be 1 until the adaptive modules are in
+  // Adaptive input + adaptive softmax (nn/adaptive_input.h, adaptive_softmax.h)
+  // when cutoffs is not empty or div_val > 1; otherwise an Embedding and a
+  // Linear output layer (the plain softmax).
+  std::vector<int64_t> cutoffs;  // strictly increasing, each in (0, vocab_size)
+  int64_t div_val = 1;           // cluster k's width: d_model / div_val^k (integer division)
   double init_std = 0.02;        // embedding, feed-forward and output weights
   uint64_t seed = 0;             // 0: parameters drawn from the context's generator (not in to_json())
 
   int64_t d_model() const { return attention.d_model; }
+  bool adaptive() const { return !cutoffs.empty() || div_val > 1; }
+  // The tail clusters' projections are tied (see tie_embeddings).
+  bool tie_projections() const { return tie_embeddings && div_val > 1 && !cutoffs.empty(); }
 
   // Throws Error naming prefix + the first bad field: FWP_ERR_INVALID_ARGUMENT
   // for a bad value, FWP_ERR_UNSUPPORTED for an option not built yet
-  // (adaptive softmax, attention dropout).
+  // (attention dropout).
   void validate(const std::string& prefix = "") const;
 
   nlohmann::json to_json() const;

@@ -80,7 +80,12 @@ LmNetwork<T>::LmNetwork(const LmConfig& config, std::shared_ptr<Backend<T>> back
   require(backend_ != nullptr, FWP_ERR_INTERNAL, "LmNetwork needs a backend");
   const int64_t V = config_.vocab_size, d = config_.d_model();
   // Declaration order is the checkpoint format (lm_parameter_shapes() mirrors it).
-  embedding_ = std::make_unique<Embedding<T>>(params_, backend_, "embedding", V, d);
+  if (config_.adaptive()) {
+    adaptive_input_ = std::make_unique<AdaptiveInput<T>>(params_, backend_, "embedding", V, d, config_.cutoffs,
+                                                         config_.div_val);
+  } else {
+    embedding_ = std::make_unique<Embedding<T>>(params_, backend_, "embedding", V, d);
+  }
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     auto b = std::make_unique<Block>();
@@ -95,17 +100,27 @@ LmNetwork<T>::LmNetwork(const LmConfig& config, std::shared_ptr<Backend<T>> back
     blocks_.push_back(std::move(b));
   }
   if (config_.pre_norm) final_norm_ = std::make_unique<LayerNorm<T>>(params_, backend_, "final_norm", d);
-  if (!config_.tie_embeddings) {
-    params_.declare("output.weight", {V, d});
-    out_weight_ = params_.size() - 1;
+  if (adaptive_input_) {
+    adaptive_softmax_ = std::make_unique<AdaptiveSoftmax<T>>(
+        params_, backend_, "output", V, d, config_.cutoffs, config_.div_val,
+        config_.tie_embeddings ? adaptive_input_.get() : nullptr, config_.tie_projections());
+  } else {
+    if (!config_.tie_embeddings) {
+      params_.declare("output.weight", {V, d});
+      out_weight_ = params_.size() - 1;
+    }
+    params_.declare("output.bias", {V});
+    out_bias_ = params_.size() - 1;
   }
-  params_.declare("output.bias", {V});
-  out_bias_ = params_.size() - 1;
   params_.allocate(backend_);
 
   // Init in declaration order: N(0, init_std^2) weights (the attention with
-  // its own init_std), zero biases, unit LayerNorm gains.
-  embedding_->init_normal(params_, rng_, config_.init_std);
+  // its own init_std; adaptive projections N(0, 0.01^2) as the authors'
+  // proj_init_std), zero biases, unit LayerNorm gains.
+  if (adaptive_input_)
+    adaptive_input_->init_normal(params_, rng_, config_.init_std);
+  else
+    embedding_->init_normal(params_, rng_, config_.init_std);
   for (auto& b : blocks_) {
     b->attn->init(params_, rng_);
     b->norm1->init(params_);
@@ -114,13 +129,17 @@ LmNetwork<T>::LmNetwork(const LmConfig& config, std::shared_ptr<Backend<T>> back
     b->norm2->init(params_);
   }
   if (final_norm_) final_norm_->init(params_);
-  if (out_weight_ >= 0) {
-    Parameter<T>& w = params_[out_weight_];
-    std::vector<T> host(static_cast<size_t>(w.numel()));
-    for (T& v : host) v = static_cast<T>(rng_.normal() * config_.init_std);
-    w.value.from_host(host.data(), w.numel());
+  if (adaptive_softmax_) {
+    adaptive_softmax_->init_normal(params_, rng_, config_.init_std);
+  } else {
+    if (out_weight_ >= 0) {
+      Parameter<T>& w = params_[out_weight_];
+      std::vector<T> host(static_cast<size_t>(w.numel()));
+      for (T& v : host) v = static_cast<T>(rng_.normal() * config_.init_std);
+      w.value.from_host(host.data(), w.numel());
+    }
+    params_[out_bias_].value.zero();
   }
-  params_[out_bias_].value.zero();
   input_dropout_ = std::make_unique<Dropout<T>>(backend_, config_.dropout);
   ws_ = std::make_unique<Workspace>();
   ws_->loss_module = std::make_unique<CrossEntropyLoss<T>>(backend_);
@@ -181,16 +200,21 @@ void LmNetwork<T>::sinusoid_rows(int64_t first, int64_t count, std::vector<T>& o
   }
 }
 
-// ---- input and output layers (the seam for adaptive input/softmax) --------------------------------
+// ---- input and output layers (plain or adaptive) --------------------------------------------
 
 template <typename T>
 void LmNetwork<T>::input_forward(int64_t batch, int64_t length, int64_t position, bool training) {
   Workspace& ws = *ws_;
   const int64_t d = config_.d_model(), N = batch * length;
   Buffer<T>& h0 = ws.hs[0];
-  embedding_->forward(params_, ws.ids.view({N}), TensorView<T>(h0.data(), {N, d}));
-  // The authors' AdaptiveEmbedding scales by sqrt(d_proj) = sqrt(d_model).
-  backend_->scale(N * d, static_cast<T>(std::sqrt(static_cast<double>(d))), h0.data());
+  const TensorView<T> h0_view(h0.data(), {N, d});
+  if (adaptive_input_) {
+    adaptive_input_->forward(params_, ws.ids.view({N}), h0_view);  // scaled by sqrt(d_model) inside
+  } else {
+    embedding_->forward(params_, ws.ids.view({N}), h0_view);
+    // The authors' AdaptiveEmbedding scales by sqrt(d_proj) = sqrt(d_model).
+    backend_->scale(N * d, static_cast<T>(std::sqrt(static_cast<double>(d))), h0.data());
+  }
   if (config_.position == PositionEncoding::Sinusoidal) {
     std::vector<T> host;
     sinusoid_rows(position, length, host);
@@ -198,7 +222,7 @@ void LmNetwork<T>::input_forward(int64_t batch, int64_t length, int64_t position
     ws.pe.from_host(host.data(), length * d);
     backend_->add_bias(h0.data(), ws.pe.data(), batch, length * d);  // the same rows for every sequence
   }
-  input_dropout_->forward(ConstView<T>(h0.data(), {N, d}), TensorView<T>(h0.data(), {N, d}), rng_, training);
+  input_dropout_->forward(ConstView<T>(h0.data(), {N, d}), h0_view, rng_, training);
 }
 
 template <typename T>
@@ -207,25 +231,77 @@ void LmNetwork<T>::input_backward() {
   const int64_t d = config_.d_model(), N = ws.batch * ws.length;
   const TensorView<T> g(ws.g.data(), {N, d});
   input_dropout_->backward(g, g);
+  if (adaptive_input_) {
+    adaptive_input_->backward(params_, ws.ids.view({N}), g);  // the scale is applied inside
+    return;
+  }
   backend_->scale(N * d, static_cast<T>(std::sqrt(static_cast<double>(d))), ws.g.data());
   embedding_->backward(params_, ws.ids.view({N}), g);
 }
 
 template <typename T>
-void LmNetwork<T>::output_forward(const T* hidden, int64_t rows, T* logits) const {
-  const int64_t V = config_.vocab_size, d = config_.d_model();
+double LmNetwork<T>::output_forward(const T* hidden, int64_t rows, std::vector<T>* row_losses) {
+  Workspace& ws = *ws_;
+  const int64_t d = config_.d_model();
+  if (adaptive_softmax_) {
+    // Only the head and each row's own tail cluster are computed: no [rows, V] logits.
+    const double total = adaptive_softmax_->forward(params_, ConstView<T>(hidden, {rows, d}), ws.targets.view({rows}));
+    if (row_losses) *row_losses = adaptive_softmax_->row_losses().to_host();
+    return total;
+  }
+  const int64_t V = config_.vocab_size;
+  ws.logits.resize(backend_, rows * V);
   const T* w = params_[out_weight_ >= 0 ? out_weight_ : embedding_->weight_index()].value.data();
-  backend_->gemm(false, true, rows, V, d, T(1), hidden, d, w, d, T(0), logits, V);
-  backend_->add_bias(logits, params_[out_bias_].value.data(), rows, V);
+  backend_->gemm(false, true, rows, V, d, T(1), hidden, d, w, d, T(0), ws.logits.data(), V);
+  backend_->add_bias(ws.logits.data(), params_[out_bias_].value.data(), rows, V);
+  const double total = ws.loss->forward(ConstView<T>(ws.logits.data(), {rows, V}), ws.targets.view({rows}));
+  if (row_losses) *row_losses = ws.loss->row_losses().to_host();
+  return total;
 }
 
 template <typename T>
-void LmNetwork<T>::output_backward(const T* hidden, int64_t rows, const T* dlogits, T* dhidden) {
-  const int64_t V = config_.vocab_size, d = config_.d_model();
+void LmNetwork<T>::output_backward(const T* hidden, int64_t rows, T scale, T* dhidden) {
+  Workspace& ws = *ws_;
+  const int64_t d = config_.d_model();
+  if (adaptive_softmax_) {
+    adaptive_softmax_->backward(params_, scale, TensorView<T>(dhidden, {rows, d}));
+    return;
+  }
+  const int64_t V = config_.vocab_size;
+  ws.loss->backward(ConstView<T>(ws.logits.data(), {rows, V}), ws.targets.view({rows}), scale,
+                    TensorView<T>(ws.logits.data(), {rows, V}));
+  const T* dlogits = ws.logits.data();
   Parameter<T>& w = params_[out_weight_ >= 0 ? out_weight_ : embedding_->weight_index()];
   backend_->gemm(true, false, V, d, rows, T(1), dlogits, V, hidden, d, T(1), w.grad.data(), d);
   backend_->bias_grad_accumulate(params_[out_bias_].grad.data(), dlogits, rows, V);
   backend_->gemm(false, false, rows, d, V, T(1), dlogits, V, w.value.data(), d, T(0), dhidden, d);
+}
+
+template <typename T>
+void LmNetwork<T>::output_log_probs(const T* hidden, int64_t rows, T* log_probs) {
+  Workspace& ws = *ws_;
+  const auto& bp = backend_;
+  const int64_t d = config_.d_model(), V = config_.vocab_size;
+  ws.logits.resize(bp, rows * V);
+  if (adaptive_softmax_) {
+    // Shortlist: the head's log-softmax; a tail word: its cluster's head log-prob + the tail's log-softmax.
+    adaptive_softmax_->log_probs(params_, ConstView<T>(hidden, {rows, d}), TensorView<T>(ws.logits.data(), {rows, V}));
+    backend_->download(log_probs, ws.logits.data(), rows * V);
+    return;
+  }
+  const T* w = params_[out_weight_ >= 0 ? out_weight_ : embedding_->weight_index()].value.data();
+  backend_->gemm(false, true, rows, V, d, T(1), hidden, d, w, d, T(0), ws.logits.data(), V);
+  backend_->add_bias(ws.logits.data(), params_[out_bias_].value.data(), rows, V);
+  // log p = logit - logsumexp(logits); the cross-entropy op computes the latter (targets: any valid id).
+  const std::vector<int32_t> zeros(static_cast<size_t>(rows), 0);
+  ws.targets.upload(bp, zeros.data(), rows);
+  ws.lse.resize(bp, rows);
+  ws.row_loss.resize(bp, rows);
+  backend_->cross_entropy_forward(ws.logits.data(), ws.targets.data(), ws.row_loss.data(), ws.lse.data(), rows, V);
+  backend_->download(log_probs, ws.logits.data(), rows * V);
+  const std::vector<T> lse = ws.lse.to_host();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < V; ++v) log_probs[r * V + v] -= lse[static_cast<size_t>(r)];
 }
 
 // ---- forward ------------------------------------------------------------------------------
@@ -355,11 +431,9 @@ double LmNetwork<T>::run(const int32_t* inputs, const int32_t* targets, int64_t 
       backend_->copy(ws.selected.data() + b * tail * d, hidden + (b * length + length - tail) * d, tail * d);
     hidden = ws.selected.data();
   }
-  ws.logits.resize(bp, R * V);
-  output_forward(hidden, R, ws.logits.data());
-  const double total = ws.loss->forward(ConstView<T>(ws.logits.data(), {R, V}), ws.targets.view({R}));
+  std::vector<T> rows;
+  const double total = output_forward(hidden, R, token_losses ? &rows : nullptr);
   if (token_losses) {
-    const std::vector<T> rows = ws.loss->row_losses().to_host();
     std::fill(token_losses, token_losses + N, T(0));
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t t = 0; t < tail; ++t)
@@ -384,7 +458,7 @@ void LmNetwork<T>::backward() {
   Workspace& ws = *ws_;
   Backend<T>& be = *backend_;
   const auto& bp = backend_;
-  const int64_t d = config_.d_model(), F = config_.d_ff, V = config_.vocab_size;
+  const int64_t d = config_.d_model(), F = config_.d_ff;
   const int64_t B = ws.batch, Tn = ws.length, N = B * Tn;
   ws.g.resize(bp, N * d);
   ws.d1.resize(bp, N * d);
@@ -393,14 +467,13 @@ void LmNetwork<T>::backward() {
   auto view = [&](Buffer<T>& buf, int64_t cols) { return TensorView<T>(buf.data(), {N, cols}); };
 
   // Loss and output layer (every position was scored: tail == length).
-  ws.loss->backward(ConstView<T>(ws.logits.data(), {N, V}), ws.targets.view({N}),
-                    static_cast<T>(1.0 / static_cast<double>(ws.scored)), TensorView<T>(ws.logits.data(), {N, V}));
+  const T scale = static_cast<T>(1.0 / static_cast<double>(ws.scored));
   const T* hidden = final_norm_ ? ws.final_out.data() : ws.hs.back().data();
   if (final_norm_) {
-    output_backward(hidden, N, ws.logits.data(), ws.d1.data());
+    output_backward(hidden, N, scale, ws.d1.data());
     final_norm_->backward(params_, view(ws.hs.back(), d), view(ws.d1, d), view(ws.g, d), InputGrad::Overwrite);
   } else {
-    output_backward(hidden, N, ws.logits.data(), ws.g.data());
+    output_backward(hidden, N, scale, ws.g.data());
   }
 
   // ws.g holds dLoss/d(output of the block); each block leaves dLoss/d(its input) there.
@@ -468,19 +541,7 @@ void LmNetwork<T>::step(const int32_t* tokens, int64_t batch, States& states, T*
     final_norm_->forward(params_, ConstView<T>(hidden, {batch, d}), TensorView<T>(ws.final_out.data(), {batch, d}));
     hidden = ws.final_out.data();
   }
-  if (!log_probs) return;
-  ws.logits.resize(bp, batch * V);
-  output_forward(hidden, batch, ws.logits.data());
-  // log p = logit - logsumexp(logits); the cross-entropy op computes the latter (targets: any valid id).
-  const std::vector<int32_t> zeros(static_cast<size_t>(batch), 0);
-  ws.targets.upload(bp, zeros.data(), batch);
-  ws.lse.resize(bp, batch);
-  ws.row_loss.resize(bp, batch);
-  backend_->cross_entropy_forward(ws.logits.data(), ws.targets.data(), ws.row_loss.data(), ws.lse.data(), batch, V);
-  backend_->download(log_probs, ws.logits.data(), batch * V);
-  const std::vector<T> lse = ws.lse.to_host();
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t v = 0; v < V; ++v) log_probs[b * V + v] -= lse[static_cast<size_t>(b)];
+  if (log_probs) output_log_probs(hidden, batch, log_probs);
 }
 
 template <typename T>
@@ -584,7 +645,12 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> lm_parameter_shapes(co
   const int64_t P = a.num_heads * a.d_head;
   const bool delta = !a.softmax && a.update_rule == UpdateRule::Delta;
   std::vector<std::pair<std::string, std::vector<int64_t>>> s;
-  s.push_back({"embedding.weight", {V, d}});
+  if (c.adaptive()) {
+    for (auto& p : AdaptiveInput<float>::parameter_shapes("embedding", V, d, c.cutoffs, c.div_val))
+      s.push_back({p.name, p.shape});
+  } else {
+    s.push_back({"embedding.weight", {V, d}});
+  }
   auto linear = [&](const std::string& name, int64_t in, int64_t out, bool bias) {
     s.push_back({name + ".weight", {out, in}});
     if (bias) s.push_back({name + ".bias", {out}});
@@ -607,6 +673,12 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> lm_parameter_shapes(co
   if (c.pre_norm) {
     s.push_back({"final_norm.weight", {d}});
     s.push_back({"final_norm.bias", {d}});
+  }
+  if (c.adaptive()) {
+    for (auto& p : AdaptiveSoftmax<float>::parameter_shapes("output", V, d, c.cutoffs, c.div_val, c.tie_embeddings,
+                                                            c.tie_projections()))
+      s.push_back({p.name, p.shape});
+    return s;
   }
   if (!c.tie_embeddings) s.push_back({"output.weight", {V, d}});
   s.push_back({"output.bias", {V}});

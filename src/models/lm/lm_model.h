@@ -11,6 +11,18 @@
 //                         and a final LayerNorm before the output layer
 //   logits = h_L W_out^T + b_out  (W_out = E with tied embeddings);  loss = cross-entropy
 //
+// With cutoffs or div_val > 1 (the paper's WikiText-103 models use cutoffs),
+// the input is the authors' AdaptiveEmbedding (nn/adaptive_input.h: per-cluster
+// tables of width d_model / div_val^k, projected to d_model, scaled by
+// sqrt(d_model)) and the output their ProjectedAdaptiveLogSoftmax
+// (nn/adaptive_softmax.h: head = shortlist + one logit per tail cluster).
+// tie_embeddings ties each cluster's output weight to the input table of that
+// cluster and, with div_val > 1, the tail clusters' projections (the authors'
+// WikiText-103 tie_projs = [False] + [True] * len(cutoffs)); the head's
+// projection and every bias stay the output's own. Parameter names are then
+// the authors' under "embedding." and "output." (emb_layers.k.weight,
+// emb_projs.k, cluster_weight, out_layers.k.weight/bias, out_projs.k).
+//
 // Where this differs from the authors' code, and why:
 // - positions count up from the first token of a sequence (pe(0), pe(1), ...)
 //   and continue from the state's position() when a state is carried; the
@@ -23,10 +35,10 @@
 //   (The paper's models are post-LN, which matches the authors exactly.)
 // - LayerNorm gains start at 1 (the authors draw them from N(1, 0.02)).
 // - attention dropout (dropatt) is not built: only 0 is accepted (the paper's value).
-// - adaptive input/softmax are not built in yet: the input is an Embedding and
-//   the output a Linear with bias (the authors' plain softmax output), behind
-//   the two methods input_forward/output_forward (and their backwards), where
-//   adaptive modules will go; a config with cutoffs is refused.
+// - with tie_embeddings = 0 nothing is tied, projections included (the
+//   authors tie projections by dataset, independently of --not_tied).
+// - the adaptive projections start from N(0, 0.01^2) (the authors'
+//   proj_init_std default), whatever init_std is.
 //
 // LmNetwork<T> is written against Backend<T> only (float and double on the
 // CPU, float on CUDA); LmModel wraps the float network behind the Model
@@ -43,6 +55,8 @@
 #include "core/rng.h"
 #include "models/lm/lm_config.h"
 #include "models/model.h"
+#include "nn/adaptive_input.h"
+#include "nn/adaptive_softmax.h"
 #include "nn/attention_state.h"
 #include "nn/cross_entropy_loss.h"
 #include "nn/dropout.h"
@@ -129,12 +143,16 @@ class LmNetwork {
   double run(const int32_t* inputs, const int32_t* targets, int64_t batch, int64_t length, States* states,
              bool keep_for_backward, int64_t scored_tail, T* token_losses);
   void blocks_forward(int64_t batch, int64_t length, States* states, bool training);
-  // The seam where adaptive input/softmax modules will go.
+  // The input layer (Embedding, or AdaptiveInput), scale, positions, dropout.
   void input_forward(int64_t batch, int64_t length, int64_t position, bool training);
   void input_backward();
-  // logits [rows, V] of `hidden` [rows, d].
-  void output_forward(const T* hidden, int64_t rows, T* logits) const;
-  void output_backward(const T* hidden, int64_t rows, const T* dlogits, T* dhidden);
+  // The output layer and loss over `hidden` [rows, d] with ws.targets: the summed loss; the per-row
+  // losses go to row_losses (host, nullable).
+  double output_forward(const T* hidden, int64_t rows, std::vector<T>* row_losses);
+  // dhidden [rows, d] of the last output_forward, for a loss scaled by `scale`; adds parameter gradients.
+  void output_backward(const T* hidden, int64_t rows, T scale, T* dhidden);
+  // log_probs [rows, V] (host) of `hidden` [rows, d] (device), in evaluation mode.
+  void output_log_probs(const T* hidden, int64_t rows, T* log_probs);
   void sinusoid_rows(int64_t first, int64_t count, std::vector<T>& out) const;
 
   LmConfig config_;
@@ -142,11 +160,13 @@ class LmNetwork {
   Rng rng_;
   bool training_ = true;
   ParameterList<T> params_;
-  std::unique_ptr<Embedding<T>> embedding_;
+  std::unique_ptr<Embedding<T>> embedding_;         // plain input (no cutoffs, div_val 1)
+  std::unique_ptr<AdaptiveInput<T>> adaptive_input_;  // adaptive input and ...
+  std::unique_ptr<AdaptiveSoftmax<T>> adaptive_softmax_;  // ... output (cutoffs or div_val > 1)
   std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<LayerNorm<T>> final_norm_;  // pre-LN only
-  int64_t out_weight_ = -1;                   // untied output weight [V, d] (-1 when tied)
-  int64_t out_bias_ = -1;                     // [V]
+  int64_t out_weight_ = -1;                   // plain: untied output weight [V, d] (-1 when tied)
+  int64_t out_bias_ = -1;                     // plain: [V]
   std::unique_ptr<Dropout<T>> input_dropout_;
   std::unique_ptr<Workspace> ws_;
   bool has_forward_ = false;
