@@ -37,6 +37,8 @@ target_link_libraries(fwp_emulated_cuda PUBLIC fwp_internal Threads::Threads)
 fwp_target_defaults(fwp_emulated_cuda)
 # `#pragma unroll` is nvcc's; the kernels' unused-variable noise is nvcc's business too.
 target_compile_options(fwp_emulated_cuda PRIVATE -Wno-unknown-pragmas -Wno-sign-compare)
+# sum_squares' fixed grid, shrunk for emulation (cuda/optimizer_ops.cu says why).
+target_compile_definitions(fwp_emulated_cuda PRIVATE FWP_SUM_SQUARES_BLOCKS=16)
 
 add_executable(fwp_emulator_tests ${FWP_EMU_DIR}/test_emulated_kernels.cpp)
 target_link_libraries(fwp_emulator_tests PRIVATE fwp_emulated_cuda GTest::gtest GTest::gtest_main)
