@@ -9,8 +9,11 @@
 # both with a reduced vocabulary (VOCAB, default 8000). PyTorch's fast-weight
 # rows come in two forms: "loop", the authors' recurrent formulation (one
 # rank-1 update per token), and "chunked" (the chunkwise form). Prints a
-# markdown table with fwp / torch per row and checks that both sides count the
-# same parameters (a mismatch is printed and makes the script exit 1).
+# markdown table with fwp / torch per row (tokens/s, wall time; and the ratio of
+# the process CPU times per step, torch / fwp, which other processes on a shared
+# machine disturb less: > 1 means fwp does the step with less CPU time) and
+# checks that both sides count the same parameters (a mismatch is printed and
+# makes the script exit 1).
 # A benchmark, not a test: run it on an idle machine; figures on a shared one are noisy.
 #
 # Usage: [PYTHON=.venv-torch/bin/python] bash bench/lm_compare.sh [BUILD_DIR] [THREADS]
@@ -57,6 +60,7 @@ for preset in $presets; do
     fwp_tps=$(field tokens_per_s "$out")
     fwp_params=$(field params "$out")
     fwp_ms=$(field step_ms "$out")
+    fwp_cpu=$(field cpu_ms "$out")
     forms=$torch_forms
     [ "$attention" = softmax ] && forms=sdpa
     for form in $forms; do
@@ -69,10 +73,12 @@ for preset in $presets; do
       torch_tps=$(field tokens_per_s "$out")
       torch_params=$(field params "$out")
       torch_ms=$(field step_ms "$out")
+      torch_cpu=$(field cpu_ms "$out")
       same=yes
       if [ "$fwp_params" != "$torch_params" ]; then same="NO"; mismatch=1; fi
       ratio=$(awk -v a="$fwp_tps" -v b="$torch_tps" 'BEGIN { printf "%.2f", a / b }')
-      rows+=("| $preset | $attention | $form | $torch_ms | $torch_tps | $fwp_ms | $fwp_tps | **${ratio}x** | $fwp_params / $torch_params $same |")
+      cpu_ratio=$(awk -v a="$fwp_cpu" -v b="$torch_cpu" 'BEGIN { printf "%.2f", b / a }')
+      rows+=("| $preset | $attention | $form | $torch_ms | $torch_tps | $fwp_ms | $fwp_tps | **${ratio}x** | ${cpu_ratio}x | $fwp_params / $torch_params $same |")
     done
   done
 done
@@ -80,8 +86,8 @@ done
 torch_version=$("$python" -c 'import torch; print(torch.__version__)')
 echo
 echo "LM training step (forward + backward + clip + Adam), vocab $vocab, $threads thread(s), mean of $steps steps after $warmup warm-up; torch $torch_version${extra:+; extra flags: $extra}"
-echo "| shapes | attention | torch form | torch ms/step | torch tokens/s | fwp ms/step | fwp tokens/s | fwp / torch | params fwp / torch |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| shapes | attention | torch form | torch ms/step | torch tokens/s | fwp ms/step | fwp tokens/s | fwp / torch | torch CPU / fwp CPU | params fwp / torch |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 if [ "$mismatch" != 0 ]; then
   echo "lm_compare: the parameter counts differ (marked NO): the two networks are not the same" >&2

@@ -197,10 +197,12 @@ def main():
     gen = torch.Generator().manual_seed(12345)
     fwd = bwd = upd = 0.0
     step_times = []
+    cpu = 0.0  # process CPU time of the timed steps (all threads), as fwp_bench_lm_train reports it
     loss = None
     for s in range(a.warmup + a.steps):
         inputs = torch.randint(0, a.vocab, (a.batch, a.length), generator=gen)
         targets = torch.randint(0, a.vocab, (a.batch, a.length), generator=gen)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = model(inputs, targets)
@@ -212,6 +214,7 @@ def main():
         t3 = time.perf_counter()
         if s < a.warmup:
             continue
+        cpu += time.process_time() - c0
         fwd += t1 - t0
         bwd += t2 - t1
         upd += t3 - t2
@@ -222,12 +225,12 @@ def main():
     median = sorted(step_times)[len(step_times) // 2]
     print(f"{a.steps} timed steps after {a.warmup} warm-up: mean step {total * ms:.1f} ms "
           f"(median {median * 1e3:.1f}, best {min(step_times) * 1e3:.1f}): forward {fwd * ms:.1f}, "
-          f"backward {bwd * ms:.1f}, optimizer {upd * ms:.1f} ms; loss {loss.item():.3f} "
+          f"backward {bwd * ms:.1f}, optimizer {upd * ms:.1f} ms; CPU time {cpu * ms:.1f} ms per step; loss {loss.item():.3f} "
           f"(ln V = {math.log(a.vocab):.3f})")
     print(f"tokens/s: {tokens_per_s:.0f}")
     print(f"RESULT impl=torch attention={a.attention} form={form} params={groups['total']} "
           f"tokens_per_s={tokens_per_s:.1f} step_ms={total * ms:.2f} fwd_ms={fwd * ms:.2f} bwd_ms={bwd * ms:.2f} "
-          f"opt_ms={upd * ms:.2f} threads={torch.get_num_threads()}")
+          f"opt_ms={upd * ms:.2f} cpu_ms={cpu * ms:.2f} threads={torch.get_num_threads()}")
 
 
 if __name__ == "__main__":
