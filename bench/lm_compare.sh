@@ -16,14 +16,14 @@
 # makes the script exit 1).
 # A benchmark, not a test: run it on an idle machine; figures on a shared one are noisy.
 #
-# Usage: [PYTHON=.venv-torch/bin/python] bash bench/lm_compare.sh [BUILD_DIR] [THREADS]
+# Usage: [PYTHON=~/venv-torch/bin/python] bash bench/lm_compare.sh [BUILD_DIR] [THREADS]
 #   BUILD_DIR  default build (needs BUILD_DIR/bench/fwp_bench_lm_train)
 #   THREADS    default 2; fwp gets --threads THREADS, PyTorch torch.set_num_threads(THREADS)
 # Environment: VOCAB (8000), STEPS (10 timed steps), WARMUP (2), PRESETS ("cpu-small paper-small"),
 #   ATTENTIONS ("softmax sum delta"), TORCH_FORMS ("loop chunked"),
 #   EXTRA_ARGS (passed to both programs, e.g. "--layers 2 --batch 4" for a quick check).
 # PyTorch is not a dependency of fwp; install it in a virtual environment:
-#   python3 -m venv .venv-torch && .venv-torch/bin/pip install torch
+#   python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-build}
@@ -41,8 +41,8 @@ fwp=$build/bench/fwp_bench_lm_train
 [ -x "$fwp" ] || { echo "lm_compare: no $fwp (configure with -DFWP_BUILD_BENCH=ON and build fwp_bench_lm_train)" >&2; exit 2; }
 if ! "$python" -c 'import torch' 2>/dev/null; then
   echo "lm_compare: PyTorch is not installed for $python. Install it in a virtual environment:" >&2
-  echo "  python3 -m venv .venv-torch && .venv-torch/bin/pip install torch" >&2
-  echo "and run: PYTHON=.venv-torch/bin/python bash bench/lm_compare.sh $build $threads" >&2
+  echo "  python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch" >&2
+  echo "and run: PYTHON=~/venv-torch/bin/python bash bench/lm_compare.sh $build $threads" >&2
   exit 3
 fi
 

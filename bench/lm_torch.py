@@ -19,10 +19,9 @@ chunkwise form (WY/UT for the delta rule). One training step is zero_grad,
 forward, backward, clip_grad_norm_(0.25) and Adam, on random tokens.
 
 Install PyTorch in any virtual environment (CPU wheels suffice):
-    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch
-    (or: pip install torch --index-url https://download.pytorch.org/whl/cpu)
+    python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch
 Then, e.g.:
-    .venv-torch/bin/python bench/lm_torch.py --preset cpu-small --vocab 8000 --attention delta --threads 2
+    ~/venv-torch/bin/python bench/lm_torch.py --preset cpu-small --vocab 8000 --attention delta --threads 2
 The last line, "RESULT key=value ...", is what bench/lm_compare.sh reads.
 """
 import argparse
@@ -37,8 +36,8 @@ try:
 except ImportError:
     sys.stderr.write("lm_torch.py: PyTorch is not installed for " + sys.executable + ".\n"
                      "Install it in a virtual environment, e.g.\n"
-                     "    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch\n"
-                     "and run this script (or bench/lm_compare.sh with PYTHON=.venv-torch/bin/python) with it.\n")
+                     "    python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch\n"
+                     "and run this script (or bench/lm_compare.sh with PYTHON=~/venv-torch/bin/python) with it.\n")
     sys.exit(3)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
