@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Installs everything fwp needs to build and test on Debian bookworm.
 # Idempotent: packages already present are skipped by apt-get. Needs root (or sudo).
+#
+#   setup.sh             Debian packages, then the Python modules of the tests (pip)
+#   setup.sh --no-pip    Debian packages only: what building and running need
+#                        (scripts/demo.sh; a machine without pip or network to PyPI)
 set -euo pipefail
+with_pip=1
+case "${1:-}" in
+  "") ;;
+  --no-pip) with_pip=0 ;;
+  *) echo "usage: $0 [--no-pip]" >&2; exit 2 ;;
+esac
 
 packages=(
   build-essential cmake pkg-config
@@ -29,7 +39,9 @@ fi
 
 # Python modules for the binding check (scripts/check_bindings.py parses the
 # Julia sources with tree-sitter). Installed for the user running the tests.
-if ! python3 -c "import tree_sitter, tree_sitter_julia" 2>/dev/null; then
+if [ "$with_pip" = 0 ]; then
+  echo "setup: --no-pip: the Python modules of the tests are not installed"
+elif ! python3 -c "import tree_sitter, tree_sitter_julia" 2>/dev/null; then
   echo "setup: installing tree_sitter and tree_sitter_julia (pip, --user)"
   python3 -m pip install --user -q tree_sitter tree_sitter_julia ||
     python3 -m pip install --user -q --break-system-packages tree_sitter tree_sitter_julia

@@ -13,7 +13,8 @@
 #   5. rebuilds the CPU code with clang, AddressSanitizer + UndefinedBehaviorSanitizer
 #      and libFuzzer's coverage (FWP_FUZZ) in build-asan/, and runs there the C++
 #      and C API tests, every CUDA kernel under the kernel emulator (tests/emulator)
-#      and the checkpoint fuzzer for 30 s (label fuzz, tests/fuzz),
+#      and each fuzz target (checkpoint, tokenizer, token file, text corpus, the
+#      fwp argument parser) for 25 s each (label fuzz, tests/fuzz; about 80 s at -j2),
 #   6. builds the Doxygen docs of the public headers with warnings as errors.
 # Every build goes through ccache when it is installed (setup.sh installs it):
 # the cache is $CCACHE_DIR, or the one of the caller's ccache configuration,
@@ -103,9 +104,10 @@ if [ -f build-asan/CMakeCache.txt ] && ! grep -q '^CMAKE_CXX_COMPILER:FILEPATH=.
 fi
 cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DFWP_SANITIZE=ON -DFWP_FUZZ=ON -DFWP_ENABLE_CUDA=OFF \
-  -DFWP_BUILD_BENCH=OFF -DFWP_BUILD_TOOLS=OFF -DFWP_BUILD_EXAMPLES=OFF -DFWP_BUILD_DOCS=OFF >/dev/null
+  -DFWP_BUILD_BENCH=OFF -DFWP_BUILD_TOOLS=ON -DFWP_BUILD_EXAMPLES=OFF -DFWP_BUILD_DOCS=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
-# Any sanitizer report aborts the test process, so it fails the run.
+# The tools are built for the argument-parser fuzz target (their own tests,
+# label cli, run in build/). Any sanitizer report aborts the test process, so it fails the run.
 # allocator_may_return_null: the out-of-memory tests ask for absurd sizes on purpose
 # (the fuzz test sets its own options: there a huge allocation is a finding).
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1 \

@@ -37,7 +37,8 @@ if(TARGET fwp_cli)
   fwp_cli_test(retrieval_help EXIT 0 ARGS retrieval --help
                STDOUT --setting --phi --rule --nu --m --keys --seed --max-steps --batch --lr --threads --device
                       --eval-every --eval-seqs --eval-pairs --patience --target-loss --sum-norm --no-sum-norm --attn-norm
-                      --no-attn-norm --csv --sweep-csv --plot --checkpoint --resume --json --quiet)
+                      --no-attn-norm --csv --sweep-csv --plot --checkpoint --resume --skip-done --on-non-finite
+                      --max-skips --json --quiet)
 
   # Bad flags and values: exit code 2 and one line on stderr.
   fwp_cli_test(error_no_subcommand EXIT 2 ONE_LINE ARGS "")
@@ -125,6 +126,14 @@ if(TARGET fwp_cli)
   # A training whose loss becomes NaN stops with exit code 1, one line on stderr and stopped_by non_finite.
   fwp_cli_test(error_diverged EXIT 1 ONE_LINE ARGS retrieval --keys 6 --lr 1e30 --max-steps 50 --threads 1 --json
                --quiet STDOUT non_finite STDERR_MATCHES "diverged at step [0-9]+: the (loss is|gradient of '[^']+' is not finite)")
+  # --on-non-finite skip: the steps are skipped, and the run stops at --max-skips of them in a row.
+  fwp_cli_test(error_diverged_after_skips EXIT 1 ONE_LINE
+               ARGS retrieval --keys 6 --lr 1e30 --max-steps 50 --threads 1 --json --quiet --on-non-finite skip --max-skips 3
+               STDOUT non_finite skipped_steps STDERR_MATCHES "diverged at step [0-9]+: .*[(]3 steps in a row with a non-finite")
+  fwp_cli_test(error_bad_on_non_finite EXIT 2 ONE_LINE ARGS retrieval --on-non-finite maybe STDERR_MATCHES "on-non-finite")
+  fwp_cli_test(error_bad_max_skips EXIT 2 ONE_LINE ARGS retrieval --max-skips 0 STDERR_MATCHES "max-skips")
+  fwp_cli_test(error_lm_bad_on_non_finite EXIT 2 ONE_LINE ARGS lm train --on-non-finite maybe
+               STDERR_MATCHES "on-non-finite")
   # Ctrl-C (SIGINT) and SIGTERM: exit 130 / 143 after saving the checkpoint; --resume continues exactly.
   find_program(FWP_BASH bash)
   if(FWP_BASH)
@@ -140,6 +149,11 @@ if(TARGET fwp_cli)
              COMMAND ${FWP_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_kill9.sh $<TARGET_FILE:fwp_cli>
                      ${FWP_CLI_WORK}/kill9_checkpoint 50)
     set_tests_properties(cli_kill9_checkpoint PROPERTIES LABELS "cli;fault" TIMEOUT 300)
+    # An interrupted sweep is completed by rerunning it with --skip-done.
+    add_test(NAME cli_retrieval_sweep_resume
+             COMMAND ${FWP_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_sweep_resume.sh $<TARGET_FILE:fwp_cli>
+                     ${FWP_CLI_WORK}/sweep_resume)
+    set_tests_properties(cli_retrieval_sweep_resume PROPERTIES LABELS cli TIMEOUT 300)
   endif()
 
   find_program(FWP_GNUPLOT gnuplot)

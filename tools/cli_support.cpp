@@ -1,5 +1,7 @@
 #include "cli_support.h"
 
+#include "io/atomic_file.h"
+
 #include <fmt/format.h>
 
 #include <atomic>
@@ -72,6 +74,9 @@ std::string one_line(std::string text) {
 }
 
 ExclusiveTemporary create_exclusive_temporary(const std::string& path) {
+  // The library's policy for temporaries of killed writers (io/atomic_file.h):
+  // those of `path` whose process is dead are removed, so none accumulate.
+  fwp::remove_stale_temporaries(path);
   // A name no other writer uses: the pid separates processes, the counter the
   // writes (and so the threads) of this one, and O_EXCL makes a leftover of a
   // crashed process whose pid was reused a retry, never a shared file.

@@ -1,7 +1,7 @@
 // The subcommands of `fwp`. Each command lives in its own file
 // (tools/<name>_command.cpp) and gives two functions: one that adds its flags
 // to its CLI11 subcommand (binding them to options the file keeps), and one
-// that runs it after a successful parse and returns the exit code. fwp_main.cpp
+// that runs it after a successful parse and returns the exit code. cli_app.cpp
 // lists them in its command table; adding a command means adding its file, its
 // two declarations here and one row there.
 //

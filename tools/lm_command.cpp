@@ -59,6 +59,8 @@ struct LmOptions {
   std::string preset = "cpu-small";
   std::string cutoffs;
   std::string csv, plot, checkpoint, resume;
+  std::string on_non_finite = train::kOnNonFiniteStop;  // --on-non-finite (train/train_state.h)
+  int64_t max_skips = 10;
   std::map<std::string, CLI::Option*> given;  ///< defining flags, to check against a resumed checkpoint
 
   // eval / generate
@@ -365,7 +367,9 @@ int run_train(LmOptions& o) {
                                  cfg.batch, cfg.vocab));
   }
 
-  const train::TrainingPlan plan = lm_training_plan(cfg);
+  train::TrainingPlan plan = lm_training_plan(cfg);
+  plan.skip_non_finite = o.on_non_finite == train::kOnNonFiniteSkip;
+  plan.max_consecutive_skips = o.max_skips;
   train::RunResult result = train::run_training(task, plan, start, outputs);
   result.resumed = resuming;
   progress.message(train::summary_line(task, plan, result));
@@ -563,6 +567,7 @@ void add_common(CLI::App* app, LmOptions& o) {
 
 void add_lm_options(CLI::App& app) {
   LmOptions& o = options();
+  o = LmOptions{};  // a new parser starts from the defaults (tests parse many times)
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();
 
@@ -669,6 +674,12 @@ void add_lm_options(CLI::App& app) {
   t->add_option("--checkpoint", o.checkpoint, "Save model, optimizer, data position and run state at every "
                                               "evaluation and on Ctrl-C");
   t->add_option("--resume", o.resume, "Continue the run saved in FILE exactly")->check(CLI::ExistingFile);
+  t->add_option("--on-non-finite", o.on_non_finite,
+                "A step with a NaN or infinite loss or gradient: stop the run (exit 1, naming the tensor) or skip it "
+                "(no parameter changes) and go on")
+      ->check(CLI::IsMember({train::kOnNonFiniteStop, train::kOnNonFiniteSkip}));
+  t->add_option("--max-skips", o.max_skips, "With --on-non-finite skip: stop (exit 1) at this many skipped steps in a row")
+      ->check(number_check<int64_t>("an integer >= 1", kPositive));
   add_common(t, o);
 
   CLI::App* e = o.eval = app.add_subcommand("eval", "Perplexity of a checkpoint on a split of a data folder");

@@ -61,6 +61,9 @@ struct RetrievalOptions {
   std::string plot;
   std::string checkpoint;
   std::string resume;
+  bool skip_done = false;  ///< --skip-done: S values with a finished row in --sweep-csv are not run again
+  std::string on_non_finite = train::kOnNonFiniteStop;
+  int64_t max_skips = 10;
   bool json = false;
   bool quiet = false;
 
@@ -295,6 +298,7 @@ SweepRow sweep_row_of(const RetrievalConfig& cfg, const train::TrainState& s) {
 
 void add_retrieval_options(CLI::App& app) {
   RetrievalOptions& o = options();
+  o = RetrievalOptions{};  // a new parser starts from the defaults (tests parse many times)
   app.option_defaults()->always_capture_default();
 
   o.opt_setting = app.add_option("--setting", o.setting,
@@ -382,6 +386,17 @@ void add_retrieval_options(CLI::App& app) {
                   "Continue the run saved in FILE exactly; its settings are kept, only --max-steps, --threads, "
                   "--device and the outputs may change; checkpoints go on to FILE unless --checkpoint is given")
       ->check(CLI::ExistingFile);
+  app.add_flag("--skip-done", o.skip_done,
+               "With --sweep-csv: leave out the values of S whose run is already in FILE (same model, setting, "
+               "seed and evaluation length, and not stopped by a step cap below --max-steps), so that rerunning an "
+               "interrupted sweep runs only what is missing");
+  app.add_option("--on-non-finite", o.on_non_finite,
+                 "What a step with a NaN or infinite loss or gradient does: stop the run (exit 1, naming the "
+                 "tensor) or skip the step (no parameter changes) and go on")
+      ->check(CLI::IsMember({train::kOnNonFiniteStop, train::kOnNonFiniteSkip}));
+  app.add_option("--max-skips", o.max_skips,
+                 "With --on-non-finite skip: stop the run (exit 1) at this many skipped steps in a row")
+      ->check(number_check<int64_t>("an integer >= 1", [](int64_t v) { return v >= 1; }));
   app.add_flag("--json", o.json,
                 "Print one JSON object per run on stdout (progress then goes to stderr)");
   app.add_flag("--quiet", o.quiet, "No progress or summary lines");
@@ -418,7 +433,29 @@ int run_retrieval() {
     check_output_path("--resume", o.resume);  // a resumed run saves back to its checkpoint
   }
   const std::string gnuplot = o.plot.empty() ? std::string() : train::find_gnuplot("--plot");
-  if (!o.sweep_csv.empty()) read_sweep_csv(o.sweep_csv);  // a malformed file fails now, not after training
+  if (o.skip_done && o.sweep_csv.empty()) throw UsageError("--skip-done needs --sweep-csv (the table of finished runs)");
+  if (o.skip_done && resuming) throw UsageError("--skip-done and --resume do not go together");
+  if (!o.sweep_csv.empty()) {
+    const std::vector<SweepRow> done = read_sweep_csv(o.sweep_csv);  // a malformed file fails now, not after training
+    if (o.skip_done) {
+      std::vector<RetrievalConfig> missing;
+      std::vector<std::string> skipped;
+      for (const RetrievalConfig& cfg : configs) {
+        if (finished_row(done, model_label(cfg), cfg.setting, cfg.keys, cfg.seed, cfg.eval_pairs, cfg.max_steps)) {
+          skipped.push_back(std::to_string(cfg.keys));
+        } else {
+          missing.push_back(cfg);
+        }
+      }
+      if (!skipped.empty() && !o.quiet) {
+        std::string list;
+        for (const std::string& k : skipped) list += (list.empty() ? "" : ", ") + k;
+        std::fprintf(o.json ? stderr : stdout, "fwp retrieval: --skip-done: S = %s already in %s\n", list.c_str(),
+                     o.sweep_csv.c_str());
+      }
+      configs = missing;
+    }
+  }
 
   train::Progress progress(!o.quiet, o.json ? stderr : stdout);
   train::EvalLog eval_log;
@@ -451,7 +488,9 @@ int run_retrieval() {
       progress.message(fmt::format("resuming {} at step {} from {}", task.label(), start.step, o.resume));
     }
 
-    const train::TrainingPlan plan = training_plan(cfg);
+    train::TrainingPlan plan = training_plan(cfg);
+    plan.skip_non_finite = o.on_non_finite == train::kOnNonFiniteSkip;
+    plan.max_consecutive_skips = o.max_skips;
     train::RunResult result = train::run_training(task, plan, start, outputs);
     result.resumed = resuming;
     progress.message(train::summary_line(task, plan, result));
@@ -474,7 +513,10 @@ int run_retrieval() {
         notice += fmt::format("; saved to {}; resume with: {}", result.checkpoint,
                               resume_command(o, cfg, result.checkpoint));
       }
-      if (&cfg != &configs.back()) notice += fmt::format(" (the sweep's values of S after {} were not run)", cfg.keys);
+      if (&cfg != &configs.back()) {
+        notice += fmt::format(" (the sweep's values of S after {} were not run{})", cfg.keys,
+                              o.sweep_csv.empty() ? "" : "; the same command with --skip-done runs only those missing");
+      }
       std::fprintf(stderr, "%s\n", notice.c_str());
       std::fflush(stderr);
       break;  // an unfinished run has no sweep row

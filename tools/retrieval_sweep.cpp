@@ -114,6 +114,17 @@ void merge_sweep_row(std::vector<SweepRow>& rows, const SweepRow& row) {
   rows.push_back(row);
 }
 
+bool finished_row(const std::vector<SweepRow>& rows, const std::string& model, int setting, int64_t keys,
+                  uint64_t seed, int64_t eval_pairs, int64_t max_steps) {
+  for (const SweepRow& r : rows) {
+    if (r.model != model || r.setting != setting || r.keys != keys || r.seed != seed || r.eval_pairs != eval_pairs) {
+      continue;
+    }
+    return r.stopped_by != "max_steps" || r.steps >= max_steps;
+  }
+  return false;
+}
+
 void write_sweep_csv(const std::string& path, const std::vector<SweepRow>& rows) {
   std::string text = sweep_csv_header();
   text += '\n';

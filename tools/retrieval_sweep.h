@@ -38,6 +38,12 @@ std::vector<SweepRow> read_sweep_csv(const std::string& path);
 /// Replaces the row with the same model, setting and S, or appends `row`.
 void merge_sweep_row(std::vector<SweepRow>& rows, const SweepRow& row);
 
+/// Whether `rows` holds a finished run of this experiment (--skip-done): a
+/// row of the same model, setting, S, seed and evaluation length that did not
+/// stop at a step cap below max_steps (a raised cap makes it unfinished again).
+bool finished_row(const std::vector<SweepRow>& rows, const std::string& model, int setting, int64_t keys,
+                  uint64_t seed, int64_t eval_pairs, int64_t max_steps);
+
 /// Writes the rows (with the header) atomically. Throws RunError.
 void write_sweep_csv(const std::string& path, const std::vector<SweepRow>& rows);
 

@@ -1,6 +1,8 @@
 #include "io/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +10,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <limits>
+#include <string_view>
 
 #include "core/error.h"
 
@@ -32,20 +36,63 @@ bool write_all_at(int fd, const char* data, size_t n, uint64_t offset) {
   return true;
 }
 
+// The pid in a temporary's name "<prefix><pid>.<n>" (both decimal), or -1 if the name is not one.
+long long temporary_pid(std::string_view name, std::string_view prefix) {
+  if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) return -1;
+  name.remove_prefix(prefix.size());
+  const size_t dot = name.find('.');
+  if (dot == 0 || dot == std::string_view::npos || dot > 10 || dot + 1 == name.size()) return -1;
+  long long pid = 0;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (i == dot) continue;
+    if (name[i] < '0' || name[i] > '9') return -1;
+    if (i < dot) pid = pid * 10 + (name[i] - '0');
+  }
+  return pid;
+}
+
 }  // namespace
 
-AtomicFileWriter::AtomicFileWriter(const std::string& path) : path_(path) {
-  require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
-  // The pid separates processes, the counter the writes of this one; O_EXCL
-  // turns a leftover of a crashed process with a reused pid into a retry.
-  static std::atomic<uint64_t> counter{0};
-  for (int attempt = 0; attempt < 100 && fd_ < 0; ++attempt) {
-    tmp_ = path + ".tmp." + std::to_string(static_cast<long long>(::getpid())) + "." +
-           std::to_string(counter.fetch_add(1));
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd_ < 0 && errno != EEXIST) break;
+void remove_stale_temporaries(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  const long long self = static_cast<long long>(::getpid());
+  while (const dirent* e = ::readdir(d)) {
+    const long long pid = temporary_pid(e->d_name, prefix);
+    // This process's own temporaries belong to saves of its other threads.
+    if (pid <= 0 || pid == self || pid > std::numeric_limits<pid_t>::max()) continue;
+    // Alive (EPERM: a process of another user); only "no such process" is dead.
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    (void)::unlinkat(::dirfd(d), e->d_name, 0);  // another save may have removed it first
   }
-  if (fd_ < 0) throw Error(FWP_ERR_IO, "cannot create '" + tmp_ + "': " + errno_text());
+  ::closedir(d);
+}
+
+int create_temporary_for(const std::string& path, std::string* tmp) {
+  require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
+  remove_stale_temporaries(path);
+  // The pid separates processes, the counter the writes (and so the threads)
+  // of this one; O_EXCL turns a leftover of a dead process whose pid came back
+  // into a retry with the next number instead of a shared file.
+  static std::atomic<uint64_t> counter{0};
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    *tmp = path + ".tmp." + std::to_string(static_cast<long long>(::getpid())) + "." +
+           std::to_string(counter.fetch_add(1));
+    fd = ::open(tmp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) throw Error(FWP_ERR_IO, "cannot create '" + *tmp + "': " + errno_text());
+  return fd;
+}
+
+AtomicFileWriter::AtomicFileWriter(const std::string& path) : path_(path) {
+  fd_ = create_temporary_for(path, &tmp_);
   buffer_.reserve(kBufferBytes);
 }
 

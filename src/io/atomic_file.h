@@ -1,6 +1,6 @@
 // Files written whole or not at all, and files opened for reading without
 // blocking, for the formats that stream their content (tokenizer and token
-// files; the safetensors writer has its own copy of the same protocol).
+// files; the safetensors writer uses the same temporary files).
 //
 // AtomicFileWriter writes to a temporary file of its own next to the
 // destination ("<path>.tmp.<pid>.<n>": unique per process and call, created
@@ -8,6 +8,17 @@
 // destination. Until commit() succeeds the destination is untouched; a writer
 // destroyed without commit() (an error, an exception) removes its temporary
 // file, so nothing is left behind.
+//
+// A process killed inside a save (SIGKILL, power loss) cannot remove its
+// temporary. Policy: every save to <path> first removes the temporaries of
+// <path> whose writer process no longer exists on this machine (exactly the
+// names "<path>.tmp.<pid>.<n>", regular files, pid not this process's and not
+// alive by kill(pid, 0)). So stale temporaries never accumulate: at most the
+// ones of the last killed save stay, until the next save to the same path.
+// Limits: a dead writer's pid reused by a live process keeps its temporary
+// until that process ends; writers in another pid namespace or on another
+// machine sharing the folder look dead, so their save fails cleanly (its
+// rename finds no temporary) instead of being waited for.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +57,15 @@ class AtomicFileWriter {
   std::string buffer_;
   bool committed_ = false;
 };
+
+// Removes the stale temporaries of saves to `path` (the policy above); best
+// effort: a folder or file that cannot be read or removed is left alone.
+void remove_stale_temporaries(const std::string& path);
+
+// Creates the temporary file of one save to `path` (after removing stale
+// ones) and returns its descriptor, open for writing; *tmp receives its name.
+// Error(FWP_ERR_IO) naming it if it cannot be created.
+int create_temporary_for(const std::string& path, std::string* tmp);
 
 // Opens `path` for reading: O_NONBLOCK (a FIFO or device is refused, not
 // waited on) and only a regular file is accepted. Returns the descriptor and

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -13,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/bounded_json.h"
 
 // Tensor data are written and read as raw host memory; safetensors is little-endian.
@@ -305,19 +305,9 @@ std::string SafetensorsWriter::header() const {
 void SafetensorsWriter::write(const std::string& path) const {
   require(!path.empty(), FWP_ERR_INVALID_ARGUMENT, "path must not be empty");
   const std::string text = header();  // checked before anything touches the disk
-  // A name no other writer uses: the pid separates processes, the counter the
-  // writes (and so the threads) of this one; O_EXCL turns a leftover of a
-  // crashed process with a reused pid into a retry instead of a shared file.
-  static std::atomic<uint64_t> write_counter{0};
+  // A temporary no other writer uses (io/atomic_file.h), stale ones of killed saves removed first.
   std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-    tmp = path + ".tmp." + std::to_string(static_cast<long long>(::getpid())) + "." +
-          std::to_string(write_counter.fetch_add(1));
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && errno != EEXIST) break;
-  }
-  if (fd < 0) throw Error(FWP_ERR_IO, "cannot create '" + tmp + "': " + errno_text());
+  const int fd = create_temporary_for(path, &tmp);
   auto fail = [&](const std::string& what) {
     const std::string reason = errno_text();
     ::close(fd);

@@ -10,15 +10,12 @@
 
 namespace fwp {
 
-namespace {
-constexpr size_t kChunkBytes = 1u << 20;
-}
-
-LineReader::LineReader(const std::string& path, const char* what, size_t max_line_bytes)
+LineReader::LineReader(const std::string& path, const char* what, size_t max_line_bytes, size_t chunk_bytes)
     : path_(path), what_(what), max_line_bytes_(max_line_bytes) {
+  require(chunk_bytes >= 1, FWP_ERR_INVALID_ARGUMENT, "LineReader: chunk_bytes must be >= 1");
   uint64_t size = 0;
   fd_ = open_regular_file(path, what, &size);
-  buffer_.resize(kChunkBytes);
+  buffer_.resize(chunk_bytes);
 }
 
 LineReader::~LineReader() {

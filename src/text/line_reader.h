@@ -32,10 +32,14 @@ void for_each_line(std::string_view text, F&& f) {
 // read chunk) is held in memory.
 class LineReader {
  public:
+  static constexpr size_t kDefaultChunkBytes = size_t(1) << 20;
+
   // Lines longer than max_line_bytes are refused with Error(FWP_ERR_FORMAT)
   // naming the file and line. Error(FWP_ERR_IO) if the file cannot be opened
-  // or is not a regular file. `what` names the file in messages.
-  LineReader(const std::string& path, const char* what, size_t max_line_bytes);
+  // or is not a regular file. `what` names the file in messages. chunk_bytes
+  // (>= 1): how much one read takes (tests make it small to cut lines across reads).
+  LineReader(const std::string& path, const char* what, size_t max_line_bytes,
+             size_t chunk_bytes = kDefaultChunkBytes);
   ~LineReader();
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "text/line_reader.h"
+#include "text/sentencepiece_check.h"
 
 namespace fwp {
 namespace {
@@ -98,6 +99,7 @@ bool is_training_sentence(std::string_view line, int64_t max_bytes) {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(std::string_view serialized) {
+    check_sentencepiece_normalizers(serialized);  // SentencePiece trusts these tables (text/sentencepiece_check.h)
     const auto status = processor_.LoadFromSerializedProto(serialized);
     require(status.ok(), FWP_ERR_FORMAT, "not a SentencePiece model: " + status.ToString());
     const int size = processor_.GetPieceSize();

@@ -92,8 +92,8 @@ wait_until has_evaluation sweep-evals.csv || fail "no evaluation within 60 s"
 stop_with TERM "$pid"
 [[ $rc == 143 ]] || fail "SIGTERM gave exit code $rc, not 143"
 [[ $(wc -l <term.json) == 1 ]] || fail "the sweep went on after SIGTERM"
-grep -q "stopped at step [0-9]* by SIGTERM; no checkpoint was written .*(the sweep's values of S after 4 were not run)" \
-  term.err || fail "the notice does not say that no checkpoint was written and the sweep stopped: $(cat term.err)"
+grep -q "stopped at step [0-9]* by SIGTERM; no checkpoint was written .*(the sweep's values of S after 4 were not run; the same command with --skip-done runs only those missing)" \
+  term.err || fail "the notice does not say that no checkpoint was written, the sweep stopped and how to finish it: $(cat term.err)"
 [[ $(json_field term.json stopped_by) == interrupted ]] || fail "stopped_by is not 'interrupted'"
 [[ ! -f sweep.csv ]] || [[ $(wc -l <sweep.csv) -le 1 ]] || fail "an interrupted run has a sweep row"
 ls ./*.safetensors* 2>/dev/null | grep -qv '^./run.safetensors$' && fail "a checkpoint was written without a path"

@@ -10,7 +10,10 @@
 # SIGKILL it after a random 20-320 ms, then
 #   probe:    --resume FILE --max-steps 1 --json   (loads it; reports its step N)
 #   continue: --resume FILE --max-steps N+2 --json (must train to N+2, exit 0)
-# and require N >= the step of the last verified checkpoint.
+# and require N >= the step of the last verified checkpoint. A kill inside a
+# save leaves that save's temporary (<path>.tmp.<pid>.<n>); the next save to
+# the path must remove it (io/atomic_file.h), so after every successful resume
+# no temporary may be left, and none may accumulate over the trials.
 #
 #   check_kill9.sh <fwp> <work dir> [trials (default 50)]
 # FWP_FAULT_SEED fixes the random kill times (printed at the start).
@@ -38,6 +41,11 @@ json_field() {
 }
 
 ckpt=run.safetensors
+count_temporaries() {
+  local f n=0
+  for f in "$ckpt".tmp.*; do [[ -e $f ]] && n=$((n + 1)); done
+  echo "$n"
+}
 run_flags=(--threads 1 --quiet)
 fresh_flags=(--keys 6 --eval-every 1 --eval-seqs 2 --batch 4 --target-loss 0 --patience 1000000
              --checkpoint "$ckpt")
@@ -58,13 +66,12 @@ for trial in $(seq 1 "$trials"); do
   [[ $rc == 137 ]] || fail "the run exited with $rc before it was killed: $(cat victim.err)"
 
   # A kill inside a save leaves that save's temporary (<path>.tmp.<pid>.<n>):
-  # count them, then remove them (nothing else ever would: their writer is dead).
-  shopt -s nullglob
-  temporaries=("$ckpt".tmp.*)
-  shopt -u nullglob
-  (( ${#temporaries[@]} == 0 )) || { during_write=$((during_write + 1)); rm -f "${temporaries[@]}"; }
+  # it stays until the next save to the path, which must remove it.
+  temporaries=$(count_temporaries)
+  (( temporaries <= 1 )) || fail "$temporaries temporaries after the kill: stale ones accumulate"
+  (( temporaries == 0 )) || during_write=$((during_write + 1))
   for f in *; do
-    [[ $f == "$ckpt" || $f == *.err || $f == *.json ]] || fail "unexpected file '$f' after the kill"
+    [[ $f == "$ckpt" || $f == "$ckpt".tmp.* || $f == *.err || $f == *.json ]] || fail "unexpected file '$f' after the kill"
   done
 
   if [[ ! -f $ckpt ]]; then
@@ -80,10 +87,12 @@ for trial in $(seq 1 "$trials"); do
     2>continue.err || fail "--resume from step $step failed: $(cat continue.err)"
   [[ $(json_field continue.json steps) == $((step + 2)) ]] || fail "--resume from step $step did not reach step $((step + 2))"
   [[ $(json_field continue.json resumed) == true ]] || fail "--resume did not resume"
+  (( $(count_temporaries) == 0 )) || fail "a save left the temporary of the killed save behind: $(ls "$ckpt".tmp.*)"
   last_good=$((step + 2))
 done
 
 (( last_good > 0 )) || fail "no trial got as far as a checkpoint"
+(( $(count_temporaries) <= 1 )) || fail "stale temporaries accumulated"
 echo "kill -9 fault test: $trials kills, $during_write inside a save; last checkpoint at step $last_good"
 # Most of a run's time is spent in its saves (an fsync each step), so most
 # kills should land inside one; on a filesystem without real fsync (tmpfs) the

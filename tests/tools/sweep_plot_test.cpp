@@ -83,4 +83,27 @@ TEST(SweepPlot, GnuplotRendersIt) {
   EXPECT_GT(info.st_size, 1000);
 }
 
+// --skip-done: which runs of a sweep table count as finished.
+TEST(SweepResume, AFinishedRunIsOneOfTheSameExperimentNotStoppedBelowTheCap) {
+  SweepRow by_target = row("DPFP nu=1 sum", 20, 0.0, "target");
+  by_target.seed = 3;
+  by_target.eval_pairs = 20;
+  by_target.steps = 500;
+  SweepRow by_cap = row("DPFP nu=1 sum", 40, 0.2, "max_steps");
+  by_cap.seed = 3;
+  by_cap.eval_pairs = 40;
+  by_cap.steps = 1000;
+  const std::vector<SweepRow> rows{by_target, by_cap};
+  using fwp_cli::finished_row;
+  EXPECT_TRUE(finished_row(rows, "DPFP nu=1 sum", 1, 20, 3, 20, 100000));
+  EXPECT_FALSE(finished_row(rows, "DPFP nu=1 sum", 1, 60, 3, 60, 100000)) << "no row for S = 60";
+  EXPECT_FALSE(finished_row(rows, "DPFP nu=2 sum", 1, 20, 3, 20, 100000)) << "another model";
+  EXPECT_FALSE(finished_row(rows, "DPFP nu=1 sum", 2, 20, 3, 20, 100000)) << "another setting";
+  EXPECT_FALSE(finished_row(rows, "DPFP nu=1 sum", 1, 20, 4, 20, 100000)) << "another seed";
+  EXPECT_FALSE(finished_row(rows, "DPFP nu=1 sum", 1, 20, 3, 30, 100000)) << "another evaluation length";
+  EXPECT_TRUE(finished_row(rows, "DPFP nu=1 sum", 1, 40, 3, 40, 1000)) << "capped at the same cap";
+  EXPECT_TRUE(finished_row(rows, "DPFP nu=1 sum", 1, 40, 3, 40, 800)) << "capped above a lower cap";
+  EXPECT_FALSE(finished_row(rows, "DPFP nu=1 sum", 1, 40, 3, 40, 2000)) << "the cap was raised";
+}
+
 }  // namespace

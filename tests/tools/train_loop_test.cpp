@@ -125,6 +125,74 @@ TEST_F(TrainLoop, ANonFiniteGradientNormStopsTheRun) {
   EXPECT_NE(r.failure.find("gradient norm is inf"), std::string::npos) << r.failure;
 }
 
+TrainingPlan skipping(TrainingPlan p, int64_t max_in_a_row) {
+  p.skip_non_finite = true;
+  p.max_consecutive_skips = max_in_a_row;
+  return p;
+}
+
+TEST_F(TrainLoop, SkipModeSkipsNonFiniteStepsAndCountsThem) {
+  ScriptedTask task;
+  // Non-finite at 3 (loss), 7 and 8 (gradient norm): never 3 in a row.
+  task.step_result = [](int64_t step) {
+    if (step == 3) return StepResult{kNaN, kNaN};
+    if (step == 7 || step == 8) return StepResult{1.0, kInf};
+    return StepResult{1.0, 1.0};
+  };
+  const RunResult r = run(task, skipping(plan(20, 5, 100, 0.0), 3));
+  EXPECT_EQ(r.state.stopped_by, stop::kMaxSteps);
+  EXPECT_EQ(r.state.step, 20);  // skipped steps count as steps
+  EXPECT_EQ(task.steps_taken.size(), 20u);
+  EXPECT_EQ(r.state.skipped_steps, 3);
+  EXPECT_EQ(r.state.consecutive_skips, 0);
+  EXPECT_TRUE(r.failure.empty()) << r.failure;
+  EXPECT_NE(summary_line(task, skipping(plan(20, 5, 100, 0.0), 3), r).find("3 steps skipped"), std::string::npos);
+  EXPECT_EQ(result_json(task, r)["skipped_steps"], 3);
+}
+
+TEST_F(TrainLoop, SkipModeStopsAtTooManySkippedStepsInARow) {
+  ScriptedTask task;
+  task.step_result = [](int64_t step) { return StepResult{step >= 5 ? kNaN : 1.0, 1.0}; };
+  const RunResult r = run(task, skipping(plan(100, 5, 100, 0.0), 3));
+  EXPECT_EQ(r.state.stopped_by, stop::kNonFinite);
+  EXPECT_EQ(task.steps_taken.back(), 7);  // 5 and 6 skipped, the third in a row stops
+  EXPECT_EQ(r.state.step, 6);
+  EXPECT_EQ(r.state.skipped_steps, 3);
+  EXPECT_NE(r.failure.find("step 7"), std::string::npos) << r.failure;
+  EXPECT_NE(r.failure.find("3 steps in a row"), std::string::npos) << r.failure;
+  EXPECT_NE(r.failure.find("loss is nan"), std::string::npos) << r.failure;
+}
+
+TEST_F(TrainLoop, SkipModeWithOneAllowedStopsAtTheFirstNonFiniteStep) {
+  ScriptedTask task;
+  task.step_result = [](int64_t step) { return StepResult{1.0, step == 4 ? kNaN : 1.0}; };
+  const RunResult r = run(task, skipping(plan(100, 5, 100, 0.0), 1));
+  EXPECT_EQ(r.state.stopped_by, stop::kNonFinite);
+  EXPECT_EQ(r.state.step, 3);
+}
+
+TEST_F(TrainLoop, ASkippedStreakResumesFromItsCheckpointedCount) {
+  // The streak is part of the stored state: a resumed run does not start it afresh.
+  TrainState start;
+  start.step = 10;
+  start.skipped_steps = 4;
+  start.consecutive_skips = 2;
+  const TrainState stored = state_from_json(state_to_json(start));
+  EXPECT_EQ(stored.skipped_steps, 4);
+  EXPECT_EQ(stored.consecutive_skips, 2);
+  ScriptedTask task;
+  task.step_result = [](int64_t) { return StepResult{kNaN, kNaN}; };
+  const RunResult r = run(task, skipping(plan(100, 5, 100, 0.0), 3), stored);
+  EXPECT_EQ(r.state.stopped_by, stop::kNonFinite);
+  EXPECT_EQ(task.steps_taken, (std::vector<int64_t>{11}));
+  // A checkpoint written before the skip counts existed reads as none skipped.
+  nlohmann::json old = state_to_json(TrainState());
+  old.erase("skipped_steps");
+  old.erase("consecutive_skips");
+  EXPECT_EQ(state_from_json(old).skipped_steps, 0);
+  EXPECT_EQ(state_from_json(old).consecutive_skips, 0);
+}
+
 /// A retrieval model whose key embedding is scaled by 1e22 at step 3, so that
 /// its gradients become NaN; the step reports a finite loss anyway, as a task
 /// whose loss stays finite while a gradient overflows would.
@@ -286,7 +354,8 @@ TEST_F(TrainLoop, ResultJsonHasTheCommonFields) {
   const RunResult r = run(task, plan(20, 10, 100, 0.0));
   const nlohmann::json j = result_json(task, r);
   for (const char* key : {"final_eval_loss", "best_eval_loss", "steps", "evaluations", "seconds",
-                          "steps_per_second", "stopped_by", "resumed", "metrics", "config", "fwp_version"}) {
+                          "steps_per_second", "stopped_by", "skipped_steps", "resumed", "metrics", "config",
+                          "fwp_version"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["config"]["task"], "scripted");

@@ -117,20 +117,37 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
     }
 
     const StepResult step = task.train_step(state.step + 1);
-    if (!std::isfinite(step.loss) || !std::isfinite(step.grad_norm)) {
+    const bool finite = std::isfinite(step.loss) && std::isfinite(step.grad_norm);
+    if (!finite && plan.skip_non_finite && state.consecutive_skips + 1 < plan.max_consecutive_skips) {
+      // Skipped: no parameter changed; the step counts, its loss does not.
+      ++state.skipped_steps;
+      ++state.consecutive_skips;
+      out.progress->message(fmt::format("step {} skipped: {} ({} in a row, {} in all)", state.step + 1,
+                                        non_finite_tensor(step, objects.model), state.consecutive_skips,
+                                        state.skipped_steps));
+    } else if (!finite) {
+      const int64_t in_a_row = state.consecutive_skips + 1;
       state.stopped_by = stop::kNonFinite;
       result.failure = fmt::format(
-          "training diverged at step {}: {}; {}; a smaller learning rate may help", state.step + 1,
+          "training diverged at step {}: {}{}; {}; a smaller learning rate may help", state.step + 1,
           non_finite_tensor(step, objects.model),
+          plan.skip_non_finite ? fmt::format(" ({} steps in a row with a non-finite loss or gradient)", in_a_row)
+                               : std::string(),
           !out.checkpoint.empty() && file_exists(out.checkpoint)
               ? fmt::format("the checkpoint {} keeps the last saved state", out.checkpoint)
               : std::string("no checkpoint was written"));
+      if (plan.skip_non_finite) {
+        state.skipped_steps += 1;
+        state.consecutive_skips = in_a_row;
+      }
       break;
+    } else {
+      state.consecutive_skips = 0;
+      loss_sum += step.loss;
+      ++loss_count;
     }
     ++state.step;
-    loss_sum += step.loss;
-    ++loss_count;
-    const double train_loss = loss_sum / static_cast<double>(loss_count);
+    const double train_loss = loss_count > 0 ? loss_sum / static_cast<double>(loss_count) : std::nan("");
 
     if (state.step % plan.eval_every != 0 && state.step < plan.max_steps) {
       out.progress->step(state, plan.max_steps, train_loss, steps_per_second());
@@ -162,6 +179,7 @@ json result_json(const TrainingTask& task, const RunResult& result) {
           {"seconds", s.seconds},
           {"steps_per_second", s.seconds > 0 ? static_cast<double>(s.step) / s.seconds : 0.0},
           {"stopped_by", s.stopped_by},
+          {"skipped_steps", s.skipped_steps},
           {"resumed", result.resumed},
           {"metrics", metrics},
           {"config", task.describe()},
@@ -176,6 +194,7 @@ std::string summary_line(const TrainingTask& task, const TrainingPlan& plan, con
     reason += result.checkpoint.empty() ? std::string("; no checkpoint (give --checkpoint FILE to keep one)")
                                         : fmt::format("; continue with --resume {}", result.checkpoint);
   }
+  if (s.skipped_steps > 0) reason += fmt::format("; {} steps skipped (non-finite loss or gradient)", s.skipped_steps);
   std::string metrics;
   for (const Metric& metric : s.last_metrics) metrics += fmt::format(", {} {:.4g}", metric.name, metric.value);
   return fmt::format("{}: final eval loss {:.6f} (best {:.6f}){} after {} steps in {}; stopped: {}", task.label(),

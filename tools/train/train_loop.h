@@ -5,7 +5,9 @@
 //
 //   while not stopped and step < max_steps:
 //     Ctrl-C seen?            -> save a checkpoint, stop: interrupted
-//     task.train_step()       -> non-finite loss or grad norm? stop: non_finite
+//     task.train_step()       -> non-finite loss or grad norm? stop: non_finite, or
+//                                with plan.skip_non_finite skip it (stop after
+//                                plan.max_consecutive_skips in a row)
 //     every eval_every steps and at the cap:
 //       task.evaluate(); update best / patience; target, patience or cap reached?
 //       save a checkpoint; append the evaluation log; progress line

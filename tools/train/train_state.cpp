@@ -24,6 +24,8 @@ json state_to_json(const TrainState& s) {
           {"evals_since_best", s.evals_since_best},
           {"last_eval_loss", finite_or_null(s.last_eval)},
           {"seconds", s.seconds},
+          {"skipped_steps", s.skipped_steps},
+          {"consecutive_skips", s.consecutive_skips},
           {"stopped_by", s.stopped_by}};
 }
 
@@ -37,6 +39,9 @@ TrainState state_from_json(const json& j) {
   s.last_eval = number_or_nan(j.at("last_eval_loss"));
   s.seconds = j.at("seconds").get<double>();
   s.stopped_by = j.at("stopped_by").get<std::string>();
+  // Absent from checkpoints written before --on-non-finite skip existed: none skipped.
+  s.skipped_steps = j.value("skipped_steps", int64_t{0});
+  s.consecutive_skips = j.value("consecutive_skips", int64_t{0});
   return s;
 }
 
@@ -45,7 +50,12 @@ std::string stop_reason_text(const TrainingPlan& plan, const std::string& stoppe
   if (stopped_by == stop::kPatience) return fmt::format("{} evaluations without improvement", plan.patience);
   if (stopped_by == stop::kMaxSteps) return fmt::format("step cap {} reached", plan.max_steps);
   if (stopped_by == stop::kInterrupted) return "interrupted";
-  if (stopped_by == stop::kNonFinite) return "the training diverged (non-finite loss or gradient)";
+  if (stopped_by == stop::kNonFinite) {
+    return plan.skip_non_finite
+               ? fmt::format("the training diverged ({} steps in a row with a non-finite loss or gradient)",
+                             plan.max_consecutive_skips)
+               : "the training diverged (non-finite loss or gradient)";
+  }
   return "not finished";
 }
 

@@ -20,12 +20,26 @@ namespace train {
 /// evaluation whose loss is <= target_loss, after `patience` evaluations
 /// without a new best, or after max_steps steps (always followed by a final
 /// evaluation), whichever comes first.
+///
+/// A step whose loss or gradient is NaN or infinite changes no parameter (the
+/// tasks skip the update of a broken loss, the library refuses a non-finite
+/// gradient). With skip_non_finite false such a step stops the run
+/// (stop::kNonFinite, naming the tensor); with it true the step is skipped:
+/// it counts as a step (its batch is used up, schedules move on) but not in
+/// the loss average, and the run stops only after max_consecutive_skips
+/// skipped steps in a row.
 struct TrainingPlan {
   int64_t max_steps = 100000;
   int64_t eval_every = 100;
   int64_t patience = 11;
   double target_loss = 0.001;
+  bool skip_non_finite = false;       ///< --on-non-finite skip (default stop)
+  int64_t max_consecutive_skips = 10;  ///< --max-skips: >= 1, used with skip_non_finite
 };
+
+/// The values of --on-non-finite, for the commands' flag checks.
+constexpr const char* kOnNonFiniteStop = "stop";
+constexpr const char* kOnNonFiniteSkip = "skip";
 
 /// Why a run stopped; the strings are those of --json, CSV files and checkpoints.
 namespace stop {
@@ -44,6 +58,8 @@ struct TrainState {
   double last_eval = std::numeric_limits<double>::quiet_NaN();  ///< Loss of the latest evaluation.
   std::vector<Metric> last_metrics;  ///< Metrics of the latest evaluation (not stored in checkpoints).
   double seconds = 0.0;     ///< Wall time of training and evaluation, over all sessions.
+  int64_t skipped_steps = 0;      ///< Steps skipped for a non-finite loss or gradient, over all sessions.
+  int64_t consecutive_skips = 0;  ///< Skipped steps since the last good one.
   std::string stopped_by;   ///< "" while running, else one of stop::*.
 };
 
