@@ -74,6 +74,7 @@ mkdir -p "$LOGS"
 rm -f "$LOGS"/*.log  # only this run's logs are reported
 TESTS="$BUILD/tests/fwp_cpp_tests"
 BENCH="$BUILD/bench/gpu_fast_weight_bench"
+LM_BENCH="$BUILD/bench/fwp_bench_lm_train"
 # The tests report a run without a usable device (or with a skipped test) as a failure.
 export FWP_REQUIRE_CUDA=1
 export PATH="$PATH:/usr/local/cuda/bin"
@@ -319,8 +320,8 @@ if [ "$SKIP_BUILD" -eq 0 ]; then
       else record build "$(failed_or_timeout)" "$T" "exit $RC: $(grep -m1 -E 'error|Error' "$LOGS/build.log" | cut -c1-150)"; fi
     fi
     if [ "$(last_status)" = ok ] &&
-       run_timed build-bench 120 cmake --build "$BUILD" -j "$JOBS" --target gpu_fast_weight_bench; then
-      if [ "$RC" = 0 ]; then record build-bench ok "$T" "gpu_fast_weight_bench"
+       run_timed build-bench 120 cmake --build "$BUILD" -j "$JOBS" --target gpu_fast_weight_bench fwp_bench_lm_train; then
+      if [ "$RC" = 0 ]; then record build-bench ok "$T" "gpu_fast_weight_bench, fwp_bench_lm_train"
       else record build-bench "$(failed_or_timeout)" "$T" "exit $RC: $(grep -m1 -E 'error|Error' "$LOGS/build-bench.log" | cut -c1-150)"; fi
     fi
   fi
@@ -368,6 +369,23 @@ if [ "$BENCH_BUILT" -eq 1 ] && [ -x "$BENCH" ]; then
   fi
 else
   record bench SKIPPED 0 "no benchmark binary built ($BENCH)"
+fi
+
+# ---- language model: a short training run per attention kind (issue 12) ------------------------
+# paper-small shapes with an 8000-word vocabulary: forward, backward and Adam on the GPU, tokens/s.
+if [ "$BENCH_BUILT" -eq 1 ] && [ -x "$LM_BENCH" ]; then
+  if run_timed lm 75 bash -c 'for a in delta sum softmax; do
+                                "$0" --device cuda --preset paper-small --vocab 8000 --attention "$a" --warmup 2 \
+                                  --steps 5 || exit 1
+                              done' "$LM_BENCH"; then
+    rows=$(grep -c '^RESULT' "$LOGS/lm.log")
+    rates=$(grep '^RESULT' "$LOGS/lm.log" | sed -E 's/.*attention=([a-z]+).*tokens_per_s=([0-9.e+]+).*/\1 \2/' | paste -sd',' | sed 's/,/, /g')
+    if [ "$RC" = timeout ]; then record lm TIMEOUT "$T" "$rows of 3 attention kinds before the limit: $rates"
+    elif [ "$RC" -eq 0 ] && [ "$rows" -eq 3 ]; then record lm ok "$T" "paper-small, V 8000, tokens/s: $rates"
+    else record lm FAILED "$T" "exit $RC after $rows of 3: $(grep -m1 -iE 'error|fwp_|no CUDA' "$LOGS/lm.log" | cut -c1-110)"; fi
+  fi
+else
+  record lm SKIPPED 0 "no LM benchmark binary built ($LM_BENCH)"
 fi
 
 # ---- sanitizers ---------------------------------------------------------------------------------

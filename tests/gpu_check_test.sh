@@ -92,7 +92,13 @@ echo "| mid-64 | sum | chunked (auto) | 0.3000 | 0.5000 | 0.8000 | 2e+07 | 3.0e-
 echo "| long-128 | delta | chunked (auto) | - | - | - | - | error: too much shared memory |"
 exit 1
 EOF
-chmod +x "$W"/bin/* "$W/build/tests/fwp_cpp_tests" "$W/build/bench/gpu_fast_weight_bench"
+cat > "$W/build/bench/fwp_bench_lm_train" <<'EOF'
+#!/usr/bin/env bash
+if [ "${FAKE_LM:-ok}" = nodevice ]; then echo "fwp_bench_lm_train: fwp_context_create: no CUDA device is present"; exit 1; fi
+a=delta; while [ $# -gt 0 ]; do [ "$1" = --attention ] && a=$2; shift; done
+echo "RESULT impl=fwp attention=$a params=1000 tokens_per_s=123456.7 step_ms=16.6 threads=1"
+EOF
+chmod +x "$W"/bin/* "$W/build/tests/fwp_cpp_tests" "$W/build/bench/gpu_fast_weight_bench" "$W/build/bench/fwp_bench_lm_train"
 
 # ---- helpers ------------------------------------------------------------------------------------
 # check NAME EXPECTED_EXIT PATTERN... -- COMMAND: runs COMMAND, then checks its
@@ -152,7 +158,9 @@ check run_all_fakes_pass_but_bench_row_fails 1 \
   '\| paper-small \| 0.0900 \| 0.0800 \(recurrent\) \| 0.0500 \| <= 0.10 ms \| meets \|' \
   '\| mid-64 \| 1.8000 .*\| misses \(2.0x the target\) \|' \
   '\| paper-medium \| not run' '\| long-128 \| FAILED \| - \| - \| .*DOES NOT RUN' \
+  '\| lm +\| ok .*tokens/s: delta 123456.7, sum 123456.7, softmax 123456.7' \
   'GPU CHECK FAILED' -- full
+check run_lm_without_device_fails 1 '\| lm +\| FAILED .*exit 1 after 0 of 3: .*no CUDA device' -- full FAKE_LM=nodevice
 # Tests that skip (as they did before FWP_REQUIRE_CUDA) are a failure, not a pass.
 check run_skipped_tests_fail 1 '\| parity +\| FAILED .*skipped 2' 'GPU CHECK FAILED' -- full FAKE_TESTS=skip
 check run_failed_test_is_rerun_alone 1 '\| parity +\| FAILED .*failed 1' 'isolated CudaParity.A: FAILED' -- \
