@@ -1788,33 +1788,39 @@ end
 # Checkpoints
 
 """
-    save_checkpoint(path, model::Model; optimizer = nothing, data = nothing, metadata = nothing)
+    save_checkpoint(path, model::Model; optimizer = nothing, data = nothing, state = nothing, metadata = nothing)
 
 Saves the model (and its optimizer, the position of a data source of any kind,
-and a `metadata` string) to a safetensors file, written to a temporary name
-and renamed into place.
+a run `state` of the model, e.g. the memory carried across segments, and a
+`metadata` string) to a safetensors file, written to a temporary name and
+renamed into place.
 """
 function save_checkpoint(path::AbstractString, model::Model; optimizer::Union{Nothing,Optimizer} = nothing,
-        data::Union{Nothing,DataSource} = nothing, metadata::Union{Nothing,AbstractString} = nothing)
+        data::Union{Nothing,DataSource} = nothing, state::Union{Nothing,State} = nothing,
+        metadata::Union{Nothing,AbstractString} = nothing)
     optimizer === nothing || optimizer.target === model ||
         throw(FwpError(L.FWP_ERR_CONTEXT_MISMATCH, "the optimizer does not train this model"))
     opt_ptr = optimizer === nothing ? Ptr{L.fwp_optimizer}(C_NULL) : handle(optimizer)
     data_ptr = data === nothing ? Ptr{L.fwp_data}(C_NULL) : handle(data)
-    check(L.fwp_checkpoint_save(path, handle(model), opt_ptr, data_ptr,
+    state_ptr = state === nothing ? Ptr{L.fwp_state}(C_NULL) : handle(state)
+    check(L.fwp_checkpoint_save_with_state(path, handle(model), opt_ptr, data_ptr, state_ptr,
         metadata === nothing ? Ptr{UInt8}(C_NULL) : metadata))
 end
 
 """
-    load_checkpoint!(path, model::Model; optimizer = nothing, data = nothing)
+    load_checkpoint!(path, model::Model; optimizer = nothing, data = nothing, state = nothing)
 
-Loads a checkpoint into `model` (and `optimizer`, `data`) whose configuration
-matches the file; either everything is loaded or nothing is changed.
+Loads a checkpoint into `model` (and `optimizer`, `data`, and a run `state`,
+which takes the stored batch, contents and positions; the file must hold one)
+whose configuration matches the file; either everything is loaded or nothing is
+changed.
 """
 function load_checkpoint!(path::AbstractString, model::Model; optimizer::Union{Nothing,Optimizer} = nothing,
-        data::Union{Nothing,DataSource} = nothing)
+        data::Union{Nothing,DataSource} = nothing, state::Union{Nothing,State} = nothing)
     opt_ptr = optimizer === nothing ? Ptr{L.fwp_optimizer}(C_NULL) : handle(optimizer)
     data_ptr = data === nothing ? Ptr{L.fwp_data}(C_NULL) : handle(data)
-    check(L.fwp_checkpoint_load(path, handle(model), opt_ptr, data_ptr))
+    state_ptr = state === nothing ? Ptr{L.fwp_state}(C_NULL) : handle(state)
+    check(L.fwp_checkpoint_load_with_state(path, handle(model), opt_ptr, data_ptr, state_ptr))
 end
 
 end # module FastWeights

@@ -269,7 +269,7 @@ pub trait Model: sealed::Sealed {
     where
         Self: Sized,
     {
-        save(path.as_ref(), self.as_raw(), ptr::null(), data, user_metadata)
+        save(path.as_ref(), self.as_raw(), ptr::null(), data, ptr::null(), user_metadata)
     }
 
     /// Loads a checkpoint into this model (and `data`) whose kind and
@@ -279,7 +279,7 @@ pub trait Model: sealed::Sealed {
     where
         Self: Sized,
     {
-        load(path.as_ref(), self.as_raw(), ptr::null_mut(), data)
+        load(path.as_ref(), self.as_raw(), ptr::null_mut(), data, ptr::null_mut())
     }
 }
 
@@ -491,6 +491,7 @@ pub(crate) fn save(
     model: *mut sys::fwp_model,
     opt: *const sys::fwp_optimizer,
     data: Option<&dyn DataSource>,
+    state: *const sys::fwp_state,
     user_metadata: Option<&str>,
 ) -> Result<()> {
     let path = path_cstring(path)?;
@@ -499,11 +500,12 @@ pub(crate) fn save(
         .transpose()?;
     // SAFETY: valid handles or NULL, NUL-terminated strings.
     check(unsafe {
-        sys::fwp_checkpoint_save(
+        sys::fwp_checkpoint_save_with_state(
             path.as_ptr(),
             model,
             opt,
             data.map_or(ptr::null(), |d| d.as_raw_data()),
+            state,
             meta.as_ref().map_or(ptr::null(), |m| m.as_ptr()),
         )
     })
@@ -514,11 +516,18 @@ pub(crate) fn load(
     model: *mut sys::fwp_model,
     opt: *mut sys::fwp_optimizer,
     data: Option<&mut dyn DataSource>,
+    state: *mut sys::fwp_state,
 ) -> Result<()> {
     let path = path_cstring(path)?;
     // SAFETY: valid handles or NULL, NUL-terminated path.
     check(unsafe {
-        sys::fwp_checkpoint_load(path.as_ptr(), model, opt, data.map_or(ptr::null_mut(), |d| d.as_raw_data()))
+        sys::fwp_checkpoint_load_with_state(
+            path.as_ptr(),
+            model,
+            opt,
+            data.map_or(ptr::null_mut(), |d| d.as_raw_data()),
+            state,
+        )
     })
 }
 

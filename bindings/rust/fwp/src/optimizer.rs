@@ -11,6 +11,7 @@ use crate::error::{check, Result};
 use crate::layer::{config_enum, config_field, rust_enum, Layer};
 use crate::lm::LanguageModel;
 use crate::model::{self, AnyModel, Model, OtherModel, RetrievalModel};
+use crate::state::State;
 
 rust_enum! {
     /// Optimization algorithm.
@@ -327,13 +328,38 @@ impl<T: Trainable + Model> Optimizer<'_, T> {
         data: Option<&dyn DataSource>,
         user_metadata: Option<&str>,
     ) -> Result<()> {
-        model::save(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data, user_metadata)
+        model::save(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data, ptr::null(), user_metadata)
+    }
+
+    /// Like [`save_checkpoint`](Self::save_checkpoint), and also a run state of the model (the
+    /// memory carried across segments, or a decoding state), so that training with carried
+    /// memory resumes exactly.
+    pub fn save_checkpoint_with_state(
+        &self,
+        path: impl AsRef<Path>,
+        data: Option<&dyn DataSource>,
+        state: &State,
+        user_metadata: Option<&str>,
+    ) -> Result<()> {
+        model::save(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data, state.as_raw(), user_metadata)
     }
 
     /// Restores the model, this optimizer and `data` from a checkpoint whose
     /// configuration matches; either everything is loaded or nothing is changed.
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>, data: Option<&mut dyn DataSource>) -> Result<()> {
-        model::load(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data)
+        model::load(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data, ptr::null_mut())
+    }
+
+    /// Like [`load_checkpoint`](Self::load_checkpoint), and also the run state the file holds
+    /// (saved by [`save_checkpoint_with_state`](Self::save_checkpoint_with_state)): `state` takes
+    /// its batch, contents and positions. A file without a state is an error.
+    pub fn load_checkpoint_with_state(
+        &mut self,
+        path: impl AsRef<Path>,
+        data: Option<&mut dyn DataSource>,
+        state: &mut State,
+    ) -> Result<()> {
+        model::load(path.as_ref(), self.target.as_raw(), self.raw.as_ptr(), data, state.as_raw())
     }
 }
 

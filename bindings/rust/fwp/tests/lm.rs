@@ -318,3 +318,32 @@ fn step_matches_forward_and_states_carry() {
     }
     assert_eq!(model.step(&mut fed, &[7]).unwrap(), model.step(&mut stepped, &[7]).unwrap());
 }
+
+#[test]
+fn carried_state_is_saved_with_the_checkpoint() {
+    let ctx = ctx();
+    let mut model = LanguageModel::new(&ctx, &tiny_config(9).seed(4)).unwrap();
+    let inputs = [1, 4, 2, 8, 5, 7];
+    let targets = [4, 2, 8, 5, 7, 3];
+    let mut carried = model.new_state(1).unwrap();
+    let mut opt = Optimizer::new(&mut model, &OptimizerConfig::default().learning_rate(1e-2)).unwrap();
+    opt.zero_grad().unwrap();
+    opt.target_mut().forward_with_state(&mut carried, &inputs[..3], &targets[..3], 1, 3).unwrap();
+    opt.target_mut().backward().unwrap();
+    opt.step().unwrap();
+    let checkpoint = TempFile::new("carried.safetensors");
+    opt.save_checkpoint_with_state(checkpoint.path(), None, &carried, None).unwrap();
+    let next = opt.target_mut().forward_with_state(&mut carried, &inputs[3..], &targets[3..], 1, 3).unwrap();
+
+    // The memory and position come back: the next segment's loss is the same, bit for bit.
+    let mut restored = opt.target().new_state(2).unwrap();
+    opt.load_checkpoint_with_state(checkpoint.path(), None, &mut restored).unwrap();
+    assert_eq!(restored.batch().unwrap(), 1);
+    let again = opt.target_mut().forward_with_state(&mut restored, &inputs[3..], &targets[3..], 1, 3).unwrap();
+    assert_eq!(next, again);
+    // A checkpoint without a state cannot fill one.
+    let plain = TempFile::new("plain.safetensors");
+    opt.save_checkpoint(plain.path(), None, None).unwrap();
+    let err = opt.load_checkpoint_with_state(plain.path(), None, &mut restored).unwrap_err();
+    assert!(err.to_string().contains("no run state"), "{err}");
+}
