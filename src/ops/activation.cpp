@@ -45,7 +45,10 @@ void CpuBackend<T>::relu_forward(const T* x, T* y, int64_t n) {
 template <typename T>
 void CpuBackend<T>::relu_backward(const T* x, const T* dy, T* dx, int64_t n) {
   for_blocks(num_threads_, n, 1, [&](int64_t b, int64_t len) {
-    for (int64_t i = b; i < b + len; ++i) dx[i] = x[i] > T(0) ? dy[i] : T(0);
+    // Eigen's select vectorises (the plain loop did not: dx may alias dy, and
+    // the branch was data-dependent; ~8% of a paper-small training step).
+    const auto xs = cpu::ConstArrMap<T>(x + b, len);
+    cpu::ArrMap<T>(dx + b, len) = (xs > T(0)).select(cpu::ConstArrMap<T>(dy + b, len), T(0));
   });
 }
 
