@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Learning curves of scripts/lm-experiments.sh in one PNG: validation
+# perplexity (log scale) against training steps, one line per model CSV.
+# Usage: bash scripts/plot-lm-curves.sh RUN_DIR OUT.png
+set -euo pipefail
+dir=${1:?usage: plot-lm-curves.sh RUN_DIR OUT.png}
+out=${2:?usage: plot-lm-curves.sh RUN_DIR OUT.png}
+command -v gnuplot > /dev/null || { echo "plot-lm-curves: gnuplot not found (scripts/setup.sh installs it)" >&2; exit 2; }
+shopt -s nullglob
+csvs=("$dir"/*.csv)
+[ ${#csvs[@]} -gt 0 ] || { echo "plot-lm-curves: no CSV in $dir" >&2; exit 2; }
+plots=()
+for csv in "${csvs[@]}"; do
+  # The model label is the first field of the data rows (e.g. "Linear delta").
+  label=$(awk -F, 'NR == 2 { print $1 }' "$csv")
+  [ -n "$label" ] || continue
+  plots+=("'$csv' using 2:6 every ::1 with linespoints title '$label'")
+done
+{
+  echo "set terminal pngcairo size 900,600 enhanced font 'sans,10'"
+  echo "set output '$out'"
+  echo "set datafile separator ','"
+  echo "set logscale y"
+  echo "set xlabel 'training step (16 x 64 tokens each)'"
+  echo "set ylabel 'validation perplexity (first 20k tokens, segments of 64)'"
+  echo "set key top right"
+  echo "set grid"
+  printf 'plot %s\n' "$(IFS=,; echo "${plots[*]}")"
+} | gnuplot
+echo "plot-lm-curves: wrote $out"
