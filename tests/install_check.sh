@@ -55,4 +55,24 @@ check_prefix() {
 check_prefix "$prefix"
 mv "$prefix" "$work/moved"
 check_prefix "$work/moved"
+
+# The Rust crates copied out of the repository build against the (moved)
+# install tree through pkg-config alone, and their example runs.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cargo_bin=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+if [[ -x $cargo_bin ]]; then
+  rm -rf "$work/rust"
+  mkdir -p "$work/rust"
+  cp -r "$repo/bindings/rust/Cargo.toml" "$repo/bindings/rust/Cargo.lock" "$repo/bindings/rust/fwp" \
+    "$repo/bindings/rust/fwp-sys" "$work/rust/"
+  pc_dir=$(dirname "$(find "$work/moved" -name fwp.pc | head -n 1)")
+  (cd "$work/rust" && env -u FWP_LIB_DIR -u FWP_INCLUDE_DIR PKG_CONFIG_PATH="$pc_dir" \
+     CARGO_TARGET_DIR="$work/rust/target" "$cargo_bin" run --offline --locked --quiet -p fwp --example lm -- --steps 60 --out-dir "$work/rust" \
+     > "$work/rust.log" 2>&1) || { echo "FAIL: the Rust crate outside the repository:"; tail -20 "$work/rust.log"; exit 1; }
+  grep -q "$(realpath "$work/moved")" "$work/rust/target/debug/build/"fwp-sys-*/output ||
+    { echo "FAIL: fwp-sys did not take the library from the install tree"; exit 1; }
+  echo "install_check: the Rust crate outside the repository built and ran against the install tree"
+else
+  echo "install_check: cargo not found: the Rust crate outside the repository was not checked"
+fi
 echo "install_check: OK (pkg-config flags from the installed fwp.pc, before and after moving the tree)"
