@@ -518,6 +518,15 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         a = forward!(loaded, reshape(x[1:3], 3, 1), reshape(y[1:3], 3, 1); state = carried)
         b = forward!(loaded, reshape(x[4:6], 3, 1), reshape(y[4:6], 3, 1); state = carried)
         @test isapprox((a + b) / 2, loss; atol = 1e-4)
+        # The carried memory goes into a checkpoint and comes back bit for bit.
+        with_state = joinpath(dir, "carried.safetensors")
+        save_checkpoint(with_state, loaded; state = carried)
+        next = forward!(loaded, reshape(x[1:3], 3, 1), reshape(y[1:3], 3, 1); state = carried)
+        restored = State(loaded, 2)
+        load_checkpoint!(with_state, loaded; state = restored)
+        @test state_batch(restored) == 1
+        @test forward!(loaded, reshape(x[1:3], 3, 1), reshape(y[1:3], 3, 1); state = restored) == next
+        @test_throws FwpError load_checkpoint!(path, loaded; state = restored)  # saved without a state
         @test step!(loaded, State(loaded, 1), [x[1]]; log_probs = false) === nothing
         @test_throws FwpError step!(loaded, State(loaded, 2), [x[1]])
 
