@@ -10,11 +10,15 @@ shopt -s nullglob
 csvs=("$dir"/*.csv)
 [ ${#csvs[@]} -gt 0 ] || { echo "plot-lm-curves: no CSV in $dir" >&2; exit 2; }
 plots=()
+# Distinct colours and point shapes (gnuplot's default colours repeat similar hues).
+colours=(black '#d62728' '#1f77b4' '#2ca02c' '#ff7f0e' '#9467bd' '#8c564b' '#e377c2')
+n=0
 for csv in "${csvs[@]}"; do
   # The model label is the first field of the data rows (e.g. "Linear delta").
   label=$(awk -F, 'NR == 2 { print $1 }' "$csv")
   [ -n "$label" ] || continue
-  plots+=("'$csv' using 2:6 every ::1 with linespoints title '$label'")
+  plots+=("'$csv' using 2:6 every ::1 with linespoints lw 1.5 pt $((n % 7 + 1)) lc rgb '${colours[n % 8]}' title '$label'")
+  n=$((n + 1))
 done
 {
   echo "set terminal pngcairo size 900,600 enhanced font 'sans,10'"
