@@ -278,12 +278,16 @@ train::StepResult LmTask::train_step(int64_t step) {
 }
 
 // Independent segments of the training length over the validation prefix (the
-// paper's training-time evaluation); `fwp lm eval` gives the sliding window.
+// paper's training-time evaluation); `fwp lm eval` gives the sliding window. A
+// model trained with --carry is scored the way it is meant to run: the fast
+// weights carried through the whole prefix (independent segments would judge
+// it without the memory it learned to use).
 train::Evaluation LmTask::evaluate(int64_t step) {
   double nll = 0.0;
   int64_t scored = 0;
-  check_status(fwp_lm_evaluate(model_.get(), valid_.data(), static_cast<int64_t>(valid_.size()),
-                               FWP_LM_EVAL_SEGMENTS, cfg_.length, &nll, &scored),
+  const fwp_lm_eval_mode mode = cfg_.carry ? FWP_LM_EVAL_CARRY : FWP_LM_EVAL_SEGMENTS;
+  check_status(fwp_lm_evaluate(model_.get(), valid_.data(), static_cast<int64_t>(valid_.size()), mode,
+                               cfg_.length, &nll, &scored),
                fmt::format("evaluating at step {}", step).c_str());
   train::Evaluation evaluation;
   evaluation.loss = scored > 0 ? nll / static_cast<double>(scored) : std::nan("");
