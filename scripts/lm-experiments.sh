@@ -8,7 +8,10 @@
 #
 # Usage: bash scripts/lm-experiments.sh OUT_DIR [MODEL...]
 #   MODEL: transformer linear-sum linear-delta performer-sum performer-delta
-#          dpfp-sum dpfp-delta linear-delta-carry (default: all, in this order)
+#          dpfp-sum dpfp-delta linear-delta-carry (default: all, in this order);
+#          ablations of the carried-memory row: linear-delta-nopos (no positional
+#          encoding, segments independent), linear-delta-carry-pos (memory carried,
+#          sinusoidal positions counting on through each stream)
 # Environment: FWP (default build/tools/fwp), STEPS (default 6000), SEED (1),
 #   THREADS (default 1), EVAL_TOKENS (tokens of each split scored by the final
 #   sliding-window evaluations, the costly ones: every scored token runs a
@@ -48,7 +51,9 @@ flags_of() {
     performer-delta) echo "--phi favor --m 16 --rule delta" ;;
     dpfp-sum) echo "--phi dpfp --nu 1 --rule sum" ;;
     dpfp-delta) echo "--phi dpfp --nu 1 --rule delta" ;;
-    linear-delta-carry) echo "--phi elu --rule delta --carry" ;;
+    linear-delta-carry) echo "--phi elu --rule delta --carry" ;;  # no positions (the default with --carry, as the paper)
+    linear-delta-nopos) echo "--phi elu --rule delta --positions none" ;;
+    linear-delta-carry-pos) echo "--phi elu --rule delta --carry --positions sinusoidal" ;;
     *) echo "lm-experiments: unknown model '$1'" >&2; return 2 ;;
   esac
 }
@@ -91,10 +96,13 @@ run_one() {
       "${ecmd[@]}" > "$out/$model.eval-$split-$mode.json"
     done
   done
-  if [ "$model" = linear-delta-carry ]; then
+  # Carried-memory models also run as an RNN over the whole split (each token once: cheap).
+  if [[ "$model" == *carry* ]]; then
     for split in valid test; do
-      "$FWP" lm eval --data "$data" --checkpoint "$out/$model.ckpt" --split "$split" --mode carry \
-        --threads "$THREADS" --max-tokens "$EVAL_TOKENS" --json > "$out/$model.eval-$split-carry.json"
+      local ccmd=("$FWP" lm eval --data "$data" --checkpoint "$out/$model.ckpt" --split "$split" --mode carry
+                  --threads "$THREADS" --max-tokens 0 --json)
+      echo "$(date -u +%FT%TZ)  ${ccmd[*]}" >> "$log"
+      "${ccmd[@]}" > "$out/$model.eval-$split-carry.json"
     done
   fi
   echo "$(date -u +%FT%TZ)  done $model" >> "$log"

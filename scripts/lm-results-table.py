@@ -20,6 +20,8 @@ MODELS = [
     ("dpfp-sum", "DPFP nu=1, sum"),
     ("dpfp-delta", "DPFP nu=1, delta"),
     ("linear-delta-carry", "Linear, delta, memory carried"),
+    ("linear-delta-nopos", "Linear, delta, no positions"),
+    ("linear-delta-carry-pos", "Linear, delta, memory carried, positions"),
 ]
 EVALS = [("valid", "sliding"), ("test", "sliding"), ("valid", "segments"), ("test", "segments"),
          ("valid", "carry"), ("test", "carry")]
