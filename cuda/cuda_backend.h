@@ -203,6 +203,11 @@ class CudaBackend final : public Backend<float> {
                              int64_t classes) override;
   void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, float scale,
                               float* dlogits, int64_t rows, int64_t classes) override;
+  void smoothed_cross_entropy_forward(const float* logits, const int32_t* targets, float smoothing, float* loss,
+                                      float* nll, float* lse, int64_t rows, int64_t classes) override;
+  void smoothed_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
+                                       float smoothing, float scale, float* dlogits, int64_t rows,
+                                       int64_t classes) override;
   void dropout_forward(const float* x, float* y, int64_t n, double p, uint64_t seed) override;
   void dropout_backward(const float* dy, float* dx, int64_t n, double p, uint64_t seed) override;
   // ---- adaptive_softmax.cu ------------------------------------------------------------------------

@@ -73,5 +73,23 @@ FWP_HD inline float cross_entropy_grad(float logit, float lse, bool is_target, b
   return scale * (is_target ? p - 1.0f : p);
 }
 
+// Label smoothing (fairseq's): the weight e = smoothing / (classes - 1) of every non-target class.
+FWP_HD inline float smoothing_other_weight(float smoothing, int64_t classes) {
+  return smoothing > 0.0f ? smoothing / static_cast<float>(classes - 1) : 0.0f;
+}
+// Smoothed loss of a row from its nll = lse - l_t and spread = sum_c (lse - l_c); 0 when ignored.
+FWP_HD inline float smoothed_cross_entropy_loss(float nll, float spread, int32_t target, float smoothing,
+                                                float other) {
+  if (target < 0) return 0.0f;
+  return (1.0f - smoothing - other) * nll + other * spread;
+}
+// dlogit = scale (softmax - e - (1 - smoothing - e) [target]); 0 for an ignored row.
+FWP_HD inline float smoothed_cross_entropy_grad(float logit, float lse, bool is_target, bool ignored,
+                                                float smoothing, float other, float scale) {
+  if (ignored) return 0.0f;
+  const float p = tile::exp_f(logit - lse);
+  return scale * (p - other - (is_target ? 1.0f - smoothing - other : 0.0f));
+}
+
 }  // namespace rowmath
 }  // namespace fwp

@@ -103,6 +103,9 @@ std::string lm_model_label(const LmRunConfig& cfg) {
   }
   label += " " + cfg.rule;
   if (cfg.carry) label += " carry";
+  // Positions only when they are not the default for the run (none with --carry, as the paper).
+  const std::string default_positions = cfg.carry ? "none" : "sinusoidal";
+  if (cfg.positions != default_positions) label += cfg.positions == "none" ? " no positions" : " positions";
   return label;
 }
 

@@ -130,6 +130,10 @@ class CpuBackend final : public Backend<T> {
                              int64_t classes) override;
   void cross_entropy_backward(const T* logits, const int32_t* targets, const T* lse, T scale, T* dlogits,
                               int64_t rows, int64_t classes) override;
+  void smoothed_cross_entropy_forward(const T* logits, const int32_t* targets, T smoothing, T* loss, T* nll, T* lse,
+                                      int64_t rows, int64_t classes) override;
+  void smoothed_cross_entropy_backward(const T* logits, const int32_t* targets, const T* lse, T smoothing, T scale,
+                                       T* dlogits, int64_t rows, int64_t classes) override;
 
   void dropout_forward(const T* x, T* y, int64_t n, double p, uint64_t seed) override;
   void dropout_backward(const T* dy, T* dx, int64_t n, double p, uint64_t seed) override;

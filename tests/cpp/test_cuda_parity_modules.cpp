@@ -165,6 +165,30 @@ TEST_F(CudaParityModules, CrossEntropyForwardBackwardIgnoredRowsAndInPlace) {
   EXPECT_TRUE(std::isnan(gloss.to_host()[0]));
 }
 
+TEST_F(CudaParityModules, SmoothedCrossEntropyForwardBackward) {
+  Rng rng(5);
+  const int64_t rows = 45, classes = 32001;
+  FVec logits = cudatest::normal(rng, rows * classes, 4.0);
+  std::vector<int32_t> targets(rows);
+  for (int64_t r = 0; r < rows; ++r) targets[r] = r % 4 == 1 ? -1 : static_cast<int32_t>(rng.below(classes));
+  const DVec ld = cudatest::to_double(logits);
+  DVec loss(rows), nll(rows), lse(rows), dl(rows * classes);
+  cpud_->smoothed_cross_entropy_forward(ld.data(), targets.data(), 0.1, loss.data(), nll.data(), lse.data(), rows,
+                                        classes);
+  cpud_->smoothed_cross_entropy_backward(ld.data(), targets.data(), lse.data(), 0.1, 0.5, dl.data(), rows, classes);
+  IdBuffer<float> gt;
+  gt.upload(gpu_, targets.data(), rows);
+  auto gl = dev(logits), gloss = poisoned(rows), gnll = poisoned(rows), glse = poisoned(rows);
+  auto gdl = poisoned(rows * classes);
+  gpu_->smoothed_cross_entropy_forward(gl.data(), gt.data(), 0.1f, gloss.data(), gnll.data(), glse.data(), rows,
+                                       classes);
+  gpu_->smoothed_cross_entropy_backward(gl.data(), gt.data(), glse.data(), 0.1f, 0.5f, gdl.data(), rows, classes);
+  EXPECT_TRUE(close_rel(glse.to_host(), lse, 1e-6));
+  EXPECT_TRUE(close_rel(gnll.to_host(), nll, 1e-5));
+  EXPECT_TRUE(close_rel(gloss.to_host(), loss, 1e-5));
+  EXPECT_TRUE(close_rel(gdl.to_host(), dl, 1e-5));
+}
+
 TEST_F(CudaParityModules, DropoutDropsTheCpuElementsForTheSameSeed) {
   Rng rng(4);
   const int64_t n = 1000003;

@@ -139,5 +139,37 @@ TEST(CudaTilesRowMath, CrossEntropyRowsMatchTheCpuBackend) {
   EXPECT_TRUE(std::isnan(rowmath::cross_entropy_loss(1.0f, 0.0f, 300, classes)));  // past the classes: NaN
 }
 
+TEST(CudaTilesRowMath, SmoothedCrossEntropyRowsMatchTheCpuBackend) {
+  Rng rng(4);
+  const int64_t rows = 5, classes = 300;
+  const float smoothing = 0.1f;
+  FVec logits = cudatest::normal(rng, rows * classes, 5.0);
+  for (int64_t c = 0; c < classes; ++c) logits[classes + c] += 80.0f;
+  const std::vector<int32_t> targets{7, 299, -1, 0, 150};
+  auto be = cpu_d();
+  const DVec ld = cudatest::to_double(logits);
+  DVec loss(rows), nll(rows), lse(rows), dl(rows * classes);
+  be->smoothed_cross_entropy_forward(ld.data(), targets.data(), smoothing, loss.data(), nll.data(), lse.data(), rows,
+                                     classes);
+  be->smoothed_cross_entropy_backward(ld.data(), targets.data(), lse.data(), smoothing, 0.25, dl.data(), rows, classes);
+  const float other = rowmath::smoothing_other_weight(smoothing, classes);
+  FVec lossf(rows), nllf(rows), dlf(rows * classes);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* lr = logits.data() + r * classes;
+    const float m = *std::max_element(lr, lr + classes);
+    const float row_lse = rowmath::cross_entropy_lse(m, lane_sum(classes, [&](int64_t c) { return tile::exp_f(lr[c] - m); }));
+    const float spread = lane_sum(classes, [&](int64_t c) { return row_lse - lr[c]; });
+    const int32_t t = targets[r];
+    nllf[r] = rowmath::cross_entropy_loss(row_lse, t >= 0 ? lr[t] : 0.0f, t, classes);
+    lossf[r] = rowmath::smoothed_cross_entropy_loss(nllf[r], spread, t, smoothing, other);
+    for (int64_t c = 0; c < classes; ++c) {
+      dlf[r * classes + c] = rowmath::smoothed_cross_entropy_grad(lr[c], row_lse, c == t, t < 0, smoothing, other, 0.25f);
+    }
+  }
+  EXPECT_TRUE(close_rel(nllf, nll, 1e-5));
+  EXPECT_TRUE(close_rel(lossf, loss, 1e-5));
+  EXPECT_TRUE(close_rel(dlf, dl, 1e-5));
+}
+
 }  // namespace
 }  // namespace fwp

@@ -331,6 +331,100 @@ TEST(ModuleOpsCrossEntropy, TargetPastTheClassesIsAnInternalErrorOnTheCpu) {
   }
 }
 
+// The label-smoothed loss of a row in double, straight from the definition:
+// -sum_c q_c log p_c with q = 1 - s on the target and s / (V - 1) elsewhere.
+static double smoothed_reference(const double* l, int64_t classes, int32_t t, double s) {
+  double m = -1e300;
+  for (int64_t c = 0; c < classes; ++c) m = std::max(m, l[c]);
+  double z = 0.0;
+  for (int64_t c = 0; c < classes; ++c) z += std::exp(l[c] - m);
+  double loss = 0.0;
+  for (int64_t c = 0; c < classes; ++c) {
+    const double q = c == t ? 1.0 - s : s / static_cast<double>(classes - 1);
+    loss -= q * (l[c] - m - std::log(z));
+  }
+  return loss;
+}
+
+TEST(ModuleOpsCrossEntropy, SmoothedForwardMatchesTheDefinitionAndZeroSmoothingIsPlain) {
+  auto be = cpu(2);
+  Rng rng(12);
+  const int64_t rows = 6, classes = 13;
+  Vec logits = normal_vector(rng, rows * classes, 3.0);
+  for (int64_t c = 0; c < classes; ++c) logits[2 * classes + c] += 1000.0;  // needs the max shift
+  const std::vector<int32_t> targets{3, 0, 12, -1, 7, -5};
+  for (double s : {0.0, 0.1, 0.5}) {
+    Vec loss(rows, std::nan("")), nll(rows, std::nan("")), lse(rows, std::nan(""));
+    be->smoothed_cross_entropy_forward(logits.data(), targets.data(), s, loss.data(), nll.data(), lse.data(), rows,
+                                       classes);
+    Vec plain(rows), plain_lse(rows);
+    be->cross_entropy_forward(logits.data(), targets.data(), plain.data(), plain_lse.data(), rows, classes);
+    for (int64_t r = 0; r < rows; ++r) {
+      const double ref = targets[r] < 0 ? 0.0 : smoothed_reference(&logits[r * classes], classes, targets[r], s);
+      EXPECT_NEAR(loss[r], ref, 1e-9 * std::max(1.0, std::fabs(ref))) << "s " << s << " row " << r;
+      EXPECT_EQ(nll[r], plain[r]) << r;  // the unsmoothed loss, for perplexity
+      EXPECT_EQ(lse[r], plain_lse[r]) << r;
+      if (s == 0.0) {
+        EXPECT_EQ(loss[r], plain[r]) << r;
+      }
+    }
+    EXPECT_EQ(loss[3], 0.0);
+    EXPECT_EQ(nll[5], 0.0);
+  }
+}
+
+TEST(ModuleOpsCrossEntropy, SmoothedBackwardMatchesCentralDifferencesAndMayAliasTheLogits) {
+  auto be = cpu();
+  Rng rng(14);
+  const int64_t rows = 4, classes = 6;
+  const Vec logits = normal_vector(rng, rows * classes);
+  const std::vector<int32_t> targets{1, -1, 5, 0};
+  const double scale = 0.37, s = 0.2;
+  auto f = [&](const Vec& l) {
+    Vec loss(rows), nll(rows), lse(rows);
+    be->smoothed_cross_entropy_forward(l.data(), targets.data(), s, loss.data(), nll.data(), lse.data(), rows,
+                                       classes);
+    return loss;
+  };
+  Vec loss(rows), nll(rows), lse(rows), dl(rows * classes, std::nan(""));
+  be->smoothed_cross_entropy_forward(logits.data(), targets.data(), s, loss.data(), nll.data(), lse.data(), rows,
+                                     classes);
+  be->smoothed_cross_entropy_backward(logits.data(), targets.data(), lse.data(), s, scale, dl.data(), rows, classes);
+  EXPECT_LT(gradient_error(dl, numeric_gradient(f, logits, Vec(rows, scale))), 1e-8);
+  for (int64_t c = 0; c < classes; ++c) EXPECT_EQ(dl[1 * classes + c], 0.0);  // ignored row
+  Vec in_place = logits;
+  be->smoothed_cross_entropy_backward(in_place.data(), targets.data(), lse.data(), s, scale, in_place.data(), rows,
+                                      classes);
+  EXPECT_LT(max_abs_diff(in_place, dl), 1e-15);
+  // Smoothing 0: the plain backward.
+  Vec plain(rows * classes), zero(rows * classes);
+  be->cross_entropy_backward(logits.data(), targets.data(), lse.data(), scale, plain.data(), rows, classes);
+  be->smoothed_cross_entropy_backward(logits.data(), targets.data(), lse.data(), 0.0, scale, zero.data(), rows,
+                                      classes);
+  EXPECT_LT(max_abs_diff(zero, plain), 1e-15);
+}
+
+TEST(ModuleOpsCrossEntropy, SmoothingOutsideItsRangeIsAnInternalError) {
+  auto be = cpu();
+  const Vec logits(2 * 3, 0.0);
+  const std::vector<int32_t> targets{0, 2};
+  Vec loss(2), nll(2), lse(2), dl(6);
+  for (double s : {-0.1, 1.0, std::nan("")}) {
+    EXPECT_THROW(be->smoothed_cross_entropy_forward(logits.data(), targets.data(), s, loss.data(), nll.data(),
+                                                    lse.data(), 2, 3),
+                 Error)
+        << s;
+    EXPECT_THROW(be->smoothed_cross_entropy_backward(logits.data(), targets.data(), lse.data(), s, 1.0, dl.data(), 2,
+                                                     3),
+                 Error)
+        << s;
+  }
+  // One class: nothing to spread the smoothing over.
+  EXPECT_THROW(be->smoothed_cross_entropy_forward(logits.data(), targets.data(), 0.1, loss.data(), nll.data(),
+                                                  lse.data(), 1, 1),
+               Error);
+}
+
 // ================================ dropout ==========================================
 
 TEST(ModuleOpsDropout, CounterHashIsSplitMix64) {
@@ -435,6 +529,9 @@ TEST(ModuleOpsFamilies, MissingModuleOpsReportUnsupported) {
   expect([&] { be.layer_norm_param_grad_accumulate(a, a, a, a, b, c, 2, 2); }, "layer_norm_param_grad_accumulate");
   expect([&] { be.cross_entropy_forward(a, t, b, c, 2, 2); }, "cross_entropy_forward");
   expect([&] { be.cross_entropy_backward(a, t, a, 1.0f, b, 2, 2); }, "cross_entropy_backward");
+  expect([&] { be.smoothed_cross_entropy_forward(a, t, 0.1f, b, c, c, 2, 2); }, "smoothed_cross_entropy_forward");
+  expect([&] { be.smoothed_cross_entropy_backward(a, t, a, 0.1f, 1.0f, b, 2, 2); },
+         "smoothed_cross_entropy_backward");
   expect([&] { be.dropout_forward(a, b, 4, 0.1, 1); }, "dropout_forward");
   expect([&] { be.dropout_backward(a, b, 4, 0.1, 1); }, "dropout_backward");
 }

@@ -527,6 +527,43 @@ TEST(ModuleCrossEntropyLoss, SumOfRowLossesAndGradientByCentralDifferences) {
   });
 }
 
+TEST(ModuleCrossEntropyLoss, LabelSmoothingSumsTheSmoothedLossesAndKeepsTheNll) {
+  auto be = cpu();
+  CrossEntropyLoss<double> ce(be);
+  Rng rng(15);
+  const int64_t rows = 5, V = 7;
+  Vec logits = normal_vector(rng, rows * V, 2.0);
+  const std::vector<int32_t> host{4, -1, 0, 6, 2};
+  IdBuffer<double> targets;
+  targets.upload(be, host.data(), rows);
+  const double plain = ce.forward(ConstView<double>(logits.data(), {rows, V}), targets.view({rows}));
+  EXPECT_EQ(ce.last_nll_sum(), plain);
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "label smoothing must be in [0, 1)", [&] { ce.set_label_smoothing(1.0); });
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "label smoothing must be in [0, 1)", [&] { ce.set_label_smoothing(-0.5); });
+  ce.set_label_smoothing(0.1);
+  auto loss = [&] { return ce.forward(ConstView<double>(logits.data(), {rows, V}), targets.view({rows})); };
+  double ref = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (host[r] < 0) continue;
+    double z = 0.0;
+    for (int64_t c = 0; c < V; ++c) z += std::exp(logits[r * V + c]);
+    for (int64_t c = 0; c < V; ++c) ref -= (c == host[r] ? 0.9 : 0.1 / (V - 1)) * (logits[r * V + c] - std::log(z));
+  }
+  EXPECT_NEAR(loss(), ref, 1e-12);
+  EXPECT_NEAR(ce.last_nll_sum(), plain, 1e-12);  // perplexity is still of the unsmoothed loss
+  Vec d(rows * V);
+  ce.backward(ConstView<double>(logits.data(), {rows, V}), targets.view({rows}), 1.0,
+              TensorView<double>(d.data(), {rows, V}));
+  EXPECT_LT(fd_error(logits.data(), rows * V, d, loss), 1e-8);
+  // The backward differentiates the last forward's loss even if the smoothing changed since.
+  loss();
+  ce.set_label_smoothing(0.0);
+  Vec d2(rows * V);
+  ce.backward(ConstView<double>(logits.data(), {rows, V}), targets.view({rows}), 1.0,
+              TensorView<double>(d2.data(), {rows, V}));
+  EXPECT_EQ(d2, d);
+}
+
 // ================================ Dropout ==========================================
 
 TEST(ModuleDropout, BackwardMatchesCentralDifferencesWithTheForwardsMask) {

@@ -482,6 +482,15 @@ TEST_F(Emulated, LossesMatchCpu) {
   emu_->cross_entropy_backward(logits.e(), targets->e, lse.e(), 0.5f, dl.e(), rows, classes);
   cpu_->cross_entropy_backward(logits.c(), targets->c, lse.c(), 0.5f, dl.c(), rows, classes);
   EXPECT_TRUE(same(dl)) << "cross-entropy dlogits";
+  auto sloss = output(rows), snll = output(rows), slse = output(rows), sdl = output(rows * classes);
+  emu_->smoothed_cross_entropy_forward(logits.e(), targets->e, 0.1f, sloss.e(), snll.e(), slse.e(), rows, classes);
+  cpu_->smoothed_cross_entropy_forward(logits.c(), targets->c, 0.1f, sloss.c(), snll.c(), slse.c(), rows, classes);
+  EXPECT_TRUE(same(sloss)) << "smoothed cross-entropy loss";
+  EXPECT_TRUE(same(snll)) << "smoothed cross-entropy nll";
+  EXPECT_TRUE(same(slse)) << "smoothed cross-entropy lse";
+  emu_->smoothed_cross_entropy_backward(logits.e(), targets->e, slse.e(), 0.1f, 0.5f, sdl.e(), rows, classes);
+  cpu_->smoothed_cross_entropy_backward(logits.c(), targets->c, slse.c(), 0.1f, 0.5f, sdl.c(), rows, classes);
+  EXPECT_TRUE(same(sdl)) << "smoothed cross-entropy dlogits";
   auto mse = output(rows), dy = output(rows * classes);
   emu_->onehot_mse_forward(logits.e(), targets->e, mse.e(), rows, classes);
   cpu_->onehot_mse_forward(logits.c(), targets->c, mse.c(), rows, classes);
