@@ -198,7 +198,8 @@ TEST(MtMetrics, Utf8Validation) {
 }
 
 TEST(MtMetrics, IdenticalTextsScore100) {
-  const std::vector<std::string_view> text = {"El principio.", "\xc2\xbfD\xc3\xb3nde est\xc3\xa1?"};
+  const std::vector<std::string_view> text = {"En el principio cri\xc3\xb3 Dios los cielos.",
+                                                 "\xc2\xbf" "D\xc3\xb3nde est\xc3\xa1 el ni\xc3\xb1o?"};
   EXPECT_DOUBLE_EQ(fwp::corpus_bleu(text, {text}, {}).score, 100.0);
   EXPECT_DOUBLE_EQ(fwp::corpus_chrf(text, {text}, {}).score, 100.0);
 }
@@ -235,7 +236,7 @@ TEST(MtMetrics, BadInputsThrowWithTheirName) {
 }
 
 TEST(MtMetrics, CApiRefusesBadArguments) {
-  const char* hyps[] = {"a b c", "d e f"};
+  const char* hyps[] = {"a b c d e", "f g h i j"};  // 4-grams exist, so identical texts score 100
   const char* const* refs[] = {hyps};
   fwp_bleu_result result;
   fwp_bleu_result_init(&result);
