@@ -237,6 +237,9 @@ if(TARGET fwp_cli AND Python3_Interpreter_FOUND)
                    ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/mt_metrics.json ${FWP_CLI_WORK}/mt_score)
   set_tests_properties(cli_mt_score PROPERTIES LABELS cli TIMEOUT 120)
 endif()
+if(TARGET fwp_cli)
+  fwp_cli_test(mt_score_help EXIT 0 ARGS mt score --help STDOUT --hyp --ref --json)
+endif()
 add_test(NAME bible_corpus_deterministic
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/check_bible_corpus.sh ${PROJECT_SOURCE_DIR}
                  ${CMAKE_CURRENT_BINARY_DIR}/bible_corpus)
