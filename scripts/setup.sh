@@ -19,6 +19,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libfmt-dev
   doxygen graphviz gnuplot-nox
   libsentencepiece-dev python3-sword sword-comm-tdavid  # subword tokenizers; the Debian LM corpus (scripts/make-tdavid-corpus.py)
+  sword-text-kjv sword-text-sparv  # the English-Spanish MT corpus (scripts/make-bible-corpus.py)
   clang libclang-rt-dev libomp-dev ccache ninja-build  # build-asan/: clang, ASan, UBSan, libFuzzer, OpenMP for clang; ccache, ninja: every build (scripts/test.sh)
 )
 

@@ -228,3 +228,19 @@ if(TARGET fwp_cli)
     set_tests_properties(cli_bad_checkpoint PROPERTIES LABELS cli TIMEOUT 150)
   endif()
 endif()
+
+# Machine translation: `fwp mt score` against sacrebleu's scores (tests/fixtures/mt_metrics.json), and the
+# Bible corpus build (scripts/make-bible-corpus.py) is deterministic; skipped, visibly, without the SWORD modules.
+if(TARGET fwp_cli AND Python3_Interpreter_FOUND)
+  add_test(NAME cli_mt_score
+           COMMAND Python3::Interpreter ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_mt_score.py $<TARGET_FILE:fwp_cli>
+                   ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/mt_metrics.json ${FWP_CLI_WORK}/mt_score)
+  set_tests_properties(cli_mt_score PROPERTIES LABELS cli TIMEOUT 120)
+endif()
+if(TARGET fwp_cli)
+  fwp_cli_test(mt_score_help EXIT 0 ARGS mt score --help STDOUT --hyp --ref --json)
+endif()
+add_test(NAME bible_corpus_deterministic
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/check_bible_corpus.sh ${PROJECT_SOURCE_DIR}
+                 ${CMAKE_CURRENT_BINARY_DIR}/bible_corpus)
+set_tests_properties(bible_corpus_deterministic PROPERTIES LABELS scripts SKIP_RETURN_CODE 77 TIMEOUT 300)

@@ -20,6 +20,10 @@ const Command kCommands[] = {
      "a model on it, `fwp lm eval` reports perplexity (segments, sliding window or carried state) and `fwp lm "
      "generate` continues a prompt.",
      add_lm_options, run_lm},
+    {"mt",
+     "Machine translation (section 6.2): `fwp mt score` reports BLEU and chrF (sacreBLEU's definitions) of a "
+     "hypothesis file against reference files.",
+     add_mt_options, run_mt},
 };
 
 // The exit-code paragraph of `fwp --help` and of every subcommand's help.

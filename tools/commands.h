@@ -38,6 +38,10 @@ int run_retrieval();
 void add_lm_options(CLI::App& app);
 int run_lm();
 
+// `fwp mt` (mt_command.cpp): machine translation (section 6.2): score.
+void add_mt_options(CLI::App& app);
+int run_mt();
+
 }  // namespace fwp_cli
 
 #endif  // FWP_TOOLS_COMMANDS_H

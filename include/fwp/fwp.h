@@ -5,7 +5,7 @@
  *
  * This umbrella header includes every public header of the library (one per
  * concept: common, context, layer, state, model, data, text, retrieval, lm,
- * optimizer, checkpoint). It is plain C99 and can be used from C, C++, Rust,
+ * optimizer, checkpoint, metrics). It is plain C99 and can be used from C, C++, Rust,
  * Julia or any language with a C FFI.
  *
  * \section conventions Conventions
@@ -70,5 +70,6 @@
 #include "fwp/lm.h"
 #include "fwp/optimizer.h"
 #include "fwp/checkpoint.h"
+#include "fwp/metrics.h"
 
 #endif /* FWP_FWP_H */

@@ -55,6 +55,7 @@ export LanguageModel, lm_config, vocab_size, generate!, sample_token!
 export Tokenizer, train_word_tokenizer, train_sentencepiece, sentencepiece_available, load_tokenizer, save_tokenizer
 export tokenizer_kind, eos_id, unk_id, token_to_id, id_to_token, encode_file, token_file_info, read_token_file
 export TokenData, next_batch!, data_epoch, data_position, segments_per_epoch, num_tokens
+export bleu, chrf
 
 const L = LibFwp
 
@@ -185,10 +186,13 @@ const ENUM_FIELDS = Dict{Symbol,Dict{Symbol,Int32}}(
     :model_type => Dict(:unigram => L.FWP_SENTENCEPIECE_UNIGRAM, :bpe => L.FWP_SENTENCEPIECE_BPE),
     :lr_schedule => Dict(:constant => L.FWP_LR_CONSTANT, :warmup_cosine => L.FWP_LR_WARMUP_COSINE,
         :inverse_sqrt => L.FWP_LR_INVERSE_SQRT),
+    :tokenize => Dict(:mteval13a => L.FWP_BLEU_TOKENIZE_13A, :none => L.FWP_BLEU_TOKENIZE_NONE),
+    :smooth_method => Dict(:exp => L.FWP_BLEU_SMOOTH_EXP, :none => L.FWP_BLEU_SMOOTH_NONE,
+        :floor => L.FWP_BLEU_SMOOTH_FLOOR, :add_k => L.FWP_BLEU_SMOOTH_ADD_K),
 )
 
 const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_output, :use_bias, :carry_state,
-    :pre_norm, :tie_embeddings, :byte_fallback, :verbose)
+    :pre_norm, :tie_embeddings, :byte_fallback, :verbose, :effective_order, :whitespace, :eps_smoothing)
 
 # Fields the high-level keywords may not set (the bindings manage them).
 const HIDDEN_FIELDS = (:struct_size, :log_callback, :log_user_data)
@@ -1821,6 +1825,77 @@ function load_checkpoint!(path::AbstractString, model::Model; optimizer::Union{N
     data_ptr = data === nothing ? Ptr{L.fwp_data}(C_NULL) : handle(data)
     state_ptr = state === nothing ? Ptr{L.fwp_state}(C_NULL) : handle(state)
     check(L.fwp_checkpoint_load_with_state(path, handle(model), opt_ptr, data_ptr, state_ptr))
+end
+
+# ---------------------------------------------------------------------------
+# Translation metrics
+
+# Calls f(hypothesis pointers, count, stream pointers, count) with the texts as
+# NUL-terminated strings kept alive for the call.
+function with_corpus(f, hypotheses, references)
+    isempty(references) && argument_error("at least one reference stream is needed")
+    for (r, stream) in enumerate(references)
+        length(stream) == length(hypotheses) || throw(FwpError(L.FWP_ERR_SHAPE_MISMATCH,
+            "reference stream $r has $(length(stream)) lines but there are $(length(hypotheses)) hypotheses"))
+    end
+    hyp_strings = String[String(h) for h in hypotheses]
+    ref_strings = [String[String(line) for line in stream] for stream in references]
+    for (i, s) in enumerate(hyp_strings)
+        Base.containsnul(s) && argument_error("hypothesis $i contains a NUL byte")
+    end
+    for (r, stream) in enumerate(ref_strings), (i, s) in enumerate(stream)
+        Base.containsnul(s) && argument_error("line $i of reference stream $r contains a NUL byte")
+    end
+    # Julia strings are NUL-terminated in memory, so their pointers are C strings.
+    GC.@preserve hyp_strings ref_strings begin
+        hyp_ptrs = Ptr{UInt8}[pointer(s) for s in hyp_strings]
+        rows = [Ptr{UInt8}[pointer(s) for s in stream] for stream in ref_strings]
+        GC.@preserve rows begin
+            stream_ptrs = Ptr{Ptr{UInt8}}[pointer(row) for row in rows]
+            return f(hyp_ptrs, length(hyp_ptrs), stream_ptrs, length(stream_ptrs))
+        end
+    end
+end
+
+"""
+    bleu(hypotheses, references...; tokenize = :mteval13a, smooth_method = :exp, smooth_value = -1.0,
+         max_ngram_order = 4, effective_order = false) -> NamedTuple
+
+Corpus BLEU of the `hypotheses` (strings) against one or more reference
+streams, each a vector as long as `hypotheses`, as the sacrebleu package
+computes it (its defaults: 13a tokens, exp smoothing, case-sensitive). Other
+smoothing: `:none`, `:floor`, `:add_k` (`smooth_value` negative for their
+defaults 0.1 and 1); `tokenize = :none` for pre-tokenized text.
+
+Returns `(score, precisions, brevity_penalty, ratio, hyp_len, ref_len, counts,
+totals)`: the score and precisions in percent, counts and totals per n-gram order.
+"""
+function bleu(hypotheses::AbstractVector{<:AbstractString}, references::AbstractVector{<:AbstractString}...; kw...)
+    options = with_fields(default_config(L.fwp_bleu_options, L.fwp_bleu_options_init); kw...)
+    result = Ref(default_config(L.fwp_bleu_result, L.fwp_bleu_result_init))
+    with_corpus(hypotheses, references) do hyps, n, refs, num_refs
+        check(L.fwp_bleu(hyps, n, refs, num_refs, Ref(options), result))
+    end
+    r = result[]
+    return (score = r.score, precisions = collect(r.precisions), brevity_penalty = r.brevity_penalty,
+        ratio = r.ratio, hyp_len = Int(r.hyp_len), ref_len = Int(r.ref_len), counts = collect(Int, r.counts),
+        totals = collect(Int, r.totals))
+end
+
+"""
+    chrf(hypotheses, references...; char_order = 6, word_order = 0, beta = 2.0, whitespace = false,
+         eps_smoothing = false) -> Float64
+
+Corpus chrF (0..100) of the `hypotheses` against one or more reference
+streams, as the sacrebleu package computes it (`word_order = 2` is chrF++).
+"""
+function chrf(hypotheses::AbstractVector{<:AbstractString}, references::AbstractVector{<:AbstractString}...; kw...)
+    options = with_fields(default_config(L.fwp_chrf_options, L.fwp_chrf_options_init); kw...)
+    result = Ref(default_config(L.fwp_chrf_result, L.fwp_chrf_result_init))
+    with_corpus(hypotheses, references) do hyps, n, refs, num_refs
+        check(L.fwp_chrf(hyps, n, refs, num_refs, Ref(options), result))
+    end
+    return result[].score
 end
 
 end # module FastWeights

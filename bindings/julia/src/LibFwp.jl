@@ -54,6 +54,10 @@ const FWP_MAX_WORD_BYTES = 1024
 const FWP_MAX_VOCAB_SIZE = 16777216
 "Largest number of adaptive-softmax cutoffs a config holds."
 const FWP_LM_MAX_CUTOFFS = 8
+"The highest BLEU n-gram order (the size of the per-order arrays of fwp_bleu_result)."
+const FWP_BLEU_MAX_NGRAM_ORDER = 4
+"The highest chrF character or word n-gram order."
+const FWP_CHRF_MAX_ORDER = 32
 
 # ---------------------------------------------------------------------------
 # Enums (C enums are int-sized)
@@ -201,6 +205,27 @@ const FWP_LR_CONSTANT = fwp_lr_schedule(0)
 const FWP_LR_WARMUP_COSINE = fwp_lr_schedule(1)
 "base * sqrt(warmup_steps / n), not below the floor."
 const FWP_LR_INVERSE_SQRT = fwp_lr_schedule(2)
+
+"`fwp_bleu_tokenizer`: BLEU tokenizers (sacrebleu's `tokenize`). Values are fixed."
+const fwp_bleu_tokenizer = Cint
+"mteval-v13a (sacrebleu's default, \"13a\")."
+const FWP_BLEU_TOKENIZE_13A = fwp_bleu_tokenizer(0)
+"Split at whitespace only (\"none\"): for pre-tokenized text."
+const FWP_BLEU_TOKENIZE_NONE = fwp_bleu_tokenizer(1)
+
+"""
+`fwp_bleu_smoothing`: BLEU smoothing of n-gram orders without matches (sacrebleu's `smooth_method`). Values are
+fixed.
+"""
+const fwp_bleu_smoothing = Cint
+"\"exp\" (default): the k-th order without a match gets 1 / (2^k * total)."
+const FWP_BLEU_SMOOTH_EXP = fwp_bleu_smoothing(0)
+"\"none\": an order without a match makes BLEU 0."
+const FWP_BLEU_SMOOTH_NONE = fwp_bleu_smoothing(1)
+"\"floor\": an order without a match gets smooth_value / total."
+const FWP_BLEU_SMOOTH_FLOOR = fwp_bleu_smoothing(2)
+"\"add-k\": smooth_value is added to the matches and totals of orders >= 2."
+const FWP_BLEU_SMOOTH_ADD_K = fwp_bleu_smoothing(3)
 
 # ---------------------------------------------------------------------------
 # Handles and other typedefs
@@ -537,6 +562,76 @@ struct fwp_optimizer_config
     total_steps::Int64
     "Floor of the decay, finite and in [0, learning_rate]; must be 0 (default) for FWP_LR_CONSTANT."
     min_learning_rate::Cfloat
+end
+
+"`fwp_bleu_options`: BLEU settings. Fill with fwp_bleu_options_init(); the defaults are sacrebleu's."
+struct fwp_bleu_options
+    "sizeof(fwp_bleu_options); set by init."
+    struct_size::UInt32
+    "Default FWP_BLEU_TOKENIZE_13A."
+    tokenize::fwp_bleu_tokenizer
+    "Default FWP_BLEU_SMOOTH_EXP."
+    smooth_method::fwp_bleu_smoothing
+    "For floor and add-k; negative (default -1): their defaults 0.1 and 1. Must be finite."
+    smooth_value::Cdouble
+    "Highest n-gram order, in [1, FWP_BLEU_MAX_NGRAM_ORDER]; default 4."
+    max_ngram_order::Int32
+    """
+    1: average only the orders up to the last one with n-grams in the hypotheses (for single sentences); default 0.
+    """
+    effective_order::Int32
+end
+
+"`fwp_bleu_result`: A BLEU score and its statistics (sacrebleu's BLEUScore). Prepare with fwp_bleu_result_init()."
+struct fwp_bleu_result
+    "sizeof(fwp_bleu_result); set by init."
+    struct_size::UInt32
+    "BLEU in [0, 100]."
+    score::Cdouble
+    "Smoothed n-gram precisions in percent; orders above max_ngram_order are 0."
+    precisions::NTuple{FWP_BLEU_MAX_NGRAM_ORDER,Cdouble}
+    "In [0, 1]."
+    brevity_penalty::Cdouble
+    "hyp_len / ref_len (0 if ref_len is 0)."
+    ratio::Cdouble
+    "Tokens of the hypotheses."
+    hyp_len::Int64
+    "Tokens of the closest references."
+    ref_len::Int64
+    "Clipped n-gram matches of each order (before add-k)."
+    counts::NTuple{FWP_BLEU_MAX_NGRAM_ORDER,Int64}
+    "N-grams of each order in the hypotheses (before add-k)."
+    totals::NTuple{FWP_BLEU_MAX_NGRAM_ORDER,Int64}
+end
+
+"`fwp_chrf_options`: chrF settings. Fill with fwp_chrf_options_init(); the defaults are sacrebleu's chrF."
+struct fwp_chrf_options
+    "sizeof(fwp_chrf_options); set by init."
+    struct_size::UInt32
+    "Character n-gram orders 1..char_order, in [0, FWP_CHRF_MAX_ORDER]; default 6."
+    char_order::Int32
+    """
+    Word n-gram orders 1..word_order, in [0, FWP_CHRF_MAX_ORDER]; default 0 (chrF); 2 is chrF++. char_order +
+    word_order must be >= 1.
+    """
+    word_order::Int32
+    "Weight of recall against precision, finite and >= 0; default 2."
+    beta::Cdouble
+    "1: keep whitespace inside character n-grams; default 0 (removed)."
+    whitespace::Int32
+    """
+    1: average the orders' F-scores with epsilon smoothing (chrF++.py, NLTK, Moses); default 0 (sacrebleu's: F of
+    the averaged precision and recall).
+    """
+    eps_smoothing::Int32
+end
+
+"`fwp_chrf_result`: A chrF score. Prepare with fwp_chrf_result_init()."
+struct fwp_chrf_result
+    "sizeof(fwp_chrf_result); set by init."
+    struct_size::UInt32
+    "chrF in [0, 100]."
+    score::Cdouble
 end
 
 # ---------------------------------------------------------------------------
@@ -1077,5 +1172,29 @@ fwp_checkpoint_load_with_state(path, model, opt, data, state) =
 "Creates a model from the kind, configuration and parameters stored in a checkpoint."
 fwp_model_load(ctx, path, out) =
     @ccall libfwp().fwp_model_load(ctx::Ptr{fwp_context}, path::Cstring, out::Ptr{Ptr{fwp_model}})::fwp_status
+
+"Fills BLEU settings with the defaults (sacrebleu's)."
+fwp_bleu_options_init(options) = @ccall libfwp().fwp_bleu_options_init(options::Ptr{fwp_bleu_options})::Cvoid
+
+"Prepares a BLEU result: zeros and struct_size."
+fwp_bleu_result_init(result) = @ccall libfwp().fwp_bleu_result_init(result::Ptr{fwp_bleu_result})::Cvoid
+
+"Fills chrF settings with the defaults (sacrebleu's chrF)."
+fwp_chrf_options_init(options) = @ccall libfwp().fwp_chrf_options_init(options::Ptr{fwp_chrf_options})::Cvoid
+
+"Prepares a chrF result: zeros and struct_size."
+fwp_chrf_result_init(result) = @ccall libfwp().fwp_chrf_result_init(result::Ptr{fwp_chrf_result})::Cvoid
+
+"Corpus BLEU of hypotheses against one or more reference streams."
+fwp_bleu(hypotheses, num_sentences, references, num_refs, options, result) =
+    @ccall libfwp().fwp_bleu(
+        hypotheses::Ptr{Ptr{UInt8}}, num_sentences::Int64, references::Ptr{Ptr{Ptr{UInt8}}},
+        num_refs::Int64, options::Ptr{fwp_bleu_options}, result::Ptr{fwp_bleu_result})::fwp_status
+
+"Corpus chrF of hypotheses against one or more reference streams."
+fwp_chrf(hypotheses, num_sentences, references, num_refs, options, result) =
+    @ccall libfwp().fwp_chrf(
+        hypotheses::Ptr{Ptr{UInt8}}, num_sentences::Int64, references::Ptr{Ptr{Ptr{UInt8}}},
+        num_refs::Int64, options::Ptr{fwp_chrf_options}, result::Ptr{fwp_chrf_result})::fwp_status
 
 end # module LibFwp

@@ -349,6 +349,29 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         rm(path; force = true)
     end
 
+    @testset "translation metrics (sacrebleu fixture case two_references)" begin
+        hyps = ["It is a guide to action which ensures that the military always obeys the commands of the party.",
+            "he read the book because he was interested in world history", "the cat is on the mat"]
+        refs_a = ["It is a guide to action that ensures that the military will forever heed Party commands.",
+            "he was interested in world history because he read the book", "there is a cat on the mat"]
+        refs_b = ["It is the guiding principle which guarantees the military forces always being under the command of the Party.",
+            "he read the book because he was interested in world history", "the cat sat on the mat"]
+        b = bleu(hyps, refs_a, refs_b)
+        @test abs(b.score - 62.154895663454404) < 0.01
+        @test b.counts == [34, 22, 16, 12]
+        @test b.totals == [36, 33, 30, 27]
+        @test (b.hyp_len, b.ref_len) == (36, 36)
+        @test abs(chrf(hyps, refs_a, refs_b) - 75.62160799215695) < 0.01
+        @test abs(chrf(hyps, refs_a, refs_b; word_order = 2) - 75.25253466745232) < 0.01
+        @test bleu(hyps, refs_b; smooth_method = :none).counts == bleu(hyps, refs_b).counts
+        @test bleu(hyps, hyps; tokenize = :none).score ≈ 100.0
+        @test_throws FwpError bleu(hyps, refs_a[1:2])
+        @test_throws FwpError bleu(hyps)
+        @test_throws FwpError bleu(hyps, refs_a; max_ngram_order = 9)
+        @test_throws FwpError chrf(hyps, refs_a; beta = -1.0)
+        @test_throws FwpError chrf(["a\0b"], ["a"])
+    end
+
     @testset "tokenizer, token files and token data" begin
         dir = mktempdir()
         text = joinpath(dir, "small.txt")

@@ -20,6 +20,10 @@ pub const FWP_MAX_WORD_BYTES: i32 = 1024;
 pub const FWP_MAX_VOCAB_SIZE: i32 = 16777216;
 /// Largest number of adaptive-softmax cutoffs a config holds.
 pub const FWP_LM_MAX_CUTOFFS: usize = 8;
+/// The highest BLEU n-gram order (the size of the per-order arrays of fwp_bleu_result).
+pub const FWP_BLEU_MAX_NGRAM_ORDER: usize = 4;
+/// The highest chrF character or word n-gram order.
+pub const FWP_CHRF_MAX_ORDER: i32 = 32;
 
 c_enum! {
     /// `fwp_status`: result of every fallible call. Values are fixed and never renumbered.
@@ -204,6 +208,31 @@ c_enum! {
         FWP_LR_WARMUP_COSINE = 1,
         /// base \* sqrt(warmup_steps / n), not below the floor.
         FWP_LR_INVERSE_SQRT = 2,
+    }
+}
+
+c_enum! {
+    /// `fwp_bleu_tokenizer`: BLEU tokenizers (sacrebleu's `tokenize`). Values are fixed.
+    fwp_bleu_tokenizer {
+        /// mteval-v13a (sacrebleu's default, "13a").
+        FWP_BLEU_TOKENIZE_13A = 0,
+        /// Split at whitespace only ("none"): for pre-tokenized text.
+        FWP_BLEU_TOKENIZE_NONE = 1,
+    }
+}
+
+c_enum! {
+    /// `fwp_bleu_smoothing`: BLEU smoothing of n-gram orders without matches (sacrebleu's `smooth_method`). Values are
+    /// fixed.
+    fwp_bleu_smoothing {
+        /// "exp" (default): the k-th order without a match gets 1 / (2^k \* total).
+        FWP_BLEU_SMOOTH_EXP = 0,
+        /// "none": an order without a match makes BLEU 0.
+        FWP_BLEU_SMOOTH_NONE = 1,
+        /// "floor": an order without a match gets smooth_value / total.
+        FWP_BLEU_SMOOTH_FLOOR = 2,
+        /// "add-k": smooth_value is added to the matches and totals of orders \>= 2.
+        FWP_BLEU_SMOOTH_ADD_K = 3,
     }
 }
 
@@ -539,6 +568,78 @@ pub struct fwp_optimizer_config {
     pub total_steps: i64,
     /// Floor of the decay, finite and in \[0, learning_rate\]; must be 0 (default) for FWP_LR_CONSTANT.
     pub min_learning_rate: f32,
+}
+
+/// `fwp_bleu_options`: BLEU settings. Fill with fwp_bleu_options_init(); the defaults are sacrebleu's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_bleu_options {
+    /// sizeof(fwp_bleu_options); set by init.
+    pub struct_size: u32,
+    /// Default FWP_BLEU_TOKENIZE_13A.
+    pub tokenize: fwp_bleu_tokenizer,
+    /// Default FWP_BLEU_SMOOTH_EXP.
+    pub smooth_method: fwp_bleu_smoothing,
+    /// For floor and add-k; negative (default -1): their defaults 0.1 and 1. Must be finite.
+    pub smooth_value: f64,
+    /// Highest n-gram order, in \[1, FWP_BLEU_MAX_NGRAM_ORDER\]; default 4.
+    pub max_ngram_order: i32,
+    /// 1: average only the orders up to the last one with n-grams in the hypotheses (for single sentences); default 0.
+    pub effective_order: i32,
+}
+
+/// `fwp_bleu_result`: A BLEU score and its statistics (sacrebleu's BLEUScore). Prepare with fwp_bleu_result_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_bleu_result {
+    /// sizeof(fwp_bleu_result); set by init.
+    pub struct_size: u32,
+    /// BLEU in \[0, 100\].
+    pub score: f64,
+    /// Smoothed n-gram precisions in percent; orders above max_ngram_order are 0.
+    pub precisions: [f64; FWP_BLEU_MAX_NGRAM_ORDER],
+    /// In \[0, 1\].
+    pub brevity_penalty: f64,
+    /// hyp_len / ref_len (0 if ref_len is 0).
+    pub ratio: f64,
+    /// Tokens of the hypotheses.
+    pub hyp_len: i64,
+    /// Tokens of the closest references.
+    pub ref_len: i64,
+    /// Clipped n-gram matches of each order (before add-k).
+    pub counts: [i64; FWP_BLEU_MAX_NGRAM_ORDER],
+    /// N-grams of each order in the hypotheses (before add-k).
+    pub totals: [i64; FWP_BLEU_MAX_NGRAM_ORDER],
+}
+
+/// `fwp_chrf_options`: chrF settings. Fill with fwp_chrf_options_init(); the defaults are sacrebleu's chrF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_chrf_options {
+    /// sizeof(fwp_chrf_options); set by init.
+    pub struct_size: u32,
+    /// Character n-gram orders 1..char_order, in \[0, FWP_CHRF_MAX_ORDER\]; default 6.
+    pub char_order: i32,
+    /// Word n-gram orders 1..word_order, in \[0, FWP_CHRF_MAX_ORDER\]; default 0 (chrF); 2 is chrF++. char_order +
+    /// word_order must be \>= 1.
+    pub word_order: i32,
+    /// Weight of recall against precision, finite and \>= 0; default 2.
+    pub beta: f64,
+    /// 1: keep whitespace inside character n-grams; default 0 (removed).
+    pub whitespace: i32,
+    /// 1: average the orders' F-scores with epsilon smoothing (chrF++.py, NLTK, Moses); default 0 (sacrebleu's: F of
+    /// the averaged precision and recall).
+    pub eps_smoothing: i32,
+}
+
+/// `fwp_chrf_result`: A chrF score. Prepare with fwp_chrf_result_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_chrf_result {
+    /// sizeof(fwp_chrf_result); set by init.
+    pub struct_size: u32,
+    /// chrF in \[0, 100\].
+    pub score: f64,
 }
 
 extern "C" {
@@ -1117,4 +1218,36 @@ extern "C" {
 
     /// Creates a model from the kind, configuration and parameters stored in a checkpoint.
     pub fn fwp_model_load(ctx: *mut fwp_context, path: *const c_char, out: *mut *mut fwp_model) -> fwp_status;
+
+    /// Fills BLEU settings with the defaults (sacrebleu's).
+    pub fn fwp_bleu_options_init(options: *mut fwp_bleu_options);
+
+    /// Prepares a BLEU result: zeros and struct_size.
+    pub fn fwp_bleu_result_init(result: *mut fwp_bleu_result);
+
+    /// Fills chrF settings with the defaults (sacrebleu's chrF).
+    pub fn fwp_chrf_options_init(options: *mut fwp_chrf_options);
+
+    /// Prepares a chrF result: zeros and struct_size.
+    pub fn fwp_chrf_result_init(result: *mut fwp_chrf_result);
+
+    /// Corpus BLEU of hypotheses against one or more reference streams.
+    pub fn fwp_bleu(
+        hypotheses: *const *const c_char,
+        num_sentences: i64,
+        references: *const *const *const c_char,
+        num_refs: i64,
+        options: *const fwp_bleu_options,
+        result: *mut fwp_bleu_result,
+    ) -> fwp_status;
+
+    /// Corpus chrF of hypotheses against one or more reference streams.
+    pub fn fwp_chrf(
+        hypotheses: *const *const c_char,
+        num_sentences: i64,
+        references: *const *const *const c_char,
+        num_refs: i64,
+        options: *const fwp_chrf_options,
+        result: *mut fwp_chrf_result,
+    ) -> fwp_status;
 }

@@ -56,6 +56,7 @@ mod data;
 mod error;
 mod layer;
 mod lm;
+mod metrics;
 mod model;
 mod optimizer;
 mod params;
@@ -69,6 +70,7 @@ pub use data::{DataKind, DataSource, RetrievalBatch, RetrievalData, TokenBatch, 
 pub use error::{Error, Result, Status};
 pub use layer::{Algorithm, FastWeights, FeatureMap, Layer, LayerConfig, UpdateRule};
 pub use lm::{EvalMode, Evaluation, LanguageModel, LmConfig, PositionEncoding, SamplingConfig};
+pub use metrics::{bleu, chrf, BleuOptions, BleuScore, BleuSmoothing, BleuTokenizer, ChrfOptions};
 pub use model::{AnyModel, Model, ModelKind, OtherModel, RetrievalConfig, RetrievalModel};
 pub use optimizer::{LrSchedule, Optimizer, OptimizerConfig, OptimizerKind, Trainable};
 pub use params::ParamInfo;
