@@ -410,12 +410,64 @@ static void test_evaluation_order(void** state) {
   fwp_data_destroy(data);
 }
 
+static void test_sentencepiece_pad_bos(void** state) {
+  (void)state;
+  fwp_sentencepiece_config cfg;
+  fwp_sentencepiece_config_init(&cfg);
+  assert_int_equal(cfg.pad_bos, 0);
+  const char* paths[] = {src_path, tgt_path};
+  fwp_tokenizer* tok = NULL;
+  cfg.pad_bos = 2;
+  EXPECT_ERROR(fwp_tokenizer_train_sentencepiece(paths, 2, &cfg, &tok), FWP_ERR_INVALID_ARGUMENT, "pad_bos");
+  cfg.pad_bos = 1;
+  cfg.vocab_size = 4;
+  EXPECT_ERROR(fwp_tokenizer_train_sentencepiece(paths, 2, &cfg, &tok), FWP_ERR_INVALID_ARGUMENT, "vocab_size");
+  if (!fwp_tokenizer_sentencepiece_available()) return;
+  cfg.model_type = FWP_SENTENCEPIECE_BPE;
+  cfg.vocab_size = 30;
+  CHECK_OK(fwp_tokenizer_train_sentencepiece(paths, 2, &cfg, &tok));
+  int64_t vocab = 0, model_vocab = 0;
+  int32_t pad = -1, bos = -1, eos = -1, unk = -1;
+  CHECK_OK(fwp_tokenizer_vocab_size(tok, &vocab));
+  CHECK_OK(fwp_pair_special_ids(tok, &model_vocab, &pad, &bos, &eos, &unk));
+  /* The tokenizer's own ids: nothing added. */
+  assert_int_equal(model_vocab, vocab);
+  assert_int_equal(pad, 2);
+  assert_int_equal(bos, 3);
+  assert_int_equal(eos, 0);
+  assert_int_equal(unk, 1);
+  /* Decoding drops them. */
+  int32_t ids[16];
+  int64_t n = 0;
+  ids[0] = bos;
+  CHECK_OK(fwp_tokenizer_encode(tok, "el gato", 7, 0, ids + 1, 14, &n));
+  ids[n + 1] = pad;
+  ids[n + 2] = eos;
+  char text[64];
+  size_t length = 0;
+  CHECK_OK(fwp_tokenizer_decode(tok, ids, n + 3, text, sizeof text, &length));
+  assert_string_equal(text, "el gato\n");
+  fwp_pair_encode_config pc;
+  fwp_pair_encode_config_init(&pc);
+  fwp_pair_info info;
+  info.struct_size = sizeof info;
+  char sp_pairs[300];
+  snprintf(sp_pairs, sizeof sp_pairs, "%s/sp.pairs", dir);
+  CHECK_OK(fwp_pair_file_encode(tok, src_path, tgt_path, sp_pairs, &pc, &info));
+  assert_int_equal(info.vocab_size, vocab);
+  assert_int_equal(info.tokenizer_vocab_size, vocab);
+  assert_int_equal(info.pad_id, 2);
+  assert_int_equal(info.bos_id, 3);
+  fwp_tokenizer_destroy(tok);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_encode),
       cmocka_unit_test(test_damaged_files),
       cmocka_unit_test(test_data_source),
       cmocka_unit_test(test_evaluation_order),
+      cmocka_unit_test(test_sentencepiece_pad_bos),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
