@@ -13,8 +13,8 @@
 #   5. rebuilds the CPU code with clang, AddressSanitizer + UndefinedBehaviorSanitizer
 #      and libFuzzer's coverage (FWP_FUZZ) in build-asan/, and runs there the C++
 #      and C API tests, every CUDA kernel under the kernel emulator (tests/emulator)
-#      and each fuzz target (checkpoint, tokenizer, token file, text corpus, the
-#      fwp argument parser) for 25 s each (label fuzz, tests/fuzz; about 80 s at -j2),
+#      and each fuzz target (checkpoint, tokenizer, token file, pair file, text corpus,
+#      the fwp argument parser) for 25 s each (label fuzz, tests/fuzz; about 95 s at -j2),
 #   6. builds the Doxygen docs of the public headers with warnings as errors.
 # Every build goes through ccache when it is installed (setup.sh installs it):
 # the cache is $CCACHE_DIR, or the one of the caller's ccache configuration,

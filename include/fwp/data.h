@@ -20,7 +20,7 @@ extern "C" {
  *
  * A data source produces training or evaluation batches: the seeded
  * generator of the retrieval task (retrieval.h), token files for language
- * modelling (below), later parallel text. Every kind is an ::fwp_data; each kind has its own create and
+ * modelling (below), pair files of parallel text (parallel.h). Every kind is an ::fwp_data; each kind has its own create and
  * sample functions, which reject a source of another kind with
  * FWP_ERR_INVALID_ARGUMENT. A checkpoint can store where a source stands
  * (fwp_checkpoint_save()), so a resumed run reads the data an uninterrupted
@@ -31,7 +31,7 @@ extern "C" {
 typedef enum fwp_data_kind {
   FWP_DATA_RETRIEVAL = 0,     /**< Seeded generator of retrieval sequences (fwp_retrieval_data_create()). */
   FWP_DATA_TOKEN_FILE = 1,    /**< Token files for language modelling (fwp_token_data_create()). */
-  FWP_DATA_PARALLEL_TEXT = 2  /**< Reserved: line-aligned parallel text for translation. */
+  FWP_DATA_PARALLEL_TEXT = 2  /**< Pair files of parallel text for translation (fwp_pair_data_create(), parallel.h). */
 } fwp_data_kind;
 
 /** \brief A data source of any kind; created by a kind's own create function. */

@@ -66,6 +66,7 @@
 #include "fwp/state.h"
 #include "fwp/data.h"
 #include "fwp/text.h"
+#include "fwp/parallel.h"
 #include "fwp/retrieval.h"
 #include "fwp/lm.h"
 #include "fwp/optimizer.h"

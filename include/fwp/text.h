@@ -45,7 +45,9 @@ extern "C" {
  *   available when fwp_tokenizer_sentencepiece_available() returns 1 (else the
  *   functions return FWP_ERR_UNSUPPORTED). Each line is encoded by
  *   SentencePiece (NFKC normalisation, whitespace collapsed); `<eos>` (id 0)
- *   ends every line, `<unk>` is id 1. Invalid UTF-8 bytes are replaced by
+ *   ends every line, `<unk>` is id 1; a model trained with pad_bos also has
+ *   `<pad>` (id 2) and `<bos>` (id 3), which encoding never produces and
+ *   decoding drops. Invalid UTF-8 bytes are replaced by
  *   U+FFFD before encoding (they cannot be reproduced by decoding).
  *
  * Lines end at "\n", "\r\n" or a lone "\r" (as Python reads text files), and
@@ -107,6 +109,10 @@ typedef struct fwp_sentencepiece_config {
   int64_t max_sentence_length;         /**< Lines longer than this many bytes are left out of training (not
                                             of encoding); in [1, 2^26], default 16384. */
   int32_t verbose;                     /**< 1: SentencePiece prints its training log to stderr; default 0. */
+  int32_t pad_bos;                     /**< 1: the vocabulary also holds `<pad>` (id 2) and `<bos>` (id 3), the
+                                            special ids of translation (parallel.h), and vocab_size must be
+                                            >= 5; default 0 (language models need neither; a tokenizer without
+                                            them gets added ids in pair files, fwp_pair_special_ids()). */
 } fwp_sentencepiece_config;
 
 /**

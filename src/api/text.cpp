@@ -70,6 +70,7 @@ FWP_API void fwp_sentencepiece_config_init(fwp_sentencepiece_config* config) {
   config->num_threads = 1;
   config->max_sentence_length = 16384;
   config->verbose = 0;
+  config->pad_bos = 0;
 }
 
 FWP_API int fwp_tokenizer_sentencepiece_available(void) { return fwp::sentencepiece_available() ? 1 : 0; }
@@ -114,6 +115,10 @@ FWP_API fwp_status fwp_tokenizer_train_sentencepiece(const char* const* paths, i
                  "config->max_sentence_length must be in [1, 2^26] (got " + std::to_string(c.max_sentence_length) +
                      ")");
     fwp::api::check_flag(c.verbose, "config->verbose");
+    fwp::api::check_flag(c.pad_bos, "config->pad_bos");
+    fwp::require(!c.pad_bos || c.vocab_size >= 5, FWP_ERR_INVALID_ARGUMENT,
+                 "config->vocab_size must be >= 5 with pad_bos (4 special ids and a piece; got " +
+                     std::to_string(c.vocab_size) + ")");
     if (!fwp::sentencepiece_available()) {
       throw Error(FWP_ERR_UNSUPPORTED,
                   "this build of fwp has no SentencePiece (install libsentencepiece-dev and reconfigure)");
@@ -126,6 +131,7 @@ FWP_API fwp_status fwp_tokenizer_train_sentencepiece(const char* const* paths, i
     options.num_threads = c.num_threads;
     options.max_sentence_length = c.max_sentence_length;
     options.verbose = c.verbose != 0;
+    options.pad_bos = c.pad_bos != 0;
     *out = new_handle(fwp::train_sentencepiece(files, options));
   });
 }

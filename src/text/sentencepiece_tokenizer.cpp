@@ -18,6 +18,8 @@ namespace {
 
 constexpr const char* kEos = "<eos>";
 constexpr const char* kUnk = "<unk>";
+constexpr const char* kPad = "<pad>";
+constexpr const char* kBos = "<bos>";
 
 // Feeds SentencePiece the lines of the files in order, one bounded line at a
 // time. A read error ends the iteration (exceptions must not unwind through
@@ -116,6 +118,9 @@ class SentencePieceTokenizer final : public Tokenizer {
   int64_t vocab_size() const override { return processor_.GetPieceSize(); }
   int32_t eos_id() const override { return 0; }
   int32_t unk_id() const override { return 1; }
+  // SentencePiece answers -1 for a symbol the model was trained without.
+  int32_t bos_id() const override { return processor_.bos_id(); }
+  int32_t pad_id() const override { return processor_.pad_id(); }
   int32_t token_to_id(std::string_view token) const override {
     const int id = processor_.PieceToId(token);
     // PieceToId answers <unk>'s id for pieces it does not have.
@@ -156,10 +161,14 @@ std::unique_ptr<Tokenizer> train_sentencepiece(const std::vector<std::string>& p
       {"max_sentence_length", std::to_string(o.max_sentence_length)},
       {"eos_id", "0"},
       {"unk_id", "1"},
-      {"bos_id", "-1"},
-      {"pad_id", "-1"},
+      // <pad> and <bos> only when asked: models trained before they existed, and
+      // language models, keep ids 2.. for learned pieces.
+      {"pad_id", o.pad_bos ? "2" : "-1"},
+      {"bos_id", o.pad_bos ? "3" : "-1"},
       {"eos_piece", kEos},
       {"unk_piece", kUnk},
+      {"pad_piece", kPad},
+      {"bos_piece", kBos},
       // Quiet unless asked: SentencePiece logs every step at INFO; errors come back as statuses.
       {"minloglevel", o.verbose ? "0" : "3"},
   };

@@ -31,6 +31,7 @@ struct SentencePieceOptions {
   int32_t num_threads = 1;
   int64_t max_sentence_length = 16384;
   bool verbose = false;
+  bool pad_bos = false;  // also <pad> (id 2) and <bos> (id 3), for translation
 };
 
 // Trains on the lines of the files; Error(FWP_ERR_INVALID_ARGUMENT) with

@@ -45,6 +45,11 @@ class Tokenizer {
   virtual int64_t vocab_size() const = 0;
   virtual int32_t eos_id() const = 0;
   virtual int32_t unk_id() const = 0;
+  // <bos> and <pad> for sequence-to-sequence data (text/pair_file.h), or -1
+  // when the vocabulary has none (word level; SentencePiece models trained
+  // without them, which is every model before pad_bos existed).
+  virtual int32_t bos_id() const { return -1; }
+  virtual int32_t pad_id() const { return -1; }
   // The id of a token of the vocabulary (exact bytes), or -1 if there is none.
   virtual int32_t token_to_id(std::string_view token) const = 0;
   // The token of an id in [0, vocab_size()).

@@ -7,7 +7,7 @@
 # fuzz_NAME_replay keeps it).
 #
 # Usage: run_fuzz.sh [--binary FUZZ_BINARY] [--target NAME] SOURCE_DIR BUILD_DIR [SECONDS=30]
-#   --target  checkpoint (default), tokenizer, token_file, text_corpus or cli.
+#   --target  checkpoint (default), tokenizer, token_file, pair_file, text_corpus or cli.
 #   --binary  the target is already built (the ctest entry fuzz_NAME of a
 #             build configured with FWP_FUZZ=ON, e.g. CI's build-asan/): only fuzz.
 #   without   configure BUILD_DIR as a clang build with FWP_SANITIZE and FWP_FUZZ,

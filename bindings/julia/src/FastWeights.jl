@@ -56,6 +56,8 @@ export Tokenizer, train_word_tokenizer, train_sentencepiece, sentencepiece_avail
 export tokenizer_kind, eos_id, unk_id, token_to_id, id_to_token, encode_file, token_file_info, read_token_file
 export TokenData, next_batch!, data_epoch, data_position, segments_per_epoch, num_tokens
 export bleu, chrf
+export PairData, encode_pair_file, pair_file_info, pair_special_ids, peek_batch, max_batch_shape, batches_per_epoch
+export reset_epoch!, get_pair
 
 const L = LibFwp
 
@@ -189,10 +191,13 @@ const ENUM_FIELDS = Dict{Symbol,Dict{Symbol,Int32}}(
     :tokenize => Dict(:mteval13a => L.FWP_BLEU_TOKENIZE_13A, :none => L.FWP_BLEU_TOKENIZE_NONE),
     :smooth_method => Dict(:exp => L.FWP_BLEU_SMOOTH_EXP, :none => L.FWP_BLEU_SMOOTH_NONE,
         :floor => L.FWP_BLEU_SMOOTH_FLOOR, :add_k => L.FWP_BLEU_SMOOTH_ADD_K),
+    :too_long => Dict(:skip => L.FWP_PAIR_SKIP, :error => L.FWP_PAIR_ERROR),
+    :empty_lines => Dict(:skip => L.FWP_PAIR_SKIP, :error => L.FWP_PAIR_ERROR),
 )
 
 const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_output, :use_bias, :carry_state,
-    :pre_norm, :tie_embeddings, :byte_fallback, :verbose, :effective_order, :whitespace, :eps_smoothing)
+    :pre_norm, :tie_embeddings, :byte_fallback, :verbose, :effective_order, :whitespace, :eps_smoothing, :pad_bos,
+    :shuffle)
 
 # Fields the high-level keywords may not set (the bindings manage them).
 const HIDDEN_FIELDS = (:struct_size, :log_callback, :log_user_data)
@@ -1015,7 +1020,7 @@ Base.length(batch::RetrievalBatch) = size(batch.keys, 2)
 """
     DataSource
 
-A data source of any kind ([`RetrievalData`](@ref), [`TokenData`](@ref)) whose position a
+A data source of any kind ([`RetrievalData`](@ref), [`TokenData`](@ref), [`PairData`](@ref)) whose position a
 checkpoint stores ([`save_checkpoint`](@ref), [`load_checkpoint!`](@ref)).
 """
 abstract type DataSource end
@@ -1073,7 +1078,7 @@ seq_len(data::RetrievalData) = data.seq_len
     data_kind(data::DataSource) -> Symbol
 
 The kind of data source as the library reports it: `:retrieval`,
-`:token_file` (or `:parallel_text` for the reserved kind).
+`:token_file` or `:parallel_text` ([`PairData`](@ref)).
 """
 function data_kind(data::DataSource)
     k = Ref{L.fwp_data_kind}(0)
@@ -1408,10 +1413,12 @@ end
 """
     train_sentencepiece(paths; model_type = :unigram, vocab_size = 8000, character_coverage = 1f0,
                         byte_fallback = false, num_threads = 1, max_sentence_length = 16384,
-                        verbose = false) -> Tokenizer
+                        verbose = false, pad_bos = false) -> Tokenizer
 
 Trains a SentencePiece tokenizer (`model_type` `:unigram` or `:bpe`) on text
 files, one sentence per line (deterministic; nothing is written to disk).
+`pad_bos = true` also reserves `<pad>` (id 2) and `<bos>` (id 3) for
+translation ([`encode_pair_file`](@ref)).
 Throws `:unsupported` without SentencePiece.
 """
 function train_sentencepiece(paths; kw...)
@@ -1683,6 +1690,207 @@ vocab_size(data::TokenData) = token_data_count(L.fwp_token_data_vocab_size, data
 The number of tokens N in the token file.
 """
 num_tokens(data::TokenData) = token_data_count(L.fwp_token_data_num_tokens, data)
+
+# ---------------------------------------------------------------------------
+# Parallel text (pair files and the pair data source)
+
+function pair_info_struct()
+    T = L.fwp_pair_info
+    return T(UInt32(sizeof(T)), (zero(fieldtype(T, i)) for i in 2:fieldcount(T))...)
+end
+
+pair_info_tuple(info) = NamedTuple{Tuple(n for n in fieldnames(typeof(info)) if n != :struct_size)}(
+    Tuple(Int(getfield(info, n)) for n in fieldnames(typeof(info)) if n != :struct_size))
+
+"""
+    pair_special_ids(tokenizer) -> (vocab_size, pad, bos, eos, unk)
+
+The model's vocabulary size and the special ids of the pair files a tokenizer
+writes: its own `<pad>`/`<bos>` where it has them (SentencePiece trained with
+`pad_bos = true`), else ids after its vocabulary (pad = V, bos = V + 1).
+"""
+function pair_special_ids(tokenizer::Tokenizer)
+    v = Ref{Int64}(0)
+    pad, bos, eos, unk = Ref{Int32}(0), Ref{Int32}(0), Ref{Int32}(0), Ref{Int32}(0)
+    check(L.fwp_pair_special_ids(handle(tokenizer), v, pad, bos, eos, unk))
+    return (vocab_size = Int(v[]), pad = Int(pad[]), bos = Int(bos[]), eos = Int(eos[]), unk = Int(unk[]))
+end
+
+"""
+    encode_pair_file(tokenizer, source_path, target_path, pair_path; max_source_tokens = 0,
+                     max_target_tokens = 0, too_long = :skip, empty_lines = :skip) -> NamedTuple
+
+Encodes two line-aligned text files (the WMT convention) with one tokenizer
+into a pair file for [`PairData`](@ref), written atomically. Pairs with a side
+over its limit (0: none) or without tokens are skipped and counted (`:skip`)
+or refused (`:error`, throws `:invalid_argument` naming the line); files of
+different line counts throw `:invalid_argument` naming both counts. Returns
+what was written (as [`pair_file_info`](@ref)).
+"""
+function encode_pair_file(tokenizer::Tokenizer, source_path::AbstractString, target_path::AbstractString,
+                          pair_path::AbstractString; kw...)
+    cfg = with_fields(default_config(L.fwp_pair_encode_config, L.fwp_pair_encode_config_init); kw...)
+    info = Ref(pair_info_struct())
+    check(L.fwp_pair_file_encode(handle(tokenizer), source_path, target_path, pair_path, Ref(cfg), info))
+    return pair_info_tuple(info[])
+end
+
+"""
+    pair_file_info(path) -> NamedTuple
+
+Verifies a whole pair file and reports what it holds (vocabulary, special
+ids, pair and token counts, skipped counts, longest sentences); a damaged
+file throws `:format`.
+"""
+function pair_file_info(path::AbstractString)
+    info = Ref(pair_info_struct())
+    check(L.fwp_pair_file_info(path, info))
+    return pair_info_tuple(info[])
+end
+
+"""
+    PairData(pair_path; max_tokens = 4096, max_sentences = 0, shuffle = true, seed = 1)
+
+A pair file cut into batches by a token budget, as fairseq's `--max-tokens`:
+`B * max(S, T) <= max_tokens` (and `B <= max_sentences` when set). With
+`shuffle`, pairs of similar length share a batch and the batch order is
+drawn per epoch from the seed; without, batches follow the file order (for
+evaluation). A checkpoint stores the position ([`save_checkpoint`](@ref)`(...; data)`).
+"""
+mutable struct PairData <: DataSource
+    ptr::Ptr{L.fwp_data}
+
+    function PairData(pair_path::AbstractString; kw...)
+        cfg = with_fields(default_config(L.fwp_pair_data_config, L.fwp_pair_data_config_init); kw...)
+        out = Ref{Ptr{L.fwp_data}}(C_NULL)
+        check(L.fwp_pair_data_create(pair_path, Ref(cfg), out))
+        data = new(out[])
+        finalizer(close, data)
+        return data
+    end
+end
+
+"""
+    close(data::PairData)
+
+Destroys the data source now; later calls on it throw.
+"""
+function Base.close(data::PairData)
+    if data.ptr != C_NULL
+        L.fwp_data_destroy(data.ptr)
+        data.ptr = C_NULL
+    end
+    return nothing
+end
+
+function handle(data::PairData)
+    data.ptr == C_NULL && throw(FwpError(L.FWP_ERR_BAD_STATE, "the PairData is closed"))
+    return data.ptr
+end
+
+"""
+    FastWeights.config(data::PairData) -> NamedTuple
+
+The settings the source was created with.
+"""
+function config(data::PairData)
+    ref = Ref(default_config(L.fwp_pair_data_config, L.fwp_pair_data_config_init))
+    check(L.fwp_pair_data_get_config(handle(data), ref))
+    return export_config(ref[])
+end
+
+"""
+    pair_file_info(data::PairData) -> NamedTuple
+
+What the source's pair file holds.
+"""
+function pair_file_info(data::PairData)
+    info = Ref(pair_info_struct())
+    check(L.fwp_pair_data_info(handle(data), info))
+    return pair_info_tuple(info[])
+end
+
+function pair_shape(f, data::PairData)
+    b, s, t = Ref{Int64}(0), Ref{Int64}(0), Ref{Int64}(0)
+    check(f(handle(data), b, s, t))
+    return (batch_size = Int(b[]), source_length = Int(s[]), target_length = Int(t[]))
+end
+
+"""
+    peek_batch(data::PairData) -> (batch_size, source_length, target_length)
+
+The shape of the batch [`next_batch!`](@ref) gives next.
+"""
+peek_batch(data::PairData) = pair_shape(L.fwp_pair_data_peek, data)
+
+"""
+    max_batch_shape(data::PairData) -> (batch_size, source_length, target_length)
+
+The largest B, S and T of any batch (each on its own).
+"""
+max_batch_shape(data::PairData) = pair_shape(L.fwp_pair_data_max_shape, data)
+
+"""
+    next_batch!(data::PairData) -> NamedTuple
+
+The next batch: `source` (S × B: x_1..x_n eos, then pad), `target_input`
+(T × B: bos y_1..y_m, then pad), `target_output` (T × B: y_1..y_m eos, then
+pad; pad means no loss), `source_lengths` and `target_lengths` (B) and
+`pair_indices` (B, 0-based pairs of the file). The source moves on by one batch.
+"""
+function next_batch!(data::PairData)
+    shape = peek_batch(data)
+    B, S, T = shape.batch_size, shape.source_length, shape.target_length
+    source = Matrix{Int32}(undef, S, B)
+    target_input = Matrix{Int32}(undef, T, B)
+    target_output = similar(target_input)
+    source_lengths = Vector{Int32}(undef, B)
+    target_lengths = Vector{Int32}(undef, B)
+    pair_indices = Vector{Int64}(undef, B)
+    check(L.fwp_pair_data_next(handle(data), B, S, T, source, source_lengths, target_input, target_output,
+        target_lengths, pair_indices))
+    return (source = source, source_lengths = source_lengths, target_input = target_input,
+        target_output = target_output, target_lengths = target_lengths, pair_indices = pair_indices)
+end
+
+"""
+    reset_epoch!(data::PairData, epoch = 0)
+
+Moves to the first batch of `epoch` (e.g. 0 to evaluate a file again).
+"""
+function reset_epoch!(data::PairData, epoch::Integer = 0)
+    check(L.fwp_pair_data_reset(handle(data), epoch))
+    return data
+end
+
+function pair_data_count(f, data::PairData)
+    n = Ref{Int64}(0)
+    check(f(handle(data), n))
+    return Int(n[])
+end
+
+data_epoch(data::PairData) = pair_data_count(L.fwp_pair_data_epoch, data)
+data_position(data::PairData) = pair_data_count(L.fwp_pair_data_position, data)
+
+"""
+    batches_per_epoch(data::PairData) -> Int
+
+The number of batches in one epoch.
+"""
+batches_per_epoch(data::PairData) = pair_data_count(L.fwp_pair_data_batches_per_epoch, data)
+
+"""
+    get_pair(data::PairData, index) -> (source, target)
+
+Pair `index` (0-based, as `pair_indices`) of the file, without bos/eos.
+"""
+function get_pair(data::PairData, index::Integer)
+    n, m = Ref{Int64}(0), Ref{Int64}(0)
+    check(L.fwp_pair_data_get_pair(handle(data), index, Ptr{Int32}(C_NULL), 0, n, Ptr{Int32}(C_NULL), 0, m))
+    source, target = Vector{Int32}(undef, n[]), Vector{Int32}(undef, m[])
+    check(L.fwp_pair_data_get_pair(handle(data), index, source, length(source), n, target, length(target), m))
+    return (source = source, target = target)
+end
 
 # ---------------------------------------------------------------------------
 # Optimizers

@@ -149,7 +149,7 @@ const fwp_data_kind = Cint
 const FWP_DATA_RETRIEVAL = fwp_data_kind(0)
 "Token files for language modelling (fwp_token_data_create())."
 const FWP_DATA_TOKEN_FILE = fwp_data_kind(1)
-"Reserved: line-aligned parallel text for translation."
+"Pair files of parallel text for translation (fwp_pair_data_create(), parallel.h)."
 const FWP_DATA_PARALLEL_TEXT = fwp_data_kind(2)
 
 "`fwp_tokenizer_kind`: kinds of tokenizer. Values are fixed."
@@ -165,6 +165,13 @@ const fwp_sentencepiece_model = Cint
 const FWP_SENTENCEPIECE_UNIGRAM = fwp_sentencepiece_model(0)
 "Byte-pair encoding."
 const FWP_SENTENCEPIECE_BPE = fwp_sentencepiece_model(1)
+
+"`fwp_pair_policy`: what the encoder does with a pair it cannot keep. Values are fixed."
+const fwp_pair_policy = Cint
+"Leave the pair out and count it (fwp_pair_info)."
+const FWP_PAIR_SKIP = fwp_pair_policy(0)
+"Fail with FWP_ERR_INVALID_ARGUMENT naming the line; nothing is written."
+const FWP_PAIR_ERROR = fwp_pair_policy(1)
 
 "`fwp_lm_position`: positional encoding of the language model."
 const fwp_lm_position = Cint
@@ -396,6 +403,81 @@ struct fwp_sentencepiece_config
     max_sentence_length::Int64
     "1: SentencePiece prints its training log to stderr; default 0."
     verbose::Int32
+    """
+    1: the vocabulary also holds `<pad>` (id 2) and `<bos>` (id 3), the special ids of translation (parallel.h), and
+    vocab_size must be >= 5; default 0 (language models need neither; a tokenizer without them gets added ids in
+    pair files, fwp_pair_special_ids()).
+    """
+    pad_bos::Int32
+end
+
+"`fwp_pair_encode_config`: settings of fwp_pair_file_encode(). Fill with fwp_pair_encode_config_init()."
+struct fwp_pair_encode_config
+    "sizeof(fwp_pair_encode_config); set by init."
+    struct_size::UInt32
+    "Longest source sentence in tokens (without the eos the data source adds); 0 (default) = no limit, else >= 1."
+    max_source_tokens::Int64
+    "Longest target sentence likewise; default 0 = no limit."
+    max_target_tokens::Int64
+    "A pair with a side over its limit; default FWP_PAIR_SKIP."
+    too_long::fwp_pair_policy
+    "A pair with a side of no tokens (empty or blank line); default FWP_PAIR_SKIP."
+    empty_lines::fwp_pair_policy
+end
+
+"`fwp_pair_info`: what a pair file holds. Set struct_size = sizeof(fwp_pair_info) before passing it."
+struct fwp_pair_info
+    "sizeof(fwp_pair_info); set by the caller."
+    struct_size::UInt32
+    "The model's vocabulary: every id and special id is below it."
+    vocab_size::Int64
+    "The tokenizer's (vocab_size minus the special ids added)."
+    tokenizer_vocab_size::Int64
+    "`<pad>`: padding of batches, \"no loss\" in target outputs."
+    pad_id::Int32
+    "`<bos>`: first target input."
+    bos_id::Int32
+    "`<eos>`: ends every source and target output."
+    eos_id::Int32
+    "`<unk>`."
+    unk_id::Int32
+    "Pairs in the file, >= 1."
+    num_pairs::Int64
+    "Source ids in the file (without eos)."
+    source_tokens::Int64
+    "Target ids in the file (without bos/eos)."
+    target_tokens::Int64
+    "Lines of each text file read: num_pairs + both skipped counts."
+    lines::Int64
+    "Pairs left out for an empty side."
+    skipped_empty::Int64
+    "Pairs left out for a side over its limit."
+    skipped_too_long::Int64
+    "The encoder's source limit (0: none)."
+    max_source_tokens::Int64
+    "The encoder's target limit (0: none)."
+    max_target_tokens::Int64
+    "Longest source sentence in the file, in ids."
+    longest_source::Int64
+    "Longest target sentence in the file, in ids."
+    longest_target::Int64
+end
+
+"`fwp_pair_data_config`: settings of a pair data source. Fill with fwp_pair_data_config_init()."
+struct fwp_pair_data_config
+    "sizeof(fwp_pair_data_config); set by init."
+    struct_size::UInt32
+    "Token budget of a batch: B * max(S, T) <= max_tokens; >= 1, default 4096."
+    max_tokens::Int64
+    "Most pairs in a batch; 0 (default) = no limit, else >= 1."
+    max_sentences::Int64
+    """
+    1 (default, training): pairs grouped by length, batch order shuffled every epoch from the seed. 0 (evaluation):
+    pairs in file order, batches in order.
+    """
+    shuffle::Int32
+    "Seed of the batch order (shuffle = 1); default 1."
+    seed::UInt64
 end
 
 "`fwp_retrieval_config`: settings of the retrieval model. Fill with fwp_retrieval_config_init()."
@@ -1005,6 +1087,85 @@ fwp_token_file_info(path, vocab_size, num_tokens) =
 "Reads a range of ids from a token file (e.g. an evaluation stream in pieces)."
 fwp_token_file_read(path, offset, out, count) =
     @ccall libfwp().fwp_token_file_read(path::Cstring, offset::Int64, out::Ptr{Int32}, count::Int64)::fwp_status
+
+"Fills a pair encode config with the defaults."
+fwp_pair_encode_config_init(config) =
+    @ccall libfwp().fwp_pair_encode_config_init(config::Ptr{fwp_pair_encode_config})::Cvoid
+
+"The special ids and model vocabulary of the pair files a tokenizer writes."
+fwp_pair_special_ids(tokenizer, vocab_size, pad_id, bos_id, eos_id, unk_id) =
+    @ccall libfwp().fwp_pair_special_ids(
+        tokenizer::Ptr{fwp_tokenizer}, vocab_size::Ptr{Int64}, pad_id::Ptr{Int32}, bos_id::Ptr{Int32},
+        eos_id::Ptr{Int32}, unk_id::Ptr{Int32})::fwp_status
+
+"Encodes two line-aligned text files into a pair file."
+fwp_pair_file_encode(tokenizer, source_path, target_path, pair_path, config, info) =
+    @ccall libfwp().fwp_pair_file_encode(
+        tokenizer::Ptr{fwp_tokenizer}, source_path::Cstring, target_path::Cstring, pair_path::Cstring,
+        config::Ptr{fwp_pair_encode_config}, info::Ptr{fwp_pair_info})::fwp_status
+
+"Verifies a whole pair file and reports what it holds."
+fwp_pair_file_info(path, info) =
+    @ccall libfwp().fwp_pair_file_info(path::Cstring, info::Ptr{fwp_pair_info})::fwp_status
+
+"Fills a pair data config with the defaults."
+fwp_pair_data_config_init(config) =
+    @ccall libfwp().fwp_pair_data_config_init(config::Ptr{fwp_pair_data_config})::Cvoid
+
+"Opens a pair file as a data source of kind FWP_DATA_PARALLEL_TEXT."
+fwp_pair_data_create(pair_path, config, out) =
+    @ccall libfwp().fwp_pair_data_create(
+        pair_path::Cstring, config::Ptr{fwp_pair_data_config}, out::Ptr{Ptr{fwp_data}})::fwp_status
+
+"The settings a pair data source was created with."
+fwp_pair_data_get_config(data, config) =
+    @ccall libfwp().fwp_pair_data_get_config(data::Ptr{fwp_data}, config::Ptr{fwp_pair_data_config})::fwp_status
+
+"What the pair file of a data source holds."
+fwp_pair_data_info(data, info) =
+    @ccall libfwp().fwp_pair_data_info(data::Ptr{fwp_data}, info::Ptr{fwp_pair_info})::fwp_status
+
+"The shape of the batch fwp_pair_data_next() gives next: ask first, then pass the arrays."
+fwp_pair_data_peek(data, batch_size, source_length, target_length) =
+    @ccall libfwp().fwp_pair_data_peek(
+        data::Ptr{fwp_data}, batch_size::Ptr{Int64}, source_length::Ptr{Int64},
+        target_length::Ptr{Int64})::fwp_status
+
+"The largest B, S and T of any batch (each maximised on its own), to allocate arrays once."
+fwp_pair_data_max_shape(data, batch_size, source_length, target_length) =
+    @ccall libfwp().fwp_pair_data_max_shape(
+        data::Ptr{fwp_data}, batch_size::Ptr{Int64}, source_length::Ptr{Int64},
+        target_length::Ptr{Int64})::fwp_status
+
+"Fills the next batch and moves on by one batch (to the next epoch after the last)."
+fwp_pair_data_next(data, batch_size, source_length, target_length, source, source_lengths, target_input, target_output, target_lengths, pair_indices) =
+    @ccall libfwp().fwp_pair_data_next(
+        data::Ptr{fwp_data}, batch_size::Int64, source_length::Int64, target_length::Int64,
+        source::Ptr{Int32}, source_lengths::Ptr{Int32}, target_input::Ptr{Int32},
+        target_output::Ptr{Int32}, target_lengths::Ptr{Int32}, pair_indices::Ptr{Int64})::fwp_status
+
+"Moves to the first batch of an epoch (e.g. 0 to evaluate a file again from its start)."
+fwp_pair_data_reset(data, epoch) =
+    @ccall libfwp().fwp_pair_data_reset(data::Ptr{fwp_data}, epoch::Int64)::fwp_status
+
+"The number of completed epochs (0 during the first)."
+fwp_pair_data_epoch(data, epoch) =
+    @ccall libfwp().fwp_pair_data_epoch(data::Ptr{fwp_data}, epoch::Ptr{Int64})::fwp_status
+
+"How many batches of the current epoch were given, in [0, batches per epoch)."
+fwp_pair_data_position(data, batch) =
+    @ccall libfwp().fwp_pair_data_position(data::Ptr{fwp_data}, batch::Ptr{Int64})::fwp_status
+
+"The number of batches in one epoch."
+fwp_pair_data_batches_per_epoch(data, batches) =
+    @ccall libfwp().fwp_pair_data_batches_per_epoch(data::Ptr{fwp_data}, batches::Ptr{Int64})::fwp_status
+
+"Reads one pair of the file (e.g. the reference of a translated row), without bos/eos."
+fwp_pair_data_get_pair(data, index, source, source_capacity, source_length, target, target_capacity, target_length) =
+    @ccall libfwp().fwp_pair_data_get_pair(
+        data::Ptr{fwp_data}, index::Int64, source::Ptr{Int32}, source_capacity::Int64,
+        source_length::Ptr{Int64}, target::Ptr{Int32}, target_capacity::Int64,
+        target_length::Ptr{Int64})::fwp_status
 
 "Fills a retrieval config with the defaults."
 fwp_retrieval_config_init(config) =

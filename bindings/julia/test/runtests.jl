@@ -428,6 +428,84 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         @test_throws FwpError vocab_size(tok)
     end
 
+    @testset "parallel text: pair files and pair data" begin
+        dir = mktempdir()
+        en, es = joinpath(dir, "train.en"), joinpath(dir, "train.es")
+        # 30 aligned lines of 1..6 and 1..8 words; line 4 has an empty target.
+        words_en = ["the", "cat", "sat", "on", "a", "mat"]
+        words_es = ["el", "gato", "se", "sento", "en", "una", "alfombra", "roja"]
+        write(en, join([join(words_en[mod1.(i .+ (0:(i % 6)), 6)], " ") for i in 1:30], "\n") * "\n")
+        write(es, join([i == 4 ? "" : join(words_es[mod1.(2i .+ (0:(3i % 8)), 8)], " ") for i in 1:30], "\n") * "\n")
+        tok = train_word_tokenizer([en, es])
+        pairs = joinpath(dir, "train.pairs")
+        info = encode_pair_file(tok, en, es, pairs)
+        @test info.num_pairs == 29 && info.skipped_empty == 1 && info.lines == 30
+        @test pair_file_info(pairs) == info
+        special = pair_special_ids(tok)
+        @test special.vocab_size == vocab_size(tok) + 2 == info.vocab_size
+        @test special.pad == info.pad_id && special.bos == info.bos_id && special.eos == eos_id(tok)
+        err = try
+            encode_pair_file(tok, en, es, pairs; empty_lines = :error)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :invalid_argument && occursin("line 4", err.message)
+        @test encode_pair_file(tok, en, es, joinpath(dir, "short.pairs"); max_source_tokens = 3).skipped_too_long > 0
+        short = joinpath(dir, "short.es")
+        write(short, "el\n")
+        @test_throws FwpError encode_pair_file(tok, en, short, pairs)
+
+        data = PairData(pairs; max_tokens = 20, seed = 3)
+        @test data_kind(data) == :parallel_text
+        @test FastWeights.config(data).max_tokens == 20 && FastWeights.config(data).shuffle == true
+        seen = zeros(Int, 29)
+        for _ in 1:batches_per_epoch(data)
+            shape = peek_batch(data)
+            b = next_batch!(data)
+            @test size(b.source) == (shape.source_length, shape.batch_size)
+            @test shape.batch_size * max(shape.source_length, shape.target_length) <= 20
+            for r in 1:shape.batch_size
+                p = get_pair(data, b.pair_indices[r])
+                seen[b.pair_indices[r] + 1] += 1
+                n, m = length(p.source), length(p.target)
+                @test b.source[1:n, r] == p.source && b.source[n + 1, r] == special.eos
+                @test all(==(special.pad), b.source[n + 2:end, r])
+                @test b.target_input[1, r] == special.bos && b.target_input[2:m + 1, r] == p.target
+                @test b.target_output[1:m, r] == p.target && b.target_output[m + 1, r] == special.eos
+                @test b.source_lengths[r] == n + 1 && b.target_lengths[r] == m + 1
+            end
+        end
+        @test all(==(1), seen)
+        @test data_epoch(data) == 1
+        reset_epoch!(data, 0)
+        @test data_epoch(data) == 0 && data_position(data) == 0
+        @test max_batch_shape(data).batch_size >= 1
+
+        # A checkpoint stores the position; a fresh source resumes with the same batches.
+        next_batch!(data)
+        ctx = Context(num_threads = 1, seed = 1)
+        model = RetrievalModel(ctx; num_keys = 4, d_head = 8)
+        path = joinpath(dir, "pairs.safetensors")
+        save_checkpoint(path, model; data = data)
+        resumed = PairData(pairs; max_tokens = 20, seed = 3)
+        load_checkpoint!(path, model; data = resumed)
+        @test data_position(resumed) == 1
+        @test next_batch!(resumed) == next_batch!(data)
+
+        bytes = read(pairs)
+        bytes[end] ⊻= 0x01
+        damaged = joinpath(dir, "damaged.pairs")
+        write(damaged, bytes)
+        err = try
+            pair_file_info(damaged)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :format
+        close(data)
+        @test_throws FwpError batches_per_epoch(data)
+    end
+
     @testset "language model: training, evaluation, checkpoints, generation" begin
         dir = mktempdir()
         # The corpus, model and training of the Rust test (fwp/tests/lm.rs): lines drawn from four
@@ -587,7 +665,7 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
             @test name in exported
         end
         @test RetrievalModel <: Model && OtherModel <: Model
-        @test RetrievalData <: DataSource && TokenData <: DataSource
+        @test RetrievalData <: DataSource && TokenData <: DataSource && PairData <: DataSource
         @test LanguageModel <: Model
     end
 

@@ -138,7 +138,7 @@ c_enum! {
         FWP_DATA_RETRIEVAL = 0,
         /// Token files for language modelling (fwp_token_data_create()).
         FWP_DATA_TOKEN_FILE = 1,
-        /// Reserved: line-aligned parallel text for translation.
+        /// Pair files of parallel text for translation (fwp_pair_data_create(), parallel.h).
         FWP_DATA_PARALLEL_TEXT = 2,
     }
 }
@@ -160,6 +160,16 @@ c_enum! {
         FWP_SENTENCEPIECE_UNIGRAM = 0,
         /// Byte-pair encoding.
         FWP_SENTENCEPIECE_BPE = 1,
+    }
+}
+
+c_enum! {
+    /// `fwp_pair_policy`: what the encoder does with a pair it cannot keep. Values are fixed.
+    fwp_pair_policy {
+        /// Leave the pair out and count it (fwp_pair_info).
+        FWP_PAIR_SKIP = 0,
+        /// Fail with FWP_ERR_INVALID_ARGUMENT naming the line; nothing is written.
+        FWP_PAIR_ERROR = 1,
     }
 }
 
@@ -414,6 +424,83 @@ pub struct fwp_sentencepiece_config {
     pub max_sentence_length: i64,
     /// 1: SentencePiece prints its training log to stderr; default 0.
     pub verbose: i32,
+    /// 1: the vocabulary also holds `\<pad\>` (id 2) and `\<bos\>` (id 3), the special ids of translation (parallel.h),
+    /// and vocab_size must be \>= 5; default 0 (language models need neither; a tokenizer without them gets added ids
+    /// in pair files, fwp_pair_special_ids()).
+    pub pad_bos: i32,
+}
+
+/// `fwp_pair_encode_config`: settings of fwp_pair_file_encode(). Fill with fwp_pair_encode_config_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_pair_encode_config {
+    /// sizeof(fwp_pair_encode_config); set by init.
+    pub struct_size: u32,
+    /// Longest source sentence in tokens (without the eos the data source adds); 0 (default) = no limit, else \>= 1.
+    pub max_source_tokens: i64,
+    /// Longest target sentence likewise; default 0 = no limit.
+    pub max_target_tokens: i64,
+    /// A pair with a side over its limit; default FWP_PAIR_SKIP.
+    pub too_long: fwp_pair_policy,
+    /// A pair with a side of no tokens (empty or blank line); default FWP_PAIR_SKIP.
+    pub empty_lines: fwp_pair_policy,
+}
+
+/// `fwp_pair_info`: what a pair file holds. Set struct_size = sizeof(fwp_pair_info) before passing it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_pair_info {
+    /// sizeof(fwp_pair_info); set by the caller.
+    pub struct_size: u32,
+    /// The model's vocabulary: every id and special id is below it.
+    pub vocab_size: i64,
+    /// The tokenizer's (vocab_size minus the special ids added).
+    pub tokenizer_vocab_size: i64,
+    /// `\<pad\>`: padding of batches, "no loss" in target outputs.
+    pub pad_id: i32,
+    /// `\<bos\>`: first target input.
+    pub bos_id: i32,
+    /// `\<eos\>`: ends every source and target output.
+    pub eos_id: i32,
+    /// `\<unk\>`.
+    pub unk_id: i32,
+    /// Pairs in the file, \>= 1.
+    pub num_pairs: i64,
+    /// Source ids in the file (without eos).
+    pub source_tokens: i64,
+    /// Target ids in the file (without bos/eos).
+    pub target_tokens: i64,
+    /// Lines of each text file read: num_pairs + both skipped counts.
+    pub lines: i64,
+    /// Pairs left out for an empty side.
+    pub skipped_empty: i64,
+    /// Pairs left out for a side over its limit.
+    pub skipped_too_long: i64,
+    /// The encoder's source limit (0: none).
+    pub max_source_tokens: i64,
+    /// The encoder's target limit (0: none).
+    pub max_target_tokens: i64,
+    /// Longest source sentence in the file, in ids.
+    pub longest_source: i64,
+    /// Longest target sentence in the file, in ids.
+    pub longest_target: i64,
+}
+
+/// `fwp_pair_data_config`: settings of a pair data source. Fill with fwp_pair_data_config_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_pair_data_config {
+    /// sizeof(fwp_pair_data_config); set by init.
+    pub struct_size: u32,
+    /// Token budget of a batch: B \* max(S, T) \<= max_tokens; \>= 1, default 4096.
+    pub max_tokens: i64,
+    /// Most pairs in a batch; 0 (default) = no limit, else \>= 1.
+    pub max_sentences: i64,
+    /// 1 (default, training): pairs grouped by length, batch order shuffled every epoch from the seed. 0 (evaluation):
+    /// pairs in file order, batches in order.
+    pub shuffle: i32,
+    /// Seed of the batch order (shuffle = 1); default 1.
+    pub seed: u64,
 }
 
 /// `fwp_retrieval_config`: settings of the retrieval model. Fill with fwp_retrieval_config_init().
@@ -1013,6 +1100,102 @@ extern "C" {
 
     /// Reads a range of ids from a token file (e.g. an evaluation stream in pieces).
     pub fn fwp_token_file_read(path: *const c_char, offset: i64, out: *mut i32, count: i64) -> fwp_status;
+
+    /// Fills a pair encode config with the defaults.
+    pub fn fwp_pair_encode_config_init(config: *mut fwp_pair_encode_config);
+
+    /// The special ids and model vocabulary of the pair files a tokenizer writes.
+    pub fn fwp_pair_special_ids(
+        tokenizer: *const fwp_tokenizer,
+        vocab_size: *mut i64,
+        pad_id: *mut i32,
+        bos_id: *mut i32,
+        eos_id: *mut i32,
+        unk_id: *mut i32,
+    ) -> fwp_status;
+
+    /// Encodes two line-aligned text files into a pair file.
+    pub fn fwp_pair_file_encode(
+        tokenizer: *const fwp_tokenizer,
+        source_path: *const c_char,
+        target_path: *const c_char,
+        pair_path: *const c_char,
+        config: *const fwp_pair_encode_config,
+        info: *mut fwp_pair_info,
+    ) -> fwp_status;
+
+    /// Verifies a whole pair file and reports what it holds.
+    pub fn fwp_pair_file_info(path: *const c_char, info: *mut fwp_pair_info) -> fwp_status;
+
+    /// Fills a pair data config with the defaults.
+    pub fn fwp_pair_data_config_init(config: *mut fwp_pair_data_config);
+
+    /// Opens a pair file as a data source of kind FWP_DATA_PARALLEL_TEXT.
+    pub fn fwp_pair_data_create(
+        pair_path: *const c_char,
+        config: *const fwp_pair_data_config,
+        out: *mut *mut fwp_data,
+    ) -> fwp_status;
+
+    /// The settings a pair data source was created with.
+    pub fn fwp_pair_data_get_config(data: *const fwp_data, config: *mut fwp_pair_data_config) -> fwp_status;
+
+    /// What the pair file of a data source holds.
+    pub fn fwp_pair_data_info(data: *const fwp_data, info: *mut fwp_pair_info) -> fwp_status;
+
+    /// The shape of the batch fwp_pair_data_next() gives next: ask first, then pass the arrays.
+    pub fn fwp_pair_data_peek(
+        data: *const fwp_data,
+        batch_size: *mut i64,
+        source_length: *mut i64,
+        target_length: *mut i64,
+    ) -> fwp_status;
+
+    /// The largest B, S and T of any batch (each maximised on its own), to allocate arrays once.
+    pub fn fwp_pair_data_max_shape(
+        data: *const fwp_data,
+        batch_size: *mut i64,
+        source_length: *mut i64,
+        target_length: *mut i64,
+    ) -> fwp_status;
+
+    /// Fills the next batch and moves on by one batch (to the next epoch after the last).
+    pub fn fwp_pair_data_next(
+        data: *mut fwp_data,
+        batch_size: i64,
+        source_length: i64,
+        target_length: i64,
+        source: *mut i32,
+        source_lengths: *mut i32,
+        target_input: *mut i32,
+        target_output: *mut i32,
+        target_lengths: *mut i32,
+        pair_indices: *mut i64,
+    ) -> fwp_status;
+
+    /// Moves to the first batch of an epoch (e.g. 0 to evaluate a file again from its start).
+    pub fn fwp_pair_data_reset(data: *mut fwp_data, epoch: i64) -> fwp_status;
+
+    /// The number of completed epochs (0 during the first).
+    pub fn fwp_pair_data_epoch(data: *const fwp_data, epoch: *mut i64) -> fwp_status;
+
+    /// How many batches of the current epoch were given, in \[0, batches per epoch).
+    pub fn fwp_pair_data_position(data: *const fwp_data, batch: *mut i64) -> fwp_status;
+
+    /// The number of batches in one epoch.
+    pub fn fwp_pair_data_batches_per_epoch(data: *const fwp_data, batches: *mut i64) -> fwp_status;
+
+    /// Reads one pair of the file (e.g. the reference of a translated row), without bos/eos.
+    pub fn fwp_pair_data_get_pair(
+        data: *const fwp_data,
+        index: i64,
+        source: *mut i32,
+        source_capacity: i64,
+        source_length: *mut i64,
+        target: *mut i32,
+        target_capacity: i64,
+        target_length: *mut i64,
+    ) -> fwp_status;
 
     /// Fills a retrieval config with the defaults.
     pub fn fwp_retrieval_config_init(config: *mut fwp_retrieval_config);

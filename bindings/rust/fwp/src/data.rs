@@ -18,7 +18,7 @@ rust_enum! {
         Retrieval = FWP_DATA_RETRIEVAL,
         /// Token files for language modelling ([`TokenData`]).
         TokenFile = FWP_DATA_TOKEN_FILE,
-        /// Reserved: line-aligned parallel text for translation.
+        /// Pair files of parallel text for translation ([`PairData`](crate::PairData)).
         ParallelText = FWP_DATA_PARALLEL_TEXT,
     }
 }
@@ -27,9 +27,10 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::RetrievalData {}
     impl Sealed for super::TokenData {}
+    impl Sealed for crate::parallel::PairData {}
 }
 
-/// A data source of any kind ([`RetrievalData`], [`TokenData`]) whose position a
+/// A data source of any kind ([`RetrievalData`], [`TokenData`], [`PairData`](crate::PairData)) whose position a
 /// checkpoint can store and restore, so that a resumed run reads the data an
 /// uninterrupted run would have read. Taken as `&dyn DataSource` by
 /// [`Model::save_checkpoint`](crate::Model::save_checkpoint) and the other

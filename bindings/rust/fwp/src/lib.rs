@@ -24,6 +24,9 @@
 //!   load), token files ([`Tokenizer::encode_file`], [`token_file_info`],
 //!   [`read_token_file`]) and the [`TokenData`] source that feeds them to a
 //!   model in batches;
+//! * parallel text for translation: [`encode_pair_file`] (two line-aligned
+//!   files into one pair file), [`pair_file_info`], and the [`PairData`]
+//!   source of token-budget batches (a data source of [`DataKind::ParallelText`]);
 //! * [`RetrievalData`] / [`RetrievalBatch`]: seeded retrieval sequences (a
 //!   data source of [`DataKind::Retrieval`]; checkpoints store the position of
 //!   any [`DataSource`]);
@@ -59,6 +62,7 @@ mod lm;
 mod metrics;
 mod model;
 mod optimizer;
+mod parallel;
 mod params;
 mod state;
 mod text;
@@ -73,6 +77,10 @@ pub use lm::{EvalMode, Evaluation, LanguageModel, LmConfig, PositionEncoding, Sa
 pub use metrics::{bleu, chrf, BleuOptions, BleuScore, BleuSmoothing, BleuTokenizer, ChrfOptions};
 pub use model::{AnyModel, Model, ModelKind, OtherModel, RetrievalConfig, RetrievalModel};
 pub use optimizer::{LrSchedule, Optimizer, OptimizerConfig, OptimizerKind, Trainable};
+pub use parallel::{
+    encode_pair_file, pair_file_info, pair_special_ids, PairBatch, PairData, PairDataConfig, PairEncodeConfig,
+    PairInfo, PairPolicy, PairShape, SpecialIds,
+};
 pub use params::ParamInfo;
 pub use state::State;
 pub use text::{

@@ -121,6 +121,10 @@ impl SentencePieceConfig {
     config_flag!(
         /// Print SentencePiece's training log to stderr (default false).
         verbose, get_verbose);
+    config_flag!(
+        /// The vocabulary also holds `<pad>` (id 2) and `<bos>` (id 3), for translation
+        /// ([`encode_pair_file`](crate::encode_pair_file)); vocab_size must then be >= 5 (default false).
+        pad_bos, get_pad_bos);
 
     /// The raw C struct, for use with `fwp-sys`.
     pub fn as_raw(&self) -> &sys::fwp_sentencepiece_config {
@@ -138,6 +142,7 @@ impl fmt::Debug for SentencePieceConfig {
             .field("num_threads", &self.raw.num_threads)
             .field("max_sentence_length", &self.raw.max_sentence_length)
             .field("verbose", &self.get_verbose())
+            .field("pad_bos", &self.get_pad_bos())
             .finish()
     }
 }
