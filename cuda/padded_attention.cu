@@ -61,8 +61,8 @@ __global__ void __launch_bounds__(kRowThreads)
       const float* vr = v + (s * key_stride + i) * d;
       const float score = scale * warp_dot(qr, kr, d, lane);
       const float new_max = fmaxf(run_max, score);
-      const float alpha = __expf(run_max - new_max);  // 0 on the first key (run_max = -inf)
-      const float p = __expf(score - new_max);
+      const float alpha = expf(run_max - new_max);  // 0 on the first key (run_max = -inf)
+      const float p = expf(score - new_max);
       run_sum = run_sum * alpha + p;
 #pragma unroll
       for (int u = 0; u < kMaxCols; ++u) {
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kRowThreads)
     for (int u = 0; u < kMaxCols; ++u) acc[u] = 0.0f;
     for (int64_t i = 0; i < len; ++i) {
       const float* kr = k + (s * keys + i) * d;
-      const float p = __expf(scale * warp_dot(qr, kr, d, lane) - l);
+      const float p = expf(scale * warp_dot(qr, kr, d, lane) - l);
       const float ds = p * (warp_dot(dor, v + (s * keys + i) * d, d, lane) - c_j);
 #pragma unroll
       for (int u = 0; u < kMaxCols; ++u) {
@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kRowThreads)
         const int64_t qrow = s * queries + j;
         const float* qr = q + qrow * d;
         const float* dor = d_out + qrow * d;
-        const float p = __expf(scale * warp_dot(qr, kr, d, lane) - lse[qrow]);
+        const float p = expf(scale * warp_dot(qr, kr, d, lane) - lse[qrow]);
         const float ds = p * (warp_dot(dor, vr, d, lane) - centre[qrow]);
 #pragma unroll
         for (int u = 0; u < kMaxCols; ++u) {

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@ struct ParityKind {
   const char* name;
   NonCausalAttentionConfig config;
 };
+void PrintTo(const ParityKind& kind, std::ostream* os) { *os << kind.name; }
 
 std::vector<ParityKind> parity_kinds() {
   NonCausalAttentionConfig base;

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,8 @@ struct Kind {
   const char* name;
   NonCausalAttentionConfig config;
 };
+// Failure messages name the kind (not the bytes of the config).
+void PrintTo(const Kind& kind, std::ostream* os) { *os << kind.name; }
 
 NonCausalAttentionConfig base_config() {
   NonCausalAttentionConfig c;
@@ -500,6 +503,7 @@ struct CausalKind {
   const char* name;
   FastWeightAttentionConfig config;
 };
+void PrintTo(const CausalKind& kind, std::ostream* os) { *os << kind.name; }
 
 std::vector<CausalKind> causal_kinds() {
   FastWeightAttentionConfig base;
