@@ -11,7 +11,8 @@
 //   reordered state (beam search) continues the chosen rows;
 // - the causal module ignores what follows a sequence's end (outputs and
 //   gradients of the valid positions), and its step-by-step decoding equals the
-//   full forward.
+//   full forward; given the row lengths, padding never writes into its memory
+//   and padded steps get exactly zero output and input gradient.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -631,6 +632,93 @@ TEST_P(CausalPadding, ValidPositionsIgnoreWhatFollowsTheEndAndStepsEqualTheFullF
   attn.step(params, ConstView<double>(x3.data(), {3, D}), beams, TensorView<double>(y3.data(), {3, D}), ws);
   for (int64_t i = 0; i < 3; ++i)
     for (int64_t d = 0; d < D; ++d) EXPECT_EQ(y3[i * D + d], y_all[rows[i] * D + d]) << "beam " << i;
+}
+
+TEST_P(CausalPadding, WithLengthsPaddingNeverWritesTheMemoryNorReceivesGradients) {
+  const FastWeightAttentionConfig& c = GetParam().config;
+  auto backend = cpu();
+  ParameterList<double> params;
+  FastWeightAttention<double> attn(params, backend, "", c);
+  params.allocate(backend);
+  Rng rng(41);
+  attn.init(params, rng);
+  const int64_t B = 3, T = 5, D = c.d_model;
+  const Lengths len{2, 5, 3};
+  Vec x = random_vec(B * T * D, 42);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = len[b]; t < T; ++t)
+      for (int64_t d = 0; d < D; ++d) x[(b * T + t) * D + d] = -20.0 * (d % 2 ? 1 : -1);
+  const Vec r = random_vec(B * T * D, 43);  // nonzero at padded steps too: ignored with lengths
+  struct Out {
+    Vec y, dx, w, z;
+    std::vector<Vec> grads;
+  };
+  auto run_causal = [&](const Vec& xs, const Vec& rs, int64_t batch, int64_t steps, const Lengths& lengths) {
+    const Shape s{batch, steps, D};
+    FastWeightAttentionWorkspace<double> ws;
+    Out o;
+    o.y.assign(xs.size(), 7.0);
+    o.dx.assign(xs.size(), 7.0);
+    params.zero_grad();
+    AttentionState<double> state = attn.make_state(0);
+    const bool write = !c.softmax;  // a padded softmax forward cannot fill a cache (checked below)
+    attn.forward(params, ConstView<double>(xs.data(), s), write ? &state : nullptr,
+                 write ? StateUpdate::Write : StateUpdate::Keep, TensorView<double>(o.y.data(), s), ws, nullptr,
+                 lengths);
+    attn.backward(params, ConstView<double>(xs.data(), s), ConstView<double>(rs.data(), s),
+                  TensorView<double>(o.dx.data(), s), InputGrad::Overwrite, ws);
+    for (int64_t p = 0; p < params.size(); ++p) o.grads.push_back(params[p].grad.to_host());
+    if (write) {
+      o.w.resize(static_cast<size_t>(state.w_count(batch)));
+      o.z.resize(static_cast<size_t>(state.z_count(batch)));
+      state.get_host(o.w.data(), o.z.data());
+    }
+    return o;
+  };
+  const Out padded = run_causal(x, r, B, T, len);
+  std::vector<Vec> sum;
+  for (const Vec& g : padded.grads) sum.emplace_back(g.size(), 0.0);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = len[b] * D;
+    const Vec xb(x.begin() + b * T * D, x.begin() + b * T * D + n), rb(r.begin() + b * T * D, r.begin() + b * T * D + n);
+    const Out one = run_causal(xb, rb, 1, len[b], {});
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_NEAR(padded.y[b * T * D + i], one.y[i], 1e-12) << "y row " << b;
+      EXPECT_NEAR(padded.dx[b * T * D + i], one.dx[i], 1e-12) << "dx row " << b;
+    }
+    for (int64_t i = n; i < T * D; ++i) {
+      EXPECT_EQ(padded.y[b * T * D + i], 0.0) << "padded y, row " << b;
+      EXPECT_EQ(padded.dx[b * T * D + i], 0.0) << "padded dx, row " << b;
+    }
+    // The memory a row leaves is the one its last real token left.
+    const size_t rw = one.w.size(), rz = one.z.size();
+    for (size_t i = 0; i < rw; ++i) EXPECT_NEAR(padded.w[b * rw + i], one.w[i], 1e-12) << "W row " << b;
+    for (size_t i = 0; i < rz; ++i) EXPECT_NEAR(padded.z[b * rz + i], one.z[i], 1e-12) << "z row " << b;
+    for (size_t p = 0; p < sum.size(); ++p)
+      for (size_t i = 0; i < sum[p].size(); ++i) sum[p][i] += one.grads[p][i];
+  }
+  for (size_t p = 0; p < sum.size(); ++p)
+    for (size_t i = 0; i < sum[p].size(); ++i)
+      EXPECT_NEAR(padded.grads[p][i], sum[p][i], 1e-11 * (1 + std::abs(sum[p][i]))) << params[int64_t(p)].name << i;
+
+  // Bad lengths are refused; a softmax cache cannot take a padded batch.
+  const Shape s{B, T, D};
+  FastWeightAttentionWorkspace<double> ws;
+  Vec y(x.size());
+  for (const Lengths& bad : {Lengths{2, 5}, Lengths{0, 5, 3}, Lengths{2, 6, 3}})
+    EXPECT_THROW(attn.forward(params, ConstView<double>(x.data(), s), nullptr, StateUpdate::Keep,
+                              TensorView<double>(y.data(), s), ws, nullptr, bad),
+                 Error);
+  if (c.softmax) {
+    AttentionState<double> cache = attn.make_state(0);
+    try {
+      attn.forward(params, ConstView<double>(x.data(), s), &cache, StateUpdate::Write, TensorView<double>(y.data(), s),
+                   ws, nullptr, len);
+      ADD_FAILURE() << "a padded batch filled a key/value cache";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), FWP_ERR_UNSUPPORTED);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, CausalPadding, ::testing::ValuesIn(causal_kinds()),
