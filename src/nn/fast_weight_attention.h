@@ -21,7 +21,8 @@
 // into W or z (for both rules: a zero key leaves the memory unchanged), outputs
 // at padded steps are exactly 0, the backward ignores dy there and gives every
 // padded step exactly zero input gradient. Valid steps never see later ones
-// (causality), so their outputs are those of the unpadded rows.
+// (causality), so their outputs are those of the unpadded rows. A state's
+// position() still advances by T, the padded length (one count for all rows).
 //
 // Parameters, in this order (the names of fwp_layer; each with ".bias" after
 // its ".weight" when use_bias): q_proj, k_proj, v_proj, beta_proj (delta rule
