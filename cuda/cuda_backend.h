@@ -18,6 +18,7 @@
 //   cross_entropy.cu       softmax cross-entropy
 //   dropout.cu             dropout with a counter-based mask
 //   adaptive_softmax.cu    cluster partition and block log-softmax (adaptive input/softmax)
+//   padded_attention.cu    padding masks, whole-sequence sum-rule memory, masked softmax attention
 //
 // Every call is queued on the backend's own stream; only download(),
 // sum_squares() and synchronize() wait for it. Each call makes the backend's
@@ -158,6 +159,21 @@ class CudaBackend final : public Backend<float> {
   void cross_attention_backward(int64_t streams, int64_t queries, int64_t keys, int64_t d, int64_t d_value,
                                 const float* q, const float* k, const float* v, const float* out, const float* lse,
                                 const float* d_out, float scale, float* dq, float* dk, float* dv) override;
+
+  // ---- padded_attention.cu ----------------------------------------------------------------------
+  void zero_padded_steps(float* x, const int32_t* lengths, int64_t batch, int64_t groups, int64_t steps,
+                         int64_t d) override;
+  void outer_product_sum(int64_t streams, int64_t steps, int64_t d_a, int64_t d_b, const float* a, const float* b,
+                         float* out) override;
+  void outer_product_sum_backward(int64_t streams, int64_t steps, int64_t d_a, int64_t d_b, const float* a,
+                                  const float* b, const float* d_out, float* da, float* db) override;
+  void masked_attention_forward(int64_t streams, int64_t groups, int64_t queries, int64_t keys, int64_t key_stride,
+                                int64_t d, const float* q, const float* k, const float* v,
+                                const int32_t* key_lengths, float scale, float* out, float* lse) override;
+  void masked_attention_backward(int64_t streams, int64_t groups, int64_t queries, int64_t keys, int64_t d,
+                                 const float* q, const float* k, const float* v, const int32_t* key_lengths,
+                                 const float* out, const float* lse, const float* d_out, float scale, float* dq,
+                                 float* dk, float* dv) override;
 
   // ---- embedding.cu -----------------------------------------------------------------------------
   void embedding_gather(const float* table, const int32_t* ids, float* out, int64_t rows, int64_t dim) override;

@@ -36,6 +36,7 @@
 #include "core/backend/loss.h"
 #include "core/backend/memory.h"
 #include "core/backend/optimizer_ops.h"
+#include "core/backend/padded_attention.h"
 #include "core/backend/retrieval_ops.h"
 #include "core/backend/softmax_attention.h"
 #include "core/backend/types.h"
@@ -54,6 +55,7 @@ class Backend : public MemoryOps<T>,
                 public FastWeightOps<T>,
                 public AttnNormOps<T>,
                 public SoftmaxAttentionOps<T>,
+                public PaddedAttentionOps<T>,
                 public EmbeddingOps<T>,
                 public RetrievalOps<T>,
                 public LossOps<T>,

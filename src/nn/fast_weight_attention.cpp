@@ -215,7 +215,8 @@ void FastWeightAttention<T>::project_heads(const ParameterList<T>& params, Const
 
 template <typename T>
 void FastWeightAttention<T>::forward(const ParameterList<T>& params, ConstView<T> x, AttentionState<T>* state,
-                                     StateUpdate update, TensorView<T> y, Workspace& ws, Rng* redraw_rng) const {
+                                     StateUpdate update, TensorView<T> y, Workspace& ws, Rng* redraw_rng,
+                                     const std::vector<int64_t>& lengths) const {
   check_input(x, y, 0, "FastWeightAttention::forward");
   const int64_t B = x.dim(0);
   if (state) {
@@ -229,6 +230,23 @@ void FastWeightAttention<T>::forward(const ParameterList<T>& params, ConstView<T
   // A forward that fails half-way must not leave a backward that uses a mix
   // of old and new activations.
   ws.batch = ws.steps = 0;
+  ws.padded = false;
+  if (!lengths.empty()) {
+    const int64_t Tn = x.dim(1);
+    require(static_cast<int64_t>(lengths.size()) == B, FWP_ERR_SHAPE_MISMATCH,
+            "lengths has " + std::to_string(lengths.size()) + " entries where the batch is " + std::to_string(B));
+    std::vector<int32_t> ids(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t len = lengths[static_cast<size_t>(b)];
+      require(len >= 1 && len <= Tn, FWP_ERR_OUT_OF_RANGE,
+              "lengths[" + std::to_string(b) + "] must be in [1, " + std::to_string(Tn) + "]" + got(len));
+      ids[static_cast<size_t>(b)] = static_cast<int32_t>(len);
+    }
+    require(!(is_softmax() && update == StateUpdate::Write), FWP_ERR_UNSUPPORTED,
+            "a softmax attention forward of a padded batch cannot fill a key/value cache (one length for all rows)");
+    ws.lengths.upload(backend_, ids.data(), B);
+    ws.padded = true;
+  }
   if (is_softmax()) {
     if (update == StateUpdate::Write)
       require(state->length() == 0, FWP_ERR_UNSUPPORTED,
@@ -244,6 +262,8 @@ void FastWeightAttention<T>::forward(const ParameterList<T>& params, ConstView<T
       state->advance_position(x.dim(1));
     }
   }
+  // Padded steps output exactly zero: nothing leaks from them downstream.
+  if (ws.padded) backend_->zero_padded_steps(y.data(), ws.lengths.data(), B, 1, x.dim(1), config_.d_model);
   ws.batch = B;
   ws.steps = x.dim(1);
 }
@@ -300,6 +320,14 @@ void FastWeightAttention<T>::fast_weight_forward(const ParameterList<T>& params,
   }
   const T* phi_q = ws.phi_q(sum_norm);
   const T* phi_k = ws.phi_k(sum_norm);
+  if (ws.padded) {
+    // A zero key writes nothing (sum rule: v 0^T; delta rule: beta (v - W 0) 0^T) and adds
+    // nothing to z: padded steps leave the memory as the row's last token left it.
+    ws.phi_k_mem.resize(be_ptr, N * H * dd);
+    be.copy(ws.phi_k_mem.data(), phi_k, N * H * dd);
+    be.zero_padded_steps(ws.phi_k_mem.data(), ws.lengths.data(), B, H, Tn, dd);
+    phi_k = ws.phi_k_mem.data();
+  }
 
   // The recurrence, from the initial state (or zeros).
   const FastWeightShape shape{S, Tn, dd, dh};
@@ -387,10 +415,19 @@ void FastWeightAttention<T>::backward(ParameterList<T>& params, ConstView<T> x, 
   check_shape(x.shape(), expected, "FastWeightAttention::backward: x (the forward's input)");
   check_shape(dy.shape(), expected, "FastWeightAttention::backward: dy");
   if (!dx.is_null()) check_shape(dx.shape(), expected, "FastWeightAttention::backward: dx");
+  ConstView<T> dy_used = dy;
+  if (ws.padded) {
+    // dy at padded steps is ignored (their outputs are constant zeros).
+    const int64_t n = ws.batch * ws.steps * config_.d_model;
+    ws.dy_masked.resize(backend_, n);
+    backend_->copy(ws.dy_masked.data(), dy.data(), n);
+    backend_->zero_padded_steps(ws.dy_masked.data(), ws.lengths.data(), ws.batch, 1, ws.steps, config_.d_model);
+    dy_used = ConstView<T>(ws.dy_masked.data(), expected);
+  }
   if (ws.fast_weight)
-    fast_weight_backward(params, x, dy, dx, mode, ws);
+    fast_weight_backward(params, x, dy_used, dx, mode, ws);
   else
-    softmax_backward(params, x, dy, dx, mode, ws);
+    softmax_backward(params, x, dy_used, dx, mode, ws);
 }
 
 template <typename T>
@@ -407,7 +444,7 @@ void FastWeightAttention<T>::fast_weight_backward(ParameterList<T>& params, Cons
   const FeatureMapSpec spec = config_.feature_spec();
   const FastWeightShape shape{S, Tn, dd, dh};
   const T* phi_q = ws.phi_q(sum_norm);
-  const T* phi_k = ws.phi_k(sum_norm);
+  const T* phi_k = ws.padded ? ws.phi_k_mem.data() : ws.phi_k(sum_norm);
   const ConstView<T> x2 = x.reshaped({N, D});
   const TensorView<T> dx2 = dx.is_null() ? TensorView<T>() : dx.reshaped({N, D});
   ws.lin.resize(be_ptr, N * P);
@@ -448,6 +485,12 @@ void FastWeightAttention<T>::fast_weight_backward(ParameterList<T>& params, Cons
   if (attn_norm) {
     be.axpy(N * H * dd, T(1), ws.dq_norm.data(), ws.dphi_q.data());
     be.axpy(N * H * dd, T(1), ws.dk_norm.data(), ws.dphi_k.data());
+  }
+  if (ws.padded) {
+    // The cleared keys are constants: no gradient reaches padded steps' keys, values or betas.
+    be.zero_padded_steps(ws.dphi_k.data(), ws.lengths.data(), B, H, Tn, dd);
+    be.zero_padded_steps(ws.dvh.data(), ws.lengths.data(), B, H, Tn, dh);
+    if (delta) be.zero_padded_steps(ws.dbeta.data(), ws.lengths.data(), B, H, Tn, 1);
   }
 
   // Feature maps (sum normalisation in place: dphi may alias dout).
@@ -524,6 +567,7 @@ void FastWeightAttention<T>::step(const ParameterList<T>& params, ConstView<T> x
     return;
   }
   state.ensure_batch(B, "the state", hint);
+  ws.padded = false;  // one token per row: nothing to mask
   // With one token, [B, D] is [B, 1, D]; evaluation mode uses the fixed features.
   fast_weight_forward(params, x.reshaped({B, 1, config_.d_model}), &state,
                       y.reshaped({B, 1, config_.d_model}), ws, nullptr);

@@ -15,6 +15,15 @@
 //   y = s * concat_heads(o) Wo^T (+ b), s = 1/sqrt(d_head) with scale_output
 // Softmax: o_t = sum_{j<=t} softmax_j(q_t . k_j / sqrt(d_head)) v_j, y = concat(o) Wo^T (+ b).
 //
+// Right-padded batches (the translation model's decoder): forward() takes the
+// length of each row. Then keys (phi(k_t), after any sum normalisation) at or
+// after a row's end are cleared before the recurrence, so padding never writes
+// into W or z (for both rules: a zero key leaves the memory unchanged), outputs
+// at padded steps are exactly 0, the backward ignores dy there and gives every
+// padded step exactly zero input gradient. Valid steps never see later ones
+// (causality), so their outputs are those of the unpadded rows. A state's
+// position() still advances by T, the padded length (one count for all rows).
+//
 // Parameters, in this order (the names of fwp_layer; each with ".bias" after
 // its ".weight" when use_bias): q_proj, k_proj, v_proj, beta_proj (delta rule
 // only), out_proj, then "favor.projection" [m, d_head] (FAVOR+ only, not trainable).
@@ -23,9 +32,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/buffer.h"
+#include "core/id_buffer.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "nn/attention_state.h"
@@ -106,6 +117,9 @@ struct FastWeightAttentionWorkspace {
   Buffer<T> denom;               // [S, T]
   Buffer<T> lse;                 // [S, T] softmax log-sum-exp
   Buffer<T> merged;              // [B*T, H*d_head]: heads merged and scaled, the input of out_proj
+  bool padded = false;           // the forward had row lengths
+  IdBuffer<T> lengths;           // [B] device int32 row lengths (padded forwards)
+  Buffer<T> phi_k_mem;           // [S, T, d_dot] the keys written (zero at padded steps; padded forwards)
 
   // ---- written by backward: dL/d(initial state) [B][H][d_head][d_dot], [B][H][d_dot] ----
   int64_t grad_batch = 0;        // B of the last backward (fast-weight only); 0 before one
@@ -118,6 +132,7 @@ struct FastWeightAttentionWorkspace {
   Buffer<T> dq_norm, dk_norm, dphi_q, dphi_k;  // [S, T, d_dot]
   Buffer<T> dqh, dkh, dvh;       // [S, T, d_head]
   Buffer<T> dbeta, dbeta_logit;  // [S, T]
+  Buffer<T> dy_masked;           // [B*T, d_model] dy without its padded steps (padded backwards)
 
   const T* phi_q(bool normalized) const { return normalized ? phi_q_norm.data() : phi_q_raw.data(); }
   const T* phi_k(bool normalized) const { return normalized ? phi_k_norm.data() : phi_k_raw.data(); }
@@ -159,8 +174,12 @@ class FastWeightAttention {
   // can continue the sequences; a non-empty cache is refused (FWP_ERR_UNSUPPORTED).
   // redraw_rng (FAVOR+): when given, this forward uses a projection freshly
   // drawn from it (training with favor_redraw); otherwise the fixed one.
+  // lengths: empty (no padding) or B row lengths in [1, T] (see "Right-padded batches" above); a
+  // softmax layer refuses StateUpdate::Write of a padded batch (FWP_ERR_UNSUPPORTED: its cache
+  // has one length for every row).
   void forward(const ParameterList<T>& params, ConstView<T> x, AttentionState<T>* state, StateUpdate update,
-               TensorView<T> y, Workspace& ws, Rng* redraw_rng = nullptr) const;
+               TensorView<T> y, Workspace& ws, Rng* redraw_rng = nullptr,
+               const std::vector<int64_t>& lengths = {}) const;
 
   // Adds the parameter gradients of the forward that filled `ws` (x is that
   // forward's input) and writes dx (overwrite or accumulate; a null view skips

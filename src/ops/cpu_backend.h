@@ -19,6 +19,7 @@
 //   cross_entropy.cpp      softmax cross-entropy (language model loss)
 //   dropout.cpp            dropout with a counter-based mask
 //   adaptive_softmax.cpp   cluster partition and block log-softmax (adaptive input/softmax)
+//   padded_attention.cpp   padding masks, whole-sequence sum-rule memory, masked softmax attention
 #pragma once
 
 #include "core/backend.h"
@@ -104,6 +105,20 @@ class CpuBackend final : public Backend<T> {
   void cross_attention_backward(int64_t streams, int64_t queries, int64_t keys, int64_t d, int64_t d_value,
                                 const T* q, const T* k, const T* v, const T* out, const T* lse, const T* d_out,
                                 T scale, T* dq, T* dk, T* dv) override;
+
+  // ---- padded_attention.cpp ----
+  void zero_padded_steps(T* x, const int32_t* lengths, int64_t batch, int64_t groups, int64_t steps,
+                         int64_t d) override;
+  void outer_product_sum(int64_t streams, int64_t steps, int64_t d_a, int64_t d_b, const T* a, const T* b,
+                         T* out) override;
+  void outer_product_sum_backward(int64_t streams, int64_t steps, int64_t d_a, int64_t d_b, const T* a,
+                                  const T* b, const T* d_out, T* da, T* db) override;
+  void masked_attention_forward(int64_t streams, int64_t groups, int64_t queries, int64_t keys, int64_t key_stride,
+                                int64_t d, const T* q, const T* k, const T* v, const int32_t* key_lengths, T scale,
+                                T* out, T* lse) override;
+  void masked_attention_backward(int64_t streams, int64_t groups, int64_t queries, int64_t keys, int64_t d,
+                                 const T* q, const T* k, const T* v, const int32_t* key_lengths, const T* out,
+                                 const T* lse, const T* d_out, T scale, T* dq, T* dk, T* dv) override;
 
   void onehot_mse_forward(const T* y, const int32_t* targets, T* loss, int64_t rows, int64_t classes) override;
   void onehot_mse_backward(const T* y, const int32_t* targets, T scale, T* dy, int64_t rows,

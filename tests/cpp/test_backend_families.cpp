@@ -73,6 +73,14 @@ TEST(BackendFamilies, MissingOpsReportUnsupportedNamingOpAndDevice) {
   expect_unsupported([&] { be.step_sum(a.data(), c.data(), 1, 2, 2); }, "step_sum");
   expect_unsupported([&] { be.onehot_mse_forward(a.data(), ids.data(), c.data(), 2, 2); }, "onehot_mse_forward");
   expect_unsupported([&] { be.sum_squares(a.data(), 4); }, "sum_squares");
+  expect_unsupported([&] { be.zero_padded_steps(c.data(), ids.data(), 2, 1, 2, 2); }, "zero_padded_steps");
+  expect_unsupported([&] { be.outer_product_sum(1, 2, 2, 2, a.data(), b.data(), c.data()); }, "outer_product_sum");
+  expect_unsupported(
+      [&] {
+        be.masked_attention_forward(1, 1, 2, 2, 2, 2, a.data(), a.data(), a.data(), ids.data(), 1.0f, c.data(),
+                                    b.data());
+      },
+      "masked_attention_forward");
 }
 
 TEST(BackendFamilies, TheCpuBackendImplementsEveryOp) {

@@ -362,6 +362,87 @@ INSTANTIATE_TEST_SUITE_P(Shapes, EmulatedSoftmaxAttention,
                                   std::to_string(c.d);
                          });
 
+// ---- padded_attention.cu: masks, whole-sequence memory, masked softmax attention -----------------
+struct PaddedCase {
+  int64_t batch, groups, queries, keys, d;
+};
+
+class EmulatedPaddedAttention : public Emulated, public ::testing::WithParamInterface<PaddedCase> {};
+
+TEST_P(EmulatedPaddedAttention, MasksMemoryAndMaskedAttentionMatchCpu) {
+  const PaddedCase c = GetParam();
+  const int64_t S = c.batch * c.groups;
+  // Lengths from 1 to keys (the last row unpadded), as a padded batch has them.
+  std::vector<int32_t> lengths(static_cast<size_t>(c.batch));
+  for (int64_t b = 0; b < c.batch; ++b) lengths[b] = static_cast<int32_t>(1 + (b * 5 + 2) % c.keys);
+  lengths.back() = static_cast<int32_t>(c.keys);
+  auto len = ids(lengths);
+
+  auto x = input(random_vec(S * c.keys * c.d, 51));
+  emu_->zero_padded_steps(x.e(), len->e, c.batch, c.groups, c.keys, c.d);
+  cpu_->zero_padded_steps(x.c(), len->c, c.batch, c.groups, c.keys, c.d);
+  EXPECT_TRUE(same(x, 0.0)) << "zero_padded_steps";
+
+  const int64_t da = c.d, db = c.d + 5;
+  auto a = input(random_vec(S * c.keys * da, 52)), b = input(random_vec(S * c.keys * db, 53));
+  auto mem = output(S * da * db);
+  emu_->outer_product_sum(S, c.keys, da, db, a.e(), b.e(), mem.e());
+  cpu_->outer_product_sum(S, c.keys, da, db, a.c(), b.c(), mem.c());
+  EXPECT_TRUE(same(mem)) << "outer_product_sum";
+  auto dmem = input(random_vec(S * da * db, 54));
+  auto da_out = output(S * c.keys * da), db_out = output(S * c.keys * db);
+  emu_->outer_product_sum_backward(S, c.keys, da, db, a.e(), b.e(), dmem.e(), da_out.e(), db_out.e());
+  cpu_->outer_product_sum_backward(S, c.keys, da, db, a.c(), b.c(), dmem.c(), da_out.c(), db_out.c());
+  EXPECT_TRUE(same(da_out)) << "outer_product_sum_backward da";
+  EXPECT_TRUE(same(db_out)) << "outer_product_sum_backward db";
+
+  const float scale = 0.6f;
+  auto q = input(random_vec(S * c.queries * c.d, 55));
+  auto k = input(random_vec(S * c.keys * c.d, 56)), v = input(random_vec(S * c.keys * c.d, 57));
+  auto out = output(S * c.queries * c.d), lse = output(S * c.queries);
+  emu_->masked_attention_forward(S, c.groups, c.queries, c.keys, c.keys, c.d, q.e(), k.e(), v.e(), len->e, scale,
+                                 out.e(), lse.e());
+  cpu_->masked_attention_forward(S, c.groups, c.queries, c.keys, c.keys, c.d, q.c(), k.c(), v.c(), len->c, scale,
+                                 out.c(), lse.c());
+  EXPECT_TRUE(same(out)) << "masked forward out";
+  EXPECT_TRUE(same(lse)) << "masked forward lse";
+  auto dout = input(random_vec(S * c.queries * c.d, 58));
+  auto dq = output(S * c.queries * c.d), dk = output(S * c.keys * c.d), dv = output(S * c.keys * c.d);
+  emu_->masked_attention_backward(S, c.groups, c.queries, c.keys, c.d, q.e(), k.e(), v.e(), len->e, out.e(), lse.e(),
+                                  dout.e(), scale, dq.e(), dk.e(), dv.e());
+  cpu_->masked_attention_backward(S, c.groups, c.queries, c.keys, c.d, q.c(), k.c(), v.c(), len->c, out.c(), lse.c(),
+                                  dout.c(), scale, dq.c(), dk.c(), dv.c());
+  EXPECT_TRUE(same(dq, 2e-5)) << "masked dq";
+  EXPECT_TRUE(same(dk, 2e-5)) << "masked dk";
+  EXPECT_TRUE(same(dv, 2e-5)) << "masked dv";
+  // Masked keys: exactly zero gradients on the emulated device too.
+  const Vec dk_host = dk.emu.to_host();
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t i = lengths[s / c.groups] * c.d; i < c.keys * c.d; ++i)
+      EXPECT_EQ(dk_host[(s * c.keys) * c.d + i], 0.0f) << "stream " << s;
+
+  // A decoding step reads a cache wider than its filled part (key_stride > keys).
+  const int64_t stride = c.keys + 3;
+  auto kc = input(random_vec(S * stride * c.d, 59)), vc = input(random_vec(S * stride * c.d, 60));
+  auto q1 = input(random_vec(S * c.d, 61));
+  auto dec = output(S * c.d);
+  emu_->masked_attention_forward(S, c.groups, 1, c.keys, stride, c.d, q1.e(), kc.e(), vc.e(), len->e, scale, dec.e(),
+                                 nullptr);
+  cpu_->masked_attention_forward(S, c.groups, 1, c.keys, stride, c.d, q1.c(), kc.c(), vc.c(), len->c, scale, dec.c(),
+                                 nullptr);
+  EXPECT_TRUE(same(dec)) << "masked decode";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, EmulatedPaddedAttention,
+                         ::testing::Values(PaddedCase{3, 2, 5, 7, 3}, PaddedCase{2, 1, 1, 9, 40},
+                                           PaddedCase{1, 3, 4, 2, 65}),
+                         [](const ::testing::TestParamInfo<PaddedCase>& info) {
+                           const PaddedCase& c = info.param;
+                           return "B" + std::to_string(c.batch) + "G" + std::to_string(c.groups) + "Q" +
+                                  std::to_string(c.queries) + "K" + std::to_string(c.keys) + "D" +
+                                  std::to_string(c.d);
+                         });
+
 // ---- linear.cu, layout.cu, activation.cu, cuda_backend.cu (fill) -------------------------------
 TEST_F(Emulated, LinearOpsMatchCpu) {
   const int64_t M = 5, N = 7, K = 3;
