@@ -98,7 +98,8 @@ int64_t max_output_length(const BeamSearchOptions& options, int64_t source_lengt
 
 // Beam search over the sentences whose source lengths are given (one row
 // per sentence in `decoder` at the start). Returns, per sentence, its n_best
-// hypotheses, best first. Throws Error(FWP_ERR_INVALID_ARGUMENT) for bad
+// hypotheses, best first (fewer only when the search finished fewer: a tiny
+// vocabulary or max length). Throws Error(FWP_ERR_INVALID_ARGUMENT) for bad
 // options, source lengths < 0, or log-probabilities that are NaN or +inf or
 // leave a sentence with no finite candidate.
 std::vector<std::vector<Hypothesis>> beam_search(StepDecoder& decoder, const std::vector<int64_t>& source_lengths,
