@@ -244,8 +244,10 @@ std::vector<SplitFiles> prepare_inputs(const PrepareOptions& o) {
     }
   }
   for (const SplitFiles& split : splits) {
-    if (!file_exists(split.source)) throw UsageError(fmt::format("{} {}: no such file", split.source_flag, split.source));
-    if (!file_exists(split.target)) throw UsageError(fmt::format("{} {}: no such file", split.target_flag, split.target));
+    for (const auto& file : {std::make_pair(split.source_flag, split.source),
+                             std::make_pair(split.target_flag, split.target)}) {
+      if (!file_exists(file.second)) throw UsageError(fmt::format("{} {}: no such file", file.first, file.second));
+    }
   }
   return splits;
 }
@@ -372,7 +374,8 @@ int run_prepare(const PrepareOptions& o) {
     info.struct_size = sizeof info;
     check_input_status(fwp_pair_file_encode(tokenizer.get(), split.source.c_str(), split.target.c_str(),
                                             files.pairs(split.name).c_str(), &encode, &info),
-                       fmt::format("encoding the {} pairs of {} and {}", split.name, split.source, split.target).c_str());
+                       fmt::format("encoding the {} pairs of {} and {}", split.name, split.source, split.target)
+                           .c_str());
     report[split.name] = {{"pairs", info.num_pairs},
                           {"lines", info.lines},
                           {"skipped_empty", info.skipped_empty},

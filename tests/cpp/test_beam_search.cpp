@@ -34,7 +34,9 @@ uint64_t splitmix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-uint64_t feed(uint64_t hash, int32_t token) { return splitmix(hash ^ (static_cast<uint64_t>(token) * 0x100000001b3ULL)); }
+uint64_t feed(uint64_t hash, int32_t token) {
+  return splitmix(hash ^ (static_cast<uint64_t>(token) * 0x100000001b3ULL));
+}
 
 // The log-probabilities after a prefix whose running hash is `hash`: random
 // logits in [0, spread), plus biases, log-softmaxed in double, as float.
@@ -306,7 +308,10 @@ class MarkovDecoder : public StepDecoder {
   explicit MarkovDecoder(std::vector<std::vector<float>> table) : table_(std::move(table)) {}
   int64_t vocab_size() const override { return static_cast<int64_t>(table_.size()); }
   void log_probs(const int32_t* last_tokens, int64_t rows, float* out) override {
-    for (int64_t r = 0; r < rows; ++r) std::copy(table_[last_tokens[r]].begin(), table_[last_tokens[r]].end(), out + r * vocab_size());
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto& row = table_[static_cast<size_t>(last_tokens[r])];
+      std::copy(row.begin(), row.end(), out + r * vocab_size());
+    }
   }
   void reorder(const int64_t*, int64_t) override {}
 
@@ -460,9 +465,12 @@ TEST(BeamSearch, BatchEqualsEachSentenceAlone) {
       HashDecoder alone_decoder(logits, {seeds[s]});
       const auto alone = beam_search(alone_decoder, {sources[s]}, o);
       ASSERT_EQ(batch[s].size(), alone[0].size());
-      for (size_t k = 0; k < alone[0].size(); ++k) expect_same(batch[s][k], alone[0][k], "sentence " + std::to_string(s));
+      for (size_t k = 0; k < alone[0].size(); ++k) {
+        expect_same(batch[s][k], alone[0][k], "sentence " + std::to_string(s));
+      }
       HashDecoder greedy_alone_decoder(logits, {seeds[s]});
-      expect_same(greedy_batch[s], greedy_search(greedy_alone_decoder, {sources[s]}, o)[0], "greedy " + std::to_string(s));
+      expect_same(greedy_batch[s], greedy_search(greedy_alone_decoder, {sources[s]}, o)[0],
+                  "greedy " + std::to_string(s));
     }
   }
 }

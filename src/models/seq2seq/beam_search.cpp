@@ -107,9 +107,11 @@ void validate_search_options(const BeamSearchOptions& o, int64_t vocab_size) {
           field("stop") + " is not a stopping rule");
   const auto in_vocab = [&](int32_t id) { return id >= 0 && id < vocab_size; };
   require(in_vocab(o.bos_id), FWP_ERR_INVALID_ARGUMENT,
-          field("bos_id") + " must be in [0, " + std::to_string(vocab_size) + ") (got " + std::to_string(o.bos_id) + ")");
+          field("bos_id") + " must be in [0, " + std::to_string(vocab_size) + ") (got " + std::to_string(o.bos_id) +
+              ")");
   require(in_vocab(o.eos_id), FWP_ERR_INVALID_ARGUMENT,
-          field("eos_id") + " must be in [0, " + std::to_string(vocab_size) + ") (got " + std::to_string(o.eos_id) + ")");
+          field("eos_id") + " must be in [0, " + std::to_string(vocab_size) + ") (got " + std::to_string(o.eos_id) +
+              ")");
   require(o.pad_id == -1 || in_vocab(o.pad_id), FWP_ERR_INVALID_ARGUMENT,
           field("pad_id") + " must be -1 or in [0, " + std::to_string(vocab_size) + ") (got " +
               std::to_string(o.pad_id) + ")");
@@ -209,19 +211,20 @@ std::vector<std::vector<Hypothesis>> beam_search(StepDecoder& decoder, const std
       if (!done && o.stop == StopRule::kBeamFinished) {
         done = static_cast<int64_t>(done_list.size()) >= o.beam_size;
       } else if (!done && static_cast<int64_t>(done_list.size()) >= o.n_best) {
-        {
-          scores.clear();
-          for (const auto& f : done_list) scores.push_back(f.hypothesis.score);
-          std::nth_element(scores.begin(), scores.begin() + (o.n_best - 1), scores.end(), std::greater<double>());
-          const double kth_best = scores[static_cast<size_t>(o.n_best - 1)];
-          // The best an open hypothesis can still score: its sum, at the most favourable length.
-          const double shortest = std::pow(static_cast<double>(length + 2), o.length_penalty);
-          const double longest = std::pow(static_cast<double>(max_length[sentence] + 1), o.length_penalty);
-          const double divisor = std::max(shortest, longest);
-          double best_open = -std::numeric_limits<double>::infinity();
-          for (size_t k = kept_from; k < next_rows.size(); ++k) best_open = std::max(best_open, next_rows[k].log_prob / divisor);
-          done = kth_best >= best_open;
+        scores.clear();
+        for (const auto& f : done_list) scores.push_back(f.hypothesis.score);
+        std::nth_element(scores.begin(), scores.begin() + (o.n_best - 1), scores.end(), std::greater<double>());
+        const double nth_best = scores[static_cast<size_t>(o.n_best - 1)];
+        // The best an open hypothesis can still score: its sum (log-probabilities are <= 0) at the most
+        // favourable finishing length in [length + 2, max_length + 1] (eos counted).
+        const double shortest = std::pow(static_cast<double>(length + 2), o.length_penalty);
+        const double longest = std::pow(static_cast<double>(max_length[sentence] + 1), o.length_penalty);
+        const double divisor = std::max(shortest, longest);
+        double best_open = -std::numeric_limits<double>::infinity();
+        for (size_t k = kept_from; k < next_rows.size(); ++k) {
+          best_open = std::max(best_open, next_rows[k].log_prob / divisor);
         }
+        done = nth_best >= best_open;
       }
       if (done) {
         next_rows.resize(kept_from);
