@@ -240,6 +240,13 @@ endif()
 if(TARGET fwp_cli)
   fwp_cli_test(mt_score_help EXIT 0 ARGS mt score --help STDOUT --hyp --ref --json)
 endif()
+# `fwp mt prepare`: counts, skipped training pairs, kept valid/test pairs, byte-identical reruns, bad input -> 2.
+if(TARGET fwp_cli AND FWP_HAVE_SENTENCEPIECE)
+  add_test(NAME cli_mt_prepare
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/mt_prepare
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_mt_prepare.cmake)
+  set_tests_properties(cli_mt_prepare PROPERTIES LABELS cli TIMEOUT 300)
+endif()
 add_test(NAME bible_corpus_deterministic
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/check_bible_corpus.sh ${PROJECT_SOURCE_DIR}
                  ${CMAKE_CURRENT_BINARY_DIR}/bible_corpus)

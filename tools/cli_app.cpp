@@ -21,7 +21,8 @@ const Command kCommands[] = {
      "generate` continues a prompt.",
      add_lm_options, run_lm},
     {"mt",
-     "Machine translation (section 6.2): `fwp mt score` reports BLEU and chrF (sacreBLEU's definitions) of a "
+     "Machine translation (section 6.2): `fwp mt prepare` trains a joint SentencePiece model and encodes a "
+     "parallel corpus into pair files, `fwp mt score` reports BLEU and chrF (sacreBLEU's definitions) of a "
      "hypothesis file against reference files.",
      add_mt_options, run_mt},
 };

@@ -38,7 +38,7 @@ int run_retrieval();
 void add_lm_options(CLI::App& app);
 int run_lm();
 
-// `fwp mt` (mt_command.cpp): machine translation (section 6.2): score.
+// `fwp mt` (mt_command.cpp): machine translation (section 6.2): prepare, score.
 void add_mt_options(CLI::App& app);
 int run_mt();
 

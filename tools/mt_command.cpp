@@ -1,8 +1,9 @@
 // `fwp mt`: machine translation (paper section 6.2). Each step is a
 // subcommand with its own options struct and run function below, dispatched
 // by run_mt():
-//   fwp mt score   BLEU and chrF of a hypothesis file against reference files
-// (prepare, train and translate are added here the same way.)
+//   fwp mt prepare  a parallel corpus -> joint SentencePiece model + pair files in a data folder
+//   fwp mt score    BLEU and chrF of a hypothesis file against reference files
+// (train and translate are added here the same way.)
 #include "cli_support.h"
 #include "commands.h"
 
@@ -11,7 +12,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,8 +33,22 @@ struct ScoreOptions {
   bool json = false;
 };
 
+/// The flags of `fwp mt prepare`.
+struct PrepareOptions {
+  std::string train_src, train_tgt, valid_src, valid_tgt, test_src, test_tgt;
+  std::string corpus, src_lang, tgt_lang;
+  std::string out;
+  int64_t vocab_size = 8000;
+  std::string model_type = "bpe";
+  int64_t max_len = 256;
+  bool json = false;
+  bool quiet = false;
+};
+
 /// Every subcommand of `fwp mt` (the program parses once).
 struct MtOptions {
+  CLI::App* prepare = nullptr;
+  PrepareOptions prepare_options;
   CLI::App* score = nullptr;
   ScoreOptions score_options;
 };
@@ -166,12 +186,274 @@ int run_score(const ScoreOptions& o) {
   return kExitOk;
 }
 
+
+// ---- prepare ----------------------------------------------------------------------
+
+/// The files of a data folder of `fwp mt prepare`.
+struct MtDataFiles {
+  std::string folder;
+  std::string tokenizer() const { return folder + "/tokenizer.fwptok"; }
+  std::string pairs(const std::string& split) const { return folder + "/" + split + ".pairs"; }
+  /// The untokenised text of a valid/test side, one line per pair of the pair file; `side` is "source" or
+  /// "target" (the target text is the BLEU reference).
+  std::string text(const std::string& split, const std::string& side) const {
+    return folder + "/" + split + "." + side + ".txt";
+  }
+  std::string manifest() const { return folder + "/prepare.json"; }
+};
+
+/// One split's two files and the flags that named them.
+struct SplitFiles {
+  std::string name;  // train, valid, test
+  std::string source, target;
+  std::string source_flag, target_flag;
+};
+
+bool is_folder(const std::string& path) {
+  struct stat st{};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// The six input files, from --corpus or the file flags; throws UsageError.
+std::vector<SplitFiles> prepare_inputs(const PrepareOptions& o) {
+  const bool any_file = !(o.train_src.empty() && o.train_tgt.empty() && o.valid_src.empty() && o.valid_tgt.empty() &&
+                          o.test_src.empty() && o.test_tgt.empty());
+  std::vector<SplitFiles> splits;
+  if (!o.corpus.empty()) {
+    if (any_file) {
+      throw UsageError("--corpus names the files itself: give either --corpus or the six --train-src ... --test-tgt "
+                       "files, not both");
+    }
+    if (o.src_lang.empty() || o.tgt_lang.empty()) {
+      throw UsageError("--corpus needs --src-lang and --tgt-lang (the file suffixes, e.g. en and es)");
+    }
+    if (o.src_lang == o.tgt_lang) throw UsageError("--src-lang and --tgt-lang must differ");
+    if (!is_folder(o.corpus)) throw UsageError(fmt::format("--corpus {}: not a folder", o.corpus));
+    for (const char* split : {"train", "valid", "test"}) {
+      const std::string base = o.corpus + "/" + split + ".";
+      splits.push_back({split, base + o.src_lang, base + o.tgt_lang, "--corpus", "--corpus"});
+    }
+  } else {
+    if (!o.src_lang.empty() || !o.tgt_lang.empty()) throw UsageError("--src-lang and --tgt-lang go with --corpus");
+    splits = {{"train", o.train_src, o.train_tgt, "--train-src", "--train-tgt"},
+              {"valid", o.valid_src, o.valid_tgt, "--valid-src", "--valid-tgt"},
+              {"test", o.test_src, o.test_tgt, "--test-src", "--test-tgt"}};
+    for (const SplitFiles& split : splits) {
+      if (split.source.empty()) throw UsageError(fmt::format("{} is required (or --corpus DIR)", split.source_flag));
+      if (split.target.empty()) throw UsageError(fmt::format("{} is required (or --corpus DIR)", split.target_flag));
+    }
+  }
+  for (const SplitFiles& split : splits) {
+    for (const auto& file : {std::make_pair(split.source_flag, split.source),
+                             std::make_pair(split.target_flag, split.target)}) {
+      if (!file_exists(file.second)) throw UsageError(fmt::format("{} {}: no such file", file.first, file.second));
+    }
+  }
+  return splits;
+}
+
+/// The number of lines of a file as read_lines() splits them, read in blocks
+/// (a training file may be large); throws RunError if it cannot be read.
+int64_t count_lines(const std::string& path) {
+  std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) throw RunError(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+  std::vector<char> block(1 << 20);
+  int64_t lines = 0;
+  bool open_line = false, after_cr = false;
+  for (size_t got; (got = std::fread(block.data(), 1, block.size(), file.get())) > 0;) {
+    for (size_t i = 0; i < got; ++i) {
+      const char c = block[i];
+      if (c == '\n' && after_cr) {
+        after_cr = false;  // the "\n" of "\r\n": the line was counted at the "\r"
+        continue;
+      }
+      after_cr = c == '\r';
+      if (c == '\n' || c == '\r') {
+        ++lines;
+        open_line = false;
+      } else {
+        open_line = true;
+      }
+    }
+  }
+  if (std::ferror(file.get())) throw RunError(fmt::format("cannot read {}", path));
+  return lines + (open_line ? 1 : 0);
+}
+
+/// Lines with one "\n" after each: the normalised text of an evaluation side.
+std::string joined_lines(const std::vector<std::string>& lines) {
+  std::string text;
+  for (const std::string& line : lines) text += line + "\n";
+  return text;
+}
+
+int run_prepare(const PrepareOptions& o) {
+  const std::vector<SplitFiles> splits = prepare_inputs(o);
+  // Valid and test are read here first (aligned, UTF-8), since every one of
+  // their pairs is kept and their text is copied: BLEU is on all of them.
+  std::vector<std::vector<std::string>> eval_sources, eval_targets;
+  for (size_t i = 1; i < splits.size(); ++i) {
+    const SplitFiles& split = splits[i];
+    eval_sources.push_back(read_lines(split.source_flag, split.source));
+    eval_targets.push_back(read_lines(split.target_flag, split.target));
+    const auto& sources = eval_sources.back();
+    const auto& targets = eval_targets.back();
+    if (sources.size() != targets.size()) {
+      throw UsageError(fmt::format("{}: {} has {} lines but {} has {}: the files must be line aligned", split.name,
+                                   split.source, sources.size(), split.target, targets.size()));
+    }
+    if (sources.empty()) throw UsageError(fmt::format("{}: {} and {} have no lines", split.name, split.source,
+                                                      split.target));
+    // A blank line has no tokens: its pair could be neither kept nor left out. Said here, before any work.
+    for (size_t n = 0; n < sources.size(); ++n) {
+      const auto blank = [](const std::string& line) { return line.find_first_not_of(" \t\f\v") == std::string::npos; };
+      if (blank(sources[n]) || blank(targets[n])) {
+        throw UsageError(fmt::format("{}: line {} of {} is empty; every {} pair is kept (BLEU is on all of them), so "
+                                     "remove the pair from both files",
+                                     split.name, n + 1, blank(sources[n]) ? split.source : split.target, split.name));
+      }
+    }
+  }
+  // The training files too, before the (slow) SentencePiece training.
+  const int64_t train_source_lines = count_lines(splits[0].source);
+  const int64_t train_target_lines = count_lines(splits[0].target);
+  if (train_source_lines != train_target_lines) {
+    throw UsageError(fmt::format("train: {} has {} lines but {} has {}: the files must be line aligned",
+                                 splits[0].source, train_source_lines, splits[0].target, train_target_lines));
+  }
+  if (train_source_lines == 0) {
+    throw UsageError(fmt::format("train: {} and {} have no lines", splits[0].source, splits[0].target));
+  }
+  if (file_exists(o.out) && !is_folder(o.out)) throw UsageError(fmt::format("--out {}: not a folder", o.out));
+  if (!is_folder(o.out) && ::mkdir(o.out.c_str(), 0777) != 0) {
+    throw UsageError(fmt::format("--out {}: cannot create the folder ({})", o.out, std::strerror(errno)));
+  }
+  const MtDataFiles files{o.out};
+  check_output_path("--out", files.tokenizer());
+
+  // One SentencePiece model on the training text of both languages (the shared vocabulary), with <pad> and <bos>.
+  fwp_sentencepiece_config config;
+  fwp_sentencepiece_config_init(&config);
+  config.model_type = o.model_type == "bpe" ? FWP_SENTENCEPIECE_BPE : FWP_SENTENCEPIECE_UNIGRAM;
+  config.vocab_size = o.vocab_size;
+  config.pad_bos = 1;
+  config.num_threads = 1;  // the model depends on the thread count: one, so a folder is the same on every machine
+  const char* train_paths[] = {splits[0].source.c_str(), splits[0].target.c_str()};
+  fwp_tokenizer* raw = nullptr;
+  check_input_status(
+      fwp_tokenizer_train_sentencepiece(train_paths, 2, &config, &raw),
+      fmt::format("training the SentencePiece model on {} and {}", splits[0].source, splits[0].target).c_str());
+  const std::unique_ptr<fwp_tokenizer, decltype(&fwp_tokenizer_destroy)> tokenizer(raw, &fwp_tokenizer_destroy);
+  check_status(fwp_tokenizer_save(tokenizer.get(), files.tokenizer().c_str()), "saving the tokenizer");
+
+  int64_t vocab_size = 0;
+  int32_t pad = 0, bos = 0, eos = 0, unk = 0;
+  check_status(fwp_pair_special_ids(tokenizer.get(), &vocab_size, &pad, &bos, &eos, &unk), "reading special ids");
+  json report = {{"command", "mt prepare"},
+                 {"model_type", o.model_type},
+                 {"max_len", o.max_len},
+                 {"vocab_size", vocab_size},
+                 {"special_ids", {{"pad", pad}, {"bos", bos}, {"eos", eos}, {"unk", unk}}}};
+  int64_t skipped = 0, tokens = 0;
+  for (size_t i = 0; i < splits.size(); ++i) {
+    const SplitFiles& split = splits[i];
+    fwp_pair_encode_config encode;
+    fwp_pair_encode_config_init(&encode);
+    if (i == 0) {
+      // Training pairs with a side over --max-len or empty are left out and counted.
+      encode.max_source_tokens = o.max_len;
+      encode.max_target_tokens = o.max_len;
+      encode.too_long = FWP_PAIR_SKIP;
+      encode.empty_lines = FWP_PAIR_SKIP;
+    } else {
+      // Valid and test keep every pair: no length limit (decoding takes any length); an empty side is an error.
+      encode.empty_lines = FWP_PAIR_ERROR;
+    }
+    fwp_pair_info info;
+    std::memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    check_input_status(fwp_pair_file_encode(tokenizer.get(), split.source.c_str(), split.target.c_str(),
+                                            files.pairs(split.name).c_str(), &encode, &info),
+                       fmt::format("encoding the {} pairs of {} and {}", split.name, split.source, split.target)
+                           .c_str());
+    report[split.name] = {{"pairs", info.num_pairs},
+                          {"lines", info.lines},
+                          {"skipped_empty", info.skipped_empty},
+                          {"skipped_too_long", info.skipped_too_long},
+                          {"source_tokens", info.source_tokens},
+                          {"target_tokens", info.target_tokens},
+                          {"longest_source", info.longest_source},
+                          {"longest_target", info.longest_target},
+                          {"source", split.source},
+                          {"target", split.target}};
+    skipped += info.skipped_empty + info.skipped_too_long;
+    tokens += info.source_tokens + info.target_tokens;
+    if (i > 0) {
+      // Nothing was skipped, so these lines are the pair file's pairs in order.
+      write_file_atomically(files.text(split.name, "source"), joined_lines(eval_sources[i - 1]));
+      write_file_atomically(files.text(split.name, "target"), joined_lines(eval_targets[i - 1]));
+    }
+  }
+  report["skipped"] = skipped;
+  report["tokens"] = tokens;
+  write_file_atomically(files.manifest(), report.dump(2) + "\n");
+  report["out"] = o.out;  // printed, not stored: the folder's files do not depend on where it is
+  if (o.json) {
+    std::printf("%s\n", report.dump().c_str());
+  } else if (!o.quiet) {
+    std::printf("fwp mt prepare: %s vocabulary of %lld; pairs: train %lld (%lld skipped), valid %lld, test %lld; "
+                "%lld tokens -> %s\n",
+                o.model_type.c_str(), static_cast<long long>(vocab_size),
+                static_cast<long long>(report["train"]["pairs"].get<int64_t>()), static_cast<long long>(skipped),
+                static_cast<long long>(report["valid"]["pairs"].get<int64_t>()),
+                static_cast<long long>(report["test"]["pairs"].get<int64_t>()), static_cast<long long>(tokens),
+                o.out.c_str());
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void add_mt_options(CLI::App& app) {
   MtOptions& o = options();
   o = MtOptions{};  // a new parser starts from the defaults (tests parse many times)
   app.require_subcommand(1);
+
+  o.prepare = app.add_subcommand(
+      "prepare", "Train one SentencePiece model (with <pad> and <bos>) on the training text of both languages and "
+                 "encode the train, valid and test pairs into a data folder: tokenizer.fwptok, "
+                 "{train,valid,test}.pairs, {valid,test}.{source,target}.txt (the untokenised text, one line per "
+                 "pair; target = the BLEU references) and prepare.json. Training pairs with a side over --max-len "
+                 "tokens or empty are skipped and counted; valid and test pairs are all kept (no length limit; an "
+                 "empty line is an error), so BLEU is on every test sentence. The same inputs give byte-identical "
+                 "files.");
+  PrepareOptions& p = o.prepare_options;
+  o.prepare->option_defaults()->always_capture_default();
+  o.prepare->add_option("--train-src", p.train_src, "Training source text, one sentence per line");
+  o.prepare->add_option("--train-tgt", p.train_tgt, "Training target text, line aligned with --train-src");
+  o.prepare->add_option("--valid-src", p.valid_src, "Validation source text");
+  o.prepare->add_option("--valid-tgt", p.valid_tgt, "Validation target text");
+  o.prepare->add_option("--test-src", p.test_src, "Test source text");
+  o.prepare->add_option("--test-tgt", p.test_tgt, "Test target text");
+  o.prepare->add_option("--corpus", p.corpus,
+                        "Instead of the six files: a folder with {train,valid,test}.SRC and .TGT (e.g. the Bible "
+                        "corpus of scripts/make-bible-corpus.py)");
+  o.prepare->add_option("--src-lang", p.src_lang, "With --corpus: the source file suffix (e.g. en)");
+  o.prepare->add_option("--tgt-lang", p.tgt_lang, "With --corpus: the target file suffix (e.g. es)");
+  o.prepare->add_option("--out", p.out, "The data folder to write (created if missing)")->required();
+  o.prepare->add_option("--vocab-size", p.vocab_size,
+                        "Size of the shared SentencePiece vocabulary (<eos>, <unk>, <pad>, <bos> included)")
+      ->check(CLI::Range(int64_t{5}, int64_t{1} << 24));
+  o.prepare->add_option("--model-type", p.model_type, "SentencePiece model: bpe (as the paper) or unigram")
+      ->check(CLI::IsMember({"bpe", "unigram"}));
+  o.prepare->add_option("--max-len", p.max_len,
+                        "Longest training sentence in tokens (each side, without eos); longer pairs are skipped")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  o.prepare->add_flag("--json", p.json,
+                      "Print one JSON object: vocab_size, special_ids, per split (train, valid, test) pairs, lines, "
+                      "skipped_empty, skipped_too_long, source_tokens, target_tokens, longest_source, "
+                      "longest_target; skipped and tokens over all splits");
+  o.prepare->add_flag("--quiet", p.quiet, "Print nothing");
 
   o.score = app.add_subcommand("score", "BLEU (sacreBLEU's defaults: 13a tokens, exp smoothing, case-sensitive) and "
                                         "chrF (character 6-grams, beta 2) of a hypothesis file against one or more "
@@ -189,8 +471,9 @@ void add_mt_options(CLI::App& app) {
 
 int run_mt() {
   MtOptions& o = options();
+  if (o.prepare->parsed()) return run_prepare(o.prepare_options);
   if (o.score->parsed()) return run_score(o.score_options);
-  throw UsageError("fwp mt needs a subcommand: score");
+  throw UsageError("fwp mt needs a subcommand: prepare or score");
 }
 
 }  // namespace fwp_cli

@@ -1,0 +1,167 @@
+# `fwp mt prepare` on a tiny synthetic parallel corpus written here: the
+# counts (--json), training pairs over --max-len or empty skipped and counted,
+# valid/test pairs all kept with their text copied, the same folder from
+# --corpus and from the six file flags and from a second run (byte for byte),
+# unigram as well, and bad input refused with exit code 2 and one line.
+#   cmake -DPROGRAM=<fwp> -DWORKDIR=<dir> -P check_mt_prepare.cmake
+cmake_minimum_required(VERSION 3.19)
+file(REMOVE_RECURSE ${WORKDIR})
+file(MAKE_DIRECTORY ${WORKDIR}/corpus)
+
+# Sentences built from small word lists, the target a word-by-word "translation".
+set(en_words the lord said unto moses and aaron go speak people land water light day night)
+set(es_words el senor dijo a moises y aaron ve habla pueblo tierra agua luz dia noche)
+list(LENGTH en_words word_count)
+function(sentence index length out_en out_es)
+  set(en "")
+  set(es "")
+  foreach(k RANGE 1 ${length})
+    math(EXPR w "(${index} * 7 + ${k} * 3 + ${k} * ${index}) % ${word_count}")
+    list(GET en_words ${w} e)
+    list(GET es_words ${w} s)
+    string(APPEND en "${e} ")
+    string(APPEND es "${s} ")
+  endforeach()
+  string(STRIP "${en}" en)
+  string(STRIP "${es}" es)
+  set(${out_en} "${en}" PARENT_SCOPE)
+  set(${out_es} "${es}" PARENT_SCOPE)
+endfunction()
+
+set(train_en "")
+set(train_es "")
+foreach(i RANGE 1 40)
+  math(EXPR length "3 + ${i} % 6")
+  sentence(${i} ${length} en es)
+  string(APPEND train_en "${en}\n")
+  string(APPEND train_es "${es}\n")
+endforeach()
+sentence(41 70 long_en long_es)  # over --max-len 60: skipped in train, kept in valid
+string(APPEND train_en "${long_en}\n\n")  # ... and a pair with an empty source line: skipped
+string(APPEND train_es "${long_es}\nla tierra\n")
+file(WRITE ${WORKDIR}/corpus/train.en "${train_en}")
+file(WRITE ${WORKDIR}/corpus/train.es "${train_es}")
+sentence(50 4 v1_en v1_es)
+sentence(51 5 v2_en v2_es)
+file(WRITE ${WORKDIR}/corpus/valid.en "${v1_en}\n${v2_en}\n${long_en}\n")
+file(WRITE ${WORKDIR}/corpus/valid.es "${v1_es}\n${v2_es}\n${long_es}\n")
+sentence(60 6 t1_en t1_es)
+# CRLF line ends and no final line end: the copied text has "\n" after every line.
+file(WRITE ${WORKDIR}/corpus/test.en "${t1_en}\r\nthe light of day")
+file(WRITE ${WORKDIR}/corpus/test.es "${t1_es}\r\nla luz del dia")
+
+function(run_fwp expect out_var)
+  execute_process(COMMAND ${PROGRAM} ${ARGN} WORKING_DIRECTORY ${WORKDIR}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  message(STATUS "fwp ${ARGN}\n-> ${rc}\n${out}${err}")
+  if(NOT rc EQUAL expect)
+    message(FATAL_ERROR "fwp exited with ${rc}, expected ${expect}")
+  endif()
+  if(NOT expect EQUAL 0)
+    string(REGEX REPLACE "\n$" "" trimmed "${err}")
+    string(FIND "${trimmed}" "\n" newline)
+    if(trimmed STREQUAL "" OR NOT newline EQUAL -1)
+      message(FATAL_ERROR "expected one error line on stderr")
+    endif()
+  endif()
+  set(${out_var} "${out}" PARENT_SCOPE)
+endfunction()
+
+function(expect_json json_text path expected)
+  string(JSON value GET "${json_text}" ${path})
+  if(NOT value STREQUAL "${expected}")
+    message(FATAL_ERROR "${path}: ${value}, expected ${expected}")
+  endif()
+endfunction()
+
+set(vocab 60)
+run_fwp(0 prepared mt prepare --corpus corpus --src-lang en --tgt-lang es --out a --vocab-size ${vocab}
+        --max-len 60 --json)
+expect_json("${prepared}" vocab_size ${vocab})
+expect_json("${prepared}" "special_ids;pad" 2)
+expect_json("${prepared}" "special_ids;bos" 3)
+expect_json("${prepared}" "train;lines" 42)
+expect_json("${prepared}" "train;pairs" 40)
+expect_json("${prepared}" "train;skipped_too_long" 1)
+expect_json("${prepared}" "train;skipped_empty" 1)
+expect_json("${prepared}" skipped 2)
+expect_json("${prepared}" "valid;pairs" 3)
+expect_json("${prepared}" "test;pairs" 2)
+string(JSON longest GET "${prepared}" valid longest_source)
+if(longest LESS_EQUAL 60)
+  message(FATAL_ERROR "the long valid pair (${longest} tokens) should be kept whole")
+endif()
+string(JSON train_source_tokens GET "${prepared}" train source_tokens)
+string(JSON tokens GET "${prepared}" tokens)
+if(train_source_tokens LESS 120 OR tokens LESS_EQUAL train_source_tokens)
+  message(FATAL_ERROR "unexpected token counts: train source ${train_source_tokens}, all ${tokens}")
+endif()
+
+set(files tokenizer.fwptok train.pairs valid.pairs test.pairs valid.source.txt valid.target.txt test.source.txt
+          test.target.txt prepare.json)
+foreach(name IN LISTS files)
+  if(NOT EXISTS ${WORKDIR}/a/${name})
+    message(FATAL_ERROR "a/${name} was not written")
+  endif()
+endforeach()
+file(READ ${WORKDIR}/a/test.target.txt reference)
+if(NOT reference STREQUAL "${t1_es}\nla luz del dia\n")
+  message(FATAL_ERROR "test.target.txt is not the test target text:\n${reference}")
+endif()
+file(READ ${WORKDIR}/a/valid.source.txt valid_source)
+if(NOT valid_source STREQUAL "${v1_en}\n${v2_en}\n${long_en}\n")
+  message(FATAL_ERROR "valid.source.txt is not the valid source text:\n${valid_source}")
+endif()
+
+# Deterministic: the six file flags, and a second run, give the same bytes.
+run_fwp(0 ignored mt prepare --train-src corpus/train.en --train-tgt corpus/train.es --valid-src corpus/valid.en
+        --valid-tgt corpus/valid.es --test-src corpus/test.en --test-tgt corpus/test.es --out b
+        --vocab-size ${vocab} --max-len 60 --quiet)
+run_fwp(0 ignored mt prepare --corpus corpus --src-lang en --tgt-lang es --out c --vocab-size ${vocab} --max-len 60)
+foreach(name IN LISTS files)
+  file(SHA256 ${WORKDIR}/a/${name} hash_a)
+  file(SHA256 ${WORKDIR}/c/${name} hash_c)
+  if(NOT hash_a STREQUAL hash_c)
+    message(FATAL_ERROR "${name} differs between two runs on the same input")
+  endif()
+  if(NOT name STREQUAL "prepare.json")  # it names the input files, given differently
+    file(SHA256 ${WORKDIR}/b/${name} hash_b)
+    if(NOT hash_a STREQUAL hash_b)
+      message(FATAL_ERROR "${name} differs between --corpus and the six file flags")
+    endif()
+  endif()
+endforeach()
+
+run_fwp(0 unigram mt prepare --corpus corpus --src-lang en --tgt-lang es --out u --vocab-size 50
+        --model-type unigram --json)
+expect_json("${unigram}" model_type unigram)
+expect_json("${unigram}" "train;skipped_too_long" 0)  # the default --max-len 256 keeps the long pair
+expect_json("${unigram}" "train;pairs" 41)
+
+# Bad input: exit code 2 and one line.
+file(WRITE ${WORKDIR}/short.es "el senor\n")
+file(WRITE ${WORKDIR}/empty.en "")
+file(WRITE ${WORKDIR}/empty.es "")
+file(WRITE ${WORKDIR}/blank_test.es "${t1_es}\n\n")
+set(six --train-src corpus/train.en --train-tgt corpus/train.es --valid-src corpus/valid.en --valid-tgt corpus/valid.es)
+set(corpus_flags --corpus corpus --src-lang en --tgt-lang es --vocab-size ${vocab})
+run_fwp(2 ignored mt prepare ${six} --test-src corpus/test.en --test-tgt missing.es --out bad --vocab-size ${vocab})
+run_fwp(2 ignored mt prepare --train-src corpus/train.en --train-tgt short.es --valid-src corpus/valid.en
+        --valid-tgt corpus/valid.es --test-src corpus/test.en --test-tgt corpus/test.es --out bad --vocab-size ${vocab})
+run_fwp(2 ignored mt prepare ${six} --test-src corpus/test.en --test-tgt short.es --out bad --vocab-size ${vocab})
+run_fwp(2 ignored mt prepare ${six} --test-src corpus/test.en --test-tgt blank_test.es --out bad --vocab-size ${vocab})
+if(EXISTS ${WORKDIR}/bad/tokenizer.fwptok)
+  message(FATAL_ERROR "a blank test line must be refused before anything is written")
+endif()
+run_fwp(2 ignored mt prepare --train-src empty.en --train-tgt empty.es --valid-src corpus/valid.en
+        --valid-tgt corpus/valid.es --test-src corpus/test.en --test-tgt corpus/test.es --out bad --vocab-size ${vocab})
+run_fwp(2 ignored mt prepare ${six} --test-src corpus/test.en --out bad)  # --test-tgt missing
+run_fwp(2 ignored mt prepare ${corpus_flags} --out bad --vocab-size 4)
+run_fwp(2 ignored mt prepare --corpus corpus --src-lang en --tgt-lang es --out bad --vocab-size 100000)
+run_fwp(2 ignored mt prepare ${corpus_flags} --out bad --max-len 0)
+run_fwp(2 ignored mt prepare ${corpus_flags} --out bad --model-type word)
+run_fwp(2 ignored mt prepare ${corpus_flags} --out bad --train-src corpus/train.en)
+run_fwp(2 ignored mt prepare --corpus corpus --src-lang en --out bad)
+run_fwp(2 ignored mt prepare --corpus corpus --src-lang en --tgt-lang de --out bad)
+run_fwp(2 ignored mt prepare --corpus nowhere --src-lang en --tgt-lang es --out bad)
+run_fwp(2 ignored mt prepare ${corpus_flags} --out corpus/train.en)
