@@ -209,7 +209,9 @@ TEST(Seq2SeqGradient, EveryParameterMatchesCentralDifferencesWithPadding) {
     const Batch batch = make_batch(padded_pairs());
     std::string worst;
     EXPECT_LT(gradient_error(*net, batch, 12, &worst), 1e-5) << worst;
-    // Padded positions hold the pad id and nothing else does: its embedding row gets no gradient.
+    // Padded positions hold the pad id and nothing else does: untied, its embedding row gets no
+    // gradient (tied, the row is also pad's output weight, which every softmax row touches).
+    if (c.tied) continue;
     net->params().zero_grad();
     net->forward(batch.view());
     net->backward(1.0);
@@ -322,8 +324,12 @@ TEST(Seq2SeqDecoding, ReorderSwapsAndExpandsRows) {
     };
     auto reference = net->encode(batch.src.data(), batch.src_len.data(), 2, batch.S);
     const std::vector<double> ref = steps(reference, {{kBos, kBos}, {5, 6}, {7, 8}});
-    auto row = [&](const std::vector<double>& lp, int64_t r) {
-      return std::vector<double>(lp.begin() + r * V, lp.begin() + (r + 1) * V);
+    // Rows compared to rounding (a different row count may change the GEMM's summation order).
+    auto same_row = [&](const std::vector<double>& a, int64_t ra, const std::vector<double>& b, int64_t rb) {
+      double worst = 0.0;
+      for (int64_t v = 0; v < V; ++v)
+        worst = std::max(worst, std::abs(a[static_cast<size_t>(ra * V + v)] - b[static_cast<size_t>(rb * V + v)]));
+      return worst < 1e-12;
     };
     // Swap after two steps.
     auto swapped = net->encode(batch.src.data(), batch.src_len.data(), 2, batch.S);
@@ -331,16 +337,16 @@ TEST(Seq2SeqDecoding, ReorderSwapsAndExpandsRows) {
     const int64_t swap[] = {1, 0};
     net->reorder(swapped, swap, 2);
     const std::vector<double> s = steps(swapped, {{8, 7}});
-    EXPECT_EQ(row(s, 0), row(ref, 1));
-    EXPECT_EQ(row(s, 1), row(ref, 0));
+    EXPECT_TRUE(same_row(s, 0, ref, 1));
+    EXPECT_TRUE(same_row(s, 1, ref, 0));
     // Expand two sentences into three rows before the first step (as a beam search starts).
     auto expanded = net->encode(batch.src.data(), batch.src_len.data(), 2, batch.S);
     const int64_t expand[] = {0, 1, 1};
     net->reorder(expanded, expand, 3);
     const std::vector<double> e = steps(expanded, {{kBos, kBos, kBos}, {5, 6, 6}, {7, 8, 8}});
-    EXPECT_EQ(row(e, 0), row(ref, 0));
-    EXPECT_EQ(row(e, 1), row(ref, 1));
-    EXPECT_EQ(row(e, 2), row(ref, 1));
+    EXPECT_TRUE(same_row(e, 0, ref, 0));
+    EXPECT_TRUE(same_row(e, 1, ref, 1));
+    EXPECT_TRUE(same_row(e, 2, ref, 1));
     const int64_t bad[] = {0, 3};
     expect_error(FWP_ERR_OUT_OF_RANGE, "parents[1]", [&] { net->reorder(expanded, bad, 2); });
   }
@@ -356,13 +362,17 @@ TEST(Seq2SeqTraining, CopyTaskTrainsToNearZeroLoss) {
   c.d_ff = 64;
   c.dropout = 0.0;
   c.label_smoothing = 0.0;
+  // A larger init than the paper's 0.02 (which suits d_model 1024): at d_model 32 the tokens'
+  // embeddings would start far below the position encodings and learning starts slowly.
+  c.init_std = c.encoder_attention.init_std = c.cross_attention.init_std = c.decoder_attention.init_std = 0.1;
   auto net = make_net<float>(c, 1);
   OptimizerConfig oc;
-  oc.learning_rate = 3e-3;
+  oc.learning_rate = 5e-3;
   Optimizer opt(net->backend(), net->params(), oc);
   Rng rng(21);
-  double last = 0.0;
-  for (int step = 0; step < 300; ++step) {
+  double first = 0.0, recent = 0.0;  // mean nll per token: the first step, the last 20 steps
+  const int kSteps = 500;
+  for (int step = 0; step < kSteps; ++step) {
     std::vector<Pair> pairs;
     for (int i = 0; i < 16; ++i) {
       const auto x = random_words(rng, 2 + static_cast<int64_t>(rng.below(4)), c.vocab_size);
@@ -373,9 +383,12 @@ TEST(Seq2SeqTraining, CopyTaskTrainsToNearZeroLoss) {
     const Seq2SeqLoss loss = net->forward(batch.view());
     net->backward(1.0 / static_cast<double>(loss.tokens));
     opt.step();
-    last = loss.nll_sum / static_cast<double>(loss.tokens);
+    const double nll = loss.nll_sum / static_cast<double>(loss.tokens);
+    if (step == 0) first = nll;
+    if (step >= kSteps - 20) recent += nll / 20.0;
   }
-  EXPECT_LT(last, 0.05) << "mean nll per token after 300 steps";
+  EXPECT_GT(first, 1.5);  // chance: about ln 7 per word
+  EXPECT_LT(recent, 0.05) << "mean nll per token over the last 20 of " << kSteps << " steps";
 }
 
 TEST(Seq2SeqConfigCheck, BadFieldsAreNamed) {
