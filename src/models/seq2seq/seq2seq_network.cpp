@@ -284,24 +284,25 @@ static void sinusoid_row(int64_t position, int64_t d, T* out) {
   }
 }
 
-// rows_positions empty: N = B * L rows at positions 0 .. L-1 of every sequence;
-// otherwise one row per entry, at that position.
+// N rows: with `positions` empty, batch sequences of N / batch tokens at positions 0, 1, ... (the
+// encoding rows are computed once and added to every sequence); otherwise row r at positions[r].
 template <typename T>
-void Seq2SeqNetwork<T>::embed(const IdBuffer<T>& ids, const std::vector<int64_t>& positions, Buffer<T>& out,
-                              Dropout<T>& drop, bool training) {
-  // `positions` holds one position per row of `out`.
-  const int64_t d = config_.d_model(), N = static_cast<int64_t>(positions.size());
+void Seq2SeqNetwork<T>::embed(const IdBuffer<T>& ids, int64_t N, int64_t batch, const std::vector<int64_t>& positions,
+                              Buffer<T>& out, Dropout<T>& drop, bool training) {
+  const int64_t d = config_.d_model();
   out.resize(backend_, N * d);
   const TensorView<T> view(out.data(), {N, d});
   embedding_->forward(params_, ids.view({N}), view);
   backend_->scale(N * d, static_cast<T>(std::sqrt(static_cast<double>(d))), out.data());
   if (config_.position == PositionEncoding::Sinusoidal) {
-    std::vector<T> host(static_cast<size_t>(N * d));
-    for (int64_t r = 0; r < N; ++r) sinusoid_row(positions[static_cast<size_t>(r)], d, host.data() + r * d);
+    const int64_t rows = positions.empty() ? N / batch : N;
+    std::vector<T> host(static_cast<size_t>(rows * d));
+    for (int64_t r = 0; r < rows; ++r)
+      sinusoid_row(positions.empty() ? r : positions[static_cast<size_t>(r)], d, host.data() + r * d);
     Buffer<T>& pe = ws_->pe;
-    pe.resize(backend_, N * d);
-    pe.from_host(host.data(), N * d);
-    backend_->axpy(N * d, T(1), pe.data(), out.data());
+    pe.resize(backend_, rows * d);
+    pe.from_host(host.data(), rows * d);
+    backend_->add_bias(out.data(), pe.data(), N / rows, rows * d);  // the same rows for every sequence
   }
   drop.forward(ConstView<T>(out.data(), {N, d}), view, rng_, training);
 }
@@ -315,13 +316,6 @@ void Seq2SeqNetwork<T>::embed_backward(const IdBuffer<T>& ids, Buffer<T>& grad, 
   embedding_->backward(params_, ids.view({N}), g);
 }
 
-static std::vector<int64_t> sequence_positions(int64_t batch, int64_t length) {
-  std::vector<int64_t> p(static_cast<size_t>(batch * length));
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t t = 0; t < length; ++t) p[static_cast<size_t>(b * length + t)] = t;
-  return p;
-}
-
 // ---- forward ------------------------------------------------------------------------------
 
 template <typename T>
@@ -329,7 +323,7 @@ const T* Seq2SeqNetwork<T>::encoder_forward(int64_t B, int64_t S, const std::vec
                                             bool training) {
   Workspace& ws = *ws_;
   const int64_t d = config_.d_model(), F = config_.d_ff, N = B * S;
-  embed(ws.src_ids, sequence_positions(B, S), ws.enc_in, *src_dropout_, training);
+  embed(ws.src_ids, N, B, {}, ws.enc_in, *src_dropout_, training);
   Rng* redraw = training && config_.favor_redraw ? &rng_ : nullptr;
   const T* x = ws.enc_in.data();
   for (auto& lp : encoder_) {
@@ -358,7 +352,7 @@ const T* Seq2SeqNetwork<T>::decoder_forward(int64_t B, int64_t Tn, const std::ve
                                             bool training) {
   Workspace& ws = *ws_;
   const int64_t d = config_.d_model(), F = config_.d_ff, N = B * Tn;
-  embed(ws.tgt_ids, sequence_positions(B, Tn), ws.dec_in, *tgt_dropout_, training);
+  embed(ws.tgt_ids, N, B, {}, ws.dec_in, *tgt_dropout_, training);
   Rng* redraw_self = training && config_.decoder_attention.favor_redraw ? &rng_ : nullptr;
   Rng* redraw_cross = training && config_.favor_redraw ? &rng_ : nullptr;
   const T* x = ws.dec_in.data();
@@ -567,7 +561,7 @@ void Seq2SeqNetwork<T>::step(const int32_t* tokens, Seq2SeqDecodeState<T>& state
   check_ids(tokens, rows, "tokens");
   Workspace& ws = *ws_;
   ws.tgt_ids.upload(backend_, tokens, rows);
-  embed(ws.tgt_ids, state.positions, ws.dec_in, *tgt_dropout_, false);
+  embed(ws.tgt_ids, rows, rows, state.positions, ws.dec_in, *tgt_dropout_, false);
   const T* x = ws.dec_in.data();
   for (size_t l = 0; l < decoder_.size(); ++l) {
     DecoderLayer& layer = *decoder_[l];

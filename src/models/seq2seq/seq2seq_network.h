@@ -127,9 +127,10 @@ class Seq2SeqNetwork {
   void check_ids(const int32_t* ids, int64_t count, const char* what) const;
   std::vector<int64_t> check_lengths(const int32_t* lengths, int64_t batch, int64_t max_length,
                                      const char* what) const;
-  // sqrt(d) * E[ids] + pe(positions) then dropout, into out [N, d]; positions host [N].
-  void embed(const IdBuffer<T>& ids, const std::vector<int64_t>& positions, Buffer<T>& out, Dropout<T>& drop,
-             bool training);
+  // sqrt(d) * E[ids] + pe then dropout, into out [N, d]: positions empty = `batch` sequences from
+  // position 0, else one position per row.
+  void embed(const IdBuffer<T>& ids, int64_t N, int64_t batch, const std::vector<int64_t>& positions, Buffer<T>& out,
+             Dropout<T>& drop, bool training);
   void embed_backward(const IdBuffer<T>& ids, Buffer<T>& grad, Dropout<T>& drop);
   // Runs the encoder over ws.src_ids; leaves the output in ws.enc_out (or the final norm's).
   const T* encoder_forward(int64_t B, int64_t S, const std::vector<int64_t>& src_len, bool training);
