@@ -35,7 +35,7 @@ void expect_error(fwp_status status, const std::string& fragment, F&& f) {
   }
 }
 
-enum class Kind { Linear, Softmax, DeltaDecoder, Dpfp };
+enum class Kind { Linear, Softmax, DeltaDecoder, Dpfp, Favor };
 
 const char* kind_name(Kind k) {
   switch (k) {
@@ -43,6 +43,7 @@ const char* kind_name(Kind k) {
     case Kind::Softmax: return "softmax";
     case Kind::DeltaDecoder: return "delta-decoder";
     case Kind::Dpfp: return "dpfp";
+    case Kind::Favor: return "favor";
   }
   return "?";
 }
@@ -91,6 +92,14 @@ Seq2SeqConfig tiny(Kind kind, bool pre_norm = false, bool tied = true, double sm
       c.encoder_attention.feature_map = FeatureMap::Dpfp;
       c.cross_attention.feature_map = FeatureMap::Dpfp;
       c.decoder_attention.feature_map = FeatureMap::Dpfp;
+      break;
+    case Kind::Favor:  // the Performer; fixed projections, so the loss is a function of the parameters
+      c.encoder_attention.feature_map = c.cross_attention.feature_map = FeatureMap::Favor;
+      c.encoder_attention.favor_features = c.cross_attention.favor_features = 5;
+      c.decoder_attention.feature_map = FeatureMap::Favor;
+      c.decoder_attention.favor_features = 5;
+      c.decoder_attention.favor_redraw = false;
+      c.favor_redraw = false;
       break;
   }
   return c;
@@ -202,7 +211,8 @@ TEST(Seq2SeqGradient, EveryParameterMatchesCentralDifferencesWithPadding) {
   };
   for (const Case& c : {Case{Kind::Linear, false, true}, Case{Kind::Softmax, false, true},
                         Case{Kind::DeltaDecoder, false, true}, Case{Kind::Linear, true, false},
-                        Case{Kind::Softmax, true, true}, Case{Kind::Dpfp, false, false}}) {
+                        Case{Kind::Softmax, true, true}, Case{Kind::Dpfp, false, false},
+                        Case{Kind::Favor, false, false}}) {
     SCOPED_TRACE(std::string(kind_name(c.kind)) + (c.pre_norm ? " pre-LN" : " post-LN") +
                  (c.tied ? " tied" : " untied"));
     auto net = make_net(tiny(c.kind, c.pre_norm, c.tied));
@@ -280,7 +290,7 @@ std::vector<double> log_softmax(const std::vector<double>& logits, int64_t V) {
 }
 
 TEST(Seq2SeqDecoding, StepByStepEqualsTheFullForward) {
-  for (Kind kind : {Kind::Linear, Kind::Softmax, Kind::DeltaDecoder, Kind::Dpfp}) {
+  for (Kind kind : {Kind::Linear, Kind::Softmax, Kind::DeltaDecoder, Kind::Dpfp, Kind::Favor}) {
     for (bool pre_norm : {false, true}) {
       SCOPED_TRACE(std::string(kind_name(kind)) + (pre_norm ? " pre-LN" : " post-LN"));
       auto net = make_net(tiny(kind, pre_norm));
