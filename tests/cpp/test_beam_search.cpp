@@ -25,7 +25,7 @@ namespace fwp {
 namespace seq2seq {
 namespace {
 
-constexpr int32_t kEos = 0, kUnk = 1, kPad = 2, kBos = 3;
+constexpr int32_t kEos = 0, kPad = 2, kBos = 3;  // 1 is <unk>, an ordinary token to the search
 
 uint64_t splitmix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
