@@ -15,6 +15,8 @@
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "models/seq2seq/beam_search.h"
+#include "models/seq2seq/network_decoder.h"
 #include "models/seq2seq/seq2seq_config.h"
 #include "models/seq2seq/seq2seq_network.h"
 #include "train/optimizer.h"
@@ -399,6 +401,36 @@ TEST(Seq2SeqTraining, CopyTaskTrainsToNearZeroLoss) {
   }
   EXPECT_GT(first, 1.5);  // chance: about ln 7 per word
   EXPECT_LT(recent, 0.05) << "mean nll per token over the last 20 of " << kSteps << " steps";
+
+  // The trained network translates through the beam search (seq2seq/network_decoder.h):
+  // greedy and a beam of 4 copy unseen sources of several lengths, one batch.
+  net->set_training(false);
+  std::vector<Pair> pairs;
+  for (int64_t n : {2, 5, 3, 4}) {
+    const auto x = random_words(rng, n, c.vocab_size);
+    pairs.push_back({x, x});
+  }
+  const Batch batch = make_batch(pairs);
+  std::vector<int64_t> source_lengths;
+  for (const Pair& p : pairs) source_lengths.push_back(static_cast<int64_t>(p.first.size()));
+  seq2seq::BeamSearchOptions options;
+  options.bos_id = kBos;
+  options.eos_id = kEos;
+  options.pad_id = kPad;
+  options.max_len_a = 1.0;
+  options.max_len_b = 3.0;
+  seq2seq::NetworkStepDecoder<float> greedy_decoder(*net, net->encode(batch.src.data(), batch.src_len.data(), batch.B, batch.S));
+  const auto greedy = seq2seq::greedy_search(greedy_decoder, source_lengths, options);
+  seq2seq::NetworkStepDecoder<float> beam_decoder(*net, net->encode(batch.src.data(), batch.src_len.data(), batch.B, batch.S));
+  options.beam_size = 4;
+  const auto beams = seq2seq::beam_search(beam_decoder, source_lengths, options);
+  ASSERT_EQ(greedy.size(), pairs.size());
+  ASSERT_EQ(beams.size(), pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    EXPECT_EQ(greedy[i].tokens, pairs[i].first) << "greedy, sentence " << i;
+    ASSERT_FALSE(beams[i].empty());
+    EXPECT_EQ(beams[i][0].tokens, pairs[i].first) << "beam 4, sentence " << i;
+  }
 }
 
 TEST(Seq2SeqConfigCheck, BadFieldsAreNamed) {
