@@ -69,6 +69,7 @@
 #include "fwp/parallel.h"
 #include "fwp/retrieval.h"
 #include "fwp/lm.h"
+#include "fwp/seq2seq.h"
 #include "fwp/optimizer.h"
 #include "fwp/checkpoint.h"
 #include "fwp/metrics.h"

@@ -27,7 +27,7 @@ extern "C" {
 typedef enum fwp_model_kind {
   FWP_MODEL_RETRIEVAL = 0,  /**< The paper's synthetic associative-retrieval model (section 6.1). */
   FWP_MODEL_LANGUAGE = 1,   /**< The language model (section 6.3; lm.h). */
-  FWP_MODEL_SEQ2SEQ = 2     /**< Reserved: encoder-decoder translation model (section 6.2). */
+  FWP_MODEL_SEQ2SEQ = 2     /**< The encoder-decoder translation model (section 6.2; seq2seq.h). */
 } fwp_model_kind;
 
 /** \brief A network with its parameters, gradients and loss. */

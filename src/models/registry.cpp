@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "models/lm/lm_kind.h"
 #include "models/retrieval/retrieval_kind.h"
+#include "models/seq2seq/seq2seq_kind.h"
 
 namespace fwp {
 
@@ -16,6 +17,7 @@ const ModelRegistry& ModelRegistry::builtin() {
     ModelRegistry r;
     register_retrieval_model(r);
     register_lm_model(r);
+    register_seq2seq_model(r);
     return r;
   }();
   return registry;

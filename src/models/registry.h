@@ -45,7 +45,7 @@ using ParameterShapesFn = std::function<std::vector<ParameterShape>(const nlohma
 
 class ModelRegistry {
  public:
-  // The kinds this library builds in (retrieval).
+  // The kinds this library builds in (retrieval, lm, seq2seq).
   static const ModelRegistry& builtin();
 
   // Adds a kind. Error(FWP_ERR_INVALID_ARGUMENT) for an empty name, a kind

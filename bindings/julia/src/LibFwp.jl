@@ -140,7 +140,7 @@ const fwp_model_kind = Cint
 const FWP_MODEL_RETRIEVAL = fwp_model_kind(0)
 "The language model (section 6.3; lm.h)."
 const FWP_MODEL_LANGUAGE = fwp_model_kind(1)
-"Reserved: encoder-decoder translation model (section 6.2)."
+"The encoder-decoder translation model (section 6.2; seq2seq.h)."
 const FWP_MODEL_SEQ2SEQ = fwp_model_kind(2)
 
 "`fwp_data_kind`: kinds of data source. Values are fixed."
@@ -194,6 +194,16 @@ RNN mode: segments of `length` with the state carried through the whole stream, 
 layers only (softmax layers: FWP_ERR_UNSUPPORTED).
 """
 const FWP_LM_EVAL_CARRY = fwp_lm_eval_mode(2)
+
+"`fwp_beam_stop`: when a beam search stops working on a sentence."
+const fwp_beam_stop = Cint
+"fairseq's rule: as soon as beam_size hypotheses have finished."
+const FWP_BEAM_STOP_FINISHED = fwp_beam_stop(0)
+"""
+When no open hypothesis can still beat the best finished one (the result of running the beam to the length limit,
+sooner).
+"""
+const FWP_BEAM_STOP_NO_BETTER = fwp_beam_stop(1)
 
 "`fwp_optimizer_kind`: optimization algorithm."
 const fwp_optimizer_kind = Cint
@@ -608,6 +618,114 @@ struct fwp_sampler_config
     top_p::Cfloat
     "fwp_lm_generate(): seed of its generator. Default 0 (a valid seed)."
     seed::UInt64
+end
+
+"""
+`fwp_seq2seq_config`: settings of the translation model. Fill with fwp_seq2seq_config_init() or
+fwp_seq2seq_config_preset().
+"""
+struct fwp_seq2seq_config
+    "sizeof(fwp_seq2seq_config); set by init."
+    struct_size::UInt32
+    "The shared vocabulary V >= 3; no default (0: must be set)."
+    vocab_size::Int64
+    "Padding id, in [0, V), not bos or eos; default 1 (fairseq's)."
+    pad_id::Int32
+    "Begin-of-sentence id (fed first to the decoder); default 0."
+    bos_id::Int32
+    "End-of-sentence id; default 2."
+    eos_id::Int32
+    "In [1, 1024]; default 6."
+    encoder_layers::Int64
+    "In [1, 1024]; default 6."
+    decoder_layers::Int64
+    "Inner width of the feed-forward blocks; default 4096."
+    d_ff::Int64
+    """
+    On the embeddings, every sublayer output and inside the FFN, in training mode; in [0, 1); default 0.3 (fairseq's
+    big model).
+    """
+    dropout::Cfloat
+    "epsilon of fairseq's label_smoothed_cross_entropy, in [0, 1); default 0.1."
+    label_smoothing::Cfloat
+    """
+    1 (default): the output weight is the embedding table (source, target and output share one, as in the paper); 0:
+    a separate output weight.
+    """
+    tie_embeddings::Int32
+    "Default FWP_LM_POSITION_SINUSOIDAL (fairseq's sinusoids)."
+    position::fwp_lm_position
+    "0 (default): post-LayerNorm (the paper); 1: pre-LayerNorm with a final LayerNorm after each stack."
+    pre_norm::Int32
+    "Embedding, FFN and untied output weights ~ N(0, init_std^2); biases 0, LayerNorm gains 1; default 0.02."
+    init_std::Cfloat
+    """
+    Seed of the parameters, dropout masks and FAVOR+ redraws; 0 (default): drawn from the context's generator. Not
+    stored in checkpoints.
+    """
+    seed::UInt64
+    """
+    Encoder self-attention (non-causal). d_model is the model's width. Default: d_model 1024, 16 heads of 64, elu +
+    1, sum rule, attention normalisation, no sum normalisation, no output scale, no biases.
+    """
+    encoder_attention::fwp_layer_config
+    "Decoder self-attention (causal); default as encoder_attention."
+    decoder_attention::fwp_layer_config
+    "Decoder-encoder attention (non-causal); default as encoder_attention."
+    cross_attention::fwp_layer_config
+end
+
+"`fwp_seq2seq_batch`: A padded batch of pairs (host arrays), as fwp_pair_data_next() fills them."
+struct fwp_seq2seq_batch
+    "[batch][source_length]: x_1..x_n eos, then pad."
+    source::Ptr{Int32}
+    "[batch]: n + 1, in [1, source_length]."
+    source_lengths::Ptr{Int32}
+    "[batch][target_length]: bos y_1..y_m, then pad."
+    target_input::Ptr{Int32}
+    "[batch][target_length]: y_1..y_m eos, then pad (not scored)."
+    target_output::Ptr{Int32}
+    "[batch]: m + 1, in [1, target_length]."
+    target_lengths::Ptr{Int32}
+    "B >= 1."
+    batch::Int64
+    "S >= 1."
+    source_length::Int64
+    "T >= 1."
+    target_length::Int64
+end
+
+"`fwp_seq2seq_loss`: what fwp_seq2seq_forward() returns: sums over the scored target tokens (natural log)."
+struct fwp_seq2seq_loss
+    "The label-smoothed loss summed over the scored tokens."
+    loss_sum::Cdouble
+    "-log p(target) summed over them (no smoothing): exp(nll_sum / tokens) is the perplexity."
+    nll_sum::Cdouble
+    "Scored target tokens: positions t < target_lengths[b] whose target is not pad."
+    tokens::Int64
+end
+
+"`fwp_seq2seq_search_config`: how fwp_seq2seq_translate() searches. Fill with fwp_seq2seq_search_config_init()."
+struct fwp_seq2seq_search_config
+    "sizeof(fwp_seq2seq_search_config); set by init."
+    struct_size::UInt32
+    ">= 1; default 4. 1: greedy decoding (the most likely token every step)."
+    beam_size::Int64
+    """
+    Finished hypotheses score log p / length^length_penalty (length counts the eos); finite; default 1 (fairseq's).
+    """
+    length_penalty::Cfloat
+    """
+    Each output has at most floor(max_len_a * n + max_len_b) tokens before its eos, n the source length with its
+    eos; finite and >= 0; default 1.2.
+    """
+    max_len_a::Cfloat
+    "Finite; default 10."
+    max_len_b::Cfloat
+    "Tokens before eos at least, >= 0; default 1."
+    min_length::Int64
+    "Default FWP_BEAM_STOP_FINISHED."
+    stop::fwp_beam_stop
 end
 
 "`fwp_optimizer_config`: settings of an optimizer. Fill with fwp_optimizer_config_init()."
@@ -1262,6 +1380,60 @@ fwp_lm_generate(model, state, prompt, prompt_length, max_new_tokens, sampler, st
         model::Ptr{fwp_model}, state::Ptr{fwp_state}, prompt::Ptr{Int32}, prompt_length::Int64,
         max_new_tokens::Int64, sampler::Ptr{fwp_sampler_config}, stop_tokens::Ptr{Int32},
         num_stop::Int64, out::Ptr{Int32}, capacity::Int64, generated::Ptr{Int64})::fwp_status
+
+"""
+Fills a translation config with the defaults: the paper's \"Linear\" model at fairseq's Transformer-big sizes (6 + 6
+layers, d_model 1024, 16 heads of 64, FFN 4096, dropout 0.3, label smoothing 0.1, tied embeddings, post-LN), every
+attention elu + 1 with the sum rule.
+"""
+fwp_seq2seq_config_init(config) = @ccall libfwp().fwp_seq2seq_config_init(config::Ptr{fwp_seq2seq_config})::Cvoid
+
+"Fills a config with a named preset (vocab_size and the special ids are left for the caller)."
+fwp_seq2seq_config_preset(name, config) =
+    @ccall libfwp().fwp_seq2seq_config_preset(name::Cstring, config::Ptr{fwp_seq2seq_config})::fwp_status
+
+"Creates a translation model with freshly initialised parameters."
+fwp_seq2seq_create(ctx, config, out) =
+    @ccall libfwp().fwp_seq2seq_create(
+        ctx::Ptr{fwp_context}, config::Ptr{fwp_seq2seq_config}, out::Ptr{Ptr{fwp_model}})::fwp_status
+
+"Copies the settings of a translation model."
+fwp_seq2seq_get_config(model, config) =
+    @ccall libfwp().fwp_seq2seq_get_config(model::Ptr{fwp_model}, config::Ptr{fwp_seq2seq_config})::fwp_status
+
+"""
+Forward pass of a padded batch; fwp_model_backward() then adds the gradients of the mean label-smoothed loss,
+loss_sum / tokens (fairseq's per-token normalisation).
+"""
+fwp_seq2seq_forward(model, batch, loss) =
+    @ccall libfwp().fwp_seq2seq_forward(
+        model::Ptr{fwp_model}, batch::Ptr{fwp_seq2seq_batch}, loss::Ptr{fwp_seq2seq_loss})::fwp_status
+
+"""
+Scores a padded batch in evaluation mode (no dropout, fixed FAVOR+ features), leaving no activations for a backward;
+the model's training flag is unchanged.
+"""
+fwp_seq2seq_evaluate(model, batch, loss) =
+    @ccall libfwp().fwp_seq2seq_evaluate(
+        model::Ptr{fwp_model}, batch::Ptr{fwp_seq2seq_batch}, loss::Ptr{fwp_seq2seq_loss})::fwp_status
+
+"""
+Fills a search config with the defaults (beam 4, length penalty 1, max length 1.2 n + 10, min length 1, fairseq's
+stopping rule).
+"""
+fwp_seq2seq_search_config_init(config) =
+    @ccall libfwp().fwp_seq2seq_search_config_init(config::Ptr{fwp_seq2seq_search_config})::Cvoid
+
+"""
+Translates a padded batch of source sentences (evaluation mode), incrementally: the encoder runs once, then one
+decoder step per output token for all open hypotheses of all sentences together (O(1) per token for fast-weight
+layers; a growing key/value cache for softmax), the decoding state reordered by the beam's choices.
+"""
+fwp_seq2seq_translate(model, source, source_lengths, batch, source_length, search, output, capacity, output_lengths, scores) =
+    @ccall libfwp().fwp_seq2seq_translate(
+        model::Ptr{fwp_model}, source::Ptr{Int32}, source_lengths::Ptr{Int32}, batch::Int64,
+        source_length::Int64, search::Ptr{fwp_seq2seq_search_config}, output::Ptr{Int32},
+        capacity::Int64, output_lengths::Ptr{Int64}, scores::Ptr{Cfloat})::fwp_status
 
 "Fills an optimizer config with the defaults."
 fwp_optimizer_config_init(config) =

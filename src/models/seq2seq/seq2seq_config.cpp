@@ -1,8 +1,12 @@
 #include "models/seq2seq/seq2seq_config.h"
 
 #include <cmath>
+#include <cstdint>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "models/config_json.h"
 
 namespace fwp {
 
@@ -87,6 +91,71 @@ void Seq2SeqConfig::validate(const std::string& prefix) const {
   if (cross_attention.d_model != d)
     bad("cross_attention.d_model",
         "must equal encoder_attention.d_model (" + std::to_string(d) + ")" + got(cross_attention.d_model));
+}
+
+nlohmann::json Seq2SeqConfig::to_json() const {
+  nlohmann::json j;
+  j["kind"] = "seq2seq";
+  j["vocab_size"] = vocab_size;
+  j["pad_id"] = pad_id;
+  j["bos_id"] = bos_id;
+  j["eos_id"] = eos_id;
+  j["encoder_layers"] = encoder_layers;
+  j["decoder_layers"] = decoder_layers;
+  j["d_ff"] = d_ff;
+  j["dropout"] = dropout;
+  j["label_smoothing"] = label_smoothing;
+  j["tie_embeddings"] = tie_embeddings;
+  j["position"] = position == PositionEncoding::Sinusoidal ? "sinusoidal" : "none";
+  j["pre_norm"] = pre_norm;
+  j["init_std"] = init_std;
+  j["favor_redraw"] = favor_redraw;
+  j["encoder_attention"] = noncausal_attention_to_json(encoder_attention);
+  j["decoder_attention"] = causal_attention_to_json(decoder_attention);
+  j["cross_attention"] = noncausal_attention_to_json(cross_attention);
+  // No seed: a checkpoint holds the parameters and the generator's state.
+  return j;
+}
+
+Seq2SeqConfig Seq2SeqConfig::from_json(const nlohmann::json& root) {
+  const JsonConfigReader r("translation model config");
+  if (r.text(root, "kind") != "seq2seq") r.fail("kind must be \"seq2seq\"");
+  auto id = [&](const char* name) {
+    const int64_t v = r.integer(root, name);
+    if (v < 0 || v > INT32_MAX) r.fail(std::string("member '") + name + "' is out of range");
+    return static_cast<int32_t>(v);
+  };
+  Seq2SeqConfig c;
+  c.vocab_size = r.integer(root, "vocab_size");
+  c.pad_id = id("pad_id");
+  c.bos_id = id("bos_id");
+  c.eos_id = id("eos_id");
+  c.encoder_layers = r.integer(root, "encoder_layers");
+  c.decoder_layers = r.integer(root, "decoder_layers");
+  c.d_ff = r.integer(root, "d_ff");
+  c.dropout = r.number(root, "dropout");
+  c.label_smoothing = r.number(root, "label_smoothing");
+  c.tie_embeddings = r.boolean(root, "tie_embeddings");
+  const std::string pos = r.text(root, "position");
+  if (pos == "sinusoidal") {
+    c.position = PositionEncoding::Sinusoidal;
+  } else if (pos == "none") {
+    c.position = PositionEncoding::None;
+  } else {
+    r.fail("unknown position '" + pos + "'");
+  }
+  c.pre_norm = r.boolean(root, "pre_norm");
+  c.init_std = r.number(root, "init_std");
+  c.favor_redraw = r.boolean(root, "favor_redraw");
+  c.encoder_attention = noncausal_attention_from_json(r.member(root, "encoder_attention"), r);
+  c.decoder_attention = causal_attention_from_json(r.member(root, "decoder_attention"), r);
+  c.cross_attention = noncausal_attention_from_json(r.member(root, "cross_attention"), r);
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    r.fail(e.what());
+  }
+  return c;
 }
 
 }  // namespace fwp

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "models/lm/lm_config.h"  // PositionEncoding
 #include "nn/fast_weight_attention.h"
 #include "nn/noncausal_attention.h"
@@ -38,6 +40,7 @@ struct Seq2SeqConfig {
   // A fresh FAVOR+ projection per training forward for the encoder and cross
   // attentions (the decoder's own setting is decoder_attention.favor_redraw).
   bool favor_redraw = true;
+  uint64_t seed = 0;  // 0: parameters drawn from the context's generator (not in to_json())
 
   // Each attention's d_model must equal the model's (encoder_attention.d_model);
   // heads and d_head may differ per kind. set_sizes() sets all three.
@@ -50,6 +53,12 @@ struct Seq2SeqConfig {
 
   // Throws Error(FWP_ERR_INVALID_ARGUMENT) naming prefix + the first bad field.
   void validate(const std::string& prefix = "") const;
+
+  // The config as checkpoints store it (kind "seq2seq"), and back;
+  // from_json() reports a missing or mistyped member, or a config validate()
+  // rejects, as Error(FWP_ERR_FORMAT).
+  nlohmann::json to_json() const;
+  static Seq2SeqConfig from_json(const nlohmann::json& j);
 
   // The paper's "Linear" attention: elu + 1, normalised, no sum normalisation, no output scale.
   static NonCausalAttentionConfig default_noncausal();

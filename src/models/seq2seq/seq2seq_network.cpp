@@ -430,6 +430,22 @@ Seq2SeqLoss Seq2SeqNetwork<T>::forward(const Seq2SeqBatch& batch, T* logits_out)
   return result;
 }
 
+template <typename T>
+Seq2SeqLoss Seq2SeqNetwork<T>::evaluate(const Seq2SeqBatch& batch) {
+  const bool was_training = training_;
+  training_ = false;
+  try {
+    const Seq2SeqLoss loss = forward(batch);
+    training_ = was_training;
+    has_forward_ = false;
+    return loss;
+  } catch (...) {
+    training_ = was_training;
+    has_forward_ = false;
+    throw;
+  }
+}
+
 // ---- backward -----------------------------------------------------------------------------
 
 template <typename T>

@@ -108,6 +108,13 @@ class Seq2SeqNetwork {
   // since the last backward (one backward per forward).
   void backward(double scale);
   bool has_forward() const { return has_forward_; }
+  // The loss of a batch in evaluation mode (no dropout, fixed FAVOR+
+  // projections), keeping nothing for a backward; the training flag is kept.
+  Seq2SeqLoss evaluate(const Seq2SeqBatch& batch);
+
+  // The generator of dropout masks and FAVOR+ redraws (checkpoints save it).
+  Rng::State rng_state() const { return rng_.state(); }
+  void set_rng_state(const Rng::State& state) { rng_.set_state(state); }
 
   // ---- incremental decoding (evaluation mode: no dropout, fixed FAVOR+ projections) ----
   // src [B][S] with lengths: one row per sentence, positions 0.

@@ -126,7 +126,7 @@ c_enum! {
         FWP_MODEL_RETRIEVAL = 0,
         /// The language model (section 6.3; lm.h).
         FWP_MODEL_LANGUAGE = 1,
-        /// Reserved: encoder-decoder translation model (section 6.2).
+        /// The encoder-decoder translation model (section 6.2; seq2seq.h).
         FWP_MODEL_SEQ2SEQ = 2,
     }
 }
@@ -194,6 +194,17 @@ c_enum! {
         /// RNN mode: segments of `length` with the state carried through the whole stream, every token scored once.
         /// Fast-weight layers only (softmax layers: FWP_ERR_UNSUPPORTED).
         FWP_LM_EVAL_CARRY = 2,
+    }
+}
+
+c_enum! {
+    /// `fwp_beam_stop`: when a beam search stops working on a sentence.
+    fwp_beam_stop {
+        /// fairseq's rule: as soon as beam_size hypotheses have finished.
+        FWP_BEAM_STOP_FINISHED = 0,
+        /// When no open hypothesis can still beat the best finished one (the result of running the beam to the length
+        /// limit, sooner).
+        FWP_BEAM_STOP_NO_BETTER = 1,
     }
 }
 
@@ -621,6 +632,108 @@ pub struct fwp_sampler_config {
     pub top_p: f32,
     /// fwp_lm_generate(): seed of its generator. Default 0 (a valid seed).
     pub seed: u64,
+}
+
+/// `fwp_seq2seq_config`: settings of the translation model. Fill with fwp_seq2seq_config_init() or
+/// fwp_seq2seq_config_preset().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_seq2seq_config {
+    /// sizeof(fwp_seq2seq_config); set by init.
+    pub struct_size: u32,
+    /// The shared vocabulary V \>= 3; no default (0: must be set).
+    pub vocab_size: i64,
+    /// Padding id, in \[0, V), not bos or eos; default 1 (fairseq's).
+    pub pad_id: i32,
+    /// Begin-of-sentence id (fed first to the decoder); default 0.
+    pub bos_id: i32,
+    /// End-of-sentence id; default 2.
+    pub eos_id: i32,
+    /// In \[1, 1024\]; default 6.
+    pub encoder_layers: i64,
+    /// In \[1, 1024\]; default 6.
+    pub decoder_layers: i64,
+    /// Inner width of the feed-forward blocks; default 4096.
+    pub d_ff: i64,
+    /// On the embeddings, every sublayer output and inside the FFN, in training mode; in \[0, 1); default 0.3
+    /// (fairseq's big model).
+    pub dropout: f32,
+    /// epsilon of fairseq's label_smoothed_cross_entropy, in \[0, 1); default 0.1.
+    pub label_smoothing: f32,
+    /// 1 (default): the output weight is the embedding table (source, target and output share one, as in the paper); 0:
+    /// a separate output weight.
+    pub tie_embeddings: i32,
+    /// Default FWP_LM_POSITION_SINUSOIDAL (fairseq's sinusoids).
+    pub position: fwp_lm_position,
+    /// 0 (default): post-LayerNorm (the paper); 1: pre-LayerNorm with a final LayerNorm after each stack.
+    pub pre_norm: i32,
+    /// Embedding, FFN and untied output weights ~ N(0, init_std^2); biases 0, LayerNorm gains 1; default 0.02.
+    pub init_std: f32,
+    /// Seed of the parameters, dropout masks and FAVOR+ redraws; 0 (default): drawn from the context's generator. Not
+    /// stored in checkpoints.
+    pub seed: u64,
+    /// Encoder self-attention (non-causal). d_model is the model's width. Default: d_model 1024, 16 heads of 64, elu +
+    /// 1, sum rule, attention normalisation, no sum normalisation, no output scale, no biases.
+    pub encoder_attention: fwp_layer_config,
+    /// Decoder self-attention (causal); default as encoder_attention.
+    pub decoder_attention: fwp_layer_config,
+    /// Decoder-encoder attention (non-causal); default as encoder_attention.
+    pub cross_attention: fwp_layer_config,
+}
+
+/// `fwp_seq2seq_batch`: A padded batch of pairs (host arrays), as fwp_pair_data_next() fills them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_seq2seq_batch {
+    /// \[batch\]\[source_length\]: x_1..x_n eos, then pad.
+    pub source: *const i32,
+    /// \[batch\]: n + 1, in \[1, source_length\].
+    pub source_lengths: *const i32,
+    /// \[batch\]\[target_length\]: bos y_1..y_m, then pad.
+    pub target_input: *const i32,
+    /// \[batch\]\[target_length\]: y_1..y_m eos, then pad (not scored).
+    pub target_output: *const i32,
+    /// \[batch\]: m + 1, in \[1, target_length\].
+    pub target_lengths: *const i32,
+    /// B \>= 1.
+    pub batch: i64,
+    /// S \>= 1.
+    pub source_length: i64,
+    /// T \>= 1.
+    pub target_length: i64,
+}
+
+/// `fwp_seq2seq_loss`: what fwp_seq2seq_forward() returns: sums over the scored target tokens (natural log).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_seq2seq_loss {
+    /// The label-smoothed loss summed over the scored tokens.
+    pub loss_sum: f64,
+    /// -log p(target) summed over them (no smoothing): exp(nll_sum / tokens) is the perplexity.
+    pub nll_sum: f64,
+    /// Scored target tokens: positions t \< target_lengths\[b\] whose target is not pad.
+    pub tokens: i64,
+}
+
+/// `fwp_seq2seq_search_config`: how fwp_seq2seq_translate() searches. Fill with fwp_seq2seq_search_config_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_seq2seq_search_config {
+    /// sizeof(fwp_seq2seq_search_config); set by init.
+    pub struct_size: u32,
+    /// \>= 1; default 4. 1: greedy decoding (the most likely token every step).
+    pub beam_size: i64,
+    /// Finished hypotheses score log p / length^length_penalty (length counts the eos); finite; default 1 (fairseq's).
+    pub length_penalty: f32,
+    /// Each output has at most floor(max_len_a \* n + max_len_b) tokens before its eos, n the source length with its
+    /// eos; finite and \>= 0; default 1.2.
+    pub max_len_a: f32,
+    /// Finite; default 10.
+    pub max_len_b: f32,
+    /// Tokens before eos at least, \>= 0; default 1.
+    pub min_length: i64,
+    /// Default FWP_BEAM_STOP_FINISHED.
+    pub stop: fwp_beam_stop,
 }
 
 /// `fwp_optimizer_config`: settings of an optimizer. Fill with fwp_optimizer_config_init().
@@ -1322,6 +1435,60 @@ extern "C" {
         out: *mut i32,
         capacity: i64,
         generated: *mut i64,
+    ) -> fwp_status;
+
+    /// Fills a translation config with the defaults: the paper's "Linear" model at fairseq's Transformer-big sizes (6 +
+    /// 6 layers, d_model 1024, 16 heads of 64, FFN 4096, dropout 0.3, label smoothing 0.1, tied embeddings, post-LN),
+    /// every attention elu + 1 with the sum rule.
+    pub fn fwp_seq2seq_config_init(config: *mut fwp_seq2seq_config);
+
+    /// Fills a config with a named preset (vocab_size and the special ids are left for the caller).
+    pub fn fwp_seq2seq_config_preset(name: *const c_char, config: *mut fwp_seq2seq_config) -> fwp_status;
+
+    /// Creates a translation model with freshly initialised parameters.
+    pub fn fwp_seq2seq_create(
+        ctx: *mut fwp_context,
+        config: *const fwp_seq2seq_config,
+        out: *mut *mut fwp_model,
+    ) -> fwp_status;
+
+    /// Copies the settings of a translation model.
+    pub fn fwp_seq2seq_get_config(model: *const fwp_model, config: *mut fwp_seq2seq_config) -> fwp_status;
+
+    /// Forward pass of a padded batch; fwp_model_backward() then adds the gradients of the mean label-smoothed loss,
+    /// loss_sum / tokens (fairseq's per-token normalisation).
+    pub fn fwp_seq2seq_forward(
+        model: *mut fwp_model,
+        batch: *const fwp_seq2seq_batch,
+        loss: *mut fwp_seq2seq_loss,
+    ) -> fwp_status;
+
+    /// Scores a padded batch in evaluation mode (no dropout, fixed FAVOR+ features), leaving no activations for a
+    /// backward; the model's training flag is unchanged.
+    pub fn fwp_seq2seq_evaluate(
+        model: *mut fwp_model,
+        batch: *const fwp_seq2seq_batch,
+        loss: *mut fwp_seq2seq_loss,
+    ) -> fwp_status;
+
+    /// Fills a search config with the defaults (beam 4, length penalty 1, max length 1.2 n + 10, min length 1,
+    /// fairseq's stopping rule).
+    pub fn fwp_seq2seq_search_config_init(config: *mut fwp_seq2seq_search_config);
+
+    /// Translates a padded batch of source sentences (evaluation mode), incrementally: the encoder runs once, then one
+    /// decoder step per output token for all open hypotheses of all sentences together (O(1) per token for fast-weight
+    /// layers; a growing key/value cache for softmax), the decoding state reordered by the beam's choices.
+    pub fn fwp_seq2seq_translate(
+        model: *mut fwp_model,
+        source: *const i32,
+        source_lengths: *const i32,
+        batch: i64,
+        source_length: i64,
+        search: *const fwp_seq2seq_search_config,
+        output: *mut i32,
+        capacity: i64,
+        output_lengths: *mut i64,
+        scores: *mut f32,
     ) -> fwp_status;
 
     /// Fills an optimizer config with the defaults.
