@@ -274,42 +274,6 @@ std::string resume_command(const LmOptions& o, const LmRunConfig& cfg, const std
   return command;
 }
 
-/// The learning curves of every run in the evaluation log: valid perplexity vs step, one line per model.
-void render_learning_curves(const std::string& gnuplot, const std::string& png, const std::string& csv) {
-  const std::string text = read_file(csv);
-  std::stringstream lines(text);
-  std::string line;
-  std::getline(lines, line);
-  const std::vector<std::string> header = split_csv_record(line);
-  auto column = [&](const char* name) {
-    for (size_t i = 0; i < header.size(); ++i) {
-      if (header[i] == name) return static_cast<int>(i);
-    }
-    throw RunError(fmt::format("{} has no column '{}'", csv, name));
-  };
-  const int model_col = column("model"), step_col = column("step"), ppl_col = column("perplexity");
-  std::map<std::string, std::string> blocks;
-  std::vector<std::string> order;
-  while (std::getline(lines, line)) {
-    if (line.empty()) continue;
-    const std::vector<std::string> f = split_csv_record(line);
-    if (static_cast<int>(f.size()) != static_cast<int>(header.size())) continue;
-    if (blocks.find(f[model_col]) == blocks.end()) order.push_back(f[model_col]);
-    blocks[f[model_col]] += f[step_col] + " " + f[ppl_col] + "\n";
-  }
-  std::string script;
-  for (size_t i = 0; i < order.size(); ++i) script += fmt::format("$run{} << EOD\n{}EOD\n", i, blocks[order[i]]);
-  script += "set title 'Language model: validation perplexity'\nset xlabel 'training step'\n"
-            "set ylabel 'valid perplexity (log scale)'\nset logscale y\nset grid\nset key top right\n";
-  script += "plot ";
-  for (size_t i = 0; i < order.size(); ++i) {
-    script += fmt::format("{}$run{} using 1:2 with linespoints title {}", i == 0 ? "" : ", ", i,
-                          train::gnuplot_quote(order[i]));
-  }
-  script += "\n";
-  if (!order.empty()) train::render_png(gnuplot, png, script);
-}
-
 int run_train(LmOptions& o) {
   const bool resuming = !o.resume.empty();
   if (!resuming) {
@@ -373,7 +337,10 @@ int run_train(LmOptions& o) {
   train::RunResult result = train::run_training(task, plan, start, outputs);
   result.resumed = resuming;
   progress.message(train::summary_line(task, plan, result));
-  if (!o.plot.empty() && result.state.evaluations > 0) render_learning_curves(gnuplot, o.plot, o.csv);
+  if (!o.plot.empty() && result.state.evaluations > 0) {
+    train::render_eval_curves(gnuplot, o.plot, o.csv, {"perplexity", "Language model: validation perplexity",
+                                                       "valid perplexity (log scale)", true});
+  }
   if (o.json) {
     json line = train::result_json(task, result);
     line["command"] = "lm train";

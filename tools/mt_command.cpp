@@ -2,10 +2,18 @@
 // subcommand with its own options struct and run function below, dispatched
 // by run_mt():
 //   fwp mt prepare  a parallel corpus -> joint SentencePiece model + pair files in a data folder
-//   fwp mt score    BLEU and chrF of a hypothesis file against reference files
-// (train and translate are added here the same way.)
+//   fwp mt train      the translation model on a data folder (the shared training driver)
+//   fwp mt translate  source lines (stdin or a file) -> translations, by beam search or greedy
+//   fwp mt score      BLEU and chrF of a hypothesis file against reference files
+// The model, the training task and the Translator are in mt_task.h.
 #include "cli_support.h"
 #include "commands.h"
+#include "mt_task.h"
+#include "train/checkpoint.h"
+#include "train/eval_log.h"
+#include "train/gnuplot.h"
+#include "train/interrupt.h"
+#include "train/train_loop.h"
 
 #include <fwp/fwp.h>
 
@@ -15,8 +23,13 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
+#include <iterator>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,10 +58,37 @@ struct PrepareOptions {
   bool quiet = false;
 };
 
+const train::CheckpointFormat kCheckpointFormat{"fwp-cli-mt", 1, "fwp mt train"};
+
+/// The flags of `fwp mt train`.
+struct TrainOptions {
+  MtRunConfig run;
+  std::string attn;  ///< --attn: all three kinds at once
+  std::string csv, plot, checkpoint, resume;
+  std::string on_non_finite = train::kOnNonFiniteStop;
+  int64_t max_skips = 10;
+  std::map<std::string, CLI::Option*> given;  ///< defining flags, to check against a resumed checkpoint
+  bool json = false;
+  bool quiet = false;
+};
+
+/// The flags of `fwp mt translate`.
+struct TranslateOptions {
+  std::string checkpoint, data, input = "-", output = "-";
+  SearchSettings search;
+  int threads = 0;
+  std::string device = "cpu";
+  bool quiet = false;
+};
+
 /// Every subcommand of `fwp mt` (the program parses once).
 struct MtOptions {
   CLI::App* prepare = nullptr;
   PrepareOptions prepare_options;
+  CLI::App* train = nullptr;
+  TrainOptions train_options;
+  CLI::App* translate = nullptr;
+  TranslateOptions translate_options;
   CLI::App* score = nullptr;
   ScoreOptions score_options;
 };
@@ -56,71 +96,6 @@ struct MtOptions {
 MtOptions& options() {
   static MtOptions instance;
   return instance;
-}
-
-/// Where `text` stops being UTF-8 (byte offset), or npos. The library checks
-/// too; this lets the message name the file and line.
-size_t invalid_utf8_at(const std::string& text) {
-  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
-  for (size_t i = 0; i < text.size();) {
-    const unsigned char c = byte(i);
-    size_t length = 1;
-    unsigned char low = 0x80, high = 0xbf;  // range of the second byte
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-      length = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      length = 3;
-      low = c == 0xe0 ? 0xa0 : 0x80;   // overlong
-      high = c == 0xed ? 0x9f : 0xbf;  // surrogates
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      length = 4;
-      low = c == 0xf0 ? 0x90 : 0x80;   // overlong
-      high = c == 0xf4 ? 0x8f : 0xbf;  // above U+10FFFF
-    } else {
-      return i;
-    }
-    if (i + 1 >= text.size() || byte(i + 1) < low || byte(i + 1) > high) return i;
-    for (size_t k = 2; k < length; ++k) {
-      if (i + k >= text.size() || (byte(i + k) & 0xc0) != 0x80) return i;
-    }
-    i += length;
-  }
-  return std::string::npos;
-}
-
-/// The lines of a UTF-8 text file, as Python reads text files: lines end at
-/// "\n", "\r\n" or "\r"; a final line end adds no empty line. A missing file
-/// or invalid UTF-8 is a usage error (exit code 2) naming the flag, file and line.
-std::vector<std::string> read_lines(const std::string& flag, const std::string& path) {
-  if (!file_exists(path)) throw UsageError(fmt::format("{} {}: no such file", flag, path));
-  const std::string text = read_file(path);
-  std::vector<std::string> lines;
-  std::string line;
-  bool open_line = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '\n' || c == '\r') {
-      lines.push_back(line);
-      line.clear();
-      open_line = false;
-      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
-    } else {
-      line.push_back(c);
-      open_line = true;
-    }
-  }
-  if (open_line) lines.push_back(line);
-  for (size_t n = 0; n < lines.size(); ++n) {
-    const size_t bad = invalid_utf8_at(lines[n]);
-    if (bad != std::string::npos) {
-      throw UsageError(fmt::format("{} {}: line {} is not valid UTF-8 (byte {} of the line)", flag, path, n + 1,
-                                   bad + 1));
-    }
-  }
-  return lines;
 }
 
 int run_score(const ScoreOptions& o) {
@@ -188,19 +163,6 @@ int run_score(const ScoreOptions& o) {
 
 
 // ---- prepare ----------------------------------------------------------------------
-
-/// The files of a data folder of `fwp mt prepare`.
-struct MtDataFiles {
-  std::string folder;
-  std::string tokenizer() const { return folder + "/tokenizer.fwptok"; }
-  std::string pairs(const std::string& split) const { return folder + "/" + split + ".pairs"; }
-  /// The untokenised text of a valid/test side, one line per pair of the pair file; `side` is "source" or
-  /// "target" (the target text is the BLEU reference).
-  std::string text(const std::string& split, const std::string& side) const {
-    return folder + "/" + split + "." + side + ".txt";
-  }
-  std::string manifest() const { return folder + "/prepare.json"; }
-};
 
 /// One split's two files and the flags that named them.
 struct SplitFiles {
@@ -412,6 +374,233 @@ int run_prepare(const PrepareOptions& o) {
   return kExitOk;
 }
 
+
+// ---- train ------------------------------------------------------------------------
+
+bool is_given(const TrainOptions& o, const char* name) { return o.given.at(name)->count() > 0; }
+
+MtRunConfig fresh_run_config(const TrainOptions& o) {
+  MtRunConfig cfg = o.run;
+  const MtRunConfig flags = o.run;  // the values the flags wrote (defaults where not given)
+  apply_mt_training_preset(cfg.preset, &cfg);
+  // Flags given on the command line win over the preset.
+  if (is_given(o, "max_tokens")) cfg.max_tokens = flags.max_tokens;
+  if (is_given(o, "lr")) cfg.lr = flags.lr;
+  if (is_given(o, "warmup")) cfg.warmup = flags.warmup;
+  if (is_given(o, "dropout")) cfg.dropout = flags.dropout;
+  if (!o.attn.empty()) {
+    for (const char* kind : {"encoder_attn", "decoder_attn", "cross_attn"}) {
+      if (is_given(o, kind)) {
+        throw UsageError(fmt::format("--attn sets all three attentions: give it or --{}, not both",
+                                     std::string(kind).replace(std::string(kind).find('_'), 1, "-")));
+      }
+    }
+    cfg.encoder_attn = cfg.decoder_attn = cfg.cross_attn = o.attn;
+  }
+  cfg.data = o.run.data;
+  const MtDataFiles files{cfg.data};
+  fwp_tokenizer* tokenizer = nullptr;
+  check_input_status(fwp_tokenizer_load(files.tokenizer().c_str(), &tokenizer),
+                     fmt::format("loading {}", files.tokenizer()).c_str());
+  const TokenizerPtr owned(tokenizer);
+  check_status(fwp_pair_special_ids(tokenizer, &cfg.vocab, nullptr, nullptr, nullptr, nullptr),
+               "reading the vocabulary size");
+  resolve_mt_model_preset(&cfg);
+  return cfg;
+}
+
+std::pair<MtRunConfig, train::SavedRun> resumed_run_config(const TrainOptions& o) {
+  const train::SavedRun saved = train::read_saved_run(o.resume, kCheckpointFormat);
+  MtRunConfig stored;
+  try {
+    stored = mt_config_from_json(saved.config);
+  } catch (const std::exception& e) {
+    throw RunError(fmt::format("the metadata of {} is incomplete: {}", o.resume, one_line(e.what())));
+  }
+  for (const auto& flag : o.given) {
+    if (flag.second->count() > 0 && flag.first != "data") {
+      throw UsageError(fmt::format("{} cannot change on --resume (the run keeps the settings of {}); only "
+                                   "--max-steps, --threads, --device and the outputs may be given",
+                                   flag.second->get_name(), o.resume));
+    }
+  }
+  if (!o.attn.empty()) throw UsageError(fmt::format("--attn cannot change on --resume (the run keeps {}'s)", o.resume));
+  if (!o.run.data.empty()) stored.data = o.run.data;  // the same files, moved: the data source checks them
+  stored.max_steps = o.run.max_steps;
+  stored.threads = o.run.threads;
+  stored.device = o.run.device;
+  return {stored, saved};
+}
+
+std::string resume_command(const TrainOptions& o, const MtRunConfig& cfg, const std::string& checkpoint) {
+  std::string command = fmt::format("{} mt train --resume {} --max-steps {}", shell_word(program_name()),
+                                    shell_word(checkpoint), cfg.max_steps);
+  if (o.run.threads != 0) command += fmt::format(" --threads {}", o.run.threads);
+  if (o.run.device != "cpu") command += " --device " + shell_word(o.run.device);
+  if (!o.csv.empty()) command += " --csv " + shell_word(o.csv);
+  if (!o.plot.empty()) command += " --plot " + shell_word(o.plot);
+  if (o.json) command += " --json";
+  if (o.quiet) command += " --quiet";
+  return command;
+}
+
+void check_data_folder(const std::string& folder) {
+  const MtDataFiles files{folder};
+  if (!is_folder(folder)) throw UsageError(fmt::format("--data {}: not a folder (make one with `fwp mt prepare`)", folder));
+  for (const std::string& path : {files.tokenizer(), files.pairs("train"), files.pairs("valid"),
+                                  files.text("valid", "target")}) {
+    if (!file_exists(path)) {
+      throw UsageError(fmt::format("--data {}: {} is missing (make the folder with `fwp mt prepare`)", folder, path));
+    }
+  }
+}
+
+int run_train(const TrainOptions& o) {
+  const bool resuming = !o.resume.empty();
+  MtRunConfig cfg;
+  train::SavedRun saved;
+  if (resuming) {
+    auto stored = resumed_run_config(o);
+    cfg = stored.first;
+    saved = stored.second;
+  } else {
+    if (o.run.data.empty()) throw UsageError("--data is required (a folder made by `fwp mt prepare`)");
+    check_data_folder(o.run.data);
+    cfg = fresh_run_config(o);
+  }
+  check_data_folder(cfg.data);
+  if (!o.csv.empty()) check_output_path("--csv", o.csv);
+  if (!o.plot.empty()) {
+    check_output_path("--plot", o.plot);
+    if (o.csv.empty()) throw UsageError("--plot draws the evaluation log: give --csv FILE too");
+  }
+  if (!o.checkpoint.empty()) check_output_path("--checkpoint", o.checkpoint);
+  if (resuming && o.checkpoint.empty()) check_output_path("--resume", o.resume);
+  const std::string gnuplot = o.plot.empty() ? std::string() : train::find_gnuplot("--plot");
+
+  MtTask task(cfg);
+  train::Progress progress(!o.quiet, o.json ? stderr : stdout);
+  train::EvalLog eval_log;
+  const std::vector<std::string> id_columns = {"model"};
+  const train::RunId run_id = {mt_model_label(cfg)};
+  const std::vector<std::string> metrics = {"ppl", "bleu", "chrf", "lr"};
+  if (!o.csv.empty()) {
+    if (resuming) {
+      eval_log.open_resumed(o.csv, id_columns, metrics, run_id, saved.state.step);
+    } else {
+      eval_log.open_fresh(o.csv, id_columns, metrics, {run_id});
+    }
+  }
+  train::RunOutputs outputs;
+  outputs.progress = &progress;
+  outputs.eval_log = &eval_log;
+  outputs.run_id = run_id;
+  outputs.checkpoint = o.checkpoint;
+  outputs.checkpoint_format = kCheckpointFormat;
+  train::TrainState start;
+  const train::InterruptScope interrupt_scope;
+  if (resuming) {
+    train::load_checkpoint(o.resume, task.objects(), saved);
+    start = saved.state;
+    if (outputs.checkpoint.empty()) outputs.checkpoint = o.resume;
+    progress.message(fmt::format("resuming {} at step {} from {}", task.label(), start.step, o.resume));
+  } else {
+    progress.message(fmt::format("{}: {} parameters, {} + {} layers, d_model {}, {} heads of {}, d_ff {}, vocab {}, "
+                                 "batches of <= {} tokens",
+                                 task.label(), task.num_parameters(), cfg.encoder_layers, cfg.decoder_layers,
+                                 cfg.d_model, cfg.heads, cfg.d_head, cfg.d_ff, cfg.vocab, cfg.max_tokens));
+  }
+
+  train::TrainingPlan plan = mt_training_plan(cfg);
+  plan.skip_non_finite = o.on_non_finite == train::kOnNonFiniteSkip;
+  plan.max_consecutive_skips = o.max_skips;
+  train::RunResult result = train::run_training(task, plan, start, outputs);
+  result.resumed = resuming;
+  progress.message(train::summary_line(task, plan, result));
+  if (!o.plot.empty() && result.state.evaluations > 0) {
+    train::render_eval_curves(gnuplot, o.plot, o.csv,
+                              {"bleu", "Translation: validation BLEU (greedy)", "valid BLEU", false});
+  }
+  if (o.json) {
+    json line = train::result_json(task, result);
+    line["command"] = "mt train";
+    line["model"] = mt_model_label(cfg);
+    line["parameters"] = task.num_parameters();
+    line["valid_ppl"] = train::finite_or_null(std::exp(result.state.last_eval));
+    const double seconds = result.state.seconds;
+    line["train_tokens"] = task.tokens_seen();
+    line["tokens_per_second"] = seconds > 0 ? static_cast<double>(task.tokens_seen()) / seconds : 0.0;
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+  }
+  if (result.state.stopped_by == train::stop::kNonFinite) throw RunError(result.failure);
+  if (result.state.stopped_by == train::stop::kInterrupted) {
+    std::string notice = fmt::format("fwp: {} stopped at step {} by {}", task.label(), result.state.step,
+                                     train::signal_name(result.signal));
+    if (result.checkpoint.empty()) {
+      notice += "; no checkpoint was written (give --checkpoint FILE to be able to resume)";
+    } else {
+      notice += fmt::format("; saved to {}; resume with: {}", result.checkpoint,
+                            resume_command(o, cfg, result.checkpoint));
+    }
+    std::fprintf(stderr, "%s\n", notice.c_str());
+    return train::interrupted_exit_code(result.signal);
+  }
+  return kExitOk;
+}
+
+// ---- translate --------------------------------------------------------------------
+
+int run_translate(const TranslateOptions& o) {
+  if (!file_exists(o.checkpoint)) throw UsageError(fmt::format("--checkpoint {}: no such file", o.checkpoint));
+  const MtDataFiles files{o.data};
+  if (!file_exists(files.tokenizer())) {
+    throw UsageError(fmt::format("--data {}: {} is missing (the folder `fwp mt prepare` made for the model)", o.data,
+                                 files.tokenizer()));
+  }
+  if (o.output != "-") check_output_path("--output", o.output);
+  // Read the input first: a bad line is reported before any model is loaded.
+  std::vector<std::string> lines;
+  if (o.input == "-") {
+    const std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    lines = split_lines(text, "standard input");
+  } else {
+    lines = read_lines("--input", o.input);
+  }
+  const ContextPtr context = create_context(o.device, o.threads);
+  fwp_model* model = nullptr;
+  check_input_status(fwp_model_load(context.get(), o.checkpoint.c_str(), &model),
+                     fmt::format("loading {}", o.checkpoint).c_str());
+  const ModelPtr owned_model(model);
+  fwp_model_kind kind = FWP_MODEL_RETRIEVAL;
+  check_status(fwp_model_get_kind(model, &kind), "reading the model kind");
+  if (kind != FWP_MODEL_SEQ2SEQ) throw UsageError(fmt::format("--checkpoint {} holds no translation model", o.checkpoint));
+  fwp_tokenizer* tokenizer = nullptr;
+  check_input_status(fwp_tokenizer_load(files.tokenizer().c_str(), &tokenizer),
+                     fmt::format("loading {}", files.tokenizer()).c_str());
+  const TokenizerPtr owned_tokenizer(tokenizer);
+  const Translator translator(model, tokenizer, o.search);
+  std::vector<std::vector<int32_t>> sources;
+  for (size_t i = 0; i < lines.size(); ++i) sources.push_back(translator.encode(lines[i], static_cast<int64_t>(i) + 1));
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<std::string> hyps = translator.translate(sources);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::string text;
+  for (const std::string& h : hyps) text += h + "\n";
+  if (o.output == "-") {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  } else {
+    write_file_atomically(o.output, text);
+  }
+  if (!o.quiet) {
+    std::fprintf(stderr, "translated %zu sentences in %.1fs (%.1f sentences/s, beam %lld)\n", hyps.size(), seconds,
+                 seconds > 0 ? static_cast<double>(hyps.size()) / seconds : 0.0,
+                 static_cast<long long>(o.search.beam));
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void add_mt_options(CLI::App& app) {
@@ -455,6 +644,104 @@ void add_mt_options(CLI::App& app) {
                       "longest_target; skipped and tokens over all splits");
   o.prepare->add_flag("--quiet", p.quiet, "Print nothing");
 
+  o.train = app.add_subcommand(
+      "train", "Train the translation model on a data folder of `fwp mt prepare`: a preset (cpu-small, base, "
+               "paper-big) with any size overridden, the attention of each kind chosen (--attn for all three, as "
+               "the paper), Adam (0.9, 0.98) with fairseq's inverse-square-root schedule, batches of at most "
+               "--max-tokens tokens. Every --eval-every steps: valid loss and perplexity over all valid pairs, "
+               "greedy BLEU and chrF of the first --bleu-sentences valid sentences; checkpoints, exact --resume, "
+               "Ctrl-C saves.");
+  TrainOptions& t = o.train_options;
+  MtRunConfig& r = t.run;
+  CLI::App* tr = o.train;
+  tr->option_defaults()->always_capture_default();
+  auto given = [&](const char* name, CLI::Option* option) { t.given[name] = option; };
+  const auto kinds = CLI::IsMember({"softmax", "elu", "favor", "dpfp"});
+  given("data", tr->add_option("--data", r.data, "The data folder (fwp mt prepare)"));
+  given("preset", tr->add_option("--preset", r.preset, "Model and training preset: cpu-small, base or paper-big")
+                      ->check(CLI::IsMember({"cpu-small", "base", "paper-big"})));
+  tr->add_option("--attn", t.attn, "Every attention (encoder, decoder, cross): softmax (Transformer), elu (Linear), "
+                                   "favor (Performer) or dpfp")
+      ->check(kinds);
+  given("encoder_attn", tr->add_option("--encoder-attn", r.encoder_attn, "Encoder self-attention kind")->check(kinds));
+  given("decoder_attn", tr->add_option("--decoder-attn", r.decoder_attn, "Decoder self-attention kind")->check(kinds));
+  given("cross_attn", tr->add_option("--cross-attn", r.cross_attn, "Decoder-encoder attention kind")->check(kinds));
+  given("decoder_rule", tr->add_option("--decoder-rule", r.decoder_rule,
+                                       "Fast-weight rule of the decoder self-attention: sum (the paper) or delta")
+                            ->check(CLI::IsMember({"sum", "delta"})));
+  given("nu", tr->add_option("--nu", r.dpfp_nu, "DPFP order nu")->check(CLI::Range(int64_t{1}, int64_t{64})));
+  given("m", tr->add_option("--m", r.favor_m, "FAVOR+ random features per head")
+                 ->check(CLI::Range(int64_t{1}, int64_t{1} << 16)));
+  given("encoder_layers", tr->add_option("--encoder-layers", r.encoder_layers, "Encoder layers (default: the preset's)")
+                              ->check(CLI::Range(int64_t{1}, int64_t{1024})));
+  given("decoder_layers", tr->add_option("--decoder-layers", r.decoder_layers, "Decoder layers (default: the preset's)")
+                              ->check(CLI::Range(int64_t{1}, int64_t{1024})));
+  given("d_model", tr->add_option("--d-model", r.d_model, "Model width")->check(CLI::Range(int64_t{1}, int64_t{65536})));
+  given("heads", tr->add_option("--heads", r.heads, "Attention heads")->check(CLI::Range(int64_t{1}, int64_t{4096})));
+  given("d_head", tr->add_option("--d-head", r.d_head, "Width per head")->check(CLI::Range(int64_t{1}, int64_t{4096})));
+  given("d_ff", tr->add_option("--d-ff", r.d_ff, "Feed-forward width")->check(CLI::Range(int64_t{1}, int64_t{65536})));
+  given("dropout", tr->add_option("--dropout", r.dropout, "Dropout (default: the preset's)")
+                       ->check(CLI::Range(0.0, 0.999)));
+  given("label_smoothing", tr->add_option("--label-smoothing", r.label_smoothing, "Label smoothing epsilon")
+                               ->check(CLI::Range(0.0, 0.999)));
+  given("pre_norm", tr->add_flag("--pre-norm", r.pre_norm, "LayerNorm before each sublayer (the paper: after)"));
+  given("tie", tr->add_flag("--tie,!--no-tie", r.tie, "One embedding table for source, target and output"));
+  given("max_tokens", tr->add_option("--max-tokens", r.max_tokens, "Token budget of a batch (default: the preset's)")
+                          ->check(CLI::Range(int64_t{1}, int64_t{1} << 30)));
+  given("lr", tr->add_option("--lr", r.lr, "Peak learning rate (default: the preset's)")->check(CLI::PositiveNumber));
+  given("warmup", tr->add_option("--warmup", r.warmup, "Warm-up steps of the inverse-square-root schedule")
+                      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40)));
+  given("clip", tr->add_option("--clip", r.clip, "Clip the global gradient norm to X (0 = off)")
+                    ->check(CLI::Range(0.0, 1e30)));
+  given("seed", tr->add_option("--seed", r.seed, "Seed of the initial weights, dropout, FAVOR+ draws and batch order"));
+  given("eval_every", tr->add_option("--eval-every", r.eval_every, "Evaluate every N steps")
+                          ->check(CLI::Range(int64_t{1}, int64_t{1} << 40)));
+  given("bleu_sentences", tr->add_option("--bleu-sentences", r.bleu_sentences,
+                                         "Valid sentences translated (greedy) for BLEU at each evaluation; 0 = all")
+                              ->check(CLI::Range(int64_t{0}, int64_t{1} << 40)));
+  given("patience", tr->add_option("--patience", r.patience, "Stop after N evaluations without a lower valid loss "
+                                                             "(0 = never)")
+                        ->check(CLI::Range(int64_t{0}, int64_t{1} << 40)));
+  tr->add_option("--max-steps", r.max_steps, "Training steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  tr->add_option("--threads", r.threads, "CPU threads; 0 = all hardware threads")->check(CLI::Range(0, 4096));
+  tr->add_option("--device", r.device, "cpu, or cuda (needs a CUDA build and a GPU)");
+  tr->add_option("--csv", t.csv, "Append one row per evaluation to FILE (model,step,eval_loss,best,seconds,ppl,bleu,"
+                                 "chrf,lr)");
+  tr->add_option("--plot", t.plot, "Draw the valid BLEU of every model in --csv to FILE.png");
+  tr->add_option("--checkpoint", t.checkpoint, "Save model, optimizer and data position at every evaluation and on "
+                                               "Ctrl-C (atomically)");
+  tr->add_option("--resume", t.resume, "Continue the run saved in FILE exactly")->check(CLI::ExistingFile);
+  tr->add_option("--on-non-finite", t.on_non_finite,
+                 "stop: end the run at a NaN/inf loss or gradient (exit 1); skip: leave that step's update out")
+      ->check(CLI::IsMember({train::kOnNonFiniteStop, train::kOnNonFiniteSkip}));
+  tr->add_option("--max-skips", t.max_skips, "With --on-non-finite skip: stop at this many skipped steps in a row")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  tr->add_flag("--json", t.json, "Print one JSON object on stdout (progress goes to stderr)");
+  tr->add_flag("--quiet", t.quiet, "No progress or summary lines");
+
+  o.translate = app.add_subcommand(
+      "translate", "Translate source lines (standard input, or --input FILE) with a checkpoint of `fwp mt train`, one "
+                   "output line per input line, by beam search (--beam N) or greedy (--beam 1); the O(1)-per-token "
+                   "decoding of fast-weight layers, a key/value cache for softmax ones");
+  TranslateOptions& x = o.translate_options;
+  CLI::App* tx = o.translate;
+  tx->option_defaults()->always_capture_default();
+  tx->add_option("--checkpoint", x.checkpoint, "A checkpoint of `fwp mt train`")->required();
+  tx->add_option("--data", x.data, "The data folder the model was trained on (its tokenizer)")->required();
+  tx->add_option("--input", x.input, "Source text, one sentence per line; - = standard input");
+  tx->add_option("--output", x.output, "Where the translations go (written atomically); - = standard output");
+  tx->add_option("--beam", x.search.beam, "Beam size; 1 = greedy")->check(CLI::Range(int64_t{1}, int64_t{1024}));
+  tx->add_option("--lenpen", x.search.length_penalty, "Length penalty: finished hypotheses score log p / length^X")
+      ->check(CLI::Range(-100.0, 100.0));
+  tx->add_option("--max-len-a", x.search.max_len_a, "Output length limit a * source tokens + b: a")
+      ->check(CLI::Range(0.0, 1000.0));
+  tx->add_option("--max-len-b", x.search.max_len_b, "Output length limit: b")->check(CLI::Range(0.0, 100000.0));
+  tx->add_option("--batch-size", x.search.batch_sentences, "Sentences translated together")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  tx->add_option("--threads", x.threads, "CPU threads; 0 = all hardware threads")->check(CLI::Range(0, 4096));
+  tx->add_option("--device", x.device, "cpu, or cuda (needs a CUDA build and a GPU)");
+  tx->add_flag("--quiet", x.quiet, "No timing line on standard error");
+
   o.score = app.add_subcommand("score", "BLEU (sacreBLEU's defaults: 13a tokens, exp smoothing, case-sensitive) and "
                                         "chrF (character 6-grams, beta 2) of a hypothesis file against one or more "
                                         "line-aligned reference files (UTF-8, one sentence per line)");
@@ -472,8 +759,10 @@ void add_mt_options(CLI::App& app) {
 int run_mt() {
   MtOptions& o = options();
   if (o.prepare->parsed()) return run_prepare(o.prepare_options);
+  if (o.train->parsed()) return run_train(o.train_options);
+  if (o.translate->parsed()) return run_translate(o.translate_options);
   if (o.score->parsed()) return run_score(o.score_options);
-  throw UsageError("fwp mt needs a subcommand: prepare or score");
+  throw UsageError("fwp mt needs a subcommand: prepare, train, translate or score");
 }
 
 }  // namespace fwp_cli

@@ -476,10 +476,10 @@ TEST(Seq2SeqChecks, BadBatchesAndCallsAreRefused) {
   expect_error(FWP_ERR_OUT_OF_RANGE, "src[1]", [&] { net->forward(b1.view()); });
   Batch b2 = batch;
   b2.tgt_len[2] = static_cast<int32_t>(batch.T + 1);
-  expect_error(FWP_ERR_OUT_OF_RANGE, "tgt_lengths[2]", [&] { net->forward(b2.view()); });
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "tgt_lengths[2]", [&] { net->forward(b2.view()); });
   Batch b3 = batch;
   b3.src_len[0] = 0;
-  expect_error(FWP_ERR_OUT_OF_RANGE, "src_lengths[0]", [&] { net->forward(b3.view()); });
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "src_lengths[0]", [&] { net->forward(b3.view()); });
   Batch b4 = batch;
   std::fill(b4.tgt_out.begin(), b4.tgt_out.end(), kPad);
   expect_error(FWP_ERR_INVALID_ARGUMENT, "no target", [&] { net->forward(b4.view()); });

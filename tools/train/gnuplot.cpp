@@ -7,6 +7,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -84,6 +88,42 @@ void render_png(const std::string& gnuplot, const std::string& png_path, const s
     ::unlink(tmp.path.c_str());
     throw RunError(fmt::format("cannot rename {} to {}: {}", tmp.path, png_path, reason));
   }
+}
+
+void render_eval_curves(const std::string& gnuplot, const std::string& png, const std::string& csv,
+                        const CurveSpec& spec) {
+  std::stringstream lines(read_file(csv));
+  std::string line;
+  std::getline(lines, line);
+  const std::vector<std::string> header = split_csv_record(line);
+  auto column = [&](const std::string& name) {
+    for (size_t i = 0; i < header.size(); ++i) {
+      if (header[i] == name) return i;
+    }
+    throw RunError(fmt::format("{} has no column '{}'", csv, name));
+  };
+  const size_t model_col = column("model"), step_col = column("step"), value_col = column(spec.column);
+  std::map<std::string, std::string> blocks;
+  std::vector<std::string> order;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    const std::vector<std::string> f = split_csv_record(line);
+    if (f.size() != header.size()) continue;
+    if (blocks.find(f[model_col]) == blocks.end()) order.push_back(f[model_col]);
+    blocks[f[model_col]] += f[step_col] + " " + f[value_col] + "\n";
+  }
+  if (order.empty()) return;
+  std::string script;
+  for (size_t i = 0; i < order.size(); ++i) script += fmt::format("$run{} << EOD\n{}EOD\n", i, blocks[order[i]]);
+  script += "set title " + gnuplot_quote(spec.title) + "\nset xlabel 'training step'\nset ylabel " +
+            gnuplot_quote(spec.ylabel) + "\n" + (spec.log_scale ? "set logscale y\n" : "") +
+            "set grid\nset key top right\nplot ";
+  for (size_t i = 0; i < order.size(); ++i) {
+    script += fmt::format("{}$run{} using 1:2 with linespoints title {}", i == 0 ? "" : ", ", i,
+                          gnuplot_quote(order[i]));
+  }
+  script += "\n";
+  render_png(gnuplot, png, script);
 }
 
 }  // namespace train

@@ -20,6 +20,21 @@ std::string gnuplot_quote(const std::string& text);
 /// write the PNG file `png_path`. Throws RunError when gnuplot fails.
 void render_png(const std::string& gnuplot, const std::string& png_path, const std::string& script);
 
+/// One metric of an evaluation log drawn against the step, one line per run.
+struct CurveSpec {
+  std::string column;  ///< The CSV column to draw (e.g. "perplexity", "bleu").
+  std::string title;
+  std::string ylabel;
+  bool log_scale = false;
+};
+
+/// Draws `spec.column` of every run in the evaluation log `csv` (its "model"
+/// column names the runs; "step" is the x axis) into `png`. Nothing is drawn
+/// for a log without rows. Throws RunError for a log without those columns or
+/// when gnuplot fails.
+void render_eval_curves(const std::string& gnuplot, const std::string& png, const std::string& csv,
+                        const CurveSpec& spec);
+
 }  // namespace train
 }  // namespace fwp_cli
 

@@ -259,7 +259,7 @@ std::vector<int64_t> Seq2SeqNetwork<T>::check_lengths(const int32_t* lengths, in
   std::vector<int64_t> out(static_cast<size_t>(batch));
   for (int64_t b = 0; b < batch; ++b) {
     if (lengths[b] < 1 || lengths[b] > max_length) {
-      throw Error(FWP_ERR_OUT_OF_RANGE, std::string(what) + "[" + std::to_string(b) + "] must be in [1, " +
+      throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(b) + "] must be in [1, " +
                                             std::to_string(max_length) + "]" + got(lengths[b]));
     }
     out[static_cast<size_t>(b)] = lengths[b];
