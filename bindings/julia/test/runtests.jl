@@ -709,7 +709,9 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         end
         @test err isa FwpError && err.kind == :shape_mismatch
         err = try
-            forward!(model, merge(small, (source = fill(Int32(V), size(small.source)),)))
+            bad = copy(small.source)
+            bad[1, 1] = V
+            forward!(model, merge(small, (source = bad,)))
         catch e
             e
         end
