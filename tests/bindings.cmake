@@ -7,6 +7,8 @@
 #   bindings_rust_doc       cargo doc with warnings as errors (every public item documented)
 #   bindings_rust_example   the Rust retrieval example, a few hundred steps
 #   bindings_rust_example_lm  the Rust language-model example on its generated corpus
+#   bindings_rust_example_translation  the Rust translation example (exits non-zero unless it
+#                           translates its training sentences)
 #   bindings_check          scripts/check_bindings.py: Rust and Julia declarations
 #                           vs include/fwp/fwp.h (needs tree_sitter, tree_sitter_julia)
 #   bindings_generated      scripts/gen_bindings.py --check: the checked-in raw
@@ -14,6 +16,7 @@
 #                           fresh generation from the headers
 #   bindings_abi            tests/abi_check.sh: libfwp exports exactly the fwp.h functions
 #   bindings_example_layer_training   the C example examples/c/layer_training.c
+#   bindings_example_translation      the C example examples/c/translation.c
 #
 # A missing tool (cargo, python3) is a failing test with the reason, not a
 # silent skip; configure with -DFWP_TEST_BINDINGS=OFF to leave these tests out.
@@ -40,7 +43,11 @@ if(FWP_TEST_BINDINGS)
     add_test(NAME bindings_rust_example_lm
              COMMAND ${FWP_CARGO} run --offline --locked --manifest-path ${FWP_CARGO_MANIFEST} -p fwp
                      --example lm -- --steps 150 --out-dir ${CMAKE_CURRENT_BINARY_DIR})
-    set_tests_properties(bindings_rust_test bindings_rust_doc bindings_rust_example bindings_rust_example_lm PROPERTIES
+    add_test(NAME bindings_rust_example_translation
+             COMMAND ${FWP_CARGO} run --offline --locked --manifest-path ${FWP_CARGO_MANIFEST} -p fwp
+                     --example translation -- --out-dir ${CMAKE_CURRENT_BINARY_DIR})
+    set_tests_properties(bindings_rust_test bindings_rust_doc bindings_rust_example bindings_rust_example_lm
+                         bindings_rust_example_translation PROPERTIES
       LABELS bindings
       ENVIRONMENT "${FWP_CARGO_ENV}"
       # One cargo at a time: they share CARGO_TARGET_DIR.
@@ -50,6 +57,8 @@ if(FWP_TEST_BINDINGS)
     set_tests_properties(bindings_rust_example PROPERTIES
       PASS_REGULAR_EXPRESSION "final eval loss [0-9.]+ \\(best [0-9.]+\\) after [0-9]+ steps")
     set_tests_properties(bindings_rust_example_lm PROPERTIES PASS_REGULAR_EXPRESSION "greedy: +the cat [|].*saved .*fwp-lm-example[.]fwptok")
+    set_tests_properties(bindings_rust_example_translation PROPERTIES
+      PASS_REGULAR_EXPRESSION "the cat eats fish +-> el gato come pescado.*all 12 training sentences translated correctly")
   else()
     # The echo succeeds and WILL_FAIL turns that into a failure that names the reason.
     add_test(NAME bindings_rust_test
@@ -80,5 +89,12 @@ if(FWP_TEST_BINDINGS)
     # Exits non-zero unless training halved the loss and fwp_layer_step matched the forward pass.
     add_test(NAME bindings_example_layer_training COMMAND example_layer_training 300 1)
     set_tests_properties(bindings_example_layer_training PROPERTIES LABELS bindings)
+  endif()
+  if(TARGET example_translation)
+    # Exits non-zero unless greedy and beam 4 translate every training sentence exactly.
+    add_test(NAME bindings_example_translation
+             COMMAND example_translation --out-dir ${CMAKE_CURRENT_BINARY_DIR})
+    set_tests_properties(bindings_example_translation PROPERTIES LABELS bindings
+      PASS_REGULAR_EXPRESSION "the cat eats fish +-> el gato come pescado.*all 12 training sentences translated correctly")
   endif()
 endif()

@@ -12,7 +12,7 @@ activations or state, a model's gradients, a generator's position, an
 optimizer's step) ends in `!`: `forward!`, `backward!`, `step!`, `sample!`, ...
 
 Each kind of model is a type of its own ([`RetrievalModel`](@ref),
-[`LanguageModel`](@ref)) under
+[`LanguageModel`](@ref), [`Seq2SeqModel`](@ref)) under
 the abstract type [`Model`](@ref), which carries the operations all kinds
 share (parameters, `backward!`, `zero_grad!`, checkpoints, optimizers).
 
@@ -21,6 +21,7 @@ qualified: `FastWeights.version()`, `FastWeights.device(ctx)`,
 `FastWeights.num_threads(ctx)`, `FastWeights.config(layer_or_model)`,
 `FastWeights.seq_len(data)`, `FastWeights.learning_rate(opt)`,
 `FastWeights.steps(opt)`, `FastWeights.evaluate(lm, tokens; ...)`,
+`FastWeights.evaluate(seq2seq_model, batch)`,
 `FastWeights.encode(tokenizer, text)`, `FastWeights.decode(tokenizer, ids)`.
 
 Arrays use Julia's column-major order with the C row-major dimensions
@@ -58,6 +59,7 @@ export TokenData, next_batch!, data_epoch, data_position, segments_per_epoch, nu
 export bleu, chrf
 export PairData, encode_pair_file, pair_file_info, pair_special_ids, peek_batch, max_batch_shape, batches_per_epoch
 export reset_epoch!, get_pair
+export Seq2SeqModel, seq2seq_config, translate
 
 const L = LibFwp
 
@@ -193,6 +195,7 @@ const ENUM_FIELDS = Dict{Symbol,Dict{Symbol,Int32}}(
         :floor => L.FWP_BLEU_SMOOTH_FLOOR, :add_k => L.FWP_BLEU_SMOOTH_ADD_K),
     :too_long => Dict(:skip => L.FWP_PAIR_SKIP, :error => L.FWP_PAIR_ERROR),
     :empty_lines => Dict(:skip => L.FWP_PAIR_SKIP, :error => L.FWP_PAIR_ERROR),
+    :stop => Dict(:finished => L.FWP_BEAM_STOP_FINISHED, :no_better => L.FWP_BEAM_STOP_NO_BETTER),
 )
 
 const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_output, :use_bias, :carry_state,
@@ -655,10 +658,12 @@ Base.close(model::Model) = release!(model, L.fwp_model_destroy)
     load_model(ctx::Context, path::AbstractString) -> Model
     load_model(::Type{RetrievalModel}, ctx::Context, path::AbstractString) -> RetrievalModel
     load_model(::Type{LanguageModel}, ctx::Context, path::AbstractString) -> LanguageModel
+    load_model(::Type{Seq2SeqModel}, ctx::Context, path::AbstractString) -> Seq2SeqModel
 
 Creates a model from the kind, configuration and parameters stored in a
 checkpoint: a [`RetrievalModel`](@ref) for a retrieval checkpoint, a
-[`LanguageModel`](@ref) for a language-model checkpoint, an
+[`LanguageModel`](@ref) for a language-model checkpoint, a
+[`Seq2SeqModel`](@ref) for a translation checkpoint, an
 [`OtherModel`](@ref) for a kind these bindings do not know. With a type, a
 checkpoint of another kind throws `:format`.
 """
@@ -673,6 +678,7 @@ function load_model(ctx::Context, path::AbstractString)
     end
     kind === :retrieval && return RetrievalModel(out[], ctx)
     kind === :language && return LanguageModel(out[], ctx)
+    kind === :seq2seq && return Seq2SeqModel(out[], ctx)
     return OtherModel(out[], ctx)
 end
 
@@ -689,7 +695,7 @@ end
 """
     model_kind(model::Model) -> Symbol
 
-`:retrieval`, `:language` (or `:seq2seq` for the reserved kind).
+`:retrieval`, `:language` or `:seq2seq`.
 """
 model_kind(model::Model) = kind_of(handle(model))
 
@@ -1217,8 +1223,8 @@ end
 """
     vocab_size(model_or_tokenizer_or_data) -> Int
 
-The number of token ids V of a [`LanguageModel`](@ref), a [`Tokenizer`](@ref)
-or a [`TokenData`](@ref) source (every id is in `0:V-1`).
+The number of token ids V of a [`LanguageModel`](@ref), a [`Seq2SeqModel`](@ref),
+a [`Tokenizer`](@ref) or a [`TokenData`](@ref) source (every id is in `0:V-1`).
 """
 vocab_size(model::LanguageModel) = model.vocab_size
 
@@ -1890,6 +1896,180 @@ function get_pair(data::PairData, index::Integer)
     source, target = Vector{Int32}(undef, n[]), Vector{Int32}(undef, m[])
     check(L.fwp_pair_data_get_pair(handle(data), index, source, length(source), n, target, length(target), m))
     return (source = source, target = target)
+end
+
+# ---------------------------------------------------------------------------
+# Translation model (paper section 6.2)
+
+"""
+    seq2seq_config(; preset = nothing, attention = (;), encoder_attention = (;),
+                   decoder_attention = (;), cross_attention = (;), kw...) -> LibFwp.fwp_seq2seq_config
+
+The C config of a translation model: the library's defaults
+(`fwp_seq2seq_config_init`: the paper's "Linear" model at fairseq's
+Transformer-big sizes, 6 + 6 layers, d_model 1024, 16 heads of 64, FFN 4096,
+dropout 0.3, label smoothing 0.1, tied embeddings, post-LN, every attention
+elu + 1 with the sum rule) or a named preset (`"paper-big"`, `"base"`,
+`"cpu-small"`), with the fields named by the keywords replaced (`vocab_size`,
+`pad_id`, `bos_id`, `eos_id`, `encoder_layers`, `decoder_layers`, `d_ff`,
+`dropout`, `label_smoothing`, `tie_embeddings`, `position`, `pre_norm`,
+`init_std`, `seed`). `attention` holds layer keywords (as for
+[`Layer`](@ref)) applied to all three attentions, then each of
+`encoder_attention`, `decoder_attention` and `cross_attention` to its own;
+all three must have the model's `d_model`.
+"""
+function seq2seq_config(; preset::Union{Nothing,AbstractString} = nothing, attention = NamedTuple(),
+        encoder_attention = NamedTuple(), decoder_attention = NamedTuple(), cross_attention = NamedTuple(), kw...)
+    ref = Ref(default_config(L.fwp_seq2seq_config, L.fwp_seq2seq_config_init))
+    preset === nothing || check(L.fwp_seq2seq_config_preset(preset, ref))
+    cfg = ref[]
+    both(a, own) = with_fields(with_fields(a; attention...); own...)
+    return with_fields(cfg; kw..., encoder_attention = both(cfg.encoder_attention, encoder_attention),
+        decoder_attention = both(cfg.decoder_attention, decoder_attention),
+        cross_attention = both(cfg.cross_attention, cross_attention))
+end
+
+"""
+    Seq2SeqModel(ctx::Context; vocab_size, pad_id = 1, bos_id = 0, eos_id = 2, preset = nothing,
+                 attention = (;), encoder_attention = (;), decoder_attention = (;), cross_attention = (;),
+                 encoder_layers = 6, decoder_layers = 6, d_ff = 4096, dropout = 0.3f0,
+                 label_smoothing = 0.1f0, tie_embeddings = true, position = :sinusoidal,
+                 pre_norm = false, init_std = 0.02f0, seed = 0)
+
+The paper's encoder-decoder translation model (section 6.2) with fresh
+parameters; the settings are those of [`seq2seq_config`](@ref). Source and
+target share one vocabulary with the special ids of the data
+([`pair_special_ids`](@ref)). Train it on the batches of a
+[`PairData`](@ref) source with [`forward!`](@ref)`(model, batch)`,
+[`backward!`](@ref) and an [`Optimizer`](@ref); score with
+[`FastWeights.evaluate`](@ref); translate with [`translate`](@ref). Load one
+from a checkpoint with [`load_model(Seq2SeqModel, ctx, path)`](@ref load_model).
+"""
+mutable struct Seq2SeqModel <: Model
+    ptr::Ptr{L.fwp_model}
+    vocab_size::Int
+    pad_id::Int32
+    eos_id::Int32
+    logger::Union{Nothing,Base.RefValue{Any}}
+    optimizers::Int
+    closed::Bool
+
+    # Takes ownership of `ptr`, a model of kind seq2seq.
+    function Seq2SeqModel(ptr::Ptr{L.fwp_model}, ctx::Context)
+        model = new(ptr, 0, 0, 0, ctx.logger, 0, false)
+        finalizer(close, model)
+        cfg = config(model)
+        model.vocab_size, model.pad_id, model.eos_id = cfg.vocab_size, cfg.pad_id, cfg.eos_id
+        return model
+    end
+end
+
+function Seq2SeqModel(ctx::Context; kw...)
+    cfg = seq2seq_config(; kw...)
+    out = Ref{Ptr{L.fwp_model}}(C_NULL)
+    check(L.fwp_seq2seq_create(handle(ctx), Ref(cfg), out))
+    return Seq2SeqModel(out[], ctx)
+end
+
+"""
+    FastWeights.config(model::Seq2SeqModel) -> NamedTuple
+
+The settings the model was created with; the three attentions as
+`NamedTuple`s like `config(layer)` (a loaded model reports seed 0).
+"""
+function config(model::Seq2SeqModel)
+    ref = Ref(default_config(L.fwp_seq2seq_config, L.fwp_seq2seq_config_init))
+    check(L.fwp_seq2seq_get_config(handle(model), ref))
+    cfg = ref[]
+    return merge(export_config(cfg), (encoder_attention = export_config(cfg.encoder_attention),
+        decoder_attention = export_config(cfg.decoder_attention), cross_attention = export_config(cfg.cross_attention)))
+end
+
+vocab_size(model::Seq2SeqModel) = model.vocab_size
+
+# Checks a batch (as next_batch! returns it: S × B and T × B matrices) and
+# calls `f(model, batch, loss)`; the arrays stay rooted during the call.
+function run_seq2seq(f, model::Seq2SeqModel, batch)
+    source, target_input, target_output = Matrix{Int32}(batch.source), Matrix{Int32}(batch.target_input),
+        Matrix{Int32}(batch.target_output)
+    source_lengths, target_lengths = Vector{Int32}(batch.source_lengths), Vector{Int32}(batch.target_lengths)
+    S, B = size(source)
+    T = size(target_input, 1)
+    size(target_input) == (T, B) || shape_error("target_input is $(size(target_input)), expected ($T, $B)")
+    size(target_output) == (T, B) || shape_error("target_output is $(size(target_output)), expected ($T, $B)")
+    length(source_lengths) == B || shape_error("source_lengths has $(length(source_lengths)) values, expected $B")
+    length(target_lengths) == B || shape_error("target_lengths has $(length(target_lengths)) values, expected $B")
+    loss = Ref(L.fwp_seq2seq_loss(0.0, 0.0, 0))
+    GC.@preserve source source_lengths target_input target_output target_lengths begin
+        raw = L.fwp_seq2seq_batch(pointer(source), pointer(source_lengths), pointer(target_input),
+            pointer(target_output), pointer(target_lengths), B, S, T)
+        check(f(handle(model), Ref(raw), loss))
+    end
+    l = loss[]
+    return (loss_sum = l.loss_sum, nll_sum = l.nll_sum, tokens = Int(l.tokens),
+        mean_loss = l.loss_sum / l.tokens, mean_nll = l.nll_sum / l.tokens)
+end
+
+"""
+    forward!(model::Seq2SeqModel, batch) -> NamedTuple
+
+Training forward pass of a padded batch of pairs, as [`next_batch!`](@ref)
+returns it (`source` S × B, `target_input` and `target_output` T × B,
+`source_lengths` and `target_lengths`); returns the sums over the scored
+target tokens `(loss_sum, nll_sum, tokens, mean_loss, mean_nll)`.
+[`backward!`](@ref) then adds the gradients of `mean_loss` (the
+label-smoothed loss per token).
+"""
+forward!(model::Seq2SeqModel, batch) = run_seq2seq(L.fwp_seq2seq_forward, model, batch)
+
+"""
+    FastWeights.evaluate(model::Seq2SeqModel, batch) -> NamedTuple
+
+Scores a padded batch (as [`forward!`](@ref)) in evaluation mode (no dropout),
+leaving nothing for a backward; the training flag is unchanged.
+"""
+evaluate(model::Seq2SeqModel, batch) = run_seq2seq(L.fwp_seq2seq_evaluate, model, batch)
+
+search_config(; kw...) =
+    with_fields(default_config(L.fwp_seq2seq_search_config, L.fwp_seq2seq_search_config_init); kw...)
+
+# The library's length limit of a source of n positions (eos included), computed as it does.
+max_output_length(cfg, n) = max(0, floor(Int, Float64(cfg.max_len_a) * n + Float64(cfg.max_len_b)))
+
+"""
+    translate(model::Seq2SeqModel, sources::AbstractVector{<:AbstractVector{<:Integer}};
+              beam_size = 4, length_penalty = 1f0, max_len_a = 1.2f0, max_len_b = 10f0,
+              min_length = 1, stop = :finished) -> (tokens, scores)
+
+Translates source sentences given as ids without eos (as [`get_pair`](@ref)
+returns them), padded into one batch: each gets the model's eos, then pad.
+`beam_size = 1` is greedy decoding. Outputs have at most
+`floor(max_len_a * n + max_len_b)` tokens (n the source length with its eos);
+`stop` is `:finished` (fairseq's rule) or `:no_better`. Returns the best
+hypothesis of each sentence (`Vector{Int32}` without bos, pad and the final
+eos) and its score, log p / length^length_penalty.
+"""
+function translate(model::Seq2SeqModel, sources::AbstractVector{<:AbstractVector{<:Integer}}; kw...)
+    isempty(sources) && argument_error("translate: no source sentences")
+    any(isempty, sources) && argument_error("translate: source sentence $(findfirst(isempty, sources)) is empty")
+    search = search_config(; kw...)
+    B = length(sources)
+    S = maximum(length, sources) + 1
+    source = fill(model.pad_id, S, B)
+    lengths = Vector{Int32}(undef, B)
+    for (b, s) in enumerate(sources)
+        source[1:length(s), b] .= s
+        source[length(s) + 1, b] = model.eos_id
+        lengths[b] = length(s) + 1
+    end
+    capacity = max(1, maximum(n -> max_output_length(search, n), lengths))
+    output = Matrix{Int32}(undef, capacity, B)
+    output_lengths = Vector{Int64}(undef, B)
+    scores = Vector{Float32}(undef, B)
+    check(L.fwp_seq2seq_translate(handle(model), source, lengths, B, S, Ref(search), output, capacity,
+        output_lengths, scores))
+    tokens = [output[1:min(Int(output_lengths[b]), capacity), b] for b in 1:B]
+    return (tokens = tokens, scores = scores)
 end
 
 # ---------------------------------------------------------------------------

@@ -653,6 +653,107 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         close(opt)
     end
 
+    @testset "translation model: config, errors, copy task, checkpoint" begin
+        # The model and copy task of the Rust test (fwp/tests/seq2seq.rs): V = 12 (bos 0, pad 1,
+        # eos 2, words 3..11), d_model 16, 1 + 1 layers, no dropout.
+        bos, pad, eos, V = 0, 1, 2, 12
+        kw = (vocab_size = V, pad_id = pad, bos_id = bos, eos_id = eos, encoder_layers = 1, decoder_layers = 1,
+            d_ff = 64, dropout = 0, label_smoothing = 0, init_std = 0.1, seed = 3,
+            attention = (d_model = 16, num_heads = 2, d_head = 8, init_std = 0.1))
+        ctx = Context(num_threads = 1, seed = 5)
+        model = Seq2SeqModel(ctx; kw...)
+        @test model_kind(model) == :seq2seq
+        @test vocab_size(model) == V
+        c = FastWeights.config(model)
+        @test c.encoder_layers == 1 && c.d_ff == 64 && c.tie_embeddings == true && c.position == :sinusoidal
+        @test c.encoder_attention.d_model == 16 && c.cross_attention.num_heads == 2
+        @test c.decoder_attention.feature_map == :elu && c.decoder_attention.update_rule == :sum
+        @test seq2seq_config(; preset = "base").encoder_attention.d_model == 512
+        @test seq2seq_config(; preset = "cpu-small", decoder_attention = (update_rule = :delta,)).decoder_attention.update_rule ==
+              L.FWP_UPDATE_DELTA
+        @test_throws FwpError seq2seq_config(; preset = "gigantic")
+        err = try
+            Seq2SeqModel(ctx; kw..., vocab_size = 2)
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :invalid_argument && occursin("vocab_size", err.message)
+
+        # A padded batch as next_batch! gives it: S × B and T × B matrices.
+        function copy_batch(sentences)
+            B = length(sentences)
+            S = maximum(length, sentences) + 1
+            source, target_input, target_output = fill(Int32(pad), S, B), fill(Int32(pad), S, B), fill(Int32(pad), S, B)
+            for (b, x) in enumerate(sentences)
+                n = length(x)
+                source[1:n, b] .= x
+                source[n + 1, b] = eos
+                target_input[1, b] = bos
+                target_input[2:n + 1, b] .= x
+                target_output[1:n, b] .= x
+                target_output[n + 1, b] = eos
+            end
+            lengths = Int32[length(x) + 1 for x in sentences]
+            return (source = source, source_lengths = lengths, target_input = target_input,
+                target_output = target_output, target_lengths = lengths)
+        end
+        lcg = UInt64(2021)
+        word() = (lcg = lcg * 0x5851f42d4c957f2d + 0x14057b7ef767814f; Int32(3 + (lcg >> 33) % (V - 3)))
+        sentence(n) = Int32[word() for _ in 1:n]
+
+        small = copy_batch([Int32[3, 4], Int32[5]])
+        err = try
+            forward!(model, merge(small, (source_lengths = Int32[3],)))
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :shape_mismatch
+        err = try
+            bad = copy(small.source)
+            bad[1, 1] = V
+            forward!(model, merge(small, (source = bad,)))
+        catch e
+            e
+        end
+        @test err isa FwpError && err.kind == :out_of_range
+        @test forward!(model, small).tokens == 5
+        @test_throws FwpError translate(model, Vector{Int32}[])
+        @test_throws FwpError translate(model, [Int32[3], Int32[]])
+        @test_throws FwpError translate(model, [Int32[3]]; beam_size = 0)
+        @test_throws FwpError translate(model, [Int32[3]]; stop = :never)
+
+        held_out = [sentence(n) for n in (2, 5, 3, 4, 1)]
+        opt = Optimizer(model; learning_rate = 1f-2, lr_schedule = :inverse_sqrt, warmup_steps = 50)
+        first_nll = 0.0
+        copied = false
+        for step in 1:2000
+            zero_grad!(opt)
+            loss = forward!(model, copy_batch([sentence(1 + Int((word() - 3) % 5)) for _ in 1:16]))
+            step == 1 && (first_nll = loss.mean_nll)
+            backward!(model)
+            step!(opt)
+            if step % 100 == 0 && translate(model, held_out; beam_size = 1).tokens == held_out &&
+               translate(model, held_out; beam_size = 4).tokens == held_out
+                copied = true
+                break
+            end
+        end
+        @test first_nll > 1.5
+        @test copied
+        out = translate(model, held_out; beam_size = 4)
+        @test out.tokens == held_out
+        @test all(s -> -1 < s <= 0, out.scores)
+        @test FastWeights.evaluate(model, copy_batch(held_out)).mean_nll < 0.5
+
+        path = joinpath(mktempdir(), "seq2seq.safetensors")
+        save_checkpoint(path, model)
+        loaded = load_model(Seq2SeqModel, ctx, path)
+        @test translate(loaded, held_out; beam_size = 4) == out
+        @test load_model(ctx, path) isa Seq2SeqModel
+        @test_throws FwpError load_model(LanguageModel, ctx, path)
+        close(opt)
+    end
+
     @testset "exports: mutating names end in !, no generic names" begin
         exported = names(FastWeights)
         for name in (:sample, :forward, :backward, :config, :device, :steps, :seq_len, :learning_rate,
@@ -666,7 +767,8 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         end
         @test RetrievalModel <: Model && OtherModel <: Model
         @test RetrievalData <: DataSource && TokenData <: DataSource && PairData <: DataSource
-        @test LanguageModel <: Model
+        @test LanguageModel <: Model && Seq2SeqModel <: Model
+        @test :translate in exported && :Seq2SeqModel in exported
     end
 
     @testset "logger and handle lifetimes" begin

@@ -27,6 +27,10 @@
 //! * parallel text for translation: [`encode_pair_file`] (two line-aligned
 //!   files into one pair file), [`pair_file_info`], and the [`PairData`]
 //!   source of token-budget batches (a data source of [`DataKind::ParallelText`]);
+//! * [`Seq2SeqModel`] (the paper's encoder-decoder translation model, section
+//!   6.2, with [`Seq2SeqConfig`] and presets): the training forward pass over
+//!   [`PairBatch`]es, evaluation, and translation by beam search or greedy
+//!   decoding ([`SearchConfig`]);
 //! * [`RetrievalData`] / [`RetrievalBatch`]: seeded retrieval sequences (a
 //!   data source of [`DataKind::Retrieval`]; checkpoints store the position of
 //!   any [`DataSource`]);
@@ -64,6 +68,7 @@ mod model;
 mod optimizer;
 mod parallel;
 mod params;
+mod seq2seq;
 mod state;
 mod text;
 
@@ -82,6 +87,7 @@ pub use parallel::{
     PairInfo, PairPolicy, PairShape, SpecialIds,
 };
 pub use params::ParamInfo;
+pub use seq2seq::{BeamStop, SearchConfig, Seq2SeqConfig, Seq2SeqLoss, Seq2SeqModel, Translations};
 pub use state::State;
 pub use text::{
     read_token_file, token_file_info, SentencePieceConfig, SentencePieceModel, TokenFileInfo, Tokenizer, TokenizerKind,

@@ -1,7 +1,7 @@
 //! Models: complete networks with a loss.
 //!
 //! Every kind of model is a type of its own ([`RetrievalModel`],
-//! [`LanguageModel`](crate::LanguageModel), later the translation model) with its own constructor, config and
+//! [`LanguageModel`](crate::LanguageModel), [`Seq2SeqModel`](crate::Seq2SeqModel)) with its own constructor, config and
 //! forward pass; what all kinds share (parameters, gradients, backward,
 //! training mode, checkpoints, optimizers) is the [`Model`] trait. A
 //! checkpoint of unknown kind loads as an [`AnyModel`] to match on.
@@ -19,6 +19,7 @@ use crate::error::{check, check_len, product, to_usize, Error, Result, Status};
 use crate::layer::{config_enum, config_field, config_flag, rust_enum, FeatureMap, UpdateRule};
 use crate::lm::LanguageModel;
 use crate::params::{ParamInfo, MODEL_PARAMS};
+use crate::seq2seq::Seq2SeqModel;
 
 rust_enum! {
     /// The kind of a model.
@@ -27,7 +28,7 @@ rust_enum! {
         Retrieval = FWP_MODEL_RETRIEVAL,
         /// The word-level language model (section 6.3, [`LanguageModel`](crate::LanguageModel)).
         Language = FWP_MODEL_LANGUAGE,
-        /// Reserved: encoder-decoder translation model (section 6.2).
+        /// The encoder-decoder translation model (section 6.2, [`Seq2SeqModel`](crate::Seq2SeqModel)).
         Seq2Seq = FWP_MODEL_SEQ2SEQ,
     }
 }
@@ -173,8 +174,8 @@ pub(crate) mod sealed {
 
 /// What every kind of model shares: parameters, gradients, backward, training
 /// mode and checkpoints. Implemented by [`RetrievalModel`],
-/// [`LanguageModel`](crate::LanguageModel), [`AnyModel`] and [`OtherModel`]
-/// (and by the types of later model kinds); an
+/// [`LanguageModel`](crate::LanguageModel), [`Seq2SeqModel`](crate::Seq2SeqModel),
+/// [`AnyModel`] and [`OtherModel`]; an
 /// [`Optimizer`](crate::Optimizer) trains any of them.
 ///
 /// The forward pass is not here: each kind takes its own inputs (e.g.
@@ -416,6 +417,7 @@ impl fmt::Debug for OtherModel {
 /// match AnyModel::load(&ctx, "model.safetensors")? {
 ///     AnyModel::Retrieval(model) => println!("retrieval model, S = {}", model.num_keys()),
 ///     AnyModel::Language(model) => println!("language model, {} words", model.vocab_size()),
+///     AnyModel::Seq2Seq(model) => println!("translation model, {} ids", model.vocab_size()),
 ///     other => println!("a {:?} model with {} parameter tensors", other.kind(), other.num_params()),
 /// }
 /// # Ok::<(), fwp::Error>(())
@@ -427,6 +429,8 @@ pub enum AnyModel {
     Retrieval(RetrievalModel),
     /// The language model.
     Language(LanguageModel),
+    /// The translation model.
+    Seq2Seq(Seq2SeqModel),
     /// A kind without a type in these bindings.
     Other(OtherModel),
 }
@@ -442,6 +446,7 @@ impl AnyModel {
         Ok(match handle.kind() {
             ModelKind::Retrieval => AnyModel::Retrieval(RetrievalModel::from_handle(handle)?),
             ModelKind::Language => AnyModel::Language(LanguageModel::from_handle(handle)?),
+            ModelKind::Seq2Seq => AnyModel::Seq2Seq(Seq2SeqModel::from_handle(handle)?),
             _ => AnyModel::Other(OtherModel { handle }),
         })
     }
@@ -460,6 +465,20 @@ impl AnyModel {
             AnyModel::Language(model) => Some(model),
             _ => None,
         }
+    }
+
+    /// The translation model, if this is one.
+    pub fn into_seq2seq(self) -> Option<Seq2SeqModel> {
+        match self {
+            AnyModel::Seq2Seq(model) => Some(model),
+            _ => None,
+        }
+    }
+}
+
+impl From<Seq2SeqModel> for AnyModel {
+    fn from(model: Seq2SeqModel) -> AnyModel {
+        AnyModel::Seq2Seq(model)
     }
 }
 
@@ -481,6 +500,7 @@ impl Model for AnyModel {
         match self {
             AnyModel::Retrieval(model) => model.as_raw(),
             AnyModel::Language(model) => model.as_raw(),
+            AnyModel::Seq2Seq(model) => model.as_raw(),
             AnyModel::Other(model) => model.as_raw(),
         }
     }

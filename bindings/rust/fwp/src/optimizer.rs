@@ -11,6 +11,7 @@ use crate::error::{check, Result};
 use crate::layer::{config_enum, config_field, rust_enum, Layer};
 use crate::lm::LanguageModel;
 use crate::model::{self, AnyModel, Model, OtherModel, RetrievalModel};
+use crate::seq2seq::Seq2SeqModel;
 use crate::state::State;
 
 rust_enum! {
@@ -185,6 +186,7 @@ mod sealed {
     impl Sealed for crate::Layer {}
     impl Sealed for crate::RetrievalModel {}
     impl Sealed for crate::LanguageModel {}
+    impl Sealed for crate::Seq2SeqModel {}
     impl Sealed for crate::AnyModel {}
     impl Sealed for crate::OtherModel {}
 }
@@ -213,7 +215,7 @@ macro_rules! trainable_models {
         }
     )+};
 }
-trainable_models!(RetrievalModel, LanguageModel, AnyModel, OtherModel);
+trainable_models!(RetrievalModel, LanguageModel, Seq2SeqModel, AnyModel, OtherModel);
 
 impl Trainable for Layer {
     fn create_optimizer(&mut self, config: &sys::fwp_optimizer_config) -> Result<NonNull<sys::fwp_optimizer>> {
