@@ -38,6 +38,29 @@ struct AttentionStateSpec {
   std::string str() const;
 };
 
+// The feature map and the state an attention config implies. The causal
+// (FastWeightAttentionConfig) and non-causal (NonCausalAttentionConfig)
+// configs share these fields; their feature_spec() and state_spec() are these.
+template <class Config>
+FeatureMapSpec attention_feature_spec(const Config& c) {
+  FeatureMapSpec spec;
+  spec.kind = c.feature_map;
+  spec.d_in = c.d_head;
+  spec.nu = c.dpfp_nu;
+  spec.m = c.feature_map == FeatureMap::Favor ? c.favor_features : 0;
+  return spec;
+}
+
+template <class Config>
+AttentionStateSpec attention_state_spec(const Config& c) {
+  AttentionStateSpec spec;
+  spec.softmax = c.softmax;
+  spec.num_heads = c.num_heads;
+  spec.d_head = c.d_head;
+  spec.d_dot = c.softmax ? 0 : attention_feature_spec(c).d_out();
+  return spec;
+}
+
 template <typename T>
 class AttentionState {
  public:

@@ -27,25 +27,11 @@ std::string got(double v) {
 
 // ---- config --------------------------------------------------------------------------
 
-FeatureMapSpec FastWeightAttentionConfig::feature_spec() const {
-  FeatureMapSpec spec;
-  spec.kind = feature_map;
-  spec.d_in = d_head;
-  spec.nu = dpfp_nu;
-  spec.m = feature_map == FeatureMap::Favor ? favor_features : 0;
-  return spec;
-}
+FeatureMapSpec FastWeightAttentionConfig::feature_spec() const { return attention_feature_spec(*this); }
 
 int64_t FastWeightAttentionConfig::d_dot() const { return softmax ? 0 : feature_spec().d_out(); }
 
-AttentionStateSpec FastWeightAttentionConfig::state_spec() const {
-  AttentionStateSpec spec;
-  spec.softmax = softmax;
-  spec.num_heads = num_heads;
-  spec.d_head = d_head;
-  spec.d_dot = d_dot();
-  return spec;
-}
+AttentionStateSpec FastWeightAttentionConfig::state_spec() const { return attention_state_spec(*this); }
 
 void FastWeightAttentionConfig::validate(const std::string& prefix) const {
   validate_sizes(prefix);

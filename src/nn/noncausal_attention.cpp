@@ -40,25 +40,11 @@ void NonCausalAttentionConfig::validate(const std::string& prefix) const {
   checked_mul(width, dd, prefix + "num_heads * d_head * d_dot (the memory of one batch row)");
 }
 
-FeatureMapSpec NonCausalAttentionConfig::feature_spec() const {
-  FeatureMapSpec spec;
-  spec.kind = feature_map;
-  spec.d_in = d_head;
-  spec.nu = dpfp_nu;
-  spec.m = feature_map == FeatureMap::Favor ? favor_features : 0;
-  return spec;
-}
+FeatureMapSpec NonCausalAttentionConfig::feature_spec() const { return attention_feature_spec(*this); }
 
 int64_t NonCausalAttentionConfig::d_dot() const { return softmax ? 0 : feature_spec().d_out(); }
 
-AttentionStateSpec NonCausalAttentionConfig::state_spec() const {
-  AttentionStateSpec spec;
-  spec.softmax = softmax;
-  spec.num_heads = num_heads;
-  spec.d_head = d_head;
-  spec.d_dot = d_dot();
-  return spec;
-}
+AttentionStateSpec NonCausalAttentionConfig::state_spec() const { return attention_state_spec(*this); }
 
 // ---- the state of an incremental cross-attention ------------------------------------------------
 

@@ -34,6 +34,7 @@
 #include "nn/linear.h"
 #include "nn/parameter.h"
 #include "ops_reference.h"
+#include "expect_error.h"
 
 namespace fwp {
 namespace {
@@ -43,16 +44,7 @@ using opsref::max_abs_diff;
 using opsref::normal_vector;
 using opsref::Vec;
 
-template <typename F>
-void expect_error(fwp_status status, const std::string& fragment, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error (expected one mentioning '" << fragment << "')";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using fwp::test::expect_error;
 
 struct Config {
   int64_t vocab = 13, d = 8;

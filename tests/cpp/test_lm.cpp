@@ -29,6 +29,7 @@
 #include "models/lm/lm_model.h"
 #include "models/lm/sampler.h"
 #include "models/registry.h"
+#include "expect_error.h"
 
 namespace fwp {
 namespace {
@@ -36,16 +37,7 @@ namespace {
 using Net = LmNetwork<double>;
 using States = Net::States;
 
-template <typename F>
-void expect_error(fwp_status status, const std::string& fragment, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error (expected one mentioning '" << fragment << "')";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using fwp::test::expect_error;
 
 enum class Kind { Softmax, EluSum, DpfpDelta, FavorDelta, EluDeltaAttnNorm };
 

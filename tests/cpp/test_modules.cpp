@@ -28,6 +28,7 @@
 #include "nn/linear.h"
 #include "nn/parameter.h"
 #include "ops_reference.h"
+#include "expect_error.h"
 
 namespace fwp {
 namespace {
@@ -39,16 +40,7 @@ using opsref::Vec;
 
 std::shared_ptr<Backend<double>> cpu(int threads = 1) { return make_cpu_backend<double>(threads); }
 
-template <typename F>
-void expect_error(fwp_status status, const std::string& fragment, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error (expected one mentioning '" << fragment << "')";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using fwp::test::expect_error;
 
 // Max over the elements of `values` (host-visible) of |analytic - numeric| /
 // max(1, max|numeric|), numeric by central differences of `loss`.

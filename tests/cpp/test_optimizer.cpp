@@ -19,21 +19,14 @@
 #include "core/rng.h"
 #include "nn/parameter.h"
 #include "train/optimizer.h"
+#include "expect_error.h"
 
 namespace fwp {
 namespace {
 
 using Vec = std::vector<double>;
 
-void expect_error(const std::function<void()>& f, fwp_status status, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error containing '" << fragment << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using fwp::test::expect_error;
 
 // A Buffer or a BlockView as doubles.
 template <typename B>
@@ -270,7 +263,7 @@ TEST(OptimizerState, NonFiniteGradientChangesNothing) {
     Vec g = to_vec(f.params[1].grad);
     g[2] = bad;
     set(f.params[1].grad, g);
-    expect_error([&] { opt.step(); }, FWP_ERR_INVALID_ARGUMENT, "'b'");
+    expect_error(FWP_ERR_INVALID_ARGUMENT, "'b'", [&] { opt.step(); });
     EXPECT_EQ(trainable_values(f.params), values) << "no parameter moved";
     EXPECT_EQ(opt.steps(), 1);
     // The moments did not move either: the next good step matches a reference that never saw the bad one.
@@ -290,8 +283,8 @@ TEST(OptimizerState, LearningRateStepsAndStateTensors) {
   EXPECT_DOUBLE_EQ(opt.learning_rate(), 1e-3);
   opt.set_learning_rate(0.25);
   EXPECT_DOUBLE_EQ(opt.learning_rate(), 0.25);
-  expect_error([&] { opt.set_learning_rate(-1.0); }, FWP_ERR_INVALID_ARGUMENT, "lr");
-  expect_error([&] { opt.set_learning_rate(std::nan("")); }, FWP_ERR_INVALID_ARGUMENT, "lr");
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "lr", [&] { opt.set_learning_rate(-1.0); });
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "lr", [&] { opt.set_learning_rate(std::nan("")); });
   EXPECT_DOUBLE_EQ(opt.learning_rate(), 0.25);
   // A changed learning rate applies from the next step on (schedules).
   Reference ref;
@@ -337,7 +330,7 @@ TEST(OptimizerConfigCheck, RejectsEveryBadField) {
   auto bad = [](auto edit, fwp_status status, const std::string& fragment) {
     OptimizerConfig c;
     edit(c);
-    expect_error([&] { c.validate("config->"); }, status, fragment);
+    expect_error(status, fragment, [&] { c.validate("config->"); });
   };
   bad([](OptimizerConfig& c) { c.kind = static_cast<fwp_optimizer_kind>(3); }, FWP_ERR_OUT_OF_RANGE, "config->kind");
   bad([](OptimizerConfig& c) { c.learning_rate = -1e-3; }, FWP_ERR_INVALID_ARGUMENT, "config->learning_rate");
@@ -362,10 +355,10 @@ TEST(OptimizerConfigCheck, RejectsEveryBadField) {
   EXPECT_EQ(OptimizerConfig::from_json(ok.to_json()).to_json(), ok.to_json());
   nlohmann::json j = ok.to_json();
   j.erase("beta2");
-  expect_error([&] { OptimizerConfig::from_json(j); }, FWP_ERR_FORMAT, "beta2");
+  expect_error(FWP_ERR_FORMAT, "beta2", [&] { OptimizerConfig::from_json(j); });
   j = ok.to_json();
   j["kind"] = "lion";
-  expect_error([&] { OptimizerConfig::from_json(j); }, FWP_ERR_FORMAT, "kind");
+  expect_error(FWP_ERR_FORMAT, "kind", [&] { OptimizerConfig::from_json(j); });
 }
 
 // ---- learning-rate schedules ---------------------------------------------------------------------
@@ -461,7 +454,7 @@ TEST(OptimizerSchedule, SetLearningRateSetsTheBase) {
   EXPECT_EQ(opt.base_learning_rate(), 0.4);
   for (int i = 0; i < 6; ++i) opt.step();  // n = 8: half way through the decay
   EXPECT_NEAR(opt.learning_rate(), 0.01 + (0.4 - 0.01) * 0.5, 1e-15);
-  expect_error([&] { opt.set_learning_rate(0.005); }, FWP_ERR_INVALID_ARGUMENT, "min_learning_rate (0.01)");
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "min_learning_rate (0.01)", [&] { opt.set_learning_rate(0.005); });
   EXPECT_EQ(opt.base_learning_rate(), 0.4) << "a refused value changes nothing";
   for (int i = 0; i < 10; ++i) opt.step();
   EXPECT_EQ(opt.learning_rate(), 0.01);
@@ -488,7 +481,7 @@ TEST(OptimizerSchedule, RejectsEveryBadScheduleField) {
   auto bad = [](auto edit, fwp_status status, const std::string& fragment) {
     OptimizerConfig c;
     edit(c);
-    expect_error([&] { c.validate("config->"); }, status, fragment);
+    expect_error(status, fragment, [&] { c.validate("config->"); });
   };
   using C = OptimizerConfig;
   bad([](C& c) { c.lr_schedule = static_cast<fwp_lr_schedule>(3); }, FWP_ERR_OUT_OF_RANGE,
@@ -542,7 +535,7 @@ TEST(OptimizerSchedule, JsonRoundTripAndFilesWithoutSchedule) {
   auto rejected = [&](const char* key, nlohmann::json value, const std::string& fragment) {
     nlohmann::json j = c.to_json();
     j[key] = std::move(value);
-    expect_error([&] { OptimizerConfig::from_json(j); }, FWP_ERR_FORMAT, fragment);
+    expect_error(FWP_ERR_FORMAT, fragment, [&] { OptimizerConfig::from_json(j); });
   };
   rejected("lr_schedule", "cyclic", "unknown lr_schedule 'cyclic'");
   rejected("lr_schedule", 1, "lr_schedule");
@@ -582,10 +575,9 @@ TEST(ParameterBlock, ViewsAliasOneBlockWithTrainableParametersFirst) {
 
 TEST(ParameterBlock, DeclareAfterAllocateIsRefusedAndAddKeepsValues) {
   Fixture f;
-  expect_error([&] { f.params.declare("late", {2}); }, FWP_ERR_INTERNAL, "declare every parameter first");
-  expect_error([&] { f.params.allocate(f.backend); }, FWP_ERR_INTERNAL, "allocate called twice");
-  expect_error([&] { ParameterList<float>().declare("huge", {int64_t(1) << 30, int64_t(1) << 30}); },
-               FWP_ERR_INVALID_ARGUMENT, "parameter 'huge'");
+  expect_error(FWP_ERR_INTERNAL, "declare every parameter first", [&] { f.params.declare("late", {2}); });
+  expect_error(FWP_ERR_INTERNAL, "allocate called twice", [&] { f.params.allocate(f.backend); });
+  expect_error(FWP_ERR_INVALID_ARGUMENT, "parameter 'huge'", [&] { ParameterList<float>().declare("huge", {int64_t(1) << 30, int64_t(1) << 30}); });
   f.set_grads(1);
   const Vec a = to_vec(f.params[0].value), b_grad = to_vec(f.params[1].grad), fixed = to_vec(f.params[2].value);
   f.params.add(f.backend, "c", {5});  // trainable: lands before the fixed buffer, which moves
@@ -621,7 +613,7 @@ TEST(ParameterBlock, OptimizerMomentsShareTheLayoutAndOneNormCoversAllTrainable)
 
   // Re-laying out the parameters under an optimizer is caught, not silently wrong.
   f.params.add(f.backend, "late", {2});
-  expect_error([&] { opt.step(); }, FWP_ERR_INTERNAL, "re-allocated");
+  expect_error(FWP_ERR_INTERNAL, "re-allocated", [&] { opt.step(); });
 }
 
 TEST(ParameterBlock, NonFiniteGradientIsNamedAfterTheOneReduction) {
@@ -632,7 +624,7 @@ TEST(ParameterBlock, NonFiniteGradientIsNamedAfterTheOneReduction) {
     Vec g = to_vec(f.params[bad_index].grad);
     g.back() = std::numeric_limits<double>::infinity();
     set(f.params[bad_index].grad, g);
-    expect_error([&] { opt.step(); }, FWP_ERR_INVALID_ARGUMENT, "'" + f.params[bad_index].name + "'");
+    expect_error(FWP_ERR_INVALID_ARGUMENT, "'" + f.params[bad_index].name + "'", [&] { opt.step(); });
   }
 }
 

@@ -20,22 +20,14 @@
 #include "models/seq2seq/seq2seq_config.h"
 #include "models/seq2seq/seq2seq_network.h"
 #include "train/optimizer.h"
+#include "expect_error.h"
 
 namespace fwp {
 namespace {
 
 constexpr int32_t kBos = 0, kPad = 1, kEos = 2;
 
-template <typename F>
-void expect_error(fwp_status status, const std::string& fragment, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error (expected one mentioning '" << fragment << "')";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using fwp::test::expect_error;
 
 enum class Kind { Linear, Softmax, DeltaDecoder, Dpfp, Favor };
 
