@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 
 namespace fwp_cli {
 
@@ -94,16 +93,19 @@ Translator::Translator(fwp_model* model, const fwp_tokenizer* tokenizer, const S
 }
 
 std::vector<int32_t> Translator::encode(const std::string& line, int64_t line_number) const {
+  // eos is appended here, not by the tokenizer: its add_eos leaves an empty text empty, and every
+  // source, an empty line's too, must end in eos.
   int64_t count = 0;
-  check_input_status(fwp_tokenizer_encode(tokenizer_, line.data(), line.size(), 1, nullptr, 0, &count),
+  check_input_status(fwp_tokenizer_encode(tokenizer_, line.data(), line.size(), 0, nullptr, 0, &count),
                      fmt::format("encoding line {}", line_number).c_str());
-  if (count > kMaxSourceTokens) {
-    throw UsageError(fmt::format("line {} has {} tokens; the longest source translated is {}", line_number, count,
-                                 kMaxSourceTokens));
+  if (count + 1 > kMaxSourceTokens) {
+    throw UsageError(fmt::format("line {} has {} tokens; the longest source translated is {}", line_number,
+                                 count + 1, kMaxSourceTokens));
   }
-  std::vector<int32_t> ids(static_cast<size_t>(count));
-  check_input_status(fwp_tokenizer_encode(tokenizer_, line.data(), line.size(), 1, ids.data(), count, &count),
+  std::vector<int32_t> ids(static_cast<size_t>(count) + 1);
+  check_input_status(fwp_tokenizer_encode(tokenizer_, line.data(), line.size(), 0, ids.data(), count, &count),
                      fmt::format("encoding line {}", line_number).c_str());
+  ids.back() = eos_;
   return ids;
 }
 
@@ -126,8 +128,12 @@ std::string Translator::decode(const std::vector<int32_t>& ids) const {
 
 std::vector<std::string> Translator::translate(const std::vector<std::vector<int32_t>>& sources) const {
   // Longest first, so that batches hold sentences of similar length (less padding).
-  std::vector<size_t> order(sources.size());
-  std::iota(order.begin(), order.end(), size_t{0});
+  // A source of eos alone (an empty or blank line) has nothing to translate: its translation is
+  // the empty line, and it is left out of the search.
+  std::vector<size_t> order;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (sources[i].size() > 1) order.push_back(i);
+  }
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return sources[a].size() > sources[b].size(); });
   fwp_seq2seq_search_config search;

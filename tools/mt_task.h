@@ -62,10 +62,11 @@ class Translator {
   /// tokenizer's pair ids (fwp_pair_special_ids()); throws UsageError otherwise.
   Translator(fwp_model* model, const fwp_tokenizer* tokenizer, const SearchSettings& search);
 
-  /// Encodes one line (eos appended); a line longer than kMaxSourceTokens is a UsageError naming it.
+  /// Encodes one line (eos appended, also to an empty line); a line longer than kMaxSourceTokens is a
+  /// UsageError naming it.
   std::vector<int32_t> encode(const std::string& line, int64_t line_number) const;
   /// Translates encoded sources (each ending in eos), in batches of similar length; returns one line
-  /// of text per source, in order.
+  /// of text per source, in order. A source of eos alone (an empty line) gets the empty line.
   std::vector<std::string> translate(const std::vector<std::vector<int32_t>>& sources) const;
   /// Decodes output ids to text, leaving out pad, bos, eos and ids the tokenizer does not have.
   std::string decode(const std::vector<int32_t>& ids) const;
