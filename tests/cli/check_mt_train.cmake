@@ -274,6 +274,12 @@ file(READ ${WORKDIR}/output.txt from_file)
 if(NOT from_file STREQUAL elu_beam4)
   message(FATAL_ERROR "--input/--output differ from standard input/output:\n${elu_beam4}vs\n${from_file}")
 endif()
+# Batches of padded sources give what one sentence at a time gives.
+run_fwp(0 one_by_one INPUT ${WORKDIR}/input.txt mt translate --checkpoint elu.ckpt --data data --beam 4 --threads 1
+        --batch-size 1 --quiet)
+if(NOT one_by_one STREQUAL elu_beam4)
+  message(FATAL_ERROR "--batch-size 1 gives other translations:\n${elu_beam4}vs\n${one_by_one}")
+endif()
 run_fwp(0 nothing mt translate --checkpoint elu.ckpt --data data --quiet)  # no input line: no output line
 if(NOT nothing STREQUAL "")
   message(FATAL_ERROR "no input gave output: ${nothing}")
@@ -289,6 +295,25 @@ foreach(metric bleu chrf)
   string(JSON type TYPE "${scored}" ${metric})
   if(NOT type STREQUAL "NUMBER")
     message(FATAL_ERROR "mt score: ${metric} is ${type}")
+  endif()
+endforeach()
+
+# A model that learns the word-by-word translation: its greedy BLEU on every valid sentence at the last
+# evaluation is what `fwp mt translate --beam 1` and `fwp mt score` give for its checkpoint, exactly.
+run_fwp(0 learned mt train --data data --encoder-layers 1 --decoder-layers 1 --d-model 32 --heads 2 --d-head 16
+        --d-ff 64 --max-tokens 256 --eval-every 300 --max-steps 300 --bleu-sentences 0 --threads 1 --lr 0.01
+        --warmup 20 --dropout 0 --json --quiet --checkpoint learned.ckpt)
+run_fwp(0 ignored mt translate --checkpoint learned.ckpt --data data --beam 1 --threads 1 --input data/valid.source.txt
+        --output learned.hyp --quiet)
+run_fwp(0 rescored mt score --hyp learned.hyp --ref data/valid.target.txt --json)
+foreach(metric bleu chrf)
+  string(JSON trained_score GET "${learned}" metrics ${metric})
+  string(JSON translated_score GET "${rescored}" ${metric})
+  if(NOT trained_score STREQUAL translated_score)
+    message(FATAL_ERROR "${metric}: ${trained_score} at the last evaluation, ${translated_score} by translate + score")
+  endif()
+  if(translated_score LESS 30)
+    message(FATAL_ERROR "${metric} ${translated_score} after 300 steps: the model learned too little")
   endif()
 endforeach()
 
@@ -324,6 +349,9 @@ run_fwp(2 ignored ${translate} --input invalid.txt)
 run_fwp(2 ignored ${translate} --input missing.txt)
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt ${translate} --output missing/out.txt)
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt ${translate} --beam 0)
+string(REPEAT "lord " 1100 long_line)
+file(WRITE ${WORKDIR}/long.txt "${line1}\n${long_line}\n")
+run_fwp(2 ignored INPUT ${WORKDIR}/long.txt ${translate})  # over the longest source translated
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt mt translate --data data)  # no --checkpoint
 if(EXISTS ${WORKDIR}/missing)
   message(FATAL_ERROR "a refused --output created its folder")
