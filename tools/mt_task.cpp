@@ -69,6 +69,13 @@ std::vector<std::string> split_lines(const std::string& text, const std::string&
   return lines;
 }
 
+std::string tokenizer_fingerprint(const std::string& flag, const std::string& path) {
+  if (!file_exists(path)) throw UsageError(fmt::format("{} {}: no such file", flag, path));
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const char c : read_file(path)) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return fmt::format("{:016x}", h);
+}
+
 std::vector<std::string> read_lines(const std::string& flag, const std::string& path) {
   if (!file_exists(path)) throw UsageError(fmt::format("{} {}: no such file", flag, path));
   return split_lines(read_file(path), flag + " " + path);
@@ -305,6 +312,7 @@ json mt_config_json(const MtRunConfig& cfg) {
               {"pre_norm", cfg.pre_norm},
               {"tie", cfg.tie},
               {"vocab", cfg.vocab},
+              {"tokenizer", cfg.tokenizer},
               {"max_tokens", cfg.max_tokens},
               {"lr", cfg.lr},
               {"warmup", cfg.warmup},
@@ -340,6 +348,7 @@ MtRunConfig mt_config_from_json(const json& j) {
   cfg.pre_norm = j.at("pre_norm").get<bool>();
   cfg.tie = j.at("tie").get<bool>();
   cfg.vocab = j.at("vocab").get<int64_t>();
+  cfg.tokenizer = j.value("tokenizer", std::string());  // optional: absent in the first checkpoints
   cfg.max_tokens = j.at("max_tokens").get<int64_t>();
   cfg.lr = j.at("lr").get<double>();
   cfg.warmup = j.at("warmup").get<int64_t>();
@@ -377,6 +386,10 @@ MtTask::MtTask(const MtRunConfig& cfg) : cfg_(cfg) {
   if (vocab != cfg.vocab) {
     throw UsageError(fmt::format("{} has a vocabulary of {}, the run {}: not the data it was started on",
                                  files.tokenizer(), vocab, cfg.vocab));
+  }
+  if (!cfg.tokenizer.empty() && tokenizer_fingerprint("--data", files.tokenizer()) != cfg.tokenizer) {
+    throw UsageError(fmt::format("{} is not the tokenizer of the data the run was started on",
+                                 files.tokenizer()));
   }
   context_ = create_context(cfg.device, cfg.threads, cfg.seed);
   const fwp_seq2seq_config model_cfg = mt_model_config(cfg, pad, bos, eos);

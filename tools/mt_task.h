@@ -39,6 +39,11 @@ struct MtDataFiles {
 /// too; this lets a message name the file and line.
 size_t invalid_utf8_at(const std::string& text);
 
+/// A fingerprint of a tokenizer file (FNV-1a 64 of its bytes, in hex): a model fits only the tokenizer
+/// it was trained with, and two tokenizers of one vocabulary size are told apart by it. Throws UsageError
+/// naming `flag` if the file cannot be read.
+std::string tokenizer_fingerprint(const std::string& flag, const std::string& path);
+
 /// The lines of a UTF-8 text file, as Python reads text files: lines end at
 /// "\n", "\r\n" or "\r"; a final line end adds no empty line. A missing file
 /// or invalid UTF-8 is a usage error (exit code 2) naming the flag, file and line.
@@ -96,6 +101,8 @@ struct MtRunConfig {
   bool pre_norm = false;
   bool tie = true;
   int64_t vocab = 0;               ///< From the data folder.
+  /// tokenizer_fingerprint() of the data folder's tokenizer file; empty in checkpoints written before it was kept.
+  std::string tokenizer;
   // Training.
   int64_t max_tokens = 2048;       ///< Token budget of a batch (fairseq's --max-tokens).
   double lr = 1e-3;

@@ -128,6 +128,20 @@ run_fwp(0 prepared mt prepare --corpus corpus --src-lang en --tgt-lang es --out 
 expect_json("${prepared}" "valid;pairs" 6)
 # Another folder: a tokenizer of another vocabulary, which the models trained on `data` do not fit.
 run_fwp(0 ignored mt prepare --corpus corpus --src-lang en --tgt-lang es --out other --vocab-size 50 --quiet)
+# ... and one of the same vocabulary size and special ids from another SentencePiece model: only the
+# tokenizer's fingerprint in the checkpoint tells it apart.
+file(COPY ${WORKDIR}/corpus/ DESTINATION ${WORKDIR}/corpus2)
+file(APPEND ${WORKDIR}/corpus2/train.en "unto unto unto aaron aaron aaron speak speak\n")
+file(APPEND ${WORKDIR}/corpus2/train.es "habla habla habla aaron aaron aaron moises moises\n")
+run_fwp(0 ignored mt prepare --corpus corpus2 --src-lang en --tgt-lang es --out same_size --vocab-size ${vocab}
+        --quiet)
+file(SHA256 ${WORKDIR}/data/tokenizer.fwptok data_tokenizer)
+file(SHA256 ${WORKDIR}/same_size/tokenizer.fwptok same_size_tokenizer)
+if(data_tokenizer STREQUAL same_size_tokenizer)
+  message(FATAL_ERROR "corpus2 gives the same tokenizer: the folder same_size tests nothing")
+endif()
+# A data folder moved elsewhere is the same data.
+file(COPY ${WORKDIR}/data/ DESTINATION ${WORKDIR}/moved)
 
 # A tiny model; a short warm-up and a high rate so that 10 steps change the parameters visibly.
 set(tiny --encoder-layers 1 --decoder-layers 1 --d-model 16 --heads 2 --d-head 8 --d-ff 32
@@ -206,8 +220,12 @@ foreach(kind elu favor)
   run_fwp(0 first mt train --data data ${tiny} --attn ${kind} --max-steps 5 --json --quiet --csv split_${kind}.csv
           --checkpoint split_${kind}.ckpt)
   expect_json("${first}" steps 5)
+  set(moved_data "")
+  if(kind STREQUAL "favor")
+    set(moved_data --data moved)  # the same files elsewhere: allowed on --resume
+  endif()
   run_fwp(0 resumed mt train --resume split_${kind}.ckpt --max-steps 10 --json --quiet --csv split_${kind}.csv
-          --threads 1)
+          --threads 1 ${moved_data})
   expect_json("${resumed}" resumed ON)
   foreach(key final_eval_loss best_eval_loss steps evaluations stopped_by "metrics;bleu" "metrics;chrf" "metrics;lr")
     string(JSON a GET "${whole}" ${key})
@@ -280,6 +298,10 @@ run_fwp(0 one_by_one INPUT ${WORKDIR}/input.txt mt translate --checkpoint elu.ck
 if(NOT one_by_one STREQUAL elu_beam4)
   message(FATAL_ERROR "--batch-size 1 gives other translations:\n${elu_beam4}vs\n${one_by_one}")
 endif()
+run_fwp(0 moved INPUT ${WORKDIR}/input.txt mt translate --checkpoint elu.ckpt --data moved --beam 4 --threads 1 --quiet)
+if(NOT moved STREQUAL elu_beam4)
+  message(FATAL_ERROR "the moved data folder gives other translations:\n${elu_beam4}vs\n${moved}")
+endif()
 run_fwp(0 nothing mt translate --checkpoint elu.ckpt --data data --quiet)  # no input line: no output line
 if(NOT nothing STREQUAL "")
   message(FATAL_ERROR "no input gave output: ${nothing}")
@@ -337,12 +359,14 @@ run_fwp(2 ignored mt train --resume split_elu.ckpt --lr 0.5 --max-steps 20)   # 
 run_fwp(2 ignored mt train --resume split_elu.ckpt --d-model 32 --max-steps 20)
 run_fwp(2 ignored mt train --resume split_elu.ckpt --attn dpfp --max-steps 20)
 run_fwp(2 ignored mt train --resume split_elu.ckpt --data other --max-steps 20)  # another tokenizer
+run_fwp(2 ignored mt train --resume split_elu.ckpt --data same_size --max-steps 20)
 run_fwp(2 ignored mt train --resume missing.ckpt --max-steps 20)
 set(translate mt translate --checkpoint elu.ckpt --data data)
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt mt translate --checkpoint missing.ckpt --data data)
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt mt translate --checkpoint retrieval.ckpt --data data)
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt mt translate --checkpoint lm.ckpt --data data)
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt mt translate --checkpoint elu.ckpt --data other)
+run_fwp(2 ignored INPUT ${WORKDIR}/input.txt mt translate --checkpoint elu.ckpt --data same_size)
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt mt translate --checkpoint elu.ckpt --data nowhere)
 run_fwp(2 ignored INPUT ${WORKDIR}/invalid.txt ${translate})
 run_fwp(2 ignored ${translate} --input invalid.txt)
