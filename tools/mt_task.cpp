@@ -83,8 +83,25 @@ std::vector<std::string> read_lines(const std::string& flag, const std::string& 
 
 // ---- translation --------------------------------------------------------------------
 
+namespace {
+
+// The library's length limit of a source of n tokens (eos included), computed as it does: double from the floats.
+int64_t output_limit(const SearchSettings& search, int64_t n) {
+  return static_cast<int64_t>(std::floor(static_cast<double>(static_cast<float>(search.max_len_a)) *
+                                             static_cast<double>(n) +
+                                         static_cast<double>(static_cast<float>(search.max_len_b))));
+}
+
+}  // namespace
+
 Translator::Translator(fwp_model* model, const fwp_tokenizer* tokenizer, const SearchSettings& search)
     : model_(model), tokenizer_(tokenizer), search_(search) {
+  // The shortest source translated is one token and eos (n = 2); the limit grows with n (a >= 0).
+  if (output_limit(search, 2) < 1) {
+    throw UsageError(fmt::format("--max-len-a {} and --max-len-b {} leave no room for a translation: "
+                                 "floor(a * n + b) must be at least 1 for a source of n = 2 tokens (one and eos)",
+                                 search.max_len_a, search.max_len_b));
+  }
   fwp_seq2seq_config config;
   fwp_seq2seq_config_init(&config);
   check_status(fwp_seq2seq_get_config(model, &config), "reading the model config");
@@ -155,10 +172,14 @@ std::vector<std::string> Translator::translate(const std::vector<std::vector<int
   for (size_t first = 0; first < order.size(); first += static_cast<size_t>(search_.batch_sentences)) {
     const size_t count = std::min(order.size() - first, static_cast<size_t>(search_.batch_sentences));
     const int64_t S = static_cast<int64_t>(sources[order[first]].size());
-    // The library's limit is floor(a * n + b) in double from these floats; one more is room enough.
-    const int64_t capacity = std::max<int64_t>(
-        1, static_cast<int64_t>(std::floor(static_cast<double>(search.max_len_a) * static_cast<double>(S) +
-                                           static_cast<double>(search.max_len_b))) + 1);
+    const int64_t limit = output_limit(search_, S);  // the batch's longest source has the highest
+    if (limit > kMaxOutputTokens) {
+      throw UsageError(fmt::format("--max-len-a {} and --max-len-b {} allow {} output tokens for line {} ({} tokens "
+                                   "with eos); the most is {}",
+                                   search_.max_len_a, search_.max_len_b, limit, order[first] + 1, S,
+                                   kMaxOutputTokens));
+    }
+    const int64_t capacity = std::max<int64_t>(1, limit + 1);  // one more than the limit is room enough
     src.assign(count * static_cast<size_t>(S), pad_);
     lengths.assign(count, 0);
     for (size_t i = 0; i < count; ++i) {

@@ -64,19 +64,23 @@ struct SearchSettings {
 class Translator {
  public:
   /// `model` is a translation model whose special ids and vocabulary are the
-  /// tokenizer's pair ids (fwp_pair_special_ids()); throws UsageError otherwise.
+  /// tokenizer's pair ids (fwp_pair_special_ids()), and `search` leaves room for at least one
+  /// output token; throws UsageError otherwise.
   Translator(fwp_model* model, const fwp_tokenizer* tokenizer, const SearchSettings& search);
 
   /// Encodes one line (eos appended, also to an empty line); a line longer than kMaxSourceTokens is a
   /// UsageError naming it.
   std::vector<int32_t> encode(const std::string& line, int64_t line_number) const;
   /// Translates encoded sources (each ending in eos), in batches of similar length; returns one line
-  /// of text per source, in order. A source of eos alone (an empty line) gets the empty line.
+  /// of text per source, in order. A source of eos alone (an empty line) gets the empty line. A length
+  /// limit over kMaxOutputTokens is a UsageError.
   std::vector<std::string> translate(const std::vector<std::vector<int32_t>>& sources) const;
   /// Decodes output ids to text, leaving out pad, bos, eos and ids the tokenizer does not have.
   std::string decode(const std::vector<int32_t>& ids) const;
 
   static constexpr int64_t kMaxSourceTokens = 1024;
+  /// The longest output fwp_seq2seq_translate() searches (its limit on floor(a * n + b)).
+  static constexpr int64_t kMaxOutputTokens = int64_t{1} << 20;
 
  private:
   fwp_model* model_;

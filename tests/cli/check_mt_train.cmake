@@ -345,12 +345,17 @@ run_fwp(0 ignored lm prepare --train corpus/train.en --valid corpus/valid.en --o
 run_fwp(0 ignored lm train --data lm_data --layers 1 --d-model 16 --heads 2 --d-head 8 --d-ff 32 --length 8 --batch 2
         --max-steps 1 --eval-every 1 --threads 1 --quiet --checkpoint lm.ckpt)
 
+# A loss that becomes NaN ends the run with exit code 1, one line, and stopped_by non_finite in --json.
+run_fwp(1 diverged mt train --data data ${tiny} --lr 1e30 --max-steps 20 --json --quiet)
+expect_json("${diverged}" stopped_by non_finite)
+
 # Bad input: exit code 2 and one line.
 string(ASCII 255 invalid_byte)
 file(WRITE ${WORKDIR}/invalid.txt "${line1}\nthe ${invalid_byte}lord\n")
 run_fwp(2 ignored mt train --max-steps 1)                                     # no --data
 run_fwp(2 ignored mt train ${tiny} --data nowhere --max-steps 1)              # not a folder
 run_fwp(2 ignored mt train ${tiny} --data corpus --max-steps 1)               # not a prepared folder
+run_fwp(2 ignored mt train --data data ${tiny} --plot curve.png --max-steps 1)  # --plot without --csv
 run_fwp(2 ignored mt train --data data ${tiny} --attn relu --max-steps 1)
 run_fwp(2 ignored mt train --data data ${tiny} --attn elu --encoder-attn dpfp --max-steps 1)
 run_fwp(2 ignored mt train --data data ${tiny} --attn softmax --decoder-rule delta --max-steps 1)
@@ -376,6 +381,11 @@ run_fwp(2 ignored INPUT ${WORKDIR}/input.txt ${translate} --beam 0)
 string(REPEAT "lord " 1100 long_line)
 file(WRITE ${WORKDIR}/long.txt "${line1}\n${long_line}\n")
 run_fwp(2 ignored INPUT ${WORKDIR}/long.txt ${translate})  # over the longest source translated
+run_fwp(2 ignored INPUT ${WORKDIR}/input.txt ${translate} --max-len-a 0 --max-len-b 0.5)  # no output token
+string(REPEAT "lord " 250 long_line)  # about 1000 tokens: a * n + b over the library's most
+file(WRITE ${WORKDIR}/long.txt "${long_line}\n")
+run_fwp(2 ignored INPUT ${WORKDIR}/long.txt ${translate} --max-len-a 1000 --max-len-b 100000)
+run_fwp(0 ignored INPUT ${WORKDIR}/input.txt ${translate} --max-len-a 0 --max-len-b 1 --quiet)  # the least
 run_fwp(2 ignored INPUT ${WORKDIR}/input.txt mt translate --data data)  # no --checkpoint
 if(EXISTS ${WORKDIR}/missing)
   message(FATAL_ERROR "a refused --output created its folder")
