@@ -144,8 +144,9 @@ endif()
 file(COPY ${WORKDIR}/data/ DESTINATION ${WORKDIR}/moved)
 
 # A tiny model; a short warm-up and a high rate so that 10 steps change the parameters visibly.
-set(tiny --encoder-layers 1 --decoder-layers 1 --d-model 16 --heads 2 --d-head 8 --d-ff 32
-         --max-tokens 64 --eval-every 5 --bleu-sentences 5 --threads 1 --lr 0.01 --warmup 5)
+set(tiny_shape --encoder-layers 1 --decoder-layers 1 --d-model 16 --heads 2 --d-head 8 --d-ff 32
+               --max-tokens 64 --eval-every 5 --bleu-sentences 5 --threads 1)
+set(tiny ${tiny_shape} --lr 0.01 --warmup 5)
 find_program(GNUPLOT gnuplot)
 set(kinds "softmax|Transformer" "elu|Linear" "favor|Performer m=16" "dpfp|DPFP nu=1" "delta|Linear delta decoder")
 foreach(entry IN LISTS kinds)
@@ -346,7 +347,7 @@ run_fwp(0 ignored lm train --data lm_data --layers 1 --d-model 16 --heads 2 --d-
         --max-steps 1 --eval-every 1 --threads 1 --quiet --checkpoint lm.ckpt)
 
 # A loss that becomes NaN ends the run with exit code 1, one line, and stopped_by non_finite in --json.
-run_fwp(1 diverged mt train --data data ${tiny} --lr 1e30 --max-steps 20 --json --quiet)
+run_fwp(1 diverged mt train --data data ${tiny_shape} --lr 1e30 --warmup 1 --max-steps 20 --json --quiet)
 expect_json("${diverged}" stopped_by non_finite)
 
 # Bad input: exit code 2 and one line.
