@@ -246,6 +246,12 @@ if(TARGET fwp_cli AND FWP_HAVE_SENTENCEPIECE)
            COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/mt_prepare
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_mt_prepare.cmake)
   set_tests_properties(cli_mt_prepare PROPERTIES LABELS cli TIMEOUT 300)
+  # `fwp mt train` (each attention kind, a delta decoder; --json, --csv, --plot; exact --resume) and
+  # `fwp mt translate` (one line per input line, beam and greedy, files, reproducible), bad input -> 2.
+  add_test(NAME cli_mt_train
+           COMMAND ${CMAKE_COMMAND} -DPROGRAM=$<TARGET_FILE:fwp_cli> -DWORKDIR=${FWP_CLI_WORK}/mt_train
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_mt_train.cmake)
+  set_tests_properties(cli_mt_train PROPERTIES LABELS cli TIMEOUT 300)
 endif()
 add_test(NAME bible_corpus_deterministic
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/check_bible_corpus.sh ${PROJECT_SOURCE_DIR}

@@ -405,6 +405,7 @@ MtRunConfig fresh_run_config(const TrainOptions& o) {
   const TokenizerPtr owned(tokenizer);
   check_status(fwp_pair_special_ids(tokenizer, &cfg.vocab, nullptr, nullptr, nullptr, nullptr),
                "reading the vocabulary size");
+  cfg.tokenizer = tokenizer_fingerprint("--data", files.tokenizer());
   resolve_mt_model_preset(&cfg);
   return cfg;
 }
@@ -579,7 +580,19 @@ int run_translate(const TranslateOptions& o) {
   check_input_status(fwp_tokenizer_load(files.tokenizer().c_str(), &tokenizer),
                      fmt::format("loading {}", files.tokenizer()).c_str());
   const TokenizerPtr owned_tokenizer(tokenizer);
-  const Translator translator(model, tokenizer, o.search);
+  const Translator translator(model, tokenizer, o.search);  // checks the vocabulary and special ids
+  // A checkpoint of `fwp mt train` names its tokenizer: one of the same vocabulary made from other text
+  // would pass the Translator's checks and give nonsense. (A model saved otherwise has no such record.)
+  std::string trained_with;
+  try {
+    trained_with = mt_config_from_json(train::read_saved_run(o.checkpoint, kCheckpointFormat).config).tokenizer;
+  } catch (const std::exception&) {
+    // Not a checkpoint of `fwp mt train` (or of an earlier one): nothing to compare.
+  }
+  if (!trained_with.empty() && trained_with != tokenizer_fingerprint("--data", files.tokenizer())) {
+    throw UsageError(fmt::format("--data {}: {} is not the tokenizer the model of {} was trained with", o.data,
+                                 files.tokenizer(), o.checkpoint));
+  }
   std::vector<std::vector<int32_t>> sources;
   for (size_t i = 0; i < lines.size(); ++i) sources.push_back(translator.encode(lines[i], static_cast<int64_t>(i) + 1));
   const auto start = std::chrono::steady_clock::now();

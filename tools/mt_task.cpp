@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 
 namespace fwp_cli {
 
@@ -70,6 +69,13 @@ std::vector<std::string> split_lines(const std::string& text, const std::string&
   return lines;
 }
 
+std::string tokenizer_fingerprint(const std::string& flag, const std::string& path) {
+  if (!file_exists(path)) throw UsageError(fmt::format("{} {}: no such file", flag, path));
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const char c : read_file(path)) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return fmt::format("{:016x}", h);
+}
+
 std::vector<std::string> read_lines(const std::string& flag, const std::string& path) {
   if (!file_exists(path)) throw UsageError(fmt::format("{} {}: no such file", flag, path));
   return split_lines(read_file(path), flag + " " + path);
@@ -77,8 +83,25 @@ std::vector<std::string> read_lines(const std::string& flag, const std::string& 
 
 // ---- translation --------------------------------------------------------------------
 
+namespace {
+
+// The library's length limit of a source of n tokens (eos included), computed as it does: double from the floats.
+int64_t output_limit(const SearchSettings& search, int64_t n) {
+  return static_cast<int64_t>(std::floor(static_cast<double>(static_cast<float>(search.max_len_a)) *
+                                             static_cast<double>(n) +
+                                         static_cast<double>(static_cast<float>(search.max_len_b))));
+}
+
+}  // namespace
+
 Translator::Translator(fwp_model* model, const fwp_tokenizer* tokenizer, const SearchSettings& search)
     : model_(model), tokenizer_(tokenizer), search_(search) {
+  // The shortest source translated is one token and eos (n = 2); the limit grows with n (a >= 0).
+  if (output_limit(search, 2) < 1) {
+    throw UsageError(fmt::format("--max-len-a {} and --max-len-b {} leave no room for a translation: "
+                                 "floor(a * n + b) must be at least 1 for a source of n = 2 tokens (one and eos)",
+                                 search.max_len_a, search.max_len_b));
+  }
   fwp_seq2seq_config config;
   fwp_seq2seq_config_init(&config);
   check_status(fwp_seq2seq_get_config(model, &config), "reading the model config");
@@ -94,16 +117,19 @@ Translator::Translator(fwp_model* model, const fwp_tokenizer* tokenizer, const S
 }
 
 std::vector<int32_t> Translator::encode(const std::string& line, int64_t line_number) const {
+  // eos is appended here, not by the tokenizer: its add_eos leaves an empty text empty, and every
+  // source, an empty line's too, must end in eos.
   int64_t count = 0;
-  check_input_status(fwp_tokenizer_encode(tokenizer_, line.data(), line.size(), 1, nullptr, 0, &count),
+  check_input_status(fwp_tokenizer_encode(tokenizer_, line.data(), line.size(), 0, nullptr, 0, &count),
                      fmt::format("encoding line {}", line_number).c_str());
-  if (count > kMaxSourceTokens) {
-    throw UsageError(fmt::format("line {} has {} tokens; the longest source translated is {}", line_number, count,
-                                 kMaxSourceTokens));
+  if (count + 1 > kMaxSourceTokens) {
+    throw UsageError(fmt::format("line {} has {} tokens; the longest source translated is {}", line_number,
+                                 count + 1, kMaxSourceTokens));
   }
-  std::vector<int32_t> ids(static_cast<size_t>(count));
-  check_input_status(fwp_tokenizer_encode(tokenizer_, line.data(), line.size(), 1, ids.data(), count, &count),
+  std::vector<int32_t> ids(static_cast<size_t>(count) + 1);
+  check_input_status(fwp_tokenizer_encode(tokenizer_, line.data(), line.size(), 0, ids.data(), count, &count),
                      fmt::format("encoding line {}", line_number).c_str());
+  ids.back() = eos_;
   return ids;
 }
 
@@ -126,8 +152,12 @@ std::string Translator::decode(const std::vector<int32_t>& ids) const {
 
 std::vector<std::string> Translator::translate(const std::vector<std::vector<int32_t>>& sources) const {
   // Longest first, so that batches hold sentences of similar length (less padding).
-  std::vector<size_t> order(sources.size());
-  std::iota(order.begin(), order.end(), size_t{0});
+  // A source of eos alone (an empty or blank line) has nothing to translate: its translation is
+  // the empty line, and it is left out of the search.
+  std::vector<size_t> order;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (sources[i].size() > 1) order.push_back(i);
+  }
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return sources[a].size() > sources[b].size(); });
   fwp_seq2seq_search_config search;
@@ -142,10 +172,14 @@ std::vector<std::string> Translator::translate(const std::vector<std::vector<int
   for (size_t first = 0; first < order.size(); first += static_cast<size_t>(search_.batch_sentences)) {
     const size_t count = std::min(order.size() - first, static_cast<size_t>(search_.batch_sentences));
     const int64_t S = static_cast<int64_t>(sources[order[first]].size());
-    // The library's limit is floor(a * n + b) in double from these floats; one more is room enough.
-    const int64_t capacity = std::max<int64_t>(
-        1, static_cast<int64_t>(std::floor(static_cast<double>(search.max_len_a) * static_cast<double>(S) +
-                                           static_cast<double>(search.max_len_b))) + 1);
+    const int64_t limit = output_limit(search_, S);  // the batch's longest source has the highest
+    if (limit > kMaxOutputTokens) {
+      throw UsageError(fmt::format("--max-len-a {} and --max-len-b {} allow {} output tokens for line {} ({} tokens "
+                                   "with eos); the most is {}",
+                                   search_.max_len_a, search_.max_len_b, limit, order[first] + 1, S,
+                                   kMaxOutputTokens));
+    }
+    const int64_t capacity = std::max<int64_t>(1, limit + 1);  // one more than the limit is room enough
     src.assign(count * static_cast<size_t>(S), pad_);
     lengths.assign(count, 0);
     for (size_t i = 0; i < count; ++i) {
@@ -299,6 +333,7 @@ json mt_config_json(const MtRunConfig& cfg) {
               {"pre_norm", cfg.pre_norm},
               {"tie", cfg.tie},
               {"vocab", cfg.vocab},
+              {"tokenizer", cfg.tokenizer},
               {"max_tokens", cfg.max_tokens},
               {"lr", cfg.lr},
               {"warmup", cfg.warmup},
@@ -334,6 +369,7 @@ MtRunConfig mt_config_from_json(const json& j) {
   cfg.pre_norm = j.at("pre_norm").get<bool>();
   cfg.tie = j.at("tie").get<bool>();
   cfg.vocab = j.at("vocab").get<int64_t>();
+  cfg.tokenizer = j.value("tokenizer", std::string());  // optional: absent in the first checkpoints
   cfg.max_tokens = j.at("max_tokens").get<int64_t>();
   cfg.lr = j.at("lr").get<double>();
   cfg.warmup = j.at("warmup").get<int64_t>();
@@ -371,6 +407,10 @@ MtTask::MtTask(const MtRunConfig& cfg) : cfg_(cfg) {
   if (vocab != cfg.vocab) {
     throw UsageError(fmt::format("{} has a vocabulary of {}, the run {}: not the data it was started on",
                                  files.tokenizer(), vocab, cfg.vocab));
+  }
+  if (!cfg.tokenizer.empty() && tokenizer_fingerprint("--data", files.tokenizer()) != cfg.tokenizer) {
+    throw UsageError(fmt::format("{} is not the tokenizer of the data the run was started on",
+                                 files.tokenizer()));
   }
   context_ = create_context(cfg.device, cfg.threads, cfg.seed);
   const fwp_seq2seq_config model_cfg = mt_model_config(cfg, pad, bos, eos);

@@ -39,6 +39,11 @@ struct MtDataFiles {
 /// too; this lets a message name the file and line.
 size_t invalid_utf8_at(const std::string& text);
 
+/// A fingerprint of a tokenizer file (FNV-1a 64 of its bytes, in hex): a model fits only the tokenizer
+/// it was trained with, and two tokenizers of one vocabulary size are told apart by it. Throws UsageError
+/// naming `flag` if the file cannot be read.
+std::string tokenizer_fingerprint(const std::string& flag, const std::string& path);
+
 /// The lines of a UTF-8 text file, as Python reads text files: lines end at
 /// "\n", "\r\n" or "\r"; a final line end adds no empty line. A missing file
 /// or invalid UTF-8 is a usage error (exit code 2) naming the flag, file and line.
@@ -59,18 +64,23 @@ struct SearchSettings {
 class Translator {
  public:
   /// `model` is a translation model whose special ids and vocabulary are the
-  /// tokenizer's pair ids (fwp_pair_special_ids()); throws UsageError otherwise.
+  /// tokenizer's pair ids (fwp_pair_special_ids()), and `search` leaves room for at least one
+  /// output token; throws UsageError otherwise.
   Translator(fwp_model* model, const fwp_tokenizer* tokenizer, const SearchSettings& search);
 
-  /// Encodes one line (eos appended); a line longer than kMaxSourceTokens is a UsageError naming it.
+  /// Encodes one line (eos appended, also to an empty line); a line longer than kMaxSourceTokens is a
+  /// UsageError naming it.
   std::vector<int32_t> encode(const std::string& line, int64_t line_number) const;
   /// Translates encoded sources (each ending in eos), in batches of similar length; returns one line
-  /// of text per source, in order.
+  /// of text per source, in order. A source of eos alone (an empty line) gets the empty line. A length
+  /// limit over kMaxOutputTokens is a UsageError.
   std::vector<std::string> translate(const std::vector<std::vector<int32_t>>& sources) const;
   /// Decodes output ids to text, leaving out pad, bos, eos and ids the tokenizer does not have.
   std::string decode(const std::vector<int32_t>& ids) const;
 
   static constexpr int64_t kMaxSourceTokens = 1024;
+  /// The longest output fwp_seq2seq_translate() searches (its limit on floor(a * n + b)).
+  static constexpr int64_t kMaxOutputTokens = int64_t{1} << 20;
 
  private:
   fwp_model* model_;
@@ -95,6 +105,8 @@ struct MtRunConfig {
   bool pre_norm = false;
   bool tie = true;
   int64_t vocab = 0;               ///< From the data folder.
+  /// tokenizer_fingerprint() of the data folder's tokenizer file; empty in checkpoints written before it was kept.
+  std::string tokenizer;
   // Training.
   int64_t max_tokens = 2048;       ///< Token budget of a batch (fairseq's --max-tokens).
   double lr = 1e-3;
