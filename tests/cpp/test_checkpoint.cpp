@@ -526,7 +526,7 @@ TEST(Checkpoint, RejectsUserMetadataThatIsNotUtf8) {
 // ---- the registry of model kinds ------------------------------------------------------------------
 
 TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
-  EXPECT_EQ(ModelRegistry::builtin().kinds(), (std::vector<std::string>{"lm", "retrieval"}));
+  EXPECT_EQ(ModelRegistry::builtin().kinds(), (std::vector<std::string>{"lm", "retrieval", "seq2seq"}));
   test::TempDir dir("fwp_checkpoint");
   const std::string good_path = dir.file("good.safetensors");
   TrainingRun src(small_config(), 1);
@@ -543,10 +543,14 @@ TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
     return p;
   };
 
-  // A kind this library does not build (yet).
+  // A kind this library does not build.
+  const std::string unknown = with_model_config([](nlohmann::json& c) { c["kind"] = "speech"; });
+  expect_status([&] { load_model(make_context(1), unknown); }, FWP_ERR_FORMAT, "unknown kind",
+                "unknown model kind 'speech' (this library knows 'lm', 'retrieval', 'seq2seq')");
+  // A kind the library builds, with the retrieval model's config: its factory rejects it.
   const std::string lm = with_model_config([](nlohmann::json& c) { c["kind"] = "seq2seq"; });
-  expect_status([&] { load_model(make_context(1), lm); }, FWP_ERR_FORMAT, "unknown kind",
-                "unknown model kind 'seq2seq' (this library knows 'lm', 'retrieval')");
+  expect_status([&] { load_model(make_context(1), lm); }, FWP_ERR_FORMAT, "another kind's config",
+                "translation model config");
   // Loading into an existing model of another kind names both kinds and changes nothing.
   TrainingRun target(small_config(), 7);
   const TrainingRun::Snapshot before = target.snapshot();
