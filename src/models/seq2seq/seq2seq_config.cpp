@@ -69,6 +69,8 @@ void Seq2SeqConfig::validate(const std::string& prefix) const {
   check_id("bos_id", bos_id);
   check_id("eos_id", eos_id);
   if (pad_id == eos_id || pad_id == bos_id) bad("pad_id", "must differ from bos_id and eos_id" + got(int64_t{pad_id}));
+  // The beam search starts from bos and ends at eos: one id cannot be both.
+  if (bos_id == eos_id) bad("bos_id", "must differ from eos_id" + got(int64_t{bos_id}));
   if (encoder_layers < 1 || encoder_layers > kMaxSeq2SeqLayers)
     bad("encoder_layers", "must be in [1, " + std::to_string(kMaxSeq2SeqLayers) + "]" + got(encoder_layers));
   if (decoder_layers < 1 || decoder_layers > kMaxSeq2SeqLayers)
