@@ -149,9 +149,9 @@ Seq2SeqConfig Seq2SeqConfig::from_json(const nlohmann::json& root) {
   c.pre_norm = r.boolean(root, "pre_norm");
   c.init_std = r.number(root, "init_std");
   c.favor_redraw = r.boolean(root, "favor_redraw");
-  c.encoder_attention = noncausal_attention_from_json(r.member(root, "encoder_attention"), r);
-  c.decoder_attention = causal_attention_from_json(r.member(root, "decoder_attention"), r);
-  c.cross_attention = noncausal_attention_from_json(r.member(root, "cross_attention"), r);
+  c.encoder_attention = noncausal_attention_from_json(r.object(root, "encoder_attention"), r.within("encoder_attention"));
+  c.decoder_attention = causal_attention_from_json(r.object(root, "decoder_attention"), r.within("decoder_attention"));
+  c.cross_attention = noncausal_attention_from_json(r.object(root, "cross_attention"), r.within("cross_attention"));
   try {
     c.validate();
   } catch (const Error& e) {
