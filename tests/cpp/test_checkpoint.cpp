@@ -526,7 +526,7 @@ TEST(Checkpoint, RejectsUserMetadataThatIsNotUtf8) {
 // ---- the registry of model kinds ------------------------------------------------------------------
 
 TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
-  EXPECT_EQ(ModelRegistry::builtin().kinds(), (std::vector<std::string>{"lm", "retrieval"}));
+  EXPECT_EQ(ModelRegistry::builtin().kinds(), (std::vector<std::string>{"lm", "retrieval", "seq2seq"}));
   test::TempDir dir("fwp_checkpoint");
   const std::string good_path = dir.file("good.safetensors");
   TrainingRun src(small_config(), 1);
@@ -543,15 +543,15 @@ TEST(CheckpointRegistry, BuiltinKindsAndUnknownKinds) {
     return p;
   };
 
-  // A kind this library does not build (yet).
-  const std::string lm = with_model_config([](nlohmann::json& c) { c["kind"] = "seq2seq"; });
+  // A kind this library does not build.
+  const std::string lm = with_model_config([](nlohmann::json& c) { c["kind"] = "mamba"; });
   expect_status([&] { load_model(make_context(1), lm); }, FWP_ERR_FORMAT, "unknown kind",
-                "unknown model kind 'seq2seq' (this library knows 'lm', 'retrieval')");
+                "unknown model kind 'mamba' (this library knows 'lm', 'retrieval', 'seq2seq')");
   // Loading into an existing model of another kind names both kinds and changes nothing.
   TrainingRun target(small_config(), 7);
   const TrainingRun::Snapshot before = target.snapshot();
   expect_status([&] { load_checkpoint(lm, *target.model, target.opt.get(), target.data.get()); }, FWP_ERR_FORMAT,
-                "load into another kind", "a model of kind 'seq2seq', not 'retrieval'");
+                "load into another kind", "a model of kind 'mamba', not 'retrieval'");
   EXPECT_TRUE(target.snapshot() == before);
 
   const std::string no_kind = with_model_config([](nlohmann::json& c) { c.erase("kind"); });
