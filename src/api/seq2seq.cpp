@@ -171,7 +171,26 @@ fwp_seq2seq_config to_public(const fwp::Seq2SeqConfig& c) {
   return out;
 }
 
-fwp::Seq2SeqBatch batch_to_internal(const fwp_seq2seq_batch* batch) {
+// Ids of a host array, named as the caller knows them ("batch->source[7]").
+void check_ids(const int32_t* ids, int64_t count, int64_t vocab, const char* name) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab)
+      throw Error(FWP_ERR_OUT_OF_RANGE, std::string(name) + "[" + std::to_string(i) + "] must be in [0, vocab_size = " +
+                                            std::to_string(vocab) + ")" + got(ids[i]));
+  }
+}
+
+void check_lengths(const int32_t* lengths, int64_t batch, int64_t max_length, const char* name, const char* max_name) {
+  for (int64_t b = 0; b < batch; ++b) {
+    if (lengths[b] < 1 || lengths[b] > max_length)
+      throw Error(FWP_ERR_INVALID_ARGUMENT, std::string(name) + "[" + std::to_string(b) + "] must be in [1, " + max_name +
+                                                " = " + std::to_string(max_length) + "]" + got(lengths[b]));
+  }
+}
+
+// Every check of the header's words, with its names, before the network sees the batch (its own
+// checks name its internal arrays and report lengths as OUT_OF_RANGE).
+fwp::Seq2SeqBatch batch_to_internal(const fwp_seq2seq_batch* batch, const fwp::Seq2SeqConfig& config) {
   check_not_null(batch, "batch");
   check_not_null(batch->source, "batch->source");
   check_not_null(batch->source_lengths, "batch->source_lengths");
@@ -181,15 +200,31 @@ fwp::Seq2SeqBatch batch_to_internal(const fwp_seq2seq_batch* batch) {
   fwp::api::check_positive(batch->batch, "batch->batch");
   fwp::api::check_positive(batch->source_length, "batch->source_length");
   fwp::api::check_positive(batch->target_length, "batch->target_length");
+  const int64_t B = batch->batch, S = batch->source_length, T = batch->target_length;
+  const int64_t Ns = fwp::api::checked_mul(B, S, "batch->batch * batch->source_length");
+  const int64_t Nt = fwp::api::checked_mul(B, T, "batch->batch * batch->target_length");
+  check_lengths(batch->source_lengths, B, S, "batch->source_lengths", "batch->source_length");
+  check_lengths(batch->target_lengths, B, T, "batch->target_lengths", "batch->target_length");
+  check_ids(batch->source, Ns, config.vocab_size, "batch->source");
+  check_ids(batch->target_input, Nt, config.vocab_size, "batch->target_input");
+  check_ids(batch->target_output, Nt, config.vocab_size, "batch->target_output");
+  bool scored = false;
+  for (int64_t b = 0; b < B && !scored; ++b) {
+    for (int64_t t = 0; t < batch->target_lengths[b] && !scored; ++t)
+      scored = batch->target_output[b * T + t] != config.pad_id;
+  }
+  if (!scored)
+    throw Error(FWP_ERR_INVALID_ARGUMENT, "batch->target_output has no token to score (within target_lengths every "
+                                          "target is pad_id = " + std::to_string(config.pad_id) + ")");
   fwp::Seq2SeqBatch b;
   b.src = batch->source;
   b.src_lengths = batch->source_lengths;
   b.tgt_in = batch->target_input;
   b.tgt_out = batch->target_output;
   b.tgt_lengths = batch->target_lengths;
-  b.batch = batch->batch;
-  b.src_length = batch->source_length;
-  b.tgt_length = batch->target_length;
+  b.batch = B;
+  b.src_length = S;
+  b.tgt_length = T;
   return b;
 }
 
@@ -204,6 +239,15 @@ fwp::seq2seq::BeamSearchOptions search_to_internal(const fwp_seq2seq_search_conf
   const int stop = fwp::api::enum_value(c.stop);
   if (stop != FWP_BEAM_STOP_FINISHED && stop != FWP_BEAM_STOP_NO_BETTER)
     throw Error(FWP_ERR_OUT_OF_RANGE, "search->stop must be one of FWP_BEAM_STOP_*" + got(stop));
+  // Named as the caller wrote them (the beam search's own checks, which also bound them above, say
+  // "beam search: beam_size").
+  if (c.beam_size < 1) throw Error(FWP_ERR_INVALID_ARGUMENT, "search->beam_size must be >= 1" + got(c.beam_size));
+  if (!std::isfinite(c.length_penalty))
+    throw Error(FWP_ERR_INVALID_ARGUMENT, "search->length_penalty must be finite");
+  if (!(std::isfinite(c.max_len_a) && c.max_len_a >= 0.0f))
+    throw Error(FWP_ERR_INVALID_ARGUMENT, "search->max_len_a must be finite and >= 0");
+  if (!std::isfinite(c.max_len_b)) throw Error(FWP_ERR_INVALID_ARGUMENT, "search->max_len_b must be finite");
+  if (c.min_length < 0) throw Error(FWP_ERR_INVALID_ARGUMENT, "search->min_length must be >= 0" + got(c.min_length));
   fwp::seq2seq::BeamSearchOptions o;
   o.beam_size = c.beam_size;
   o.n_best = 1;
@@ -275,16 +319,18 @@ FWP_API fwp_status fwp_seq2seq_get_config(const fwp_model* model, fwp_seq2seq_co
 FWP_API fwp_status fwp_seq2seq_forward(fwp_model* model, const fwp_seq2seq_batch* batch, fwp_seq2seq_loss* loss) {
   return fwp::api::guard(__func__, [&] {
     fwp::Seq2SeqModel& m = seq2seq(model);
+    m.forget_forward();
     check_not_null(loss, "loss");
-    write_loss(m.forward(batch_to_internal(batch)), loss);
+    write_loss(m.forward(batch_to_internal(batch, m.config())), loss);
   });
 }
 
 FWP_API fwp_status fwp_seq2seq_evaluate(fwp_model* model, const fwp_seq2seq_batch* batch, fwp_seq2seq_loss* loss) {
   return fwp::api::guard(__func__, [&] {
     fwp::Seq2SeqModel& m = seq2seq(model);
+    m.forget_forward();
     check_not_null(loss, "loss");
-    write_loss(m.network().evaluate(batch_to_internal(batch)), loss);
+    write_loss(m.network().evaluate(batch_to_internal(batch, m.config())), loss);
   });
 }
 
@@ -306,6 +352,7 @@ FWP_API fwp_status fwp_seq2seq_translate(fwp_model* model, const int32_t* source
                                          int64_t* output_lengths, float* scores) {
   return fwp::api::guard(__func__, [&] {
     fwp::Seq2SeqModel& m = seq2seq(model);
+    m.forget_forward();  // translating replaces the activations, also when refused
     check_not_null(source, "source");
     check_not_null(source_lengths, "source_lengths");
     check_not_null(search, "search");
@@ -314,7 +361,7 @@ FWP_API fwp_status fwp_seq2seq_translate(fwp_model* model, const int32_t* source
     fwp::api::check_positive(batch, "batch");
     fwp::api::check_positive(source_length, "source_length");
     fwp::api::check_positive(capacity, "capacity");
-    fwp::api::checked_mul(batch, source_length, "batch * source_length");
+    const int64_t n_source = fwp::api::checked_mul(batch, source_length, "batch * source_length");
     fwp::api::checked_mul(batch, capacity, "batch * capacity");
     fwp::seq2seq::BeamSearchOptions options = search_to_internal(*search);
     options.bos_id = m.config().bos_id;  // the search's special ids are the model's
@@ -333,6 +380,7 @@ FWP_API fwp_status fwp_seq2seq_translate(fwp_model* model, const int32_t* source
                         " may get floor(max_len_a * " + std::to_string(n) + " + max_len_b) = " + std::to_string(limit) +
                         " tokens" + got(capacity));
     }
+    check_ids(source, n_source, m.config().vocab_size, "source");
     const auto hyps = fwp::translate(m.network(), source, source_lengths, batch, source_length, options);
     for (int64_t b = 0; b < batch; ++b) {
       const auto& best = hyps[static_cast<size_t>(b)];

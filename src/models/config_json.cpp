@@ -15,6 +15,12 @@ const nlohmann::json& JsonConfigReader::member(const nlohmann::json& j, const ch
   return *it;
 }
 
+const nlohmann::json& JsonConfigReader::object(const nlohmann::json& j, const char* name) const {
+  const auto& v = member(j, name);
+  if (!v.is_object()) fail(std::string("member '") + name + "' must be an object");
+  return v;
+}
+
 int64_t JsonConfigReader::integer(const nlohmann::json& j, const char* name) const {
   const auto& v = member(j, name);
   if (!v.is_number_integer()) fail(std::string("member '") + name + "' must be an integer");

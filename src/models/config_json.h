@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -21,7 +22,12 @@ class JsonConfigReader {
   explicit JsonConfigReader(std::string what) : what_(std::move(what)) {}
 
   [[noreturn]] void fail(const std::string& message) const;
+  // A reader for the object member `name` whose messages say where they are
+  // ("translation model config, cross_attention: member 'd_model' is missing").
+  JsonConfigReader within(const char* name) const { return JsonConfigReader(what_ + ", " + name); }
   const nlohmann::json& member(const nlohmann::json& j, const char* name) const;
+  // The member `name`, which must be a JSON object.
+  const nlohmann::json& object(const nlohmann::json& j, const char* name) const;
   int64_t integer(const nlohmann::json& j, const char* name) const;
   double number(const nlohmann::json& j, const char* name) const;
   bool boolean(const nlohmann::json& j, const char* name) const;

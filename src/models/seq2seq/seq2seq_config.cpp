@@ -69,6 +69,8 @@ void Seq2SeqConfig::validate(const std::string& prefix) const {
   check_id("bos_id", bos_id);
   check_id("eos_id", eos_id);
   if (pad_id == eos_id || pad_id == bos_id) bad("pad_id", "must differ from bos_id and eos_id" + got(int64_t{pad_id}));
+  // The beam search starts from bos and ends at eos: one id cannot be both.
+  if (bos_id == eos_id) bad("bos_id", "must differ from eos_id" + got(int64_t{bos_id}));
   if (encoder_layers < 1 || encoder_layers > kMaxSeq2SeqLayers)
     bad("encoder_layers", "must be in [1, " + std::to_string(kMaxSeq2SeqLayers) + "]" + got(encoder_layers));
   if (decoder_layers < 1 || decoder_layers > kMaxSeq2SeqLayers)
@@ -147,9 +149,9 @@ Seq2SeqConfig Seq2SeqConfig::from_json(const nlohmann::json& root) {
   c.pre_norm = r.boolean(root, "pre_norm");
   c.init_std = r.number(root, "init_std");
   c.favor_redraw = r.boolean(root, "favor_redraw");
-  c.encoder_attention = noncausal_attention_from_json(r.member(root, "encoder_attention"), r);
-  c.decoder_attention = causal_attention_from_json(r.member(root, "decoder_attention"), r);
-  c.cross_attention = noncausal_attention_from_json(r.member(root, "cross_attention"), r);
+  c.encoder_attention = noncausal_attention_from_json(r.object(root, "encoder_attention"), r.within("encoder_attention"));
+  c.decoder_attention = causal_attention_from_json(r.object(root, "decoder_attention"), r.within("decoder_attention"));
+  c.cross_attention = noncausal_attention_from_json(r.object(root, "cross_attention"), r.within("cross_attention"));
   try {
     c.validate();
   } catch (const Error& e) {

@@ -25,16 +25,19 @@ Seq2SeqModel::Seq2SeqModel(std::shared_ptr<Context> context, const Seq2SeqConfig
 
 Seq2SeqLoss Seq2SeqModel::forward(const Seq2SeqBatch& batch) {
   backward_scale_ = 0.0;
+  pending_ = false;
   const Seq2SeqLoss loss = net_.forward(batch);
   backward_scale_ = 1.0 / static_cast<double>(loss.tokens);
+  pending_ = true;
   return loss;
 }
 
 nlohmann::json Seq2SeqModel::config_json() const { return net_.config().to_json(); }
 
 void Seq2SeqModel::backward() {
-  require(net_.has_forward(), FWP_ERR_BAD_STATE,
+  require(pending_ && net_.has_forward(), FWP_ERR_BAD_STATE,
           "fwp_model_backward needs an fwp_seq2seq_forward first (one backward per forward)");
+  pending_ = false;
   net_.backward(backward_scale_);
 }
 

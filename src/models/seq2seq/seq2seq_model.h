@@ -30,6 +30,9 @@ class Seq2SeqModel final : public Model {
 
   // Training forward; backward() then differentiates loss_sum / tokens.
   Seq2SeqLoss forward(const Seq2SeqBatch& batch);
+  // Drops a pending backward: the C API calls it before its own checks, so a call refused there
+  // leaves no older activations for fwp_model_backward, as one refused by the network does not.
+  void forget_forward() { pending_ = false; }
 
   fwp_model_kind kind() const override { return FWP_MODEL_SEQ2SEQ; }
   ParameterList<float>& parameters() override { return net_.params(); }
@@ -46,6 +49,7 @@ class Seq2SeqModel final : public Model {
   std::shared_ptr<Context> context_;
   Seq2SeqNetwork<float> net_;
   double backward_scale_ = 0.0;
+  bool pending_ = false;  // a forward() whose backward has not run (and was not forgotten)
 };
 
 // Translates B padded source sentences (src [B][S] with lengths) by beam
