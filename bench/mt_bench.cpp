@@ -49,6 +49,7 @@ struct Options {
   std::vector<int64_t> growth{32, 64, 128, 256, 512};
   int growth_repeats = 2;   // best of this many per length
   bool json = false;
+  std::string dump;         // --dump DIR: write the check data for mt_torch.py --check DIR, then exit
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -57,7 +58,7 @@ struct Options {
                "usage: fwp_bench_mt [--attention softmax|elu] [--vocab V] [--encoder-layers N] [--decoder-layers M]\n"
                "  [--d-model D] [--heads H] [--d-head E] [--d-ff F] [--batch B] [--src-len S] [--tgt-len T]\n"
                "  [--threads N] [--warmup S] [--steps S] [--sentences N] [--out-len L]\n"
-               "  [--growth L1,L2,...] [--growth-repeats R] [--json]\n",
+               "  [--growth L1,L2,...] [--growth-repeats R] [--json] [--dump DIR]\n",
                why.c_str());
   std::exit(2);
 }
@@ -96,6 +97,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--steps") o.steps = static_cast<int>(positive_int(flag, v));
     else if (flag == "--sentences") o.sentences = positive_int(flag, v);
     else if (flag == "--out-len") o.out_len = positive_int(flag, v);
+    else if (flag == "--dump") o.dump = v;
     else if (flag == "--growth-repeats") o.growth_repeats = static_cast<int>(positive_int(flag, v));
     else if (flag == "--growth") {
       o.growth.clear();
@@ -272,6 +274,77 @@ double translate(fwp_model* model, const std::vector<int32_t>& src, const std::v
   return ms;
 }
 
+// --dump DIR: that the PyTorch network of bench/mt_torch.py is this one. Writes the
+// parameters (params.txt: "name numel" per line; params.bin: their float32 values in that
+// order), then check.txt with a small padded batch, its evaluation-mode loss, and the
+// greedy and beam-4 translations of its sources (unforced: max length 1.2 n + 10, the
+// defaults); `mt_torch.py --check DIR` loads the parameters and recomputes all of it.
+void dump(fwp_model* model, const Options& o) {
+  const std::string dir = o.dump;
+  FILE* names = std::fopen((dir + "/params.txt").c_str(), "w");
+  FILE* values = std::fopen((dir + "/params.bin").c_str(), "wb");
+  FILE* out = std::fopen((dir + "/check.txt").c_str(), "w");
+  if (!names || !values || !out) throw std::runtime_error("--dump: cannot write into " + dir);
+  int64_t tensors = 0;
+  check(fwp_model_num_params(model, &tensors), "fwp_model_num_params");
+  for (int64_t i = 0; i < tensors; ++i) {
+    fwp_param_info info;
+    check(fwp_model_param_info(model, i, &info), "fwp_model_param_info");
+    std::vector<float> v(static_cast<size_t>(info.numel));
+    check(fwp_model_get_param(model, i, v.data(), info.numel), "fwp_model_get_param");
+    std::fprintf(names, "%s %lld\n", info.name, static_cast<long long>(info.numel));
+    std::fwrite(v.data(), sizeof(float), v.size(), values);
+  }
+  // Three pairs with padding (lengths below S and T) so the masks are checked too.
+  const int64_t B = 3, S = 7, T = 6;
+  const int32_t src_len[B] = {7, 4, 2}, tgt_len[B] = {6, 3, 5};
+  std::vector<int32_t> src(B * S, 1), tgt_in(B * T, 1), tgt_out(B * T, 1);
+  TokenStream tokens{99};
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t + 1 < src_len[b]; ++t) src[b * S + t] = tokens.next(o.vocab);
+    src[b * S + src_len[b] - 1] = 2;
+    tgt_in[b * T] = 0;
+    for (int64_t t = 0; t + 1 < tgt_len[b]; ++t) tgt_in[b * T + t + 1] = tgt_out[b * T + t] = tokens.next(o.vocab);
+    tgt_out[b * T + tgt_len[b] - 1] = 2;
+  }
+  fwp_seq2seq_batch batch{src.data(), src_len, tgt_in.data(), tgt_out.data(), tgt_len, B, S, T};
+  fwp_seq2seq_loss loss;
+  check(fwp_seq2seq_evaluate(model, &batch, &loss), "fwp_seq2seq_evaluate");
+  auto ids = [&](const char* key, const int32_t* p, int64_t n) {
+    std::fprintf(out, "%s", key);
+    for (int64_t i = 0; i < n; ++i) std::fprintf(out, " %d", p[i]);
+    std::fprintf(out, "\n");
+  };
+  std::fprintf(out, "shape %lld %lld %lld\n", static_cast<long long>(B), static_cast<long long>(S),
+               static_cast<long long>(T));
+  ids("src", src.data(), B * S);
+  ids("src_len", src_len, B);
+  ids("tgt_in", tgt_in.data(), B * T);
+  ids("tgt_out", tgt_out.data(), B * T);
+  ids("tgt_len", tgt_len, B);
+  std::fprintf(out, "loss %.9g\nnll %.9g\ntokens %lld\n", loss.loss_sum, loss.nll_sum,
+               static_cast<long long>(loss.tokens));
+  for (int64_t beam : {int64_t{1}, int64_t{4}}) {
+    fwp_seq2seq_search_config sc;
+    fwp_seq2seq_search_config_init(&sc);
+    sc.beam_size = beam;
+    const int64_t cap = static_cast<int64_t>(std::floor(sc.max_len_a * S + sc.max_len_b));
+    std::vector<int32_t> res(static_cast<size_t>(B * cap));
+    std::vector<int64_t> lens(B);
+    std::vector<float> scores(B);
+    check(fwp_seq2seq_translate(model, src.data(), src_len, B, S, &sc, res.data(), cap, lens.data(), scores.data()),
+          "fwp_seq2seq_translate");
+    for (int64_t b = 0; b < B; ++b) {
+      std::fprintf(out, "beam%lld %.9g", static_cast<long long>(beam), scores[b]);
+      for (int64_t i = 0; i < lens[b]; ++i) std::fprintf(out, " %d", res[b * cap + i]);
+      std::fprintf(out, "\n");
+    }
+  }
+  std::fclose(names);
+  std::fclose(values);
+  std::fclose(out);
+}
+
 struct TranslateResult {
   int64_t beam;
   double ms, cpu_ms, sentences_per_s;
@@ -299,6 +372,13 @@ int main(int argc, char** argv) {
     fwp_model* model = nullptr;
     check(fwp_seq2seq_create(ctx, &config, &model), "fwp_seq2seq_create");
     const int64_t params = count_params(model);
+    if (!o.dump.empty()) {
+      dump(model, o);
+      std::printf("wrote %s/params.txt, params.bin, check.txt\n", o.dump.c_str());
+      fwp_model_destroy(model);
+      fwp_context_destroy(ctx);
+      return 0;
+    }
 
     if (!o.json) {
       std::printf("fwp %s: translation model, attention %s, %d thread(s); %lld+%lld layers, d_model %lld, "

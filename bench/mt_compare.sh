@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Speed of the translation model, fwp (bench/mt_bench.cpp through the C API) against the same
+# network in PyTorch (bench/mt_torch.py), one after the other for each attention (softmax, then
+# elu + 1 linear attention) in this one invocation, with the same shapes, threads and work:
+#   training tokens/s (source + target; forward, backward, Adam),
+#   translation sentences/s with beam 4 and greedy (outputs forced to OUT_LEN tokens),
+#   ms per output token as the output grows (one sentence, forced lengths GROWTH).
+# Builds nothing. Prints markdown tables with the ratios fwp / torch (> 1: fwp faster) and
+# checks that both sides count the same parameters (a mismatch is printed and makes the script
+# exit 1). A benchmark, not a test: figures on a shared machine are noisy; the CPU-time ratio
+# (training) is the one other processes disturb least.
+#
+# Usage: [PYTHON=~/venv-torch/bin/python] bash bench/mt_compare.sh [BUILD_DIR] [THREADS]
+#   BUILD_DIR  default build (needs BUILD_DIR/bench/fwp_bench_mt)
+#   THREADS    default 1; fwp gets --threads THREADS, PyTorch torch.set_num_threads(THREADS)
+# Environment: ATTENTIONS ("softmax elu"), STEPS (10), WARMUP (2), SENTENCES (32), OUT_LEN (24),
+#   GROWTH ("32,64,128,256,512"), GROWTH_REPEATS (2),
+#   EXTRA_ARGS (passed to both programs, e.g. "--batch 16 --vocab 1000").
+# PyTorch is not a dependency of fwp; install it in a virtual environment:
+#   python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-build}
+threads=${2:-1}
+python=${PYTHON:-python3}
+attentions=${ATTENTIONS:-softmax elu}
+extra=${EXTRA_ARGS:-}
+fwp=$build/bench/fwp_bench_mt
+
+[ -x "$fwp" ] || { echo "mt_compare: no $fwp (build the target fwp_bench_mt)" >&2; exit 2; }
+if ! "$python" -c 'import torch' 2>/dev/null; then
+  echo "mt_compare: PyTorch is not installed for $python. Install it in a virtual environment:" >&2
+  echo "  python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch" >&2
+  echo "and run: PYTHON=~/venv-torch/bin/python bash bench/mt_compare.sh $build $threads" >&2
+  exit 3
+fi
+
+common=(--threads "$threads" --steps "${STEPS:-10}" --warmup "${WARMUP:-2}" --sentences "${SENTENCES:-32}"
+  --out-len "${OUT_LEN:-24}" --growth "${GROWTH:-32,64,128,256,512}" --growth-repeats "${GROWTH_REPEATS:-2}")
+
+# The value of key in the RESULT line of kind `kind` whose other fields match `filter` (a regex).
+field() { grep "^RESULT kind=$1 $2" <<<"$4" | sed -n 's/.*[[:space:]]'"$3"'=\([^[:space:]]*\).*/\1/p' | head -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+train_rows=() trans_rows=() growth_rows=()
+mismatch=0
+for attention in $attentions; do
+  # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
+  f=$("$fwp" --attention "$attention" "${common[@]}" $extra)
+  echo "$f" | grep -v '^RESULT'
+  # shellcheck disable=SC2086
+  t=$("$python" "$here/mt_torch.py" --attention "$attention" "${common[@]}" $extra)
+  echo "$t" | grep -v '^RESULT'
+  fp=$(field train "" params "$f")
+  tp=$(field train "" params "$t")
+  same=yes
+  if [ "$fp" != "$tp" ]; then same=NO; mismatch=1; fi
+  ftok=$(field train "" tokens_per_s "$f") ttok=$(field train "" tokens_per_s "$t")
+  fcpu=$(field train "" cpu_ms "$f") tcpu=$(field train "" cpu_ms "$t")
+  train_rows+=("| $attention | $ttok | $ftok | **$(ratio "$ftok" "$ttok")x** | $(field train "" step_ms "$t") | $(field train "" step_ms "$f") | $(ratio "$tcpu" "$fcpu")x | $fp / $tp $same |")
+  for beam in 4 1; do
+    fs=$(field translate "beam=$beam " sentences_per_s "$f") ts=$(field translate "beam=$beam " sentences_per_s "$t")
+    fc=$(field translate "beam=$beam " cpu_ms "$f") tc=$(field translate "beam=$beam " cpu_ms "$t")
+    name=$([ "$beam" = 1 ] && echo greedy || echo "beam $beam")
+    trans_rows+=("| $attention | $name | $ts | $fs | **$(ratio "$fs" "$ts")x** | $(ratio "$tc" "$fc")x |")
+  done
+  for beam in 4 1; do
+    name=$([ "$beam" = 1 ] && echo greedy || echo "beam $beam")
+    for len in $(grep "^RESULT kind=growth beam=$beam " <<<"$f" | sed -n 's/.* length=\([0-9]*\).*/\1/p'); do
+      fm=$(field growth "beam=$beam length=$len " ms_per_token "$f")
+      tm=$(field growth "beam=$beam length=$len " ms_per_token "$t")
+      growth_rows+=("| $attention | $name | $len | $tm | $fm | $(ratio "$tm" "$fm")x |")
+    done
+  done
+done
+
+torch_version=$("$python" -c 'import torch; print(torch.__version__)')
+echo
+echo "Translation model, $threads thread(s), torch $torch_version${extra:+; extra flags: $extra}"
+echo
+echo "Training step (forward + backward + Adam), tokens/s = source + target tokens:"
+echo "| attention | torch tokens/s | fwp tokens/s | fwp / torch | torch ms/step | fwp ms/step | torch CPU / fwp CPU | params fwp / torch |"
+echo "|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${train_rows[@]}"
+echo
+echo "Translation of ${SENTENCES:-32} sources in one batch, outputs forced to ${OUT_LEN:-24} tokens:"
+echo "| attention | search | torch sentences/s | fwp sentences/s | fwp / torch | torch CPU / fwp CPU |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${trans_rows[@]}"
+echo
+echo "One sentence, ms per output token between consecutive forced output lengths (best of ${GROWTH_REPEATS:-2}):"
+echo "| attention | search | output length | torch ms/token | fwp ms/token | torch / fwp |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${growth_rows[@]}"
+if [ "$mismatch" != 0 ]; then
+  echo "mt_compare: the parameter counts differ (marked NO): the two networks are not the same" >&2
+  exit 1
+fi
