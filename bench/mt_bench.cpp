@@ -8,8 +8,10 @@
 //      --out-len tokens (min_length = max_len_b = out-len, max_len_a = 0) -> sentences/s;
 //   3. decoding cost per output token as the output grows: one sentence translated to forced
 //      lengths L_1 < L_2 < ...; the time per token between two lengths is
-//      (t(L_i) - t(L_{i-1})) / (L_i - L_{i-1}): flat for the linear kinds (a fixed-size state),
-//      growing for softmax (its key/value cache, which beam search also reorders every step).
+//      (t(L_i) - t(L_{i-1})) / (L_i - L_{i-1}), t the process CPU time (with one thread, the
+//      work done, which other processes on a shared machine disturb least; the wall figure is
+//      printed too): flat for the linear kinds (a fixed-size state), growing for softmax (its
+//      key/value cache, which beam search also reorders every step).
 // bench/mt_torch.py times the same things on the same network in PyTorch; bench/mt_compare.sh
 // runs both. The "RESULT kind=... key=value" lines are what mt_compare.sh reads; --json prints
 // one JSON object instead of the table.
@@ -352,8 +354,9 @@ struct TranslateResult {
 
 struct GrowthRow {
   int64_t beam, length;
-  double ms;            // best of the repeats, the whole translation
-  double ms_per_token;  // marginal: since the previous length (from 0 for the first)
+  double ms, cpu_ms;        // best of the repeats (by CPU time), the whole translation
+  double ms_per_token;      // marginal CPU ms: since the previous length (from 0 for the first)
+  double wall_per_token;    // the same from the wall time
 };
 
 }  // namespace
@@ -428,16 +431,22 @@ int main(int argc, char** argv) {
     // 3. Cost per output token as the output grows: one sentence, forced lengths.
     std::vector<GrowthRow> growth;
     for (int64_t beam : {int64_t{4}, int64_t{1}}) {
-      double prev_ms = 0;
+      double prev_ms = 0, prev_cpu = 0;
       int64_t prev_len = 0;
       for (int64_t len : o.growth) {
-        double best = 0;
+        double best = 0, best_cpu = 0;
         for (int r = 0; r < o.growth_repeats; ++r) {
-          const double ms = translate(model, src, src_len, 1, o.src_len, beam, len, nullptr);
-          best = r == 0 ? ms : std::min(best, ms);
+          double cpu = 0;
+          const double ms = translate(model, src, src_len, 1, o.src_len, beam, len, &cpu);
+          if (r == 0 || cpu < best_cpu) {
+            best = ms;
+            best_cpu = cpu;
+          }
         }
-        growth.push_back({beam, len, best, (best - prev_ms) / static_cast<double>(len - prev_len)});
+        const auto step = static_cast<double>(len - prev_len);
+        growth.push_back({beam, len, best, best_cpu, (best_cpu - prev_cpu) / step, (best - prev_ms) / step});
         prev_ms = best;
+        prev_cpu = best_cpu;
         prev_len = len;
       }
     }
@@ -464,18 +473,21 @@ int main(int argc, char** argv) {
                     static_cast<long long>(o.out_len), trans[i].ms, trans[i].cpu_ms, trans[i].sentences_per_s);
       std::printf("],\n \"growth\": [");
       for (size_t i = 0; i < growth.size(); ++i)
-        std::printf("%s{\"beam\": %lld, \"length\": %lld, \"ms\": %.3f, \"ms_per_token\": %.4f}", i ? ", " : "",
-                    static_cast<long long>(growth[i].beam), static_cast<long long>(growth[i].length), growth[i].ms,
-                    growth[i].ms_per_token);
+        std::printf("%s{\"beam\": %lld, \"length\": %lld, \"ms\": %.3f, \"cpu_ms\": %.3f, \"ms_per_token\": %.4f, "
+                    "\"wall_ms_per_token\": %.4f}",
+                    i ? ", " : "", static_cast<long long>(growth[i].beam), static_cast<long long>(growth[i].length),
+                    growth[i].ms, growth[i].cpu_ms, growth[i].ms_per_token, growth[i].wall_per_token);
       std::printf("]}\n");
     } else {
-      std::printf("\ndecoding one sentence, ms per output token between forced lengths (best of %d)\n",
+      std::printf("\ndecoding one sentence: CPU ms of the whole translation and CPU ms per output token since the "
+                  "previous forced length (best of %d by CPU time; wall ms/token in brackets)\n",
                   o.growth_repeats);
-      std::printf("| output length | beam 4 ms (ms/token) | greedy ms (ms/token) |\n|---|---|---|\n");
+      std::printf("| output length | beam 4 CPU ms | ms/token | greedy CPU ms | ms/token |\n|---|---|---|---|---|\n");
       const size_t n = o.growth.size();
       for (size_t i = 0; i < n; ++i)
-        std::printf("| %lld | %.1f (%.3f) | %.1f (%.3f) |\n", static_cast<long long>(o.growth[i]), growth[i].ms,
-                    growth[i].ms_per_token, growth[n + i].ms, growth[n + i].ms_per_token);
+        std::printf("| %lld | %.1f | %.3f (%.3f) | %.1f | %.3f (%.3f) |\n", static_cast<long long>(o.growth[i]),
+                    growth[i].cpu_ms, growth[i].ms_per_token, growth[i].wall_per_token, growth[n + i].cpu_ms,
+                    growth[n + i].ms_per_token, growth[n + i].wall_per_token);
     }
     // The lines bench/mt_compare.sh reads (also after --json, which it does not use).
     if (!o.json) {
@@ -487,8 +499,10 @@ int main(int argc, char** argv) {
         std::printf("RESULT kind=translate beam=%lld sentences_per_s=%.2f ms=%.2f cpu_ms=%.2f\n",
                     static_cast<long long>(t.beam), t.sentences_per_s, t.ms, t.cpu_ms);
       for (const auto& g : growth)
-        std::printf("RESULT kind=growth beam=%lld length=%lld ms=%.2f ms_per_token=%.4f\n",
-                    static_cast<long long>(g.beam), static_cast<long long>(g.length), g.ms, g.ms_per_token);
+        std::printf("RESULT kind=growth beam=%lld length=%lld ms=%.2f cpu_ms=%.2f ms_per_token=%.4f "
+                    "wall_ms_per_token=%.4f\n",
+                    static_cast<long long>(g.beam), static_cast<long long>(g.length), g.ms, g.cpu_ms, g.ms_per_token,
+                    g.wall_per_token);
     }
     fwp_model_destroy(model);
     fwp_context_destroy(ctx);

@@ -5,10 +5,13 @@
 #   training tokens/s (source + target; forward, backward, Adam),
 #   translation sentences/s with beam 4 and greedy (outputs forced to OUT_LEN tokens),
 #   ms per output token as the output grows (one sentence, forced lengths GROWTH).
-# Builds nothing. Prints markdown tables with the ratios fwp / torch (> 1: fwp faster) and
-# checks that both sides count the same parameters (a mismatch is printed and makes the script
-# exit 1). A benchmark, not a test: figures on a shared machine are noisy; the CPU-time ratio
-# (training) is the one other processes disturb least.
+# Builds nothing. Prints markdown tables with the ratios (> 1: fwp faster), from the wall time
+# and from the process CPU time (with one thread, the work done: the figure other processes on
+# a shared machine disturb least, and the one the per-token table uses), and checks that both
+# sides count the same parameters (a mismatch is printed and makes the script exit 1).
+# That the two networks compute the same thing is checked apart (numbers, greedy and beam):
+#   build/bench/fwp_bench_mt --dump DIR && python bench/mt_torch.py --check DIR
+# (with the same size flags on both). A benchmark, not a test.
 #
 # Usage: [PYTHON=~/venv-torch/bin/python] bash bench/mt_compare.sh [BUILD_DIR] [THREADS]
 #   BUILD_DIR  default build (needs BUILD_DIR/bench/fwp_bench_mt)
@@ -57,12 +60,12 @@ for attention in $attentions; do
   if [ "$fp" != "$tp" ]; then same=NO; mismatch=1; fi
   ftok=$(field train "" tokens_per_s "$f") ttok=$(field train "" tokens_per_s "$t")
   fcpu=$(field train "" cpu_ms "$f") tcpu=$(field train "" cpu_ms "$t")
-  train_rows+=("| $attention | $ttok | $ftok | **$(ratio "$ftok" "$ttok")x** | $(field train "" step_ms "$t") | $(field train "" step_ms "$f") | $(ratio "$tcpu" "$fcpu")x | $fp / $tp $same |")
+  train_rows+=("| $attention | $(field train "" step_ms "$t") | $(field train "" step_ms "$f") | $ttok | $ftok | $(ratio "$ftok" "$ttok")x | $tcpu | $fcpu | **$(ratio "$tcpu" "$fcpu")x** | $fp / $tp $same |")
   for beam in 4 1; do
+    name=$([ "$beam" = 1 ] && echo greedy || echo "beam $beam")
     fs=$(field translate "beam=$beam " sentences_per_s "$f") ts=$(field translate "beam=$beam " sentences_per_s "$t")
     fc=$(field translate "beam=$beam " cpu_ms "$f") tc=$(field translate "beam=$beam " cpu_ms "$t")
-    name=$([ "$beam" = 1 ] && echo greedy || echo "beam $beam")
-    trans_rows+=("| $attention | $name | $ts | $fs | **$(ratio "$fs" "$ts")x** | $(ratio "$tc" "$fc")x |")
+    trans_rows+=("| $attention | $name | $ts | $fs | $(ratio "$fs" "$ts")x | $tc | $fc | **$(ratio "$tc" "$fc")x** |")
   done
   for beam in 4 1; do
     name=$([ "$beam" = 1 ] && echo greedy || echo "beam $beam")
@@ -78,17 +81,17 @@ torch_version=$("$python" -c 'import torch; print(torch.__version__)')
 echo
 echo "Translation model, $threads thread(s), torch $torch_version${extra:+; extra flags: $extra}"
 echo
-echo "Training step (forward + backward + Adam), tokens/s = source + target tokens:"
-echo "| attention | torch tokens/s | fwp tokens/s | fwp / torch | torch ms/step | fwp ms/step | torch CPU / fwp CPU | params fwp / torch |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "Training step (forward + backward + Adam); tokens = source + target tokens; CPU = process CPU ms per step:"
+echo "| attention | torch ms/step | fwp ms/step | torch tokens/s | fwp tokens/s | fwp / torch (wall) | torch CPU ms | fwp CPU ms | torch CPU / fwp CPU | params fwp / torch |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${train_rows[@]}"
 echo
-echo "Translation of ${SENTENCES:-32} sources in one batch, outputs forced to ${OUT_LEN:-24} tokens:"
-echo "| attention | search | torch sentences/s | fwp sentences/s | fwp / torch | torch CPU / fwp CPU |"
-echo "|---|---|---|---|---|---|"
+echo "Translation of ${SENTENCES:-32} sources in one batch, outputs forced to ${OUT_LEN:-24} tokens (CPU = process CPU ms of the whole run):"
+echo "| attention | search | torch sentences/s | fwp sentences/s | fwp / torch (wall) | torch CPU ms | fwp CPU ms | torch CPU / fwp CPU |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${trans_rows[@]}"
 echo
-echo "One sentence, ms per output token between consecutive forced output lengths (best of ${GROWTH_REPEATS:-2}):"
+echo "One sentence: CPU ms per output token between consecutive forced output lengths (best of ${GROWTH_REPEATS:-2} by CPU time):"
 echo "| attention | search | output length | torch ms/token | fwp ms/token | torch / fwp |"
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${growth_rows[@]}"
