@@ -16,7 +16,8 @@
 # Usage: [PYTHON=~/venv-torch/bin/python] bash bench/mt_compare.sh [BUILD_DIR] [THREADS]
 #   BUILD_DIR  default build (needs BUILD_DIR/bench/fwp_bench_mt)
 #   THREADS    default 1; fwp gets --threads THREADS, PyTorch torch.set_num_threads(THREADS)
-# Environment: ATTENTIONS ("softmax elu"), STEPS (10), WARMUP (2), SENTENCES (32), OUT_LEN (24),
+# Environment: ATTENTIONS ("softmax elu"), TORCH_FORMS ("cumsum chunked": PyTorch's forms of the
+#   causal linear attention in training; the first also runs the translation timings), STEPS (10), WARMUP (2), SENTENCES (32), OUT_LEN (24),
 #   GROWTH ("32,64,128,256,512"), GROWTH_REPEATS (2),
 #   EXTRA_ARGS (passed to both programs, e.g. "--batch 16 --vocab 1000").
 # PyTorch is not a dependency of fwp; install it in a virtual environment:
@@ -27,6 +28,7 @@ build=${1:-build}
 threads=${2:-1}
 python=${PYTHON:-python3}
 attentions=${ATTENTIONS:-softmax elu}
+torch_forms=${TORCH_FORMS:-cumsum chunked}
 extra=${EXTRA_ARGS:-}
 fwp=$build/bench/fwp_bench_mt
 
@@ -51,16 +53,27 @@ for attention in $attentions; do
   # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
   f=$("$fwp" --attention "$attention" "${common[@]}" $extra)
   echo "$f" | grep -v '^RESULT'
-  # shellcheck disable=SC2086
-  t=$("$python" "$here/mt_torch.py" --attention "$attention" "${common[@]}" $extra)
-  echo "$t" | grep -v '^RESULT'
-  fp=$(field train "" params "$f")
-  tp=$(field train "" params "$t")
-  same=yes
-  if [ "$fp" != "$tp" ]; then same=NO; mismatch=1; fi
-  ftok=$(field train "" tokens_per_s "$f") ttok=$(field train "" tokens_per_s "$t")
-  fcpu=$(field train "" cpu_ms "$f") tcpu=$(field train "" cpu_ms "$t")
-  train_rows+=("| $attention | $(field train "" step_ms "$t") | $(field train "" step_ms "$f") | $ttok | $ftok | $(ratio "$ftok" "$ttok")x | $tcpu | $fcpu | **$(ratio "$tcpu" "$fcpu")x** | $fp / $tp $same |")
+  forms=$torch_forms
+  [ "$attention" = softmax ] && forms=sdpa
+  first=1
+  for form in $forms; do
+    # The first form runs everything; the others only differ in the training step.
+    flags=()
+    [ "$form" != sdpa ] && flags+=(--form "$form")
+    [ "$first" = 0 ] && flags+=(--train-only)
+    # shellcheck disable=SC2086
+    out=$("$python" "$here/mt_torch.py" --attention "$attention" "${flags[@]}" "${common[@]}" $extra)
+    echo "$out" | grep -v '^RESULT'
+    [ "$first" = 1 ] && t=$out
+    first=0
+    fp=$(field train "" params "$f")
+    tp=$(field train "" params "$out")
+    same=yes
+    if [ "$fp" != "$tp" ]; then same=NO; mismatch=1; fi
+    ftok=$(field train "" tokens_per_s "$f") ttok=$(field train "" tokens_per_s "$out")
+    fcpu=$(field train "" cpu_ms "$f") tcpu=$(field train "" cpu_ms "$out")
+    train_rows+=("| $attention | $form | $(field train "" step_ms "$out") | $(field train "" step_ms "$f") | $ttok | $ftok | $(ratio "$ftok" "$ttok")x | $tcpu | $fcpu | **$(ratio "$tcpu" "$fcpu")x** | $fp / $tp $same |")
+  done
   for beam in 4 1; do
     name=$([ "$beam" = 1 ] && echo greedy || echo "beam $beam")
     fs=$(field translate "beam=$beam " sentences_per_s "$f") ts=$(field translate "beam=$beam " sentences_per_s "$t")
@@ -82,8 +95,8 @@ echo
 echo "Translation model, $threads thread(s), torch $torch_version${extra:+; extra flags: $extra}"
 echo
 echo "Training step (forward + backward + Adam); tokens = source + target tokens; CPU = process CPU ms per step:"
-echo "| attention | torch ms/step | fwp ms/step | torch tokens/s | fwp tokens/s | fwp / torch (wall) | torch CPU ms | fwp CPU ms | torch CPU / fwp CPU | params fwp / torch |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| attention | torch form | torch ms/step | fwp ms/step | torch tokens/s | fwp tokens/s | fwp / torch (wall) | torch CPU ms | fwp CPU ms | torch CPU / fwp CPU | params fwp / torch |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${train_rows[@]}"
 echo
 echo "Translation of ${SENTENCES:-32} sources in one batch, outputs forced to ${OUT_LEN:-24} tokens (CPU = process CPU ms of the whole run):"

@@ -13,7 +13,9 @@ Attention: q, k, v, out projections without bias, then
   softmax  scaled_dot_product_attention (scale 1/sqrt(d_head)); causal in the decoder;
   elu      phi = elu + 1, attention-normalised: o_i = M phi(q_i) / (z . phi(q_i) + 1e-6) with
            M = sum_j v_j phi(k_j)^T, z = sum_j phi(k_j): over the whole source (encoder
-           self-attention, cross-attention) or by cumulative sums over j <= i (decoder).
+           self-attention, cross-attention) or over j <= i (decoder, in training: --form cumsum,
+           cumulative sums of the outer products, or --form chunked, bench/torch_compare.py's
+           blockwise form with chunks of min(64, T)).
 Decoding is incremental as in fairseq: the encoder runs once, then one decoder step per token
 for all open hypotheses; the self-attention keeps a key/value cache (softmax) or the
 fast-weight state M, z (elu); the cross-attention's keys/values (softmax) or M, z (elu) are
@@ -33,6 +35,7 @@ JSON object instead.
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -45,6 +48,9 @@ except ImportError:
                      "    python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch\n"
                      "and run this script (or bench/mt_compare.sh with PYTHON=~/venv-torch/bin/python) with it.\n")
     sys.exit(3)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_compare import sum_rule_chunked  # noqa: E402
 
 BOS, PAD, EOS = 0, 1, 2  # fwp's defaults (fairseq's pad and eos)
 EPS = 1e-6
@@ -73,9 +79,9 @@ def phi(x):
 class Attention(torch.nn.Module):
     """Multi-head attention, softmax or linear (elu + 1, normalised); queries from x, keys/values from m."""
 
-    def __init__(self, d, heads, d_head, kind):
+    def __init__(self, d, heads, d_head, kind, form="cumsum"):
         super().__init__()
-        self.H, self.D, self.kind = heads, d_head, kind
+        self.H, self.D, self.kind, self.form = heads, d_head, kind, form
         self.q_proj = torch.nn.Linear(d, heads * d_head, bias=False)
         self.k_proj = torch.nn.Linear(d, heads * d_head, bias=False)
         self.v_proj = torch.nn.Linear(d, heads * d_head, bias=False)
@@ -92,7 +98,10 @@ class Attention(torch.nn.Module):
         if self.kind == "softmax":
             return self.merge(F.scaled_dot_product_attention(q, k, v, is_causal=causal))
         q, k = phi(q), phi(k)
-        if causal:  # cumulative sums over the positions j <= i
+        if causal and self.form == "chunked":  # bench/torch_compare.py's blockwise form
+            num = sum_rule_chunked(q, k, v, C=min(64, q.shape[2]))
+            z = torch.cumsum(k, dim=2)
+        elif causal:  # cumulative sums over the positions j <= i
             mem = torch.cumsum(k.unsqueeze(-1) * v.unsqueeze(-2), dim=2)  # [B, H, T, D, D]
             z = torch.cumsum(k, dim=2)
             num = torch.einsum("bhtd,bhtde->bhte", q, mem)
@@ -164,7 +173,7 @@ class EncoderLayer(torch.nn.Module):
 class DecoderLayer(torch.nn.Module):
     def __init__(self, a):
         super().__init__()
-        self.self_attn = Attention(a.d_model, a.heads, a.d_head, a.attention)
+        self.self_attn = Attention(a.d_model, a.heads, a.d_head, a.attention, a.form)
         self.self_attn_layer_norm = torch.nn.LayerNorm(a.d_model)
         self.encoder_attn = Attention(a.d_model, a.heads, a.d_head, a.attention)
         self.encoder_attn_layer_norm = torch.nn.LayerNorm(a.d_model)
@@ -423,6 +432,9 @@ def main():
     ap.add_argument("--out-len", type=int, default=24)
     ap.add_argument("--growth", default="32,64,128,256,512")
     ap.add_argument("--growth-repeats", type=int, default=2)
+    ap.add_argument("--form", default="cumsum", choices=["cumsum", "chunked"],
+                    help="elu decoder self-attention in training: cumulative sums or the blockwise form")
+    ap.add_argument("--train-only", action="store_true", help="time the training step only")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--check", metavar="DIR", help="compare with fwp_bench_mt --dump DIR (same sizes) and exit")
     a = ap.parse_args()
@@ -443,7 +455,8 @@ def main():
     if a.check:
         return check(model, a)
     log = (lambda *x: None) if a.json else print
-    log(f"torch {torch.__version__}: translation model, attention {a.attention}, {torch.get_num_threads()} thread(s); "
+    form = "sdpa" if a.attention == "softmax" else a.form
+    log(f"torch {torch.__version__}: translation model, attention {a.attention} ({form}), {torch.get_num_threads()} thread(s); "
         f"{a.encoder_layers}+{a.decoder_layers} layers, d_model {a.d_model}, heads {a.heads} x {a.d_head}, "
         f"d_ff {a.d_ff}, vocab {a.vocab} (tied), post-LN; {params} parameters", flush=True)
 
@@ -483,6 +496,12 @@ def main():
         f"CPU {train['cpu_ms']:.1f} ms/step; loss {train['loss']:.3f} (ln V = {math.log(a.vocab):.3f}); "
         f"{train['tokens_per_s']:.0f} tokens/s", flush=True)
 
+    if a.train_only:
+        print(f"RESULT kind=train impl=torch attention={a.attention} form={form} params={params} "
+              f"tokens_per_s={train['tokens_per_s']:.1f} step_ms={train['step_ms']:.2f} cpu_ms={train['cpu_ms']:.2f} "
+              f"threads={torch.get_num_threads()}")
+        return
+
     # 2. Translation of N sources, beam 4 and greedy (a one-sentence warm-up first).
     model.eval()
     src = sources(torch.Generator().manual_seed(777), a.vocab, a.sentences, a.src_len)
@@ -509,7 +528,7 @@ def main():
             prev_ms, prev_cpu, prev_len = best, best_cpu, length
 
     if a.json:
-        print(json.dumps(dict(impl="torch", version=torch.__version__, attention=a.attention,
+        print(json.dumps(dict(impl="torch", version=torch.__version__, attention=a.attention, form=form,
                               threads=torch.get_num_threads(), params=params,
                               model=dict(encoder_layers=a.encoder_layers, decoder_layers=a.decoder_layers,
                                          d_model=a.d_model, heads=a.heads, d_head=a.d_head, d_ff=a.d_ff,
@@ -524,7 +543,7 @@ def main():
         g, r = rows[n + i], rows[i]
         print(f"| {growth[i]} | {r['cpu_ms']:.1f} | {r['ms_per_token']:.3f} ({r['wall_ms_per_token']:.3f}) | "
               f"{g['cpu_ms']:.1f} | {g['ms_per_token']:.3f} ({g['wall_ms_per_token']:.3f}) |")
-    print(f"RESULT kind=train impl=torch attention={a.attention} params={params} "
+    print(f"RESULT kind=train impl=torch attention={a.attention} form={form} params={params} "
           f"tokens_per_s={train['tokens_per_s']:.1f} step_ms={train['step_ms']:.2f} cpu_ms={train['cpu_ms']:.2f} "
           f"threads={torch.get_num_threads()}")
     for t in trans:
