@@ -45,7 +45,7 @@ common=(--threads "$threads" --steps "${STEPS:-10}" --warmup "${WARMUP:-2}" --se
 
 # The value of key in the RESULT line of kind `kind` whose other fields match `filter` (a regex).
 field() { grep "^RESULT kind=$1 $2" <<<"$4" | sed -n 's/.*[[:space:]]'"$3"'=\([^[:space:]]*\).*/\1/p' | head -1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3g", a / b }'; }
 
 train_rows=() trans_rows=() growth_rows=()
 mismatch=0
@@ -85,7 +85,9 @@ for attention in $attentions; do
     for len in $(grep "^RESULT kind=growth beam=$beam " <<<"$f" | sed -n 's/.* length=\([0-9]*\).*/\1/p'); do
       fm=$(field growth "beam=$beam length=$len " ms_per_token "$f")
       tm=$(field growth "beam=$beam length=$len " ms_per_token "$t")
-      growth_rows+=("| $attention | $name | $len | $tm | $fm | $(ratio "$tm" "$fm")x |")
+      fa=$(ratio "$(field growth "beam=$beam length=$len " cpu_ms "$f")" "$len")
+      ta=$(ratio "$(field growth "beam=$beam length=$len " cpu_ms "$t")" "$len")
+      growth_rows+=("| $attention | $name | $len | $ta | $fa | $(ratio "$ta" "$fa")x | $tm | $fm |")
     done
   done
 done
@@ -104,9 +106,10 @@ echo "| attention | search | torch sentences/s | fwp sentences/s | fwp / torch (
 echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${trans_rows[@]}"
 echo
-echo "One sentence: CPU ms per output token between consecutive forced output lengths (best of ${GROWTH_REPEATS:-2} by CPU time):"
-echo "| attention | search | output length | torch ms/token | fwp ms/token | torch / fwp |"
-echo "|---|---|---|---|---|---|"
+echo "One sentence, outputs forced to each length (best of ${GROWTH_REPEATS:-2} by CPU time): CPU ms per output token over the"
+echo "whole translation (average), and between consecutive lengths (marginal, (t_i - t_{i-1}) / (L_i - L_{i-1})):"
+echo "| attention | search | output length | torch avg ms/token | fwp avg ms/token | torch / fwp | torch marginal | fwp marginal |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${growth_rows[@]}"
 if [ "$mismatch" != 0 ]; then
   echo "mt_compare: the parameter counts differ (marked NO): the two networks are not the same" >&2
