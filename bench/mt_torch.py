@@ -454,7 +454,7 @@ def main():
     params = sum(p.numel() for p in model.parameters())
     if a.check:
         return check(model, a)
-    log = (lambda *x: None) if a.json else print
+    log = (lambda *x, **kw: None) if a.json else print
     form = "sdpa" if a.attention == "softmax" else a.form
     log(f"torch {torch.__version__}: translation model, attention {a.attention} ({form}), {torch.get_num_threads()} thread(s); "
         f"{a.encoder_layers}+{a.decoder_layers} layers, d_model {a.d_model}, heads {a.heads} x {a.d_head}, "
@@ -496,6 +496,10 @@ def main():
         f"CPU {train['cpu_ms']:.1f} ms/step; loss {train['loss']:.3f} (ln V = {math.log(a.vocab):.3f}); "
         f"{train['tokens_per_s']:.0f} tokens/s", flush=True)
 
+    if a.train_only and a.json:
+        print(json.dumps(dict(impl="torch", version=torch.__version__, attention=a.attention, form=form,
+                              threads=torch.get_num_threads(), params=params, train=train)))
+        return
     if a.train_only:
         print(f"RESULT kind=train impl=torch attention={a.attention} form={form} params={params} "
               f"tokens_per_s={train['tokens_per_s']:.1f} step_ms={train['step_ms']:.2f} cpu_ms={train['cpu_ms']:.2f} "
