@@ -147,6 +147,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepDecoder& decoder, const std
   std::vector<int32_t> last_tokens;
   std::vector<float> log_probs;
   std::vector<Candidate> candidates;
+  std::vector<Candidate> best_of_row;
   std::vector<OpenHypothesis> next_rows;
   std::vector<int64_t> parents;
   std::vector<double> scores;
@@ -155,7 +156,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepDecoder& decoder, const std
     const auto row_count = static_cast<int64_t>(rows.size());
     last_tokens.resize(rows.size());
     for (size_t r = 0; r < rows.size(); ++r) last_tokens[r] = rows[r].tokens.empty() ? o.bos_id : rows[r].tokens.back();
-    log_probs.assign(rows.size() * static_cast<size_t>(vocab), 0.0f);
+    log_probs.resize(rows.size() * static_cast<size_t>(vocab));  // the decoder writes every entry
     decoder.log_probs(last_tokens.data(), row_count, log_probs.data());
 
     next_rows.clear();
@@ -166,17 +167,30 @@ std::vector<std::vector<Hypothesis>> beam_search(StepDecoder& decoder, const std
       while (end < row_count && rows[end].sentence == sentence) ++end;
       const auto length = static_cast<int64_t>(rows[first].tokens.size());  // the same for all rows of a sentence
 
+      // At most beam_size rows can end, so the first 2 * beam_size candidates hold beam_size that go
+      // on, if there are. Those are among the 2 * beam_size best of each row (within a row the
+      // ranking is by sum, then token, as below), so each row gives only those: one pass over the
+      // vocabulary keeping the best few, instead of a sort of rows x vocabulary.
       candidates.clear();
+      const size_t keep = 2 * width;
       for (int64_t r = first; r < end; ++r) {
         const float* row_values = log_probs.data() + r * vocab;
         check_log_probs(row_values, vocab, r);
+        const double base = rows[r].log_prob;
+        best_of_row.clear();  // sorted best first; at most `keep`
         for (int32_t t = 0; t < vocab; ++t) {
-          if (row_values[t] == -std::numeric_limits<float>::infinity()) continue;
+          const float v = row_values[t];
+          if (v == -std::numeric_limits<float>::infinity()) continue;
+          const double sum = base + static_cast<double>(v);
+          if (best_of_row.size() == keep && !(sum > best_of_row.back().log_prob)) continue;  // ties: the lower token came first
           if (!allowed(t, length, max_length[sentence], o)) continue;
-          candidates.push_back({rows[r].log_prob + static_cast<double>(row_values[t]), r, t});
+          if (best_of_row.size() == keep) best_of_row.pop_back();
+          auto at = best_of_row.end();
+          while (at != best_of_row.begin() && sum > (at - 1)->log_prob) --at;
+          best_of_row.insert(at, Candidate{sum, r, t});
         }
+        candidates.insert(candidates.end(), best_of_row.begin(), best_of_row.end());
       }
-      // At most beam_size rows can end, so the first 2 * beam_size hold beam_size that go on, if there are.
       const size_t ranked = std::min(candidates.size(), 2 * width);
       std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(ranked), candidates.end(),
                         ranks_before);

@@ -136,6 +136,7 @@ struct Seq2SeqNetwork<T>::Workspace {
   const T* dec_out = nullptr;        // the decoder's output [B*T, d]
   Buffer<T> pe;                      // position encodings of this call
   Buffer<T> logits;                  // [B*T, V], then its gradient
+  Buffer<T> log_probs;               // step(): [rows, V] row log-softmax of the logits
   Buffer<T> ga, gb, sf, si, dff;     // backward scratch
   Buffer<T> d_enc;                   // dLoss / d(encoder output)
 };
@@ -602,16 +603,10 @@ void Seq2SeqNetwork<T>::step(const int32_t* tokens, Seq2SeqDecodeState<T>& state
   if (!log_probs) return;
   ws.logits.resize(backend_, rows * V);
   backend_->gemm(false, true, rows, V, d, T(1), x, d, output_weight(), d, T(0), ws.logits.data(), V);
-  backend_->download(log_probs, ws.logits.data(), rows * V);
-  // log-softmax per row, in double on the host.
-  for (int64_t r = 0; r < rows; ++r) {
-    T* row = log_probs + r * V;
-    const double mx = static_cast<double>(*std::max_element(row, row + V));
-    double sum = 0.0;
-    for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
-    const double lse = mx + std::log(sum);
-    for (int64_t v = 0; v < V; ++v) row[v] = static_cast<T>(static_cast<double>(row[v]) - lse);
-  }
+  // Row log-softmax on the device (the adaptive-softmax op family's), then one download.
+  ws.log_probs.resize(backend_, rows * V);
+  backend_->log_softmax_rows(ws.logits.data(), rows, V, V, nullptr, 0, ws.log_probs.data(), V);
+  backend_->download(log_probs, ws.log_probs.data(), rows * V);
 }
 
 template <typename T>
