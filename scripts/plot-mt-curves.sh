@@ -35,7 +35,7 @@ plot_list() {
   echo "plot $(plot_list 6)"
   echo "unset logscale y"
   echo "set ylabel 'validation BLEU (greedy, first 100 valid sentences)'"
-  echo "set key bottom right"
+  echo "set key top left"
   echo "plot $(plot_list 7)"
   echo "unset multiplot"
 } | gnuplot
