@@ -45,6 +45,7 @@ struct Options {
   int64_t encoder_layers = 2, decoder_layers = 2, d_model = 128, heads = 4, d_head = 32, d_ff = 512;
   int64_t batch = 32, src_len = 24, tgt_len = 24;  // training batch: B x S source, B x T target
   int threads = 1;
+  std::string device = "cpu";  // cpu | cuda
   int warmup = 2, steps = 10;
   int64_t sentences = 32;   // translated sources (S tokens each), in one batch
   int64_t out_len = 24;     // forced output length of the translation timing
@@ -60,7 +61,7 @@ struct Options {
                "usage: fwp_bench_mt [--attention softmax|elu] [--vocab V] [--encoder-layers N] [--decoder-layers M]\n"
                "  [--d-model D] [--heads H] [--d-head E] [--d-ff F] [--batch B] [--src-len S] [--tgt-len T]\n"
                "  [--threads N] [--warmup S] [--steps S] [--sentences N] [--out-len L]\n"
-               "  [--growth L1,L2,...] [--growth-repeats R] [--json] [--dump DIR]\n",
+               "  [--growth L1,L2,...] [--growth-repeats R] [--device cpu|cuda] [--json] [--dump DIR]\n",
                why.c_str());
   std::exit(2);
 }
@@ -95,6 +96,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--src-len") o.src_len = positive_int(flag, v);
     else if (flag == "--tgt-len") o.tgt_len = positive_int(flag, v);
     else if (flag == "--threads") o.threads = static_cast<int>(positive_int(flag, v));
+    else if (flag == "--device") o.device = v;
     else if (flag == "--warmup") o.warmup = std::strcmp(v, "0") == 0 ? 0 : static_cast<int>(positive_int(flag, v));
     else if (flag == "--steps") o.steps = static_cast<int>(positive_int(flag, v));
     else if (flag == "--sentences") o.sentences = positive_int(flag, v);
@@ -116,6 +118,7 @@ Options parse(int argc, char** argv) {
   }
   if (o.attention != "softmax" && o.attention != "elu")
     usage("--attention must be softmax or elu (got '" + o.attention + "')");
+  if (o.device != "cpu" && o.device != "cuda") usage("--device must be cpu or cuda (got '" + o.device + "')");
   if (o.vocab < 4) usage("--vocab must be >= 4 (pad, bos, eos and a word)");
   // One source token is the eos; the target input starts with bos.
   if (o.src_len < 2 || o.tgt_len < 2) usage("--src-len and --tgt-len must be >= 2");
@@ -367,6 +370,7 @@ int main(int argc, char** argv) {
     fwp_context_config cc;
     fwp_context_config_init(&cc);
     cc.num_threads = o.threads;
+    cc.device = o.device == "cuda" ? FWP_DEVICE_CUDA : FWP_DEVICE_CPU;
     fwp_context* ctx = nullptr;
     check(fwp_context_create(&cc, &ctx), "fwp_context_create");
     int32_t threads = 0;
@@ -384,9 +388,9 @@ int main(int argc, char** argv) {
     }
 
     if (!o.json) {
-      std::printf("fwp %s: translation model, attention %s, %d thread(s); %lld+%lld layers, d_model %lld, "
+      std::printf("fwp %s: translation model on %s, attention %s, %d thread(s); %lld+%lld layers, d_model %lld, "
                   "heads %lld x %lld, d_ff %lld, vocab %lld (tied), post-LN; %lld parameters\n",
-                  fwp_version_string(), o.attention.c_str(), threads, static_cast<long long>(o.encoder_layers),
+                  fwp_version_string(), o.device.c_str(), o.attention.c_str(), threads, static_cast<long long>(o.encoder_layers),
                   static_cast<long long>(o.decoder_layers), static_cast<long long>(o.d_model),
                   static_cast<long long>(o.heads), static_cast<long long>(o.d_head), static_cast<long long>(o.d_ff),
                   static_cast<long long>(o.vocab), static_cast<long long>(params));
@@ -452,8 +456,8 @@ int main(int argc, char** argv) {
     }
 
     if (o.json) {
-      std::printf("{\"impl\": \"fwp\", \"version\": \"%s\", \"attention\": \"%s\", \"threads\": %d, \"params\": %lld,\n",
-                  fwp_version_string(), o.attention.c_str(), threads, static_cast<long long>(params));
+      std::printf("{\"impl\": \"fwp\", \"version\": \"%s\", \"device\": \"%s\", \"attention\": \"%s\", \"threads\": %d, \"params\": %lld,\n",
+                  fwp_version_string(), o.device.c_str(), o.attention.c_str(), threads, static_cast<long long>(params));
       std::printf(" \"model\": {\"encoder_layers\": %lld, \"decoder_layers\": %lld, \"d_model\": %lld, \"heads\": %lld, "
                   "\"d_head\": %lld, \"d_ff\": %lld, \"vocab\": %lld},\n",
                   static_cast<long long>(o.encoder_layers), static_cast<long long>(o.decoder_layers),

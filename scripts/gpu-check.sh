@@ -17,6 +17,8 @@
 #   bench      gpu_fast_weight_bench: every configuration is checked against the
 #              CPU backend at the performance.md shapes (sizes parity does not
 #              reach), then timed; it exits 1 without a device under FWP_REQUIRE_CUDA
+#   lm, mt     short training runs of the language and translation models on the GPU
+#              (fwp_bench_lm_train, fwp_bench_mt), per attention kind
 #   memcheck   compute-sanitizer memcheck on a subset of the parity tests
 #   racecheck  compute-sanitizer racecheck on a subset (slowest, least likely to
 #              say something new: last)
@@ -75,6 +77,7 @@ rm -f "$LOGS"/*.log  # only this run's logs are reported
 TESTS="$BUILD/tests/fwp_cpp_tests"
 BENCH="$BUILD/bench/gpu_fast_weight_bench"
 LM_BENCH="$BUILD/bench/fwp_bench_lm_train"
+MT_BENCH="$BUILD/bench/fwp_bench_mt"
 # The tests report a run without a usable device (or with a skipped test) as a failure.
 export FWP_REQUIRE_CUDA=1
 export PATH="$PATH:/usr/local/cuda/bin"
@@ -320,8 +323,8 @@ if [ "$SKIP_BUILD" -eq 0 ]; then
       else record build "$(failed_or_timeout)" "$T" "exit $RC: $(grep -m1 -E 'error|Error' "$LOGS/build.log" | cut -c1-150)"; fi
     fi
     if [ "$(last_status)" = ok ] &&
-       run_timed build-bench 120 cmake --build "$BUILD" -j "$JOBS" --target gpu_fast_weight_bench fwp_bench_lm_train; then
-      if [ "$RC" = 0 ]; then record build-bench ok "$T" "gpu_fast_weight_bench, fwp_bench_lm_train"
+       run_timed build-bench 120 cmake --build "$BUILD" -j "$JOBS" --target gpu_fast_weight_bench fwp_bench_lm_train fwp_bench_mt; then
+      if [ "$RC" = 0 ]; then record build-bench ok "$T" "gpu_fast_weight_bench, fwp_bench_lm_train, fwp_bench_mt"
       else record build-bench "$(failed_or_timeout)" "$T" "exit $RC: $(grep -m1 -E 'error|Error' "$LOGS/build-bench.log" | cut -c1-150)"; fi
     fi
   fi
@@ -386,6 +389,25 @@ if [ "$BENCH_BUILT" -eq 1 ] && [ -x "$LM_BENCH" ]; then
   fi
 else
   record lm SKIPPED 0 "no LM benchmark binary built ($LM_BENCH)"
+fi
+
+# ---- translation: a short training run and translations per attention kind (issue 13) ---------
+# The size of docs/results/mt.md's runs: forward, backward and Adam, then beam-4 and greedy
+# translation of 32 sentences, all on the GPU; training tokens/s and sentences/s.
+if [ "$BENCH_BUILT" -eq 1 ] && [ -x "$MT_BENCH" ]; then
+  if run_timed mt 60 bash -c 'for a in elu softmax; do
+                                "$0" --device cuda --attention "$a" --warmup 1 --steps 3 --sentences 32 \
+                                  --growth 64 --growth-repeats 1 || exit 1
+                              done' "$MT_BENCH"; then
+    rows=$(grep -c '^RESULT kind=train' "$LOGS/mt.log")
+    rates=$(grep '^RESULT kind=train' "$LOGS/mt.log" | sed -E 's/.*attention=([a-z]+).*tokens_per_s=([0-9.e+]+).*/\1 \2/' | paste -sd',' | sed 's/,/, /g')
+    beams=$(grep '^RESULT kind=translate beam=4' "$LOGS/mt.log" | sed -E 's/.*sentences_per_s=([0-9.e+]+).*/\1/' | paste -sd'/')
+    if [ "$RC" = timeout ]; then record mt TIMEOUT "$T" "$rows of 2 attention kinds before the limit: $rates"
+    elif [ "$RC" -eq 0 ] && [ "$rows" -eq 2 ]; then record mt ok "$T" "tokens/s: $rates; beam-4 sentences/s: $beams"
+    else record mt FAILED "$T" "exit $RC after $rows of 2: $(grep -m1 -iE 'error|fwp_|no CUDA' "$LOGS/mt.log" | cut -c1-110)"; fi
+  fi
+else
+  record mt SKIPPED 0 "no translation benchmark binary built ($MT_BENCH)"
 fi
 
 # ---- sanitizers ---------------------------------------------------------------------------------

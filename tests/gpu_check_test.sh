@@ -98,7 +98,16 @@ if [ "${FAKE_LM:-ok}" = nodevice ]; then echo "fwp_bench_lm_train: fwp_context_c
 a=delta; while [ $# -gt 0 ]; do [ "$1" = --attention ] && a=$2; shift; done
 echo "RESULT impl=fwp attention=$a params=1000 tokens_per_s=123456.7 step_ms=16.6 threads=1"
 EOF
-chmod +x "$W"/bin/* "$W/build/tests/fwp_cpp_tests" "$W/build/bench/gpu_fast_weight_bench" "$W/build/bench/fwp_bench_lm_train"
+cat > "$W/build/bench/fwp_bench_mt" <<'EOF'
+#!/usr/bin/env bash
+if [ "${FAKE_MT:-ok}" = nodevice ]; then echo "fwp_bench_mt: fwp_context_create: no CUDA device is present"; exit 1; fi
+a=elu; while [ $# -gt 0 ]; do [ "$1" = --attention ] && a=$2; shift; done
+echo "RESULT kind=train impl=fwp attention=$a params=1000 tokens_per_s=54321.0 step_ms=5.0 cpu_ms=5.0"
+echo "RESULT kind=translate beam=4 sentences_per_s=321.00 ms=99.0 cpu_ms=99.0"
+echo "RESULT kind=translate beam=1 sentences_per_s=999.00 ms=32.0 cpu_ms=32.0"
+EOF
+chmod +x "$W"/bin/* "$W/build/tests/fwp_cpp_tests" "$W/build/bench/gpu_fast_weight_bench" "$W/build/bench/fwp_bench_lm_train" \
+  "$W/build/bench/fwp_bench_mt"
 
 # ---- helpers ------------------------------------------------------------------------------------
 # check NAME EXPECTED_EXIT PATTERN... -- COMMAND: runs COMMAND, then checks its
@@ -159,8 +168,10 @@ check run_all_fakes_pass_but_bench_row_fails 1 \
   '\| mid-64 \| 1.8000 .*\| misses \(2.0x the target\) \|' \
   '\| paper-medium \| not run' '\| long-128 \| FAILED \| - \| - \| .*DOES NOT RUN' \
   '\| lm +\| ok .*tokens/s: delta 123456.7, sum 123456.7, softmax 123456.7' \
+  '\| mt +\| ok .*tokens/s: elu 54321.0, softmax 54321.0; beam-4 sentences/s: 321.00/321.00' \
   'GPU CHECK FAILED' -- full
 check run_lm_without_device_fails 1 '\| lm +\| FAILED .*exit 1 after 0 of 3: .*no CUDA device' -- full FAKE_LM=nodevice
+check run_mt_without_device_fails 1 '\| mt +\| FAILED .*exit 1 after 0 of 2: .*no CUDA device' -- full FAKE_MT=nodevice
 # Tests that skip (as they did before FWP_REQUIRE_CUDA) are a failure, not a pass.
 check run_skipped_tests_fail 1 '\| parity +\| FAILED .*skipped 2' 'GPU CHECK FAILED' -- full FAKE_TESTS=skip
 check run_failed_test_is_rerun_alone 1 '\| parity +\| FAILED .*failed 1' 'isolated CudaParity.A: FAILED' -- \
