@@ -356,14 +356,7 @@ int run_train(LmOptions& o) {
   }
   if (result.state.stopped_by == train::stop::kNonFinite) throw RunError(result.failure);
   if (result.state.stopped_by == train::stop::kInterrupted) {
-    std::string notice = fmt::format("fwp: {} stopped at step {} by {}", task.label(), result.state.step,
-                                     train::signal_name(result.signal));
-    if (result.checkpoint.empty()) {
-      notice += "; no checkpoint was written (give --checkpoint FILE to be able to resume)";
-    } else {
-      notice += fmt::format("; saved to {}; resume with: {}", result.checkpoint,
-                            resume_command(o, cfg, result.checkpoint));
-    }
+    const std::string notice = train::interrupted_notice(task, result, resume_command(o, cfg, result.checkpoint));
     std::fprintf(stderr, "%s\n", notice.c_str());
     return train::interrupted_exit_code(result.signal);
   }

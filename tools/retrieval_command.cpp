@@ -505,14 +505,7 @@ int run_retrieval() {
     if (result.state.stopped_by == train::stop::kNonFinite) throw RunError(result.failure);
     if (result.state.stopped_by == train::stop::kInterrupted) {
       // Always said (also with --quiet): where the run stopped and how to go on.
-      std::string notice = fmt::format("fwp: {} stopped at step {} by {}", task.label(), result.state.step,
-                                       train::signal_name(result.signal));
-      if (result.checkpoint.empty()) {
-        notice += "; no checkpoint was written (give --checkpoint FILE to be able to resume)";
-      } else {
-        notice += fmt::format("; saved to {}; resume with: {}", result.checkpoint,
-                              resume_command(o, cfg, result.checkpoint));
-      }
+      std::string notice = train::interrupted_notice(task, result, resume_command(o, cfg, result.checkpoint));
       if (&cfg != &configs.back()) {
         notice += fmt::format(" (the sweep's values of S after {} were not run{})", cfg.keys,
                               o.sweep_csv.empty() ? "" : "; the same command with --skip-done runs only those missing");

@@ -188,8 +188,8 @@ void check_lengths(const int32_t* lengths, int64_t batch, int64_t max_length, co
   }
 }
 
-// Every check of the header's words, with its names, before the network sees the batch (its own
-// checks name its internal arrays and report lengths as OUT_OF_RANGE).
+// Every check of the batch in the header's words (the network checks again, naming its internal
+// arrays: src, tgt_in, ...), so a message names what the caller passed.
 fwp::Seq2SeqBatch batch_to_internal(const fwp_seq2seq_batch* batch, const fwp::Seq2SeqConfig& config) {
   check_not_null(batch, "batch");
   check_not_null(batch->source, "batch->source");
@@ -239,15 +239,6 @@ fwp::seq2seq::BeamSearchOptions search_to_internal(const fwp_seq2seq_search_conf
   const int stop = fwp::api::enum_value(c.stop);
   if (stop != FWP_BEAM_STOP_FINISHED && stop != FWP_BEAM_STOP_NO_BETTER)
     throw Error(FWP_ERR_OUT_OF_RANGE, "search->stop must be one of FWP_BEAM_STOP_*" + got(stop));
-  // Named as the caller wrote them (the beam search's own checks, which also bound them above, say
-  // "beam search: beam_size").
-  if (c.beam_size < 1) throw Error(FWP_ERR_INVALID_ARGUMENT, "search->beam_size must be >= 1" + got(c.beam_size));
-  if (!std::isfinite(c.length_penalty))
-    throw Error(FWP_ERR_INVALID_ARGUMENT, "search->length_penalty must be finite");
-  if (!(std::isfinite(c.max_len_a) && c.max_len_a >= 0.0f))
-    throw Error(FWP_ERR_INVALID_ARGUMENT, "search->max_len_a must be finite and >= 0");
-  if (!std::isfinite(c.max_len_b)) throw Error(FWP_ERR_INVALID_ARGUMENT, "search->max_len_b must be finite");
-  if (c.min_length < 0) throw Error(FWP_ERR_INVALID_ARGUMENT, "search->min_length must be >= 0" + got(c.min_length));
   fwp::seq2seq::BeamSearchOptions o;
   o.beam_size = c.beam_size;
   o.n_best = 1;
@@ -367,7 +358,7 @@ FWP_API fwp_status fwp_seq2seq_translate(fwp_model* model, const int32_t* source
     options.bos_id = m.config().bos_id;  // the search's special ids are the model's
     options.eos_id = m.config().eos_id;
     options.pad_id = m.config().pad_id;
-    fwp::seq2seq::validate_search_options(options, m.config().vocab_size);
+    fwp::seq2seq::validate_search_options(options, m.config().vocab_size, "search->");
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t n = source_lengths[b];
       if (n < 1 || n > source_length)

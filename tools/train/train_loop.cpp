@@ -201,5 +201,16 @@ std::string summary_line(const TrainingTask& task, const TrainingPlan& plan, con
                      s.last_eval, s.best, metrics, s.step, format_duration(s.seconds), reason);
 }
 
+std::string interrupted_notice(const TrainingTask& task, const RunResult& result, const std::string& resume) {
+  std::string notice =
+      fmt::format("fwp: {} stopped at step {} by {}", task.label(), result.state.step, signal_name(result.signal));
+  if (result.checkpoint.empty()) {
+    notice += "; no checkpoint was written (give --checkpoint FILE to be able to resume)";
+  } else {
+    notice += fmt::format("; saved to {}; resume with: {}", result.checkpoint, resume);
+  }
+  return notice;
+}
+
 }  // namespace train
 }  // namespace fwp_cli

@@ -60,6 +60,12 @@ nlohmann::json result_json(const TrainingTask& task, const RunResult& result);
 /// (best 0.000812) after 2400 steps in 12.3s; stopped: eval loss <= 0.001".
 std::string summary_line(const TrainingTask& task, const TrainingPlan& plan, const RunResult& result);
 
+/// What a command prints on stderr after Ctrl-C (also with --quiet): where the
+/// run stopped and how to go on, e.g. "fwp: <label> stopped at step 120 by
+/// SIGINT; saved to F; resume with: <resume>". `resume` (the command that
+/// continues from result.checkpoint) is used only when a checkpoint was written.
+std::string interrupted_notice(const TrainingTask& task, const RunResult& result, const std::string& resume);
+
 }  // namespace train
 }  // namespace fwp_cli
 

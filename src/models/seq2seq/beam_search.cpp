@@ -18,7 +18,6 @@ namespace {
 constexpr int64_t kMaxOutputLength = int64_t{1} << 20;
 constexpr int64_t kMaxBeamSize = int64_t{1} << 16;
 
-std::string field(const char* name) { return std::string("beam search: ") + name; }
 
 // An open hypothesis: one decoder row.
 struct OpenHypothesis {
@@ -87,7 +86,8 @@ void check_sources(const std::vector<int64_t>& source_lengths) {
 
 }  // namespace
 
-void validate_search_options(const BeamSearchOptions& o, int64_t vocab_size) {
+void validate_search_options(const BeamSearchOptions& o, int64_t vocab_size, const std::string& prefix) {
+  const auto field = [&](const char* name) { return prefix + name; };
   require(vocab_size >= 1, FWP_ERR_INVALID_ARGUMENT,
           field("vocab_size") + " must be >= 1 (got " + std::to_string(vocab_size) + ")");
   require(o.beam_size >= 1 && o.beam_size <= kMaxBeamSize, FWP_ERR_INVALID_ARGUMENT,

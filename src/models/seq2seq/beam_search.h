@@ -89,8 +89,10 @@ struct Hypothesis {
   double score = 0.0;           // log_prob / (tokens.size() + 1)^length_penalty
 };
 
-// Throws Error(FWP_ERR_INVALID_ARGUMENT) naming the bad field.
-void validate_search_options(const BeamSearchOptions& options, int64_t vocab_size);
+// Throws Error(FWP_ERR_INVALID_ARGUMENT) naming the bad field after `prefix`
+// (the C API passes "search->", the name its caller knows).
+void validate_search_options(const BeamSearchOptions& options, int64_t vocab_size,
+                             const std::string& prefix = "beam search: ");
 
 // The token limit of a sentence: floor(a * source_length + b). Throws
 // Error(FWP_ERR_INVALID_ARGUMENT) when below min_length, negative, or too large.
