@@ -27,6 +27,17 @@ void check_status(fwp_status status, const char* what) {
   throw RunError(fmt::format("{}: {}", what, one_line(message)));
 }
 
+int64_t count_trainable_parameters(const fwp_model* model) {
+  int64_t count = 0, total = 0;
+  check_status(fwp_model_num_params(model, &count), "counting the parameters");
+  for (int64_t i = 0; i < count; ++i) {
+    fwp_param_info info;
+    check_status(fwp_model_param_info(model, i, &info), "reading a parameter");
+    if (info.trainable) total += info.numel;
+  }
+  return total;
+}
+
 ContextPtr create_context(const std::string& device, int threads, uint64_t seed) {
   fwp_context_config config;
   fwp_context_config_init(&config);

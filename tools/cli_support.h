@@ -59,6 +59,10 @@ using DataPtr = std::unique_ptr<fwp_retrieval_data, DataDeleter>;
 /// and the given seed. Throws RunError.
 ContextPtr create_context(const std::string& device, int threads, uint64_t seed = 0);
 
+/// The number of trainable parameter elements of a model (fixed buffers such as
+/// FAVOR+ projections not counted). Throws RunError.
+int64_t count_trainable_parameters(const fwp_model* model);
+
 /// "1h02m03s", "4m05s", "12.3s": a compact human-readable duration.
 std::string format_duration(double seconds);
 

@@ -205,13 +205,7 @@ LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
   fwp_model* model = nullptr;
   check_input_status(fwp_lm_create(context, &model_cfg, &model), "creating the language model");
   model_.reset(model);
-  int64_t count = 0;
-  check_status(fwp_model_num_params(model, &count), "counting the parameters");
-  for (int64_t i = 0; i < count; ++i) {
-    fwp_param_info info;
-    check_status(fwp_model_param_info(model, i, &info), "reading a parameter");
-    if (info.trainable) num_parameters_ += info.numel;
-  }
+  num_parameters_ = count_trainable_parameters(model);
 
   // The paper's optimisation: Adam, linear warm-up then cosine decay to 0 at
   // --decay-steps (default: the step cap), gradients clipped to a global norm of 0.25.

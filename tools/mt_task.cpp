@@ -417,13 +417,7 @@ MtTask::MtTask(const MtRunConfig& cfg) : cfg_(cfg) {
   fwp_model* model = nullptr;
   check_input_status(fwp_seq2seq_create(context_.get(), &model_cfg, &model), "creating the translation model");
   model_.reset(model);
-  int64_t count = 0;
-  check_status(fwp_model_num_params(model, &count), "counting the parameters");
-  for (int64_t i = 0; i < count; ++i) {
-    fwp_param_info info;
-    check_status(fwp_model_param_info(model, i, &info), "reading a parameter");
-    if (info.trainable) num_parameters_ += info.numel;
-  }
+  num_parameters_ = count_trainable_parameters(model);
   // fairseq's optimisation of the Transformer: Adam with betas (0.9, 0.98), a
   // linear warm-up to --lr, then lr * sqrt(warmup / step).
   fwp_optimizer_config opt;
