@@ -18,6 +18,7 @@ packages=(
   libeigen3-dev libgtest-dev libgmock-dev libcmocka-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
   doxygen graphviz gnuplot-nox
+  libopenmpi-dev openmpi-bin  # data-parallel training (MPI engine; mpirun for the distributed tests)
   libsentencepiece-dev python3-sword sword-comm-tdavid  # subword tokenizers; the Debian LM corpus (scripts/make-tdavid-corpus.py)
   sword-text-kjv sword-text-sparv  # the English-Spanish MT corpus (scripts/make-bible-corpus.py)
   clang libclang-rt-dev libomp-dev ccache ninja-build  # build-asan/: clang, ASan, UBSan, libFuzzer, OpenMP for clang; ccache, ninja: every build (scripts/test.sh)

@@ -51,6 +51,45 @@ FWP_API void fwp_data_destroy(fwp_data* data);
  */
 FWP_API fwp_status fwp_data_get_kind(const fwp_data* data, fwp_data_kind* kind);
 
+/**
+ * \brief Makes a data source give one shard of every batch, for data-parallel training (distributed.h).
+ *
+ * Process `index` of `count` trains on its own part of each global batch, so
+ * that `count` processes together take the step one process takes on the
+ * whole batch:
+ * - token files: the config's batch_size B is the global number of streams
+ *   and must be a multiple of count; the shard is the B / count streams
+ *   [index B / count, (index + 1) B / count) of the whole layout, and
+ *   fwp_token_data_next() then fills [B / count][T].
+ * - retrieval generator: fwp_retrieval_data_sample() takes the global
+ *   batch_size (a multiple of count), draws the whole batch as one process
+ *   would and fills the shard's batch_size / count rows.
+ * - pair files: each batch is formed by the token budget as without shards,
+ *   then split into count contiguous parts, rows [floor(index B / count),
+ *   floor((index + 1) B / count)); fwp_pair_data_peek() reports the part's B
+ *   and its own longest S and T. A part can be empty (B = 0 when the batch
+ *   has fewer than count pairs): fwp_pair_data_next() with batch_size 0 then
+ *   moves on (the arrays may be NULL).
+ * Every shard goes through the same global batches, so all processes stand at
+ * the same position; a checkpoint stores that position and not the shard, so
+ * a run may resume with another number of processes (it re-shards the same
+ * global batches). count = 1, index = 0 (the default) gives whole batches.
+ * \param[in,out] data  A data source of any kind.
+ * \param[in]     index The shard, in [0, count).
+ * \param[in]     count The number of shards, >= 1 (for token files a divisor of batch_size).
+ * \return FWP_OK, FWP_ERR_NULL_POINTER or FWP_ERR_INVALID_ARGUMENT (nothing changes then).
+ */
+FWP_API fwp_status fwp_data_set_shard(fwp_data* data, int64_t index, int64_t count);
+
+/**
+ * \brief The shard a data source gives (fwp_data_set_shard()).
+ * \param[in]  data  A data source.
+ * \param[out] index Receives the shard index.
+ * \param[out] count Receives the number of shards (1: whole batches).
+ * \return FWP_OK or FWP_ERR_NULL_POINTER.
+ */
+FWP_API fwp_status fwp_data_get_shard(const fwp_data* data, int64_t* index, int64_t* count);
+
 /* ---- token files (language modelling) -------------------------------------------------------- */
 
 /** \brief Settings of a token data source. Fill with fwp_token_data_config_init(). */

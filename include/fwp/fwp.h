@@ -5,7 +5,7 @@
  *
  * This umbrella header includes every public header of the library (one per
  * concept: common, context, layer, state, model, data, text, retrieval, lm,
- * optimizer, checkpoint, metrics). It is plain C99 and can be used from C, C++, Rust,
+ * seq2seq, parallel, optimizer, checkpoint, distributed, metrics). It is plain C99 and can be used from C, C++, Rust,
  * Julia or any language with a C FFI.
  *
  * \section conventions Conventions
@@ -72,6 +72,7 @@
 #include "fwp/seq2seq.h"
 #include "fwp/optimizer.h"
 #include "fwp/checkpoint.h"
+#include "fwp/distributed.h"
 #include "fwp/metrics.h"
 
 #endif /* FWP_FWP_H */

@@ -90,6 +90,11 @@ const FWP_ERR_FORMAT = fwp_status(10)
 const FWP_ERR_CONTEXT_MISMATCH = fwp_status(11)
 "A bug in fwp; please report it."
 const FWP_ERR_INTERNAL = fwp_status(12)
+"""
+A collective of a distributed group failed or timed out (a process died or stopped answering); the group cannot go
+on (distributed.h). Since 0.3.0.
+"""
+const FWP_ERR_DISTRIBUTED = fwp_status(13)
 
 "`fwp_device`: where computations run."
 const fwp_device = Cint
@@ -223,6 +228,22 @@ const FWP_LR_WARMUP_COSINE = fwp_lr_schedule(1)
 "base * sqrt(warmup_steps / n), not below the floor."
 const FWP_LR_INVERSE_SQRT = fwp_lr_schedule(2)
 
+"`fwp_dist_engine`: who does the communication. Values are fixed."
+const fwp_dist_engine = Cint
+"MPI (e.g. OpenMPI; launch with mpirun or srun): host buffers."
+const FWP_DIST_MPI = fwp_dist_engine(0)
+"NCCL on the GPU (CUDA contexts only), bootstrapped over MPI."
+const FWP_DIST_NCCL = fwp_dist_engine(1)
+"The caller's all-reduce (fwp_dist_configallreduce)."
+const FWP_DIST_CALLBACK = fwp_dist_engine(2)
+
+"`fwp_dist_dtype`: element types of fwp_dist_allreduce_fn buffers. Values are fixed."
+const fwp_dist_dtype = Cint
+"float"
+const FWP_DIST_FLOAT32 = fwp_dist_dtype(0)
+"double"
+const FWP_DIST_FLOAT64 = fwp_dist_dtype(1)
+
 "`fwp_bleu_tokenizer`: BLEU tokenizers (sacrebleu's `tokenize`). Values are fixed."
 const fwp_bleu_tokenizer = Cint
 "mteval-v13a (sacrebleu's default, \"13a\")."
@@ -265,6 +286,13 @@ mutable struct fwp_tokenizer end
 const fwp_retrieval_data = fwp_data
 "Opaque `fwp_optimizer`: updates the trainable parameters of a model or layer from their gradients."
 mutable struct fwp_optimizer end
+"""
+`fwp_dist_allreduce_fn`: the caller's all-reduce: sums `buffer` element-wise over every rank, in place (what
+MPI_Allreduce(MPI_IN_PLACE, buffer, count, type, MPI_SUM, comm) does). A C function pointer (`@cfunction`).
+"""
+const fwp_dist_allreduce_fn = Ptr{Cvoid}
+"Opaque `fwp_dist`: A group of processes training one model data-parallel."
+mutable struct fwp_dist end
 
 # ---------------------------------------------------------------------------
 # Structs (field order and widths as in the header)
@@ -764,6 +792,38 @@ struct fwp_optimizer_config
     min_learning_rate::Cfloat
 end
 
+"`fwp_dist_config`: settings of a distributed group. Fill with fwp_dist_config_init()."
+struct fwp_dist_config
+    "sizeof(fwp_dist_config); set by init."
+    struct_size::UInt32
+    "Default FWP_DIST_MPI."
+    engine::fwp_dist_engine
+    """
+    Gradient elements per all-reduce call, >= 1; default 4,194,304 (16 MiB). The flat gradient block is reduced in
+    buckets of this size.
+    """
+    bucket_elements::Int64
+    """
+    MPI and NCCL: a collective that has not completed after this many seconds fails with FWP_ERR_DISTRIBUTED; finite
+    and >= 0, 0 = wait forever; default 600. (Callback: the caller's all-reduce decides.)
+    """
+    timeout_seconds::Cdouble
+    """
+    MPI and NCCL: a pointer to the caller's MPI_Comm (fwp uses a duplicate of it); NULL (default) = MPI_COMM_WORLD.
+    fwp calls MPI_Init_thread when MPI is not initialized yet, and MPI_Finalize at exit then. Callback: must be
+    NULL.
+    """
+    mpi_comm::Ptr{Cvoid}
+    "Callback: the all-reduce (required). Other engines: must be NULL."
+    allreduce::fwp_dist_allreduce_fn
+    "Callback: passed to allreduce."
+    user_data::Ptr{Cvoid}
+    "Callback: this process's rank in [0, world_size). Others: must be 0 (MPI says)."
+    rank::Int32
+    "Callback: the number of ranks, >= 1. Others: must be 0 (MPI says)."
+    world_size::Int32
+end
+
 "`fwp_bleu_options`: BLEU settings. Fill with fwp_bleu_options_init(); the defaults are sacrebleu's."
 struct fwp_bleu_options
     "sizeof(fwp_bleu_options); set by init."
@@ -1081,6 +1141,14 @@ fwp_data_destroy(data) = @ccall libfwp().fwp_data_destroy(data::Ptr{fwp_data})::
 "The kind of a data source."
 fwp_data_get_kind(data, kind) =
     @ccall libfwp().fwp_data_get_kind(data::Ptr{fwp_data}, kind::Ptr{fwp_data_kind})::fwp_status
+
+"Makes a data source give one shard of every batch, for data-parallel training (distributed.h)."
+fwp_data_set_shard(data, index, count) =
+    @ccall libfwp().fwp_data_set_shard(data::Ptr{fwp_data}, index::Int64, count::Int64)::fwp_status
+
+"The shard a data source gives (fwp_data_set_shard())."
+fwp_data_get_shard(data, index, count) =
+    @ccall libfwp().fwp_data_get_shard(data::Ptr{fwp_data}, index::Ptr{Int64}, count::Ptr{Int64})::fwp_status
 
 "Fills a token data config with the defaults."
 fwp_token_data_config_init(config) =
@@ -1505,6 +1573,57 @@ fwp_checkpoint_load_with_state(path, model, opt, data, state) =
 "Creates a model from the kind, configuration and parameters stored in a checkpoint."
 fwp_model_load(ctx, path, out) =
     @ccall libfwp().fwp_model_load(ctx::Ptr{fwp_context}, path::Cstring, out::Ptr{Ptr{fwp_model}})::fwp_status
+
+"Fills a distributed config with the defaults."
+fwp_dist_config_init(config) = @ccall libfwp().fwp_dist_config_init(config::Ptr{fwp_dist_config})::Cvoid
+
+"Whether this build of fwp has an engine."
+fwp_dist_engine_available(engine) = @ccall libfwp().fwp_dist_engine_available(engine::fwp_dist_engine)::Int32
+
+"Joins the group (a collective: every rank calls it)."
+fwp_dist_create(ctx, config, out) =
+    @ccall libfwp().fwp_dist_create(
+        ctx::Ptr{fwp_context}, config::Ptr{fwp_dist_config}, out::Ptr{Ptr{fwp_dist}})::fwp_status
+
+"Leaves the group (not a collective)."
+fwp_dist_destroy(dist) = @ccall libfwp().fwp_dist_destroy(dist::Ptr{fwp_dist})::Cvoid
+
+"This process's rank and the number of ranks."
+fwp_dist_get_rank(dist, rank, world_size) =
+    @ccall libfwp().fwp_dist_get_rank(dist::Ptr{fwp_dist}, rank::Ptr{Int32}, world_size::Ptr{Int32})::fwp_status
+
+"""
+Makes every replica equal to rank 0's (a collective): its parameters (trainable and fixed buffers) and its random
+state; then gives this rank its own dropout stream.
+"""
+fwp_dist_sync_model(dist, model) =
+    @ccall libfwp().fwp_dist_sync_model(dist::Ptr{fwp_dist}, model::Ptr{fwp_model})::fwp_status
+
+"Replaces every rank's gradients by their weighted mean over the ranks (a collective)."
+fwp_dist_average_gradients(dist, model, weight, total_weight) =
+    @ccall libfwp().fwp_dist_average_gradients(
+        dist::Ptr{fwp_dist}, model::Ptr{fwp_model}, weight::Cdouble, total_weight::Ptr{Cdouble})::fwp_status
+
+"Sums host numbers over the ranks, in place (a collective), e.g. losses and token counts for a progress line."
+fwp_dist_sum(dist, values, count) =
+    @ccall libfwp().fwp_dist_sum(dist::Ptr{fwp_dist}, values::Ptr{Cdouble}, count::Int64)::fwp_status
+
+"""
+Collects every rank's rows of a run state into one state of the whole batch (a collective), e.g. to save the memory
+carried across segments in one checkpoint.
+"""
+fwp_dist_gather_state(dist, local_, global_) =
+    @ccall libfwp().fwp_dist_gather_state(
+        dist::Ptr{fwp_dist}, local_::Ptr{fwp_state}, global_::Ptr{fwp_state})::fwp_status
+
+"Waits until every rank has called it (a collective)."
+fwp_dist_barrier(dist) = @ccall libfwp().fwp_dist_barrier(dist::Ptr{fwp_dist})::fwp_status
+
+"""
+Ends every process of the group (MPI_Abort) with an exit code; does not return for MPI and NCCL. For the callback
+engine it only marks the group broken and returns: ending the other processes is then the caller's.
+"""
+fwp_dist_abort(dist, code) = @ccall libfwp().fwp_dist_abort(dist::Ptr{fwp_dist}, code::Int32)::Cvoid
 
 "Fills BLEU settings with the defaults (sacrebleu's)."
 fwp_bleu_options_init(options) = @ccall libfwp().fwp_bleu_options_init(options::Ptr{fwp_bleu_options})::Cvoid

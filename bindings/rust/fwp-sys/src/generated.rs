@@ -54,6 +54,9 @@ c_enum! {
         FWP_ERR_CONTEXT_MISMATCH = 11,
         /// A bug in fwp; please report it.
         FWP_ERR_INTERNAL = 12,
+        /// A collective of a distributed group failed or timed out (a process died or stopped answering); the group
+        /// cannot go on (distributed.h). Since 0.3.0.
+        FWP_ERR_DISTRIBUTED = 13,
     }
 }
 
@@ -233,6 +236,28 @@ c_enum! {
 }
 
 c_enum! {
+    /// `fwp_dist_engine`: who does the communication. Values are fixed.
+    fwp_dist_engine {
+        /// MPI (e.g. OpenMPI; launch with mpirun or srun): host buffers.
+        FWP_DIST_MPI = 0,
+        /// NCCL on the GPU (CUDA contexts only), bootstrapped over MPI.
+        FWP_DIST_NCCL = 1,
+        /// The caller's all-reduce (fwp_dist_configallreduce).
+        FWP_DIST_CALLBACK = 2,
+    }
+}
+
+c_enum! {
+    /// `fwp_dist_dtype`: element types of fwp_dist_allreduce_fn buffers. Values are fixed.
+    fwp_dist_dtype {
+        /// float
+        FWP_DIST_FLOAT32 = 0,
+        /// double
+        FWP_DIST_FLOAT64 = 1,
+    }
+}
+
+c_enum! {
     /// `fwp_bleu_tokenizer`: BLEU tokenizers (sacrebleu's `tokenize`). Values are fixed.
     fwp_bleu_tokenizer {
         /// mteval-v13a (sacrebleu's default, "13a").
@@ -297,6 +322,16 @@ pub type fwp_retrieval_data = fwp_data;
 opaque! {
     /// `fwp_optimizer`: updates the trainable parameters of a model or layer from their gradients.
     fwp_optimizer
+}
+
+/// `fwp_dist_allreduce_fn`: the caller's all-reduce: sums `buffer` element-wise over every rank, in place (what
+/// MPI_Allreduce(MPI_IN_PLACE, buffer, count, type, MPI_SUM, comm) does).
+pub type fwp_dist_allreduce_fn =
+    Option<unsafe extern "C" fn(buffer: *mut c_void, count: i64, dtype: fwp_dist_dtype, user_data: *mut c_void) -> i32>;
+
+opaque! {
+    /// `fwp_dist`: A group of processes training one model data-parallel.
+    fwp_dist
 }
 
 /// `fwp_param_info`: description of one parameter tensor.
@@ -770,6 +805,34 @@ pub struct fwp_optimizer_config {
     pub min_learning_rate: f32,
 }
 
+/// `fwp_dist_config`: settings of a distributed group. Fill with fwp_dist_config_init().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fwp_dist_config {
+    /// sizeof(fwp_dist_config); set by init.
+    pub struct_size: u32,
+    /// Default FWP_DIST_MPI.
+    pub engine: fwp_dist_engine,
+    /// Gradient elements per all-reduce call, \>= 1; default 4,194,304 (16 MiB). The flat gradient block is reduced in
+    /// buckets of this size.
+    pub bucket_elements: i64,
+    /// MPI and NCCL: a collective that has not completed after this many seconds fails with FWP_ERR_DISTRIBUTED; finite
+    /// and \>= 0, 0 = wait forever; default 600. (Callback: the caller's all-reduce decides.)
+    pub timeout_seconds: f64,
+    /// MPI and NCCL: a pointer to the caller's MPI_Comm (fwp uses a duplicate of it); NULL (default) = MPI_COMM_WORLD.
+    /// fwp calls MPI_Init_thread when MPI is not initialized yet, and MPI_Finalize at exit then. Callback: must be
+    /// NULL.
+    pub mpi_comm: *mut c_void,
+    /// Callback: the all-reduce (required). Other engines: must be NULL.
+    pub allreduce: fwp_dist_allreduce_fn,
+    /// Callback: passed to allreduce.
+    pub user_data: *mut c_void,
+    /// Callback: this process's rank in \[0, world_size). Others: must be 0 (MPI says).
+    pub rank: i32,
+    /// Callback: the number of ranks, \>= 1. Others: must be 0 (MPI says).
+    pub world_size: i32,
+}
+
 /// `fwp_bleu_options`: BLEU settings. Fill with fwp_bleu_options_init(); the defaults are sacrebleu's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -1084,6 +1147,12 @@ extern "C" {
 
     /// The kind of a data source.
     pub fn fwp_data_get_kind(data: *const fwp_data, kind: *mut fwp_data_kind) -> fwp_status;
+
+    /// Makes a data source give one shard of every batch, for data-parallel training (distributed.h).
+    pub fn fwp_data_set_shard(data: *mut fwp_data, index: i64, count: i64) -> fwp_status;
+
+    /// The shard a data source gives (fwp_data_set_shard()).
+    pub fn fwp_data_get_shard(data: *const fwp_data, index: *mut i64, count: *mut i64) -> fwp_status;
 
     /// Fills a token data config with the defaults.
     pub fn fwp_token_data_config_init(config: *mut fwp_token_data_config);
@@ -1568,6 +1637,51 @@ extern "C" {
 
     /// Creates a model from the kind, configuration and parameters stored in a checkpoint.
     pub fn fwp_model_load(ctx: *mut fwp_context, path: *const c_char, out: *mut *mut fwp_model) -> fwp_status;
+
+    /// Fills a distributed config with the defaults.
+    pub fn fwp_dist_config_init(config: *mut fwp_dist_config);
+
+    /// Whether this build of fwp has an engine.
+    pub fn fwp_dist_engine_available(engine: fwp_dist_engine) -> i32;
+
+    /// Joins the group (a collective: every rank calls it).
+    pub fn fwp_dist_create(
+        ctx: *mut fwp_context,
+        config: *const fwp_dist_config,
+        out: *mut *mut fwp_dist,
+    ) -> fwp_status;
+
+    /// Leaves the group (not a collective).
+    pub fn fwp_dist_destroy(dist: *mut fwp_dist);
+
+    /// This process's rank and the number of ranks.
+    pub fn fwp_dist_get_rank(dist: *const fwp_dist, rank: *mut i32, world_size: *mut i32) -> fwp_status;
+
+    /// Makes every replica equal to rank 0's (a collective): its parameters (trainable and fixed buffers) and its
+    /// random state; then gives this rank its own dropout stream.
+    pub fn fwp_dist_sync_model(dist: *mut fwp_dist, model: *mut fwp_model) -> fwp_status;
+
+    /// Replaces every rank's gradients by their weighted mean over the ranks (a collective).
+    pub fn fwp_dist_average_gradients(
+        dist: *mut fwp_dist,
+        model: *mut fwp_model,
+        weight: f64,
+        total_weight: *mut f64,
+    ) -> fwp_status;
+
+    /// Sums host numbers over the ranks, in place (a collective), e.g. losses and token counts for a progress line.
+    pub fn fwp_dist_sum(dist: *mut fwp_dist, values: *mut f64, count: i64) -> fwp_status;
+
+    /// Collects every rank's rows of a run state into one state of the whole batch (a collective), e.g. to save the
+    /// memory carried across segments in one checkpoint.
+    pub fn fwp_dist_gather_state(dist: *mut fwp_dist, local: *const fwp_state, global: *mut fwp_state) -> fwp_status;
+
+    /// Waits until every rank has called it (a collective).
+    pub fn fwp_dist_barrier(dist: *mut fwp_dist) -> fwp_status;
+
+    /// Ends every process of the group (MPI_Abort) with an exit code; does not return for MPI and NCCL. For the
+    /// callback engine it only marks the group broken and returns: ending the other processes is then the caller's.
+    pub fn fwp_dist_abort(dist: *mut fwp_dist, code: i32);
 
     /// Fills BLEU settings with the defaults (sacrebleu's).
     pub fn fwp_bleu_options_init(options: *mut fwp_bleu_options);
