@@ -134,6 +134,30 @@ if(TARGET fwp_cli)
   fwp_cli_test(error_bad_max_skips EXIT 2 ONE_LINE ARGS retrieval --max-skips 0 STDERR_MATCHES "max-skips")
   fwp_cli_test(error_lm_bad_on_non_finite EXIT 2 ONE_LINE ARGS lm train --on-non-finite maybe
                STDERR_MATCHES "on-non-finite")
+  # --dist: an unknown engine is a usage error; one this build lacks fails (exit 1) before any work.
+  fwp_cli_test(error_bad_dist EXIT 2 ONE_LINE ARGS lm train --dist gloo STDERR_MATCHES "--dist")
+  if(NOT FWP_ENABLE_CUDA)
+    fwp_cli_test(error_dist_nccl_not_built EXIT 1 ONE_LINE ARGS retrieval --dist nccl --max-steps 1
+                 STDERR_MATCHES "--dist nccl: this build of fwp has no NCCL")
+  endif()
+  if(NOT FWP_HAVE_MPI)
+    fwp_cli_test(error_dist_mpi_not_built EXIT 1 ONE_LINE ARGS mt train --dist mpi STDERR_MATCHES "--dist mpi")
+  endif()
+  # Two processes (mpirun) train as one: lm (sum, delta, --carry), retrieval and mt reach the
+  # loss of one process within 1e-4; resuming is exact and re-shards to another number of processes.
+  find_program(FWP_BASH bash)
+  if(FWP_HAVE_MPI AND MPIEXEC_EXECUTABLE AND FWP_BASH)
+    set(dist_mt "")
+    if(FWP_HAVE_SENTENCEPIECE)
+      set(dist_mt mt)
+    endif()
+    add_test(NAME cli_dist_mpi
+             COMMAND ${FWP_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_dist.sh $<TARGET_FILE:fwp_cli>
+                     ${MPIEXEC_EXECUTABLE} ${FWP_CLI_WORK}/dist_mpi ${dist_mt})
+    # mpirun refuses root without these (CI containers run as root); set for this test only.
+    set_tests_properties(cli_dist_mpi PROPERTIES LABELS cli TIMEOUT 600
+                         ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+  endif()
   # Ctrl-C (SIGINT) and SIGTERM: exit 130 / 143 after saving the checkpoint; --resume continues exactly.
   find_program(FWP_BASH bash)
   if(FWP_BASH)

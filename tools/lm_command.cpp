@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "lm_task.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/eval_log.h"
 #include "train/gnuplot.h"
 #include "train/interrupt.h"
@@ -60,6 +61,7 @@ struct LmOptions {
   std::string cutoffs;
   std::string csv, plot, checkpoint, resume;
   std::string on_non_finite = train::kOnNonFiniteStop;  // --on-non-finite (train/train_state.h)
+  std::string dist = train::kDistNone;                  // --dist (train/distributed.h)
   int64_t max_skips = 10;
   std::map<std::string, CLI::Option*> given;  ///< defining flags, to check against a resumed checkpoint
 
@@ -271,10 +273,18 @@ std::string resume_command(const LmOptions& o, const LmRunConfig& cfg, const std
   if (!o.plot.empty()) command += " --plot " + shell_word(o.plot);
   if (o.json) command += " --json";
   if (o.quiet) command += " --quiet";
+  if (o.dist != train::kDistNone) command = fmt::format("mpirun -np N {} --dist {}", command, o.dist);
   return command;
 }
 
+int run_train_in_group(LmOptions& o, train::Distributed& dist);
+
 int run_train(LmOptions& o) {
+  train::Distributed dist(o.dist);
+  return dist.guard([&] { return run_train_in_group(o, dist); });
+}
+
+int run_train_in_group(LmOptions& o, train::Distributed& dist) {
   const bool resuming = !o.resume.empty();
   if (!resuming) {
     if (o.data.empty()) throw UsageError("--data is required (a folder made by `fwp lm prepare`)");
@@ -299,13 +309,15 @@ int run_train(LmOptions& o) {
   if (resuming && o.checkpoint.empty()) check_output_path("--resume", o.resume);
   const std::string gnuplot = o.plot.empty() ? std::string() : train::find_gnuplot("--plot");
 
-  LmTask task(cfg);
-  train::Progress progress(!o.quiet, o.json ? stderr : stdout);
+  LmTask task(cfg, dist);
+  // With --dist only rank 0 prints and writes; the others train silently.
+  const bool root = dist.is_root();
+  train::Progress progress(!o.quiet && root, o.json ? stderr : stdout);
   train::EvalLog eval_log;
   const std::vector<std::string> id_columns = {"model"};
   const train::RunId run_id = {lm_model_label(cfg)};
   const std::vector<std::string> metrics = {"perplexity", "lr"};
-  if (!o.csv.empty()) {
+  if (!o.csv.empty() && root) {
     if (resuming) {
       eval_log.open_resumed(o.csv, id_columns, metrics, run_id, saved.state.step);
     } else {
@@ -320,8 +332,12 @@ int run_train(LmOptions& o) {
   outputs.checkpoint_format = kCheckpointFormat;
   train::TrainState start;
   const train::InterruptScope interrupt_scope;
+  train::start_replicas(dist, task.objects(), resuming ? o.resume : std::string(), saved);
+  if (dist.active()) {
+    progress.message(fmt::format("--dist {}: {} processes, {} of the batch of {} streams each", dist.engine(),
+                                 dist.world_size(), cfg.batch / dist.world_size(), cfg.batch));
+  }
   if (resuming) {
-    train::load_checkpoint(o.resume, task.objects(), saved);
     start = saved.state;
     if (outputs.checkpoint.empty()) outputs.checkpoint = o.resume;
     progress.message(fmt::format("resuming {} at step {} from {}", task.label(), start.step, o.resume));
@@ -336,12 +352,13 @@ int run_train(LmOptions& o) {
   plan.max_consecutive_skips = o.max_skips;
   train::RunResult result = train::run_training(task, plan, start, outputs);
   result.resumed = resuming;
+  dist.leave();  // while the task's context lives; nothing below communicates
   progress.message(train::summary_line(task, plan, result));
-  if (!o.plot.empty() && result.state.evaluations > 0) {
+  if (!o.plot.empty() && result.state.evaluations > 0 && root) {
     train::render_eval_curves(gnuplot, o.plot, o.csv, {"perplexity", "Language model: validation perplexity",
                                                        "valid perplexity (log scale)", true});
   }
-  if (o.json) {
+  if (o.json && root) {
     json line = train::result_json(task, result);
     line["command"] = "lm train";
     line["model"] = lm_model_label(cfg);
@@ -354,10 +371,15 @@ int run_train(LmOptions& o) {
     std::printf("%s\n", line.dump().c_str());
     std::fflush(stdout);
   }
-  if (result.state.stopped_by == train::stop::kNonFinite) throw RunError(result.failure);
+  if (result.state.stopped_by == train::stop::kNonFinite) {
+    if (!root) return kExitFailure;  // every rank stopped at the same step; rank 0 says why
+    throw RunError(result.failure);
+  }
   if (result.state.stopped_by == train::stop::kInterrupted) {
-    const std::string notice = train::interrupted_notice(task, result, resume_command(o, cfg, result.checkpoint));
-    std::fprintf(stderr, "%s\n", notice.c_str());
+    if (root) {
+      const std::string notice = train::interrupted_notice(task, result, resume_command(o, cfg, result.checkpoint));
+      std::fprintf(stderr, "%s\n", notice.c_str());
+    }
     return train::interrupted_exit_code(result.signal);
   }
   return kExitOk;
@@ -640,6 +662,9 @@ void add_lm_options(CLI::App& app) {
       ->check(CLI::IsMember({train::kOnNonFiniteStop, train::kOnNonFiniteSkip}));
   t->add_option("--max-skips", o.max_skips, "With --on-non-finite skip: stop (exit 1) at this many skipped steps in a row")
       ->check(number_check<int64_t>("an integer >= 1", kPositive));
+  t->add_option("--dist", o.dist, std::string(train::kDistHelp) + " (--batch must be a multiple of the number of "
+                                  "processes)")
+      ->check(CLI::IsMember({train::kDistNone, train::kDistMpi, train::kDistNccl}));
   add_common(t, o);
 
   CLI::App* e = o.eval = app.add_subcommand("eval", "Perplexity of a checkpoint on a split of a data folder");

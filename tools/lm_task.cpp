@@ -196,10 +196,13 @@ std::vector<int32_t> read_token_file(const std::string& path, int64_t count) {
 
 // ---- the task -------------------------------------------------------------------
 
-LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
+LmTask::LmTask(const LmRunConfig& cfg, train::Distributed& dist) : cfg_(cfg), dist_(&dist) {
   const LmDataFiles files{cfg.data};
   context_ = create_context(cfg.device, cfg.threads, cfg.seed);
   fwp_context* context = context_.get();
+  dist.join(context);
+  // --batch is the global batch: each of N processes trains on batch / N streams.
+  local_batch_ = dist.local_batch("--batch", cfg.batch);
 
   const fwp_lm_config model_cfg = model_config(cfg);
   fwp_model* model = nullptr;
@@ -235,11 +238,12 @@ LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
   check_input_status(fwp_token_data_create(files.split("train").c_str(), &data_config, &data),
                "opening the training tokens");
   train_data_.reset(data);
-  inputs_.assign(static_cast<size_t>(cfg.batch * cfg.length), 0);
+  dist.shard(data);
+  inputs_.assign(static_cast<size_t>(local_batch_ * cfg.length), 0);
   targets_.assign(inputs_.size(), 0);
   if (cfg.carry) {
     fwp_state* state = nullptr;
-    check_status(fwp_state_create(model, cfg.batch, &state), "creating the carried state");
+    check_status(fwp_state_create(model, local_batch_, &state), "creating the carried state");
     carried_.reset(state);
   }
   valid_ = read_token_file(files.split("valid"), cfg.eval_tokens > 0 ? cfg.eval_tokens : -1);
@@ -251,7 +255,7 @@ LmTask::LmTask(const LmRunConfig& cfg) : cfg_(cfg) {
 std::string LmTask::label() const { return lm_model_label(cfg_); }
 
 train::TrainingObjects LmTask::objects() {
-  return train::TrainingObjects{model_.get(), optimizer_.get(), train_data_.get(), carried_.get()};
+  return train::TrainingObjects{model_.get(), optimizer_.get(), train_data_.get(), carried_.get(), dist_};
 }
 
 train::StepResult LmTask::train_step(int64_t step) {
@@ -260,16 +264,19 @@ train::StepResult LmTask::train_step(int64_t step) {
                "reading a training batch");
   check_status(fwp_model_zero_grad(model_.get()), "zeroing the gradients");
   double loss = 0.0;
-  check_status(fwp_lm_forward(model_.get(), inputs_.data(), targets_.data(), cfg_.batch, cfg_.length,
+  check_status(fwp_lm_forward(model_.get(), inputs_.data(), targets_.data(), local_batch_, cfg_.length,
                               carried_.get(), &loss, nullptr),
                fmt::format("training forward at step {}", step).c_str());
   train::StepResult result;
-  result.loss = loss;
+  // Equal shards: the global loss is the mean of the ranks' means (with --dist; else the loss itself).
+  result.loss = dist_->reduce_step(loss, 1.0, static_cast<double>(inputs_.size()));
+  result.tokens = dist_->step_tokens();
   if (!std::isfinite(result.loss)) {
-    result.grad_norm = std::nan("");  // no update from a broken loss
+    result.grad_norm = std::nan("");  // no update from a broken loss (on every rank alike)
     return result;
   }
   check_status(fwp_model_backward(model_.get()), fmt::format("training backward at step {}", step).c_str());
+  dist_->average_gradients(model_.get(), 1.0);
   result.grad_norm = train::take_optimizer_step(optimizer_.get(), step);
   return result;
 }

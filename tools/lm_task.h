@@ -8,6 +8,7 @@
 #define FWP_TOOLS_LM_TASK_H
 
 #include "cli_support.h"
+#include "train/distributed.h"
 #include "train/train_state.h"
 #include "train/training_task.h"
 
@@ -111,8 +112,9 @@ using TokenizerPtr = std::unique_ptr<fwp_tokenizer, TokenizerDeleter>;
 class LmTask : public train::TrainingTask {
  public:
   /// Creates the context, model, optimizer and training data of `cfg`, and
-  /// reads the validation prefix. Throws RunError.
-  explicit LmTask(const LmRunConfig& cfg);
+  /// reads the validation prefix; with --dist joins `dist`'s group (which must
+  /// outlive the task) and reads its shard of every batch. Throws RunError.
+  LmTask(const LmRunConfig& cfg, train::Distributed& dist);
 
   std::string label() const override;
   nlohmann::json describe() const override { return lm_config_json(cfg_); }
@@ -121,11 +123,13 @@ class LmTask : public train::TrainingTask {
   train::Evaluation evaluate(int64_t step) override;
 
   int64_t num_parameters() const { return num_parameters_; }
-  int64_t tokens_per_step() const { return cfg_.batch * cfg_.length; }
+  int64_t tokens_per_step() const { return cfg_.batch * cfg_.length; }  ///< of the global batch
   int64_t eval_token_count() const { return static_cast<int64_t>(valid_.size()); }
 
  private:
   LmRunConfig cfg_;
+  train::Distributed* dist_;
+  int64_t local_batch_ = 0;  ///< This process's rows of the global batch cfg_.batch.
   ContextPtr context_;
   ModelPtr model_;
   OptimizerPtr optimizer_;

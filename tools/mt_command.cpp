@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "mt_task.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/eval_log.h"
 #include "train/gnuplot.h"
 #include "train/interrupt.h"
@@ -67,6 +68,7 @@ struct TrainOptions {
   std::string csv, plot, checkpoint, resume;
   std::string on_non_finite = train::kOnNonFiniteStop;
   int64_t max_skips = 10;
+  std::string dist = train::kDistNone;  ///< --dist (train/distributed.h)
   std::map<std::string, CLI::Option*> given;  ///< defining flags, to check against a resumed checkpoint
   bool json = false;
   bool quiet = false;
@@ -442,6 +444,7 @@ std::string resume_command(const TrainOptions& o, const MtRunConfig& cfg, const 
   if (!o.plot.empty()) command += " --plot " + shell_word(o.plot);
   if (o.json) command += " --json";
   if (o.quiet) command += " --quiet";
+  if (o.dist != train::kDistNone) command = fmt::format("mpirun -np N {} --dist {}", command, o.dist);
   return command;
 }
 
@@ -456,7 +459,14 @@ void check_data_folder(const std::string& folder) {
   }
 }
 
+int run_train_in_group(const TrainOptions& o, train::Distributed& dist);
+
 int run_train(const TrainOptions& o) {
+  train::Distributed dist(o.dist);
+  return dist.guard([&] { return run_train_in_group(o, dist); });
+}
+
+int run_train_in_group(const TrainOptions& o, train::Distributed& dist) {
   const bool resuming = !o.resume.empty();
   MtRunConfig cfg;
   train::SavedRun saved;
@@ -479,13 +489,15 @@ int run_train(const TrainOptions& o) {
   if (resuming && o.checkpoint.empty()) check_output_path("--resume", o.resume);
   const std::string gnuplot = o.plot.empty() ? std::string() : train::find_gnuplot("--plot");
 
-  MtTask task(cfg);
-  train::Progress progress(!o.quiet, o.json ? stderr : stdout);
+  MtTask task(cfg, dist);
+  // With --dist only rank 0 prints and writes; the others train silently.
+  const bool root = dist.is_root();
+  train::Progress progress(!o.quiet && root, o.json ? stderr : stdout);
   train::EvalLog eval_log;
   const std::vector<std::string> id_columns = {"model"};
   const train::RunId run_id = {mt_model_label(cfg)};
   const std::vector<std::string> metrics = {"ppl", "bleu", "chrf", "lr"};
-  if (!o.csv.empty()) {
+  if (!o.csv.empty() && root) {
     if (resuming) {
       eval_log.open_resumed(o.csv, id_columns, metrics, run_id, saved.state.step);
     } else {
@@ -500,8 +512,12 @@ int run_train(const TrainOptions& o) {
   outputs.checkpoint_format = kCheckpointFormat;
   train::TrainState start;
   const train::InterruptScope interrupt_scope;
+  train::start_replicas(dist, task.objects(), resuming ? o.resume : std::string(), saved);
+  if (dist.active()) {
+    progress.message(fmt::format("--dist {}: {} processes, each training on its part of every batch of <= {} tokens",
+                                 dist.engine(), dist.world_size(), cfg.max_tokens));
+  }
   if (resuming) {
-    train::load_checkpoint(o.resume, task.objects(), saved);
     start = saved.state;
     if (outputs.checkpoint.empty()) outputs.checkpoint = o.resume;
     progress.message(fmt::format("resuming {} at step {} from {}", task.label(), start.step, o.resume));
@@ -517,12 +533,13 @@ int run_train(const TrainOptions& o) {
   plan.max_consecutive_skips = o.max_skips;
   train::RunResult result = train::run_training(task, plan, start, outputs);
   result.resumed = resuming;
+  dist.leave();  // while the task's context lives; nothing below communicates
   progress.message(train::summary_line(task, plan, result));
-  if (!o.plot.empty() && result.state.evaluations > 0) {
+  if (!o.plot.empty() && result.state.evaluations > 0 && root) {
     train::render_eval_curves(gnuplot, o.plot, o.csv,
                               {"bleu", "Translation: validation BLEU (greedy)", "valid BLEU", false});
   }
-  if (o.json) {
+  if (o.json && root) {
     json line = train::result_json(task, result);
     line["command"] = "mt train";
     line["model"] = mt_model_label(cfg);
@@ -534,10 +551,15 @@ int run_train(const TrainOptions& o) {
     std::printf("%s\n", line.dump().c_str());
     std::fflush(stdout);
   }
-  if (result.state.stopped_by == train::stop::kNonFinite) throw RunError(result.failure);
+  if (result.state.stopped_by == train::stop::kNonFinite) {
+    if (!root) return kExitFailure;  // every rank stopped at the same step; rank 0 says why
+    throw RunError(result.failure);
+  }
   if (result.state.stopped_by == train::stop::kInterrupted) {
-    const std::string notice = train::interrupted_notice(task, result, resume_command(o, cfg, result.checkpoint));
-    std::fprintf(stderr, "%s\n", notice.c_str());
+    if (root) {
+      const std::string notice = train::interrupted_notice(task, result, resume_command(o, cfg, result.checkpoint));
+      std::fprintf(stderr, "%s\n", notice.c_str());
+    }
     return train::interrupted_exit_code(result.signal);
   }
   return kExitOk;
@@ -722,6 +744,9 @@ void add_mt_options(CLI::App& app) {
       ->check(CLI::IsMember({train::kOnNonFiniteStop, train::kOnNonFiniteSkip}));
   tr->add_option("--max-skips", t.max_skips, "With --on-non-finite skip: stop at this many skipped steps in a row")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  tr->add_option("--dist", t.dist, std::string(train::kDistHelp) + " (--max-tokens budgets the global batch, which "
+                                   "the processes split)")
+      ->check(CLI::IsMember({train::kDistNone, train::kDistMpi, train::kDistNccl}));
   tr->add_flag("--json", t.json, "Print one JSON object on stdout (progress goes to stderr)");
   tr->add_flag("--quiet", t.quiet, "No progress or summary lines");
 

@@ -395,7 +395,7 @@ train::TrainingPlan mt_training_plan(const MtRunConfig& cfg) {
 
 // ---- the task -----------------------------------------------------------------------
 
-MtTask::MtTask(const MtRunConfig& cfg) : cfg_(cfg) {
+MtTask::MtTask(const MtRunConfig& cfg, train::Distributed& dist) : cfg_(cfg), dist_(&dist) {
   const MtDataFiles files{cfg.data};
   fwp_tokenizer* tokenizer = nullptr;
   check_input_status(fwp_tokenizer_load(files.tokenizer().c_str(), &tokenizer),
@@ -413,6 +413,7 @@ MtTask::MtTask(const MtRunConfig& cfg) : cfg_(cfg) {
                                  files.tokenizer()));
   }
   context_ = create_context(cfg.device, cfg.threads, cfg.seed);
+  dist.join(context_.get());
   const fwp_seq2seq_config model_cfg = mt_model_config(cfg, pad, bos, eos);
   fwp_model* model = nullptr;
   check_input_status(fwp_seq2seq_create(context_.get(), &model_cfg, &model), "creating the translation model");
@@ -443,6 +444,8 @@ MtTask::MtTask(const MtRunConfig& cfg) : cfg_(cfg) {
   check_input_status(fwp_pair_data_create(files.pairs("train").c_str(), &train_cfg, &data),
                      fmt::format("opening {}", files.pairs("train")).c_str());
   train_data_.reset(data);
+  // --max-tokens budgets the global batch; each process trains on its contiguous part of it.
+  dist.shard(data);
   int64_t B = 0, S = 0, T = 0;
   check_status(fwp_pair_data_max_shape(data, &B, &S, &T), "reading the batch shapes");
   src_.resize(static_cast<size_t>(B * S));
@@ -499,7 +502,7 @@ MtTask::MtTask(const MtRunConfig& cfg) : cfg_(cfg) {
 std::string MtTask::label() const { return mt_model_label(cfg_); }
 
 train::TrainingObjects MtTask::objects() {
-  return train::TrainingObjects{model_.get(), optimizer_.get(), train_data_.get(), nullptr};
+  return train::TrainingObjects{model_.get(), optimizer_.get(), train_data_.get(), nullptr, dist_};
 }
 
 train::StepResult MtTask::train_step(int64_t step) {
@@ -508,20 +511,33 @@ train::StepResult MtTask::train_step(int64_t step) {
   check_status(fwp_pair_data_next(train_data_.get(), B, S, T, src_.data(), src_len_.data(), tgt_in_.data(),
                                   tgt_out_.data(), tgt_len_.data(), nullptr),
                "reading a training batch");
-  for (int64_t b = 0; b < B; ++b) tokens_seen_ += src_len_[static_cast<size_t>(b)] + tgt_len_[static_cast<size_t>(b)];
+  int64_t fed = 0;
+  for (int64_t b = 0; b < B; ++b) fed += src_len_[static_cast<size_t>(b)] + tgt_len_[static_cast<size_t>(b)];
   check_status(fwp_model_zero_grad(model_.get()), "zeroing the gradients");
-  const fwp_seq2seq_batch batch{src_.data(), src_len_.data(), tgt_in_.data(), tgt_out_.data(), tgt_len_.data(),
-                                B,           S,               T};
+  // With --dist a process's part of a batch of fewer pairs than processes can be
+  // empty: it skips the forward and joins the average with weight 0 and zero gradients.
   fwp_seq2seq_loss loss{};
-  check_status(fwp_seq2seq_forward(model_.get(), &batch, &loss),
-               fmt::format("training forward at step {}", step).c_str());
+  if (B > 0) {
+    const fwp_seq2seq_batch batch{src_.data(), src_len_.data(), tgt_in_.data(), tgt_out_.data(), tgt_len_.data(),
+                                  B,           S,               T};
+    check_status(fwp_seq2seq_forward(model_.get(), &batch, &loss),
+                 fmt::format("training forward at step {}", step).c_str());
+  }
+  // The gradient is that of this part's mean over its target tokens, so the
+  // parts are weighted by their tokens: the global batch's mean, as one process.
+  const double weight = static_cast<double>(loss.tokens);
   train::StepResult result;
-  result.loss = loss.loss_sum / static_cast<double>(loss.tokens);
+  result.loss = dist_->reduce_step(loss.loss_sum, weight, static_cast<double>(fed));
+  result.tokens = dist_->step_tokens();
+  tokens_seen_ += static_cast<int64_t>(result.tokens);
   if (!std::isfinite(result.loss)) {
-    result.grad_norm = std::nan("");  // no update from a broken loss
+    result.grad_norm = std::nan("");  // no update from a broken loss (on every rank alike)
     return result;
   }
-  check_status(fwp_model_backward(model_.get()), fmt::format("training backward at step {}", step).c_str());
+  if (B > 0) {
+    check_status(fwp_model_backward(model_.get()), fmt::format("training backward at step {}", step).c_str());
+  }
+  dist_->average_gradients(model_.get(), weight);
   result.grad_norm = train::take_optimizer_step(optimizer_.get(), step);
   return result;
 }

@@ -11,6 +11,7 @@
 
 #include "cli_support.h"
 #include "lm_task.h"  // AnyDataPtr, TokenizerPtr
+#include "train/distributed.h"
 #include "train/train_state.h"
 #include "train/training_task.h"
 
@@ -142,8 +143,10 @@ train::TrainingPlan mt_training_plan(const MtRunConfig& cfg);
 class MtTask : public train::TrainingTask {
  public:
   /// Creates the context, model, optimizer and training data of `cfg`, opens
-  /// the validation pairs and reads the BLEU references. Throws RunError / UsageError.
-  explicit MtTask(const MtRunConfig& cfg);
+  /// the validation pairs and reads the BLEU references; with --dist joins
+  /// `dist`'s group (which must outlive the task) and trains on its part of
+  /// every batch. Throws RunError / UsageError.
+  MtTask(const MtRunConfig& cfg, train::Distributed& dist);
 
   std::string label() const override;
   nlohmann::json describe() const override { return mt_config_json(cfg_); }
@@ -154,11 +157,12 @@ class MtTask : public train::TrainingTask {
   train::Evaluation evaluate(int64_t step) override;
 
   int64_t num_parameters() const { return num_parameters_; }
-  /// Source + target tokens (with eos/bos) fed so far in this process.
+  /// Source + target tokens (with eos/bos) fed so far in this session, by all processes together.
   int64_t tokens_seen() const { return tokens_seen_; }
 
  private:
   MtRunConfig cfg_;
+  train::Distributed* dist_;
   ContextPtr context_;
   ModelPtr model_;
   OptimizerPtr optimizer_;

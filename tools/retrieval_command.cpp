@@ -11,6 +11,7 @@
 #include "retrieval_sweep.h"
 #include "retrieval_task.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/eval_log.h"
 #include "train/gnuplot.h"
 #include "train/interrupt.h"
@@ -25,6 +26,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -64,6 +66,7 @@ struct RetrievalOptions {
   bool skip_done = false;  ///< --skip-done: S values with a finished row in --sweep-csv are not run again
   std::string on_non_finite = train::kOnNonFiniteStop;
   int64_t max_skips = 10;
+  std::string dist = train::kDistNone;  ///< --dist (train/distributed.h)
   bool json = false;
   bool quiet = false;
 
@@ -269,6 +272,7 @@ std::string resume_command(const RetrievalOptions& o, const RetrievalConfig& cfg
   if (!o.plot.empty()) command += " --plot " + shell_word(o.plot);
   if (o.json) command += " --json";
   if (o.quiet) command += " --quiet";
+  if (o.dist != train::kDistNone) command = fmt::format("mpirun -np N {} --dist {}", command, o.dist);
   return command;
 }
 
@@ -397,13 +401,29 @@ void add_retrieval_options(CLI::App& app) {
   app.add_option("--max-skips", o.max_skips,
                  "With --on-non-finite skip: stop the run (exit 1) at this many skipped steps in a row")
       ->check(number_check<int64_t>("an integer >= 1", [](int64_t v) { return v >= 1; }));
+  app.add_option("--dist", o.dist, std::string(train::kDistHelp) + " (--batch must be a multiple of the number of "
+                                   "processes)")
+      ->check(CLI::IsMember({train::kDistNone, train::kDistMpi, train::kDistNccl}));
   app.add_flag("--json", o.json,
                 "Print one JSON object per run on stdout (progress then goes to stderr)");
   app.add_flag("--quiet", o.quiet, "No progress or summary lines");
 }
 
+namespace {
+
+int run_retrieval_in_group(RetrievalOptions& o, train::Distributed& dist);
+
+}  // namespace
+
 int run_retrieval() {
   RetrievalOptions& o = options();
+  train::Distributed dist(o.dist);
+  return dist.guard([&] { return run_retrieval_in_group(o, dist); });
+}
+
+namespace {
+
+int run_retrieval_in_group(RetrievalOptions& o, train::Distributed& dist) {
   std::vector<int64_t> keys;
   const std::string keys_error = parse_keys_spec(o.keys_spec, &keys);
   if (!keys_error.empty()) throw UsageError("--keys: " + keys_error);
@@ -457,9 +477,14 @@ int run_retrieval() {
     }
   }
 
-  train::Progress progress(!o.quiet, o.json ? stderr : stdout);
+  // With --dist the rank is known once the first run has joined the group:
+  // only rank 0 prints and writes, the others train silently.
+  std::unique_ptr<train::Progress> progress_owner;
   train::EvalLog eval_log;
-  if (!o.csv.empty()) {
+  auto open_outputs = [&]() {
+    const bool root = dist.is_root();
+    progress_owner = std::make_unique<train::Progress>(!o.quiet && root, o.json ? stderr : stdout);
+    if (o.csv.empty() || !root) return;
     if (resuming) {
       eval_log.open_resumed(o.csv, kEvalLogIdColumns, {}, run_id(configs.front()), resumed.state.step);
     } else {
@@ -467,13 +492,20 @@ int run_retrieval() {
       for (const RetrievalConfig& cfg : configs) fresh_runs.push_back(run_id(cfg));
       eval_log.open_fresh(o.csv, kEvalLogIdColumns, {}, fresh_runs);
     }
-  }
+  };
+  if (!dist.requested()) open_outputs();  // as always: before the first run
 
   const train::InterruptScope interrupt_scope;  // Ctrl-C ends the sweep after saving the current run
   std::vector<SweepRow> plotted;  // this invocation's rows, for --plot without --sweep-csv
+  int stop_signal = 0;
   for (const RetrievalConfig& cfg : configs) {
-    if (train::interrupt_signal() != 0) break;  // the run before finished as Ctrl-C came
-    RetrievalTask task(cfg);
+    // The run before finished as Ctrl-C came (a group: as it agreed at its last step).
+    stop_signal = dist.requested() ? dist.agreed_signal() : train::interrupt_signal();
+    if (stop_signal != 0) break;
+    RetrievalTask task(cfg, dist);  // with --dist: a new group for the run's context
+    if (!progress_owner) open_outputs();
+    train::Progress& progress = *progress_owner;
+    const bool root = dist.is_root();
     train::RunOutputs outputs;
     outputs.progress = &progress;
     outputs.eval_log = &eval_log;
@@ -481,8 +513,8 @@ int run_retrieval() {
     outputs.checkpoint = checkpoint_path_for(o.checkpoint, cfg.keys, several);
     outputs.checkpoint_format = kCheckpointFormat;
     train::TrainState start;
+    train::start_replicas(dist, task.objects(), resuming ? o.resume : std::string(), resumed);
     if (resuming) {
-      train::load_checkpoint(o.resume, task.objects(), resumed);
       start = resumed.state;
       if (outputs.checkpoint.empty()) outputs.checkpoint = o.resume;
       progress.message(fmt::format("resuming {} at step {} from {}", task.label(), start.step, o.resume));
@@ -493,8 +525,10 @@ int run_retrieval() {
     plan.max_consecutive_skips = o.max_skips;
     train::RunResult result = train::run_training(task, plan, start, outputs);
     result.resumed = resuming;
+    stop_signal = result.signal;
+    dist.leave();  // while the run's context lives; nothing below communicates
     progress.message(train::summary_line(task, plan, result));
-    if (o.json) {
+    if (o.json && root) {
       json line = train::result_json(task, result);
       line["command"] = "retrieval";
       line["model"] = model_label(cfg);
@@ -502,7 +536,11 @@ int run_retrieval() {
       std::printf("%s\n", line.dump().c_str());
       std::fflush(stdout);
     }
-    if (result.state.stopped_by == train::stop::kNonFinite) throw RunError(result.failure);
+    if (result.state.stopped_by == train::stop::kNonFinite) {
+      if (!root) return kExitFailure;  // every rank stopped at the same step; rank 0 says why
+      throw RunError(result.failure);
+    }
+    if (!root) continue;  // the sweep table and plot are rank 0's; a stop is agreed on at the next run
     if (result.state.stopped_by == train::stop::kInterrupted) {
       // Always said (also with --quiet): where the run stopped and how to go on.
       std::string notice = train::interrupted_notice(task, result, resume_command(o, cfg, result.checkpoint));
@@ -528,8 +566,10 @@ int run_retrieval() {
       if (!o.plot.empty()) render_sweep_plot(gnuplot, o.plot, plotted, cfg.target_loss);
     }
   }
-  const int signal = train::interrupt_signal();
-  return signal != 0 ? train::interrupted_exit_code(signal) : kExitOk;
+  if (!dist.requested()) stop_signal = train::interrupt_signal();
+  return stop_signal != 0 ? train::interrupted_exit_code(stop_signal) : kExitOk;
 }
+
+}  // namespace
 
 }  // namespace fwp_cli

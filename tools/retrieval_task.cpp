@@ -115,9 +115,13 @@ train::TrainingPlan training_plan(const RetrievalConfig& cfg) {
 
 // ---- the task -------------------------------------------------------------------
 
-RetrievalTask::RetrievalTask(const RetrievalConfig& cfg) : cfg_(cfg) {
+RetrievalTask::RetrievalTask(const RetrievalConfig& cfg, train::Distributed& dist) : cfg_(cfg), dist_(&dist) {
   context_ = create_context(cfg.device, cfg.threads, cfg.seed);
   fwp_context* context = context_.get();
+  dist.join(context);
+  // --batch is the global batch: the generator draws it whole on every process and
+  // each trains on its batch / N rows (fwp_data_set_shard()).
+  const int64_t local_batch = dist.local_batch("--batch", cfg.batch);
 
   fwp_retrieval_config model_config;
   fwp_retrieval_config_init(&model_config);
@@ -145,16 +149,17 @@ RetrievalTask::RetrievalTask(const RetrievalConfig& cfg) : cfg_(cfg) {
   check_status(fwp_retrieval_data_create(cfg.setting, cfg.keys, mix_seed(cfg.seed, kTrainDataStream), &data),
                "creating the training data generator");
   train_data_.reset(data);
+  dist.shard(data);
   int64_t seq_len = 0;
   check_status(fwp_retrieval_data_seq_len(data, &seq_len), "reading the sequence length");
-  train_batch_.resize(cfg.batch, seq_len, 1);
-  eval_batch_.resize(cfg.eval_seqs, cfg.eval_pairs, eval_queries(cfg));
+  train_batch_.resize(local_batch, seq_len, 1, cfg.batch);
+  eval_batch_.resize(cfg.eval_seqs, cfg.eval_pairs, eval_queries(cfg), cfg.eval_seqs);
 }
 
 std::string RetrievalTask::label() const { return fmt::format("{} S={}", model_label(cfg_), cfg_.keys); }
 
 train::TrainingObjects RetrievalTask::objects() {
-  return train::TrainingObjects{model_.get(), optimizer_.get(), train_data_.get()};
+  return train::TrainingObjects{model_.get(), optimizer_.get(), train_data_.get(), nullptr, dist_};
 }
 
 train::StepResult RetrievalTask::train_step(int64_t step) {
@@ -165,12 +170,14 @@ train::StepResult RetrievalTask::train_step(int64_t step) {
   check_status(fwp_retrieval_forward(model_.get(), &batch, &loss, nullptr, 0),
                fmt::format("training forward at step {}", step).c_str());
   train::StepResult result;
-  result.loss = static_cast<double>(loss);
+  // Equal shards: the global loss is the mean of the ranks' means (with --dist; else the loss itself).
+  result.loss = dist_->reduce_step(static_cast<double>(loss), 1.0, 0.0);
   if (!std::isfinite(result.loss)) {
-    result.grad_norm = std::nan("");  // no update from a broken loss
+    result.grad_norm = std::nan("");  // no update from a broken loss (on every rank alike)
     return result;
   }
   check_status(fwp_model_backward(model_.get()), fmt::format("training backward at step {}", step).c_str());
+  dist_->average_gradients(model_.get(), 1.0);
   result.grad_norm = train::take_optimizer_step(optimizer_.get(), step);
   return result;
 }
@@ -198,8 +205,9 @@ train::Evaluation RetrievalTask::evaluate(int64_t step) {
   return evaluation;
 }
 
-void RetrievalTask::Batch::resize(int64_t batch, int64_t length, int64_t queries_per_seq) {
+void RetrievalTask::Batch::resize(int64_t batch, int64_t length, int64_t queries_per_seq, int64_t drawn_batch) {
   batch_size = batch;
+  drawn = drawn_batch;
   seq_len = length;
   num_queries = queries_per_seq;
   keys.assign(static_cast<size_t>(batch * length), 0);
@@ -209,7 +217,7 @@ void RetrievalTask::Batch::resize(int64_t batch, int64_t length, int64_t queries
 }
 
 void RetrievalTask::Batch::sample(fwp_retrieval_data* data, const char* what) {
-  check_status(fwp_retrieval_data_sample(data, batch_size, num_queries, keys.data(), values.data(),
+  check_status(fwp_retrieval_data_sample(data, drawn, num_queries, keys.data(), values.data(),
                                          queries.data(), targets.data()),
                what);
 }

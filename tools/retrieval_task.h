@@ -6,6 +6,7 @@
 #define FWP_TOOLS_RETRIEVAL_TASK_H
 
 #include "cli_support.h"
+#include "train/distributed.h"
 #include "train/train_state.h"
 #include "train/training_task.h"
 
@@ -70,8 +71,10 @@ train::TrainingPlan training_plan(const RetrievalConfig& cfg);
 
 class RetrievalTask : public train::TrainingTask {
  public:
-  /// Creates the context, model, Adam optimizer and training data of `cfg`. Throws RunError.
-  explicit RetrievalTask(const RetrievalConfig& cfg);
+  /// Creates the context, model, Adam optimizer and training data of `cfg`;
+  /// with --dist joins `dist`'s group (which must outlive the task) and trains
+  /// on its rows of every batch. Throws RunError.
+  RetrievalTask(const RetrievalConfig& cfg, train::Distributed& dist);
 
   std::string label() const override;
   nlohmann::json describe() const override { return config_json(cfg_); }
@@ -82,14 +85,17 @@ class RetrievalTask : public train::TrainingTask {
  private:
   /// Buffers of one batch of sequences.
   struct Batch {
-    void resize(int64_t batch_size, int64_t seq_len, int64_t queries);
+    /// `drawn` is the batch the generator draws (the global one; a sharded
+    /// generator fills this process's batch_size rows of it).
+    void resize(int64_t batch_size, int64_t seq_len, int64_t queries, int64_t drawn);
     void sample(fwp_retrieval_data* data, const char* what);
     fwp_retrieval_batch view() const;
-    int64_t batch_size = 0, seq_len = 0, num_queries = 0;
+    int64_t batch_size = 0, seq_len = 0, num_queries = 0, drawn = 0;
     std::vector<int32_t> keys, values, queries, targets;
   };
 
   RetrievalConfig cfg_;
+  train::Distributed* dist_;
   ContextPtr context_;
   ModelPtr model_;
   OptimizerPtr optimizer_;

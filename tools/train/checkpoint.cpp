@@ -75,12 +75,13 @@ std::string read_checkpoint_user_metadata(const std::string& path) {
 }
 
 void save_checkpoint(const std::string& path, const TrainingObjects& objects, const CheckpointFormat& format,
-                     const json& config, const TrainState& state) {
-  const json metadata = {{"format", format.name},
-                         {"version", format.version},
-                         {"fwp_version", fwp_version_string()},
-                         {"config", config},
-                         {"state", state_to_json(state)}};
+                     const json& config, const TrainState& state, const json& distributed) {
+  json metadata = {{"format", format.name},
+                   {"version", format.version},
+                   {"fwp_version", fwp_version_string()},
+                   {"config", config},
+                   {"state", state_to_json(state)}};
+  if (!distributed.is_null()) metadata["distributed"] = distributed;
   check_status(fwp_checkpoint_save_with_state(path.c_str(), objects.model, objects.optimizer, objects.data,
                                               objects.state, metadata.dump().c_str()),
                fmt::format("saving the checkpoint {}", path).c_str());

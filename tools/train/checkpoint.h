@@ -59,9 +59,13 @@ struct SavedRun {
   std::shared_ptr<const OpenCheckpoint> file;
 };
 
-/// Saves the objects with the run's metadata (atomically). Throws RunError.
+/// Saves the objects with the run's metadata (atomically). `distributed`, when
+/// not null, is stored as metadata "distributed" for information (the processes
+/// that wrote it, e.g. {"dist": "mpi", "world_size": 2}); resuming does not need it.
+/// Throws RunError.
 void save_checkpoint(const std::string& path, const TrainingObjects& objects, const CheckpointFormat& format,
-                     const nlohmann::json& config, const TrainState& state);
+                     const nlohmann::json& config, const TrainState& state,
+                     const nlohmann::json& distributed = nlohmann::json());
 
 /// Reads the run's metadata only, so a command can rebuild its task from the
 /// stored configuration. Throws RunError when the file is not a checkpoint of

@@ -23,16 +23,20 @@ class Progress {
   void start(const std::string& label);
 
   /// After every training step: redraws at most four times a second, on a terminal only.
-  void step(const TrainState& state, int64_t max_steps, double train_loss, double steps_per_second);
+  /// `tokens_per_second` (of the whole group with --dist; 0 = not counted) is shown when > 0.
+  void step(const TrainState& state, int64_t max_steps, double train_loss, double steps_per_second,
+            double tokens_per_second = 0.0);
 
   /// After every evaluation.
-  void evaluation(const TrainState& state, int64_t max_steps, double train_loss, double steps_per_second);
+  void evaluation(const TrainState& state, int64_t max_steps, double train_loss, double steps_per_second,
+                  double tokens_per_second = 0.0);
 
   /// A line of its own (clears a line being redrawn first).
   void message(const std::string& text);
 
  private:
-  std::string line(const TrainState& state, int64_t max_steps, double train_loss, double steps_per_second) const;
+  std::string line(const TrainState& state, int64_t max_steps, double train_loss, double steps_per_second,
+                   double tokens_per_second) const;
   void draw(const std::string& text);
 
   using Clock = std::chrono::steady_clock;

@@ -1,6 +1,7 @@
 #include "train_loop.h"
 
 #include "../cli_support.h"
+#include "distributed.h"
 #include "interrupt.h"
 
 #include <fmt/format.h>
@@ -85,6 +86,12 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
   const InterruptScope interrupt_scope;
   RunResult result;
   const TrainingObjects objects = task.objects();
+  // With --dist every rank runs this loop in step: the stop signal and the
+  // evaluation loss that the rules watch are agreed on, so that all take the
+  // same number of steps and meet in the same collectives.
+  Distributed* const dist = objects.dist != nullptr && objects.dist->active() ? objects.dist : nullptr;
+  const bool root = dist == nullptr || dist->is_root();
+  result.dist = dist_json(objects.dist);
   out.progress->start(task.label());
 
   const auto session_start = Clock::now();
@@ -92,14 +99,23 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
   const int64_t first_step = state.step;
   double loss_sum = 0.0;  // training loss averaged since the last evaluation, for the progress line
   int64_t loss_count = 0;
+  double tokens = 0.0;    // tokens trained on in this session (the whole group's)
   auto elapsed = [&]() { return std::chrono::duration<double>(Clock::now() - session_start).count(); };
   auto steps_per_second = [&]() {
     const double t = elapsed();
     return t > 0 ? static_cast<double>(state.step - first_step) / t : 0.0;
   };
+  auto tokens_per_second = [&]() {
+    const double t = elapsed();
+    return t > 0 ? tokens / t : 0.0;
+  };
+  // One process sees Ctrl-C between steps; a group acts on the signal that the
+  // last step's sum reported from any rank (Distributed::reduce_step()).
+  auto stop_signal = [&]() { return dist != nullptr ? dist->agreed_signal() : interrupt_signal(); };
   auto save = [&]() {
     if (out.checkpoint.empty()) return;
-    save_checkpoint(out.checkpoint, objects, out.checkpoint_format, task.describe(), state);
+    // In a group a collective (the carried state is gathered); rank 0 writes.
+    save_group_checkpoint(objects.dist, out.checkpoint, objects, out.checkpoint_format, task.describe(), state);
     result.checkpoint = out.checkpoint;
   };
 
@@ -107,16 +123,17 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
   if (state.stopped_by == stop::kMaxSteps && state.step < plan.max_steps) state.stopped_by.clear();
 
   while (state.stopped_by.empty() && state.step < plan.max_steps) {
-    if (interrupt_signal() != 0) {
+    if (stop_signal() != 0) {
       // Saved as still running, so that --resume continues where it stopped.
       state.seconds = seconds_before + elapsed();
       save();
       state.stopped_by = stop::kInterrupted;
-      result.signal = interrupt_signal();
+      result.signal = stop_signal();
       break;
     }
 
     const StepResult step = task.train_step(state.step + 1);
+    tokens += step.tokens;
     const bool finite = std::isfinite(step.loss) && std::isfinite(step.grad_norm);
     if (!finite && plan.skip_non_finite && state.consecutive_skips + 1 < plan.max_consecutive_skips) {
       // Skipped: no parameter changed; the step counts, its loss does not.
@@ -150,15 +167,19 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
     const double train_loss = loss_count > 0 ? loss_sum / static_cast<double>(loss_count) : std::nan("");
 
     if (state.step % plan.eval_every != 0 && state.step < plan.max_steps) {
-      out.progress->step(state, plan.max_steps, train_loss, steps_per_second());
+      out.progress->step(state, plan.max_steps, train_loss, steps_per_second(), tokens_per_second());
       continue;
     }
 
-    record_evaluation(plan, task.evaluate(state.step), state);
+    // Every rank evaluates its replica (all are equal, so this costs time, not
+    // correctness); rank 0's loss decides the rules on all of them.
+    Evaluation evaluation = task.evaluate(state.step);
+    if (dist != nullptr) evaluation.loss = dist->from_root(evaluation.loss);
+    record_evaluation(plan, evaluation, state);
     state.seconds = seconds_before + elapsed();
     save();
-    if (out.eval_log != nullptr) out.eval_log->append(out.run_id, state);
-    out.progress->evaluation(state, plan.max_steps, train_loss, steps_per_second());
+    if (out.eval_log != nullptr && root) out.eval_log->append(out.run_id, state);
+    out.progress->evaluation(state, plan.max_steps, train_loss, steps_per_second(), tokens_per_second());
     loss_sum = 0.0;
     loss_count = 0;
   }
@@ -183,7 +204,9 @@ json result_json(const TrainingTask& task, const RunResult& result) {
           {"resumed", result.resumed},
           {"metrics", metrics},
           {"config", task.describe()},
-          {"fwp_version", fwp_version_string()}};
+          {"fwp_version", fwp_version_string()},
+          {"dist", result.dist.value("dist", std::string(kDistNone))},
+          {"world_size", result.dist.value("world_size", 1)}};
 }
 
 std::string summary_line(const TrainingTask& task, const TrainingPlan& plan, const RunResult& result) {

@@ -43,6 +43,7 @@ struct RunResult {
   int signal = 0;         ///< The signal, when stopped_by is stop::kInterrupted.
   std::string checkpoint; ///< The checkpoint holding the run's latest state ("" = none written).
   std::string failure;    ///< What went wrong, when stopped_by is stop::kNonFinite.
+  nlohmann::json dist;    ///< {"dist": engine or "none", "world_size": N} (distributed.h dist_json()).
 };
 
 /// Trains `task` from `start` (a fresh TrainState, or one restored with
@@ -52,8 +53,9 @@ RunResult run_training(TrainingTask& task, const TrainingPlan& plan, TrainState 
 
 /// The fields of --json every command reports for a run: final_eval_loss,
 /// best_eval_loss, steps, evaluations, seconds, steps_per_second, stopped_by,
-/// resumed, metrics (the last evaluation's), config (task.describe()) and
-/// fwp_version. Commands add their own fields (command, model, ...).
+/// resumed, metrics (the last evaluation's), config (task.describe()),
+/// fwp_version, dist and world_size (--dist: the engine or "none", and the
+/// number of processes). Commands add their own fields (command, model, ...).
 nlohmann::json result_json(const TrainingTask& task, const RunResult& result);
 
 /// One line saying how the run ended, e.g. "<label>: final eval loss 0.000812

@@ -18,8 +18,9 @@ namespace train {
 
 /// What one training step reports. A non-finite value stops the run.
 struct StepResult {
-  double loss = 0.0;       ///< Training loss of the step's batch.
+  double loss = 0.0;       ///< Training loss of the step's batch (the global batch's, with --dist).
   double grad_norm = 0.0;  ///< Global gradient L2 norm before clipping (NaN if the step was refused).
+  double tokens = 0.0;     ///< Tokens of the step's (global) batch, for tokens/s; 0 = not counted.
 };
 
 /// A named number of an evaluation besides its loss, e.g. {"perplexity", 35.2}
@@ -35,6 +36,8 @@ struct Evaluation {
   std::vector<Metric> metrics;  ///< Same names in the same order at every evaluation of a run.
 };
 
+class Distributed;  // distributed.h
+
 /// The library objects of a run, owned by the task. The driver saves and loads
 /// them together in checkpoints. (The checkpoint API of fwp.h takes the
 /// retrieval generator as its data source; a task without one passes NULL.)
@@ -43,6 +46,10 @@ struct TrainingObjects {
   fwp_optimizer* optimizer = nullptr;
   fwp_retrieval_data* data = nullptr;
   fwp_state* state = nullptr;  // memory carried across steps, saved with the checkpoint (NULL: none)
+  /// The group of processes training the model (--dist), NULL or inactive for
+  /// one process: the driver agrees with it on Ctrl-C and the stopping rules,
+  /// and writes outputs on rank 0 only.
+  Distributed* dist = nullptr;
 };
 
 /// One training run of a command: a model being trained on a data source.
