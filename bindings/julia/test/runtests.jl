@@ -841,12 +841,15 @@ end
             @test error_of(() -> Dist(ctx)).kind == :unsupported
         end
         keep = buffer -> nothing
-        # The callback engine without a callback, a rank outside the group, no ranks, empty buckets.
-        for kw in ((engine = :callback, world_size = 1), (engine = :callback, rank = 2, world_size = 2, allreduce = keep),
-                (engine = :callback, rank = 0, world_size = 0, allreduce = keep),
-                (engine = :callback, world_size = 1, bucket_elements = 0, allreduce = keep))
+        # The callback engine without a callback, a rank outside the group, no ranks, empty buckets:
+        # (settings, the field the message names, the kinds fwp.h allows for it).
+        for (kw, field, kinds) in (((engine = :callback, world_size = 1), "allreduce", (:null_pointer, :invalid_argument)),
+                ((engine = :callback, rank = 2, world_size = 2, allreduce = keep), "rank", (:out_of_range, :invalid_argument)),
+                ((engine = :callback, rank = 0, world_size = 0, allreduce = keep), "world_size", (:invalid_argument,)),
+                ((engine = :callback, world_size = 1, bucket_elements = 0, allreduce = keep), "bucket_elements",
+                    (:invalid_argument,)))
             err = error_of(() -> Dist(ctx; kw...))
-            @test err isa FwpError && err.kind == :invalid_argument
+            @test err isa FwpError && err.kind in kinds && occursin(field, err.message)
         end
         @test_throws FwpError DistConfig(no_such_setting = 1)
         @test_throws FwpError DistConfig(engine = :carrier_pigeon)
