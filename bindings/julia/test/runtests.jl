@@ -889,11 +889,18 @@ end
         @test !isopen(dist)
         @test_throws FwpError FastWeights.barrier(dist)
 
-        # A callback that throws fails the collective, names why, and breaks the group.
+        # Rank 0 of two whose partner holds the same numbers (the sums are the doubles); then a
+        # callback that throws fails the collective, names why, and breaks the group.
         fail = Ref(false)
         dist = Dist(ctx; engine = :callback, rank = 0, world_size = 2,
-            allreduce = buffer -> (fail[] && error("the link to rank 1 is down"); nothing))
+            allreduce = buffer -> (fail[] && error("the link to rank 1 is down"); buffer .*= 2; nothing))
         sync_model!(dist, model)
+        @test dist_sum!(dist, [1.5]) == [3.0]
+        forward!(model, sample!(RetrievalData(1, 8, 6), 4))
+        backward!(model)
+        g = trainable_grads(model)
+        @test average_gradients!(dist, model) == 2.0
+        @test all(map((a, b) -> maximum(abs.(a .- b)) <= 1f-6, trainable_grads(model), g))
         fail[] = true
         err = error_of(() -> average_gradients!(dist, model))
         @test err isa FwpError && err.kind == :distributed && err.status == L.FWP_ERR_DISTRIBUTED

@@ -158,23 +158,40 @@ fn a_failing_or_panicking_closure_breaks_the_group() {
     for panics in [false, true] {
         let ctx = ctx(4);
         let fail = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&fail);
-        // A rank of two whose "all-reduce" leaves its buffer as it is until told to fail.
-        let config = DistConfig::callback(0, 2, move |_buffer| {
-            if !flag.load(Ordering::SeqCst) {
-                Ok(())
-            } else if panics {
-                panic!("boom in the all-reduce")
-            } else {
-                Err("the link to rank 1 is down".to_string())
+        let largest = Arc::new(AtomicUsize::new(0));
+        let (flag, seen) = (Arc::clone(&fail), Arc::clone(&largest));
+        // Rank 0 of two whose partner holds the same numbers: the sums are the doubles.
+        let config = DistConfig::callback(0, 2, move |buffer| {
+            if flag.load(Ordering::SeqCst) {
+                if panics {
+                    panic!("boom in the all-reduce");
+                }
+                return Err("the link to rank 1 is down".to_string());
             }
-        });
+            seen.fetch_max(buffer.len(), Ordering::SeqCst);
+            match buffer {
+                AllReduceBuffer::F32(b) => b.iter_mut().for_each(|x| *x *= 2.0),
+                AllReduceBuffer::F64(b) => b.iter_mut().for_each(|x| *x *= 2.0),
+            }
+            Ok(())
+        })
+        .bucket_elements(100);
         let mut dist = Dist::new(&ctx, config).unwrap();
+        assert_eq!((dist.rank(), dist.world_size()), (0, 2));
         let mut model = retrieval_model(&ctx);
         dist.sync_model(&mut model).unwrap();
         let batch = RetrievalData::new(1, 8, 6).unwrap().sample(4, 1).unwrap();
         model.forward(&batch).unwrap();
         model.backward().unwrap();
+        let g = grads(&model);
+        largest.store(0, Ordering::SeqCst);
+        assert_eq!(dist.average_gradients(&mut model, 1.0).unwrap(), 2.0);
+        assert!(max_abs_diff(&grads(&model), &g) <= 1e-6, "the mean of two equal gradients");
+        let largest = largest.load(Ordering::SeqCst);
+        assert!((1..=100).contains(&largest), "an all-reduce of {largest} elements with buckets of 100");
+        let mut values = [1.5];
+        dist.sum(&mut values).unwrap();
+        assert_eq!(values, [3.0]);
 
         fail.store(true, Ordering::SeqCst);
         let err = dist.average_gradients(&mut model, 1.0).unwrap_err();
@@ -186,6 +203,7 @@ fn a_failing_or_panicking_closure_breaks_the_group() {
         fail.store(false, Ordering::SeqCst);
         assert_eq!(dist.sum(&mut [1.0]).unwrap_err().status(), Status::Distributed);
         assert_eq!(dist.barrier().unwrap_err().status(), Status::Distributed);
+        assert_eq!(dist.sync_model(&mut model).unwrap_err().status(), Status::Distributed);
     }
 
     // abort() of the callback engine marks the group broken and returns.
