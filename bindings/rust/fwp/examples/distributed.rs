@@ -83,7 +83,7 @@ struct Outcome {
     params: Vec<Vec<f32>>,
 }
 
-/// One rank's training loop; `allreduce` is its part of the group's all-reduce.
+/// One rank's training loop; it sums through `group`, the in-process all-reduce.
 fn train_rank(rank: usize, args: &Args, group: Arc<ThreadGroup>) -> fwp::Result<Outcome> {
     // Each rank has its own context (on a GPU machine: its own device).
     let ctx = Context::new(&ContextConfig::default().num_threads(1).seed(args.seed))?;
