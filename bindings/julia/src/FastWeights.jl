@@ -2406,7 +2406,7 @@ function dist_allreduce_trampoline(buffer::Ptr{Cvoid}, count::Int64, dtype::Cint
 end
 
 """
-    Dist(ctx::Context, config::DistConfig = DistConfig())
+    Dist(ctx::Context, config::DistConfig)
     Dist(ctx::Context; engine = :mpi, ..., allreduce = nothing)
 
 Joins a data-parallel group (a collective: every rank calls it). `dist.rank`
@@ -2426,7 +2426,7 @@ mutable struct Dist
     callback::Union{Nothing,DistCallback}
     logger::Union{Nothing,Base.RefValue{Any}}
 
-    function Dist(ctx::Context, config::DistConfig = DistConfig())
+    function Dist(ctx::Context, config::DistConfig)
         raw = config.raw
         box = config.allreduce === nothing ? nothing : DistCallback(config.allreduce, nothing)
         if box !== nothing
@@ -2445,6 +2445,8 @@ mutable struct Dist
     end
 end
 
+# Also `Dist(ctx)`: the defaults (the MPI engine). One method for both, since a
+# keyword method also defines the positional signature.
 Dist(ctx::Context; kw...) = Dist(ctx, DistConfig(; kw...))
 
 """
