@@ -114,6 +114,11 @@ class MpiCommunicator final : public Communicator {
     const int64_t element = type == MPI_FLOAT ? 4 : 8;
     for (int64_t offset = 0; offset < n; offset += kMaxPiece) {
       const int count = static_cast<int>(std::min(kMaxPiece, n - offset));
+      if (timeout_ <= 0) {  // no deadline: the blocking call, MPI's fastest
+        check(MPI_Allreduce(MPI_IN_PLACE, static_cast<char*>(data) + offset * element, count, type, MPI_SUM, comm_),
+              "MPI_Allreduce");
+        continue;
+      }
       MPI_Request request = MPI_REQUEST_NULL;
       check(MPI_Iallreduce(MPI_IN_PLACE, static_cast<char*>(data) + offset * element, count, type, MPI_SUM, comm_,
                            &request),
@@ -132,15 +137,17 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  // Polls the request until it completes or the deadline passes. The first
-  // polls spin (a step's all-reduce is usually done within microseconds);
-  // later ones sleep a little, so a rank that waits long leaves its core to
-  // the others (two ranks often share a machine's cores).
+  // Polls the request until it completes or the deadline passes. A
+  // non-blocking collective advances only inside MPI calls, so the polls
+  // follow each other closely (yielding the core between them) for the first
+  // 50 ms -- a step's all-reduce or a short wait for a slower rank; after
+  // that they sleep a little, so a rank that waits long (another rank
+  // evaluating) leaves its core to the others.
   void wait(MPI_Request& request, const std::string& what) {
     using Clock = std::chrono::steady_clock;
     const auto start = Clock::now();
     int done = 0;
-    for (int polls = 0;; ++polls) {
+    for (;;) {
       const int rc = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
       if (rc != MPI_SUCCESS) fail(what + " failed on rank " + std::to_string(rank_) + ": " + mpi_error_text(rc));
       if (done) return;
@@ -148,7 +155,11 @@ class MpiCommunicator final : public Communicator {
         fail(what + " did not complete within " + seconds_text(timeout_) + " s on rank " + std::to_string(rank_) +
              " of " + std::to_string(size_) + ": a rank died or stopped answering");
       }
-      if (polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 20000 ? 1000 : 50));
+      if (std::chrono::duration<double>(Clock::now() - start).count() < 0.05) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
     }
   }
 
