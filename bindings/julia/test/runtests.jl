@@ -851,6 +851,11 @@ end
             err = error_of(() -> Dist(ctx; kw...))
             @test err isa FwpError && err.kind in kinds && occursin(field, err.message)
         end
+        if engine_available(:mpi)
+            # The callback engine's fields on the MPI engine, refused before MPI starts.
+            @test occursin("allreduce", error_of(() -> Dist(ctx; allreduce = keep)).message)
+            @test error_of(() -> Dist(ctx; rank = 1, world_size = 2)).kind == :invalid_argument
+        end
         @test_throws FwpError DistConfig(no_such_setting = 1)
         @test_throws FwpError DistConfig(engine = :carrier_pigeon)
         @test_throws FwpError DistConfig(user_data = C_NULL)

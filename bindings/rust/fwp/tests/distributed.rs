@@ -82,7 +82,7 @@ fn argument_errors() {
     let no_closure = DistConfig::default().engine(Engine::Callback).world_size(1);
     assert!(!no_closure.has_allreduce());
     // (config, the field the message names, the statuses fwp.h allows for it)
-    let bad = [
+    let mut bad = vec![
         (no_closure, "allreduce", [Status::NullPointer, Status::InvalidArgument]),
         (DistConfig::callback(2, 2, identity()), "rank", [Status::OutOfRange, Status::InvalidArgument]),
         (DistConfig::callback(-1, 2, identity()), "rank", [Status::OutOfRange, Status::InvalidArgument]),
@@ -94,6 +94,11 @@ fn argument_errors() {
             [Status::InvalidArgument; 2],
         ),
     ];
+    if engine_available(Engine::Mpi) {
+        // The callback engine's fields on the MPI engine, refused before MPI starts.
+        bad.push((DistConfig::default().allreduce(identity()), "allreduce", [Status::InvalidArgument; 2]));
+        bad.push((DistConfig::default().rank(1).world_size(2), "rank", [Status::InvalidArgument; 2]));
+    }
     for (config, field, statuses) in bad {
         let shown = format!("{config:?}");
         let err = Dist::new(&ctx, config).unwrap_err();
