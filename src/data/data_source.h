@@ -1,5 +1,5 @@
-// The interface every data source shares (the retrieval generator now, token
-// files and parallel text later), behind the C API's fwp_data handle.
+// The interface every data source shares (the retrieval generator, token
+// files, parallel text), behind the C API's fwp_data handle.
 //
 // Sampling is kind-specific (each kind has its own sample function); what all
 // kinds share is that checkpoints can store where a source stands and a
