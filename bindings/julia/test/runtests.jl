@@ -619,6 +619,19 @@ end
         @test vocab_size(data) == vocab_size(tok)
         @test segments_per_epoch(data) >= 10
         @test num_tokens(data) == token_file_info(tokens).num_tokens
+        # Shards are blocks of streams (columns) of every batch.
+        whole = TokenData(tokens; batch_size = 4, segment_length = 16)
+        halves = [set_shard!(TokenData(tokens; batch_size = 4, segment_length = 16), i, 2) for i in 0:1]
+        @test_throws FwpError set_shard!(whole, 0, 3)
+        @test get_shard(whole) == (0, 1)
+        for _ in 1:2
+            w = next_batch!(whole)
+            for i in 0:1
+                h = next_batch!(halves[i+1])
+                @test size(h.inputs) == (16, 2)
+                @test h.inputs == w.inputs[:, (2i+1):(2i+2)] && h.targets == w.targets[:, (2i+1):(2i+2)]
+            end
+        end
 
         ctx = Context(num_threads = 1, seed = 11)
         kw = (vocab_size = vocab_size(tok), num_layers = 2, d_ff = 64, dropout = 0, seed = 5,
