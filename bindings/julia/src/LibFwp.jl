@@ -234,7 +234,7 @@ const fwp_dist_engine = Cint
 const FWP_DIST_MPI = fwp_dist_engine(0)
 "NCCL on the GPU (CUDA contexts only), bootstrapped over MPI."
 const FWP_DIST_NCCL = fwp_dist_engine(1)
-"The caller's all-reduce (fwp_dist_configallreduce)."
+"The caller's all-reduce (fwp_dist_config::allreduce)."
 const FWP_DIST_CALLBACK = fwp_dist_engine(2)
 
 "`fwp_dist_dtype`: element types of fwp_dist_allreduce_fn buffers. Values are fixed."

@@ -242,7 +242,7 @@ c_enum! {
         FWP_DIST_MPI = 0,
         /// NCCL on the GPU (CUDA contexts only), bootstrapped over MPI.
         FWP_DIST_NCCL = 1,
-        /// The caller's all-reduce (fwp_dist_configallreduce).
+        /// The caller's all-reduce (fwp_dist_config::allreduce).
         FWP_DIST_CALLBACK = 2,
     }
 }
