@@ -53,6 +53,8 @@ static void test_config_and_engines(void) {
   REQUIRE(fwp_dist_engine_available(FWP_DIST_CALLBACK) == 1, "the callback engine is always there");
   REQUIRE(fwp_dist_engine_available(FWP_DIST_MPI) == FWP_TEST_HAVE_MPI, "MPI available: %d, built with MPI: %d",
           fwp_dist_engine_available(FWP_DIST_MPI), FWP_TEST_HAVE_MPI);
+  REQUIRE(fwp_dist_engine_available(FWP_DIST_NCCL) == FWP_TEST_HAVE_NCCL, "NCCL available: %d, built with NCCL: %d",
+          fwp_dist_engine_available(FWP_DIST_NCCL), FWP_TEST_HAVE_NCCL);
   if (!fwp_cuda_is_built()) REQUIRE(fwp_dist_engine_available(FWP_DIST_NCCL) == 0, "NCCL without CUDA");
   REQUIRE(fwp_dist_engine_available((fwp_dist_engine)3) == 0, "engine 3");
   REQUIRE(fwp_dist_engine_available((fwp_dist_engine)-1) == 0, "engine -1");
@@ -77,44 +79,44 @@ static void test_config_and_engines(void) {
   EXPECT_STATUS(fwp_dist_create(ctx, &cfg, NULL), FWP_ERR_NULL_POINTER, "out");
   fwp_dist_config bad = cfg;
   bad.struct_size = 3;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "struct_size");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->struct_size");
   bad = cfg;
-  bad.engine = (fwp_dist_engine)7;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "engine");
+  bad.engine = (fwp_dist_engine)7; /* an enum out of range, as everywhere in fwp */
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_OUT_OF_RANGE, "config->engine");
   bad.engine = (fwp_dist_engine)-1;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "engine");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_OUT_OF_RANGE, "config->engine");
   bad = cfg;
   bad.bucket_elements = 0;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "bucket_elements");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->bucket_elements");
   bad.bucket_elements = -5;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "bucket_elements");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->bucket_elements");
   bad = cfg;
   bad.timeout_seconds = -1.0;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "timeout_seconds");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->timeout_seconds");
   bad.timeout_seconds = NAN;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "timeout_seconds");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->timeout_seconds");
   bad.timeout_seconds = INFINITY;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "timeout_seconds");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->timeout_seconds");
   bad = cfg;
   bad.allreduce = NULL;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "allreduce");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_NULL_POINTER, "config->allreduce");
   bad = cfg;
   int fake_comm = 0;
   bad.mpi_comm = &fake_comm;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "mpi_comm");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->mpi_comm");
   bad = cfg;
   bad.world_size = 0;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "world_size");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->world_size");
   bad.world_size = -2;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "world_size");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "config->world_size");
   bad = cfg;
   bad.rank = 1; /* == world_size */
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "rank");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_OUT_OF_RANGE, "config->rank");
   bad.rank = -1;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "rank");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_OUT_OF_RANGE, "config->rank");
   bad.world_size = 4;
   bad.rank = 4;
-  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_INVALID_ARGUMENT, "rank");
+  EXPECT_STATUS(fwp_dist_create(ctx, &bad, &d), FWP_ERR_OUT_OF_RANGE, "config->rank");
   /* The callback's fields on the MPI engine (refused before MPI is started). */
   if (FWP_TEST_HAVE_MPI) {
     fwp_dist_config mpi;
@@ -129,10 +131,10 @@ static void test_config_and_engines(void) {
     EXPECT_STATUS(fwp_dist_create(ctx, &mpi, &d), FWP_ERR_INVALID_ARGUMENT, "world_size");
     fwp_dist_config_init(&mpi);
     mpi.bucket_elements = 0;
-    EXPECT_STATUS(fwp_dist_create(ctx, &mpi, &d), FWP_ERR_INVALID_ARGUMENT, "bucket_elements");
+    EXPECT_STATUS(fwp_dist_create(ctx, &mpi, &d), FWP_ERR_INVALID_ARGUMENT, "config->bucket_elements");
     fwp_dist_config_init(&mpi);
     mpi.timeout_seconds = NAN;
-    EXPECT_STATUS(fwp_dist_create(ctx, &mpi, &d), FWP_ERR_INVALID_ARGUMENT, "timeout_seconds");
+    EXPECT_STATUS(fwp_dist_create(ctx, &mpi, &d), FWP_ERR_INVALID_ARGUMENT, "config->timeout_seconds");
   }
   fwp_context_destroy(ctx);
 }
