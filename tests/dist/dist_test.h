@@ -104,7 +104,7 @@ static inline void write_token_file(const char* dir, const char* name, char* pat
 
 #define TEST_VOCAB 12
 
-/* A tiny LM: 2 layers, d_model 16, 2 heads of 8, d_ff 32, no dropout. */
+/* A tiny LM: 2 layers, d_model 16, 2 heads of 8, d_ff 32, no dropout, init_std 0.5. */
 static inline void tiny_lm_config(fwp_lm_config* c, fwp_feature_map map, fwp_update_rule rule, uint64_t seed) {
   fwp_lm_config_init(c);
   c->vocab_size = TEST_VOCAB;
@@ -120,6 +120,9 @@ static inline void tiny_lm_config(fwp_lm_config* c, fwp_feature_map map, fwp_upd
     c->attention.favor_redraw = 1; /* new features at every training forward */
   }
   c->d_ff = 32;
+  /* Weights far from 0, so that the attention (and its FAVOR+ draw) moves the loss visibly. */
+  c->init_std = 0.5f;
+  c->attention.init_std = 0.5f;
   c->dropout = 0.0f;
   c->seed = seed;
 }

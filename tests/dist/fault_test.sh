@@ -13,13 +13,13 @@ rm -rf "$dir" && mkdir -p "$dir" || exit 1
 : >"$dir/mpirun.log"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 start=$(date +%s.%N)
-# The outer limit only keeps a broken build from hanging here; the job must end well before it.
+# The outer limit only keeps a broken build from hanging here; the job must end well before it (a run
+# stopped by it took over 60 s and fails below).
 timeout -k 5 120 "$mpiexec" -np 2 --oversubscribe "$program" "$mode" "$dir" >"$dir/mpirun.log" 2>&1
 rc=$?
 elapsed=$(echo "$(date +%s.%N) - $start" | bc)
 echo "mpirun exit status $rc after ${elapsed} s"
 [ "$rc" -ne 0 ] || fail "mpirun exited 0"
-[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || fail "the job did not end: killed by timeout after ${elapsed} s"
 (($(echo "$elapsed < 60" | bc))) || fail "the job took ${elapsed} s (limit 60)"
 grep -q "finished every step" "$dir/mpirun.log" && fail "a rank went on as if nothing had happened"
 

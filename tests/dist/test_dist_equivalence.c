@@ -199,7 +199,7 @@ static void equivalence(fwp_dist* dist, fwp_context* ctx, const char* name, fwp_
     mean /= g_world;
     REQUIRE(fabs(mean - ref_loss) <= 1e-5 * fabs(ref_loss), "%s step %d: loss %.9g over the shards, %.9g whole",
             name, step, mean, ref_loss);
-    REQUIRE(fabsf(norm - ref_norm) <= 1e-5f * ref_norm + 1e-7f, "%s step %d: gradient norm %.9g, one process %.9g",
+    REQUIRE(fabsf(norm - ref_norm) <= 1e-4f * ref_norm, "%s step %d: gradient norm %.9g, one process %.9g",
             name, step, norm, ref_norm);
     clipped += ref_norm > 0.5f;
   }

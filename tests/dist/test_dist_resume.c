@@ -141,7 +141,12 @@ int main(int argc, char** argv) {
   resume(dist, ctx, dir, tokens, "favor + delta (redraw)", FWP_FEATURE_MAP_FAVOR);
 
   CHECK_OK(fwp_dist_barrier(dist));
-  if (g_rank == 0) printf("dist resume: all checks passed\n");
+  if (g_rank == 0) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    printf("dist resume: all checks passed\n");
+  }
   g_dist = NULL;
   fwp_dist_destroy(dist);
   fwp_context_destroy(ctx);
