@@ -9,6 +9,13 @@
 //   build/bench/fwp_bench_lm_train --layers 2 --d-model 64 --heads 4 --d-head 16 --d-ff 256
 //       --vocab 1000 --batch 4 --length 32 --attention softmax --steps 3   (one command line)
 //
+// Data-parallel (--dist mpi|nccl, launched with mpirun -np N): --batch is the
+// global batch, each rank trains on B / N rows, the gradients are averaged
+// (fwp_dist_average_gradients) and timed apart ("comm"); rank 0 prints the
+// group's tokens/s and the bytes each rank all-reduces per step:
+//
+//   mpirun -np 2 build/bench/fwp_bench_lm_train --dist mpi --threads 1 --batch 16
+//
 // --attention: softmax (the Transformer baseline), sum (linear attention,
 // elu + 1 sum-normalised) or delta (the same with the delta rule, the
 // paper's default). Explicit sizes override the preset's. Batch and length
@@ -46,6 +53,7 @@ struct Options {
   int warmup = 2, steps = 10;
   std::string algorithm = "auto";
   std::string device = "cpu";
+  std::string dist;  // "" (one process), "mpi" or "nccl"
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -54,7 +62,7 @@ struct Options {
                "usage: fwp_bench_lm_train [--preset cpu-small|paper-small|paper-medium] [--vocab V]\n"
                "  [--attention softmax|sum|delta] [--layers L] [--d-model D] [--heads H] [--d-head E] [--d-ff F]\n"
                "  [--batch B] [--length T] [--threads N] [--warmup S] [--steps S]\n"
-               "  [--algorithm auto|recurrent|chunked] [--device cpu|cuda]\n",
+               "  [--algorithm auto|recurrent|chunked] [--device cpu|cuda] [--dist mpi|nccl]\n",
                why.c_str());
   std::exit(2);
 }
@@ -90,12 +98,14 @@ Options parse(int argc, char** argv) {
     } else if (flag == "--steps") o.steps = static_cast<int>(positive_int("--steps", v));
     else if (flag == "--algorithm") o.algorithm = v;
     else if (flag == "--device") o.device = v;
+    else if (flag == "--dist") o.dist = v;
     else usage("unknown flag " + flag);
   }
   if (o.attention != "softmax" && o.attention != "sum" && o.attention != "delta")
     usage("--attention must be softmax, sum or delta (got '" + o.attention + "')");
   if (o.algorithm != "auto" && o.algorithm != "recurrent" && o.algorithm != "chunked")
     usage("--algorithm must be auto, recurrent or chunked (got '" + o.algorithm + "')");
+  if (!o.dist.empty() && o.dist != "mpi" && o.dist != "nccl") usage("--dist must be mpi or nccl (got '" + o.dist + "')");
   if (o.device != "cpu" && o.device != "cuda") usage("--device must be cpu or cuda (got '" + o.device + "')");
   // The segment shapes `fwp lm train` uses for each preset (tools/lm_task.cpp).
   const int64_t preset_batch = o.preset == "paper-small" ? 8 : o.preset == "paper-medium" ? 56 : 16;
@@ -188,6 +198,19 @@ int main(int argc, char** argv) {
     check(fwp_lm_create(ctx, &config, &model), "fwp_lm_create");
     const auto params = count_params(model);
 
+    fwp_dist* dist = nullptr;
+    int32_t rank = 0, world = 1;
+    if (!o.dist.empty()) {
+      fwp_dist_config dc;
+      fwp_dist_config_init(&dc);
+      dc.engine = o.dist == "nccl" ? FWP_DIST_NCCL : FWP_DIST_MPI;
+      check(fwp_dist_create(ctx, &dc, &dist), "fwp_dist_create");
+      check(fwp_dist_get_rank(dist, &rank, &world), "fwp_dist_get_rank");
+      if (o.batch % world != 0) usage("--batch must be a multiple of the number of processes");
+      check(fwp_dist_sync_model(dist, model), "fwp_dist_sync_model");
+    }
+    const bool root = rank == 0;
+
     fwp_optimizer_config oc;
     fwp_optimizer_config_init(&oc);
     oc.kind = FWP_OPTIMIZER_ADAM;
@@ -196,10 +219,14 @@ int main(int argc, char** argv) {
     fwp_optimizer* opt = nullptr;
     check(fwp_optimizer_create_for_model(model, &oc, &opt), "fwp_optimizer_create_for_model");
 
-    const int64_t B = o.batch, T = o.length, n = B * T;
+    const int64_t B = o.batch / world, T = o.length, n = B * T;  // this rank's rows
     const fwp_layer_config& a = config.attention;
-    std::printf("fwp %s: LM training step (forward + backward + Adam, clip 0.25), %s, %d thread(s)\n",
+    if (root) {
+    std::printf("fwp %s: LM training step (forward + backward + Adam, clip 0.25), %s, %d thread(s)",
                 fwp_version_string(), o.device.c_str(), threads);
+    if (dist) std::printf(" per process, %d processes (%s; global batch %lld)", world, o.dist.c_str(),
+                          static_cast<long long>(o.batch));
+    std::printf("\n");
     std::printf("model: %s, attention %s, vocab %lld, layers %lld, d_model %lld, heads %lld x %lld, d_ff %lld; "
                 "batch %lld x length %lld\n",
                 o.preset.c_str(), o.attention.c_str(), static_cast<long long>(config.vocab_size),
@@ -209,10 +236,11 @@ int main(int argc, char** argv) {
     std::printf("parameters:");
     for (const auto& [group, count] : params) std::printf(" %s=%lld", group.c_str(), static_cast<long long>(count));
     std::printf("\n");
+    }
 
     std::vector<int32_t> inputs(static_cast<size_t>(n)), targets(inputs.size());
-    TokenStream tokens{12345};
-    double fwd_ms = 0, bwd_ms = 0, opt_ms = 0, loss = 0;
+    TokenStream tokens{12345u + 7919u * static_cast<uint64_t>(rank)};
+    double fwd_ms = 0, bwd_ms = 0, wait_ms = 0, comm_ms = 0, opt_ms = 0, loss = 0;
     std::vector<double> step_ms;
     // Process CPU time of the timed steps (all threads): a figure of the work done that
     // other processes on a shared machine disturb less than the wall time.
@@ -230,6 +258,14 @@ int main(int argc, char** argv) {
       const auto t1 = std::chrono::steady_clock::now();
       check(fwp_model_backward(model), "fwp_model_backward");
       const double b = ms_since(t1);
+      // A barrier first, timed apart: the all-reduce alone is then what the
+      // bandwidth model of docs/distributed.md needs, and "wait" the imbalance.
+      const auto tw = std::chrono::steady_clock::now();
+      if (dist) check(fwp_dist_barrier(dist), "fwp_dist_barrier");
+      const double w = ms_since(tw);
+      const auto tc = std::chrono::steady_clock::now();
+      if (dist) check(fwp_dist_average_gradients(dist, model, 1.0, nullptr), "fwp_dist_average_gradients");
+      const double c = ms_since(tc);
       const auto t2 = std::chrono::steady_clock::now();
       check(fwp_optimizer_step(opt, nullptr), "fwp_optimizer_step");
       const double u = ms_since(t2);
@@ -237,23 +273,46 @@ int main(int argc, char** argv) {
       cpu_s += static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
       fwd_ms += f;
       bwd_ms += b;
+      comm_ms += c;
+      wait_ms += w;
       opt_ms += u;
       step_ms.push_back(ms_since(t0));
     }
     double total_ms = 0;
     for (double t : step_ms) total_ms += t;
+    if (dist) {
+      // The group is as fast as its slowest rank: report rank 0's view of the mean, and the slowest.
+      double slowest = total_ms;
+      std::vector<double> all(static_cast<size_t>(world), 0.0);
+      all[static_cast<size_t>(rank)] = total_ms;
+      check(fwp_dist_sum(dist, all.data(), world), "fwp_dist_sum");
+      for (double t : all) slowest = std::max(slowest, t);
+      total_ms = slowest;
+    }
+    const double tokens_per_s_group = static_cast<double>(n) * world * o.steps / (total_ms / 1e3);
+    const int64_t reduced_bytes = dist ? 4 * params.at("total") : 0;
     std::sort(step_ms.begin(), step_ms.end());
     const double median_ms = step_ms[step_ms.size() / 2];
-    const double tokens_per_s = static_cast<double>(n) * o.steps / (total_ms / 1e3);
+    const double tokens_per_s = tokens_per_s_group;
+    if (root) {
     std::printf("%d timed steps after %d warm-up: mean step %.1f ms (median %.1f, best %.1f): forward %.1f, "
                 "backward %.1f, optimizer %.1f ms; CPU time %.1f ms per step; loss %.3f (ln V = %.3f)\n",
                 o.steps, o.warmup, total_ms / o.steps, median_ms, step_ms.front(), fwd_ms / o.steps,
                 bwd_ms / o.steps, opt_ms / o.steps, 1e3 * cpu_s / o.steps, loss, std::log(static_cast<double>(config.vocab_size)));
+    if (dist) {
+      std::printf("all-reduce: %.2f ms per step (%.1f%% of the step), %lld bytes per rank per step (%.2f GB/s "
+                  "algorithm bandwidth); waiting for the slowest rank before it: %.2f ms per step\n",
+                  comm_ms / o.steps, 100.0 * comm_ms / total_ms, static_cast<long long>(reduced_bytes),
+                  reduced_bytes / (comm_ms / o.steps * 1e-3) / 1e9, wait_ms / o.steps);
+    }
     std::printf("tokens/s: %.0f\n", tokens_per_s);
     std::printf("RESULT impl=fwp attention=%s params=%lld tokens_per_s=%.1f step_ms=%.2f fwd_ms=%.2f bwd_ms=%.2f "
-                "opt_ms=%.2f cpu_ms=%.2f threads=%d\n",
+                "opt_ms=%.2f cpu_ms=%.2f threads=%d processes=%d comm_ms=%.3f wait_ms=%.3f reduced_bytes=%lld\n",
                 o.attention.c_str(), static_cast<long long>(params.at("total")), tokens_per_s, total_ms / o.steps,
-                fwd_ms / o.steps, bwd_ms / o.steps, opt_ms / o.steps, 1e3 * cpu_s / o.steps, threads);
+                fwd_ms / o.steps, bwd_ms / o.steps, opt_ms / o.steps, 1e3 * cpu_s / o.steps, threads, world,
+                comm_ms / o.steps, wait_ms / o.steps, static_cast<long long>(reduced_bytes));
+    }
+    fwp_dist_destroy(dist);
 
     fwp_optimizer_destroy(opt);
     fwp_model_destroy(model);

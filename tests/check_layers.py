@@ -7,6 +7,7 @@ ops -> core only"):
   * train/ may use the Model interface and the registry (models/*.h) but no
     model kind's own folder (models/<kind>/...), so checkpoints and the
     optimizer stay generic;
+  * dist/ (the communication engines) includes neither models nor modules;
   * only api/ includes api/.
 
 Prints every offending #include with its file and line; exit status 1 if any.
@@ -29,6 +30,8 @@ RULES = {
     "train": [(r"models/[^/]+/", "training code knows models only through models/*.h"),
               (r"api/", "only api includes api")],
     "models": [(r"api/", "only api includes api")],
+    "dist": [(r"models/", "communication engines know no model (api/ applies them to models)"),
+             (r"nn/", "communication engines know no module"), (r"api/", "only api includes api")],
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')

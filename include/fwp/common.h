@@ -83,7 +83,7 @@ typedef enum fwp_status {
   FWP_ERR_CONTEXT_MISMATCH = 11,  /**< Handles from different contexts were combined. */
   FWP_ERR_INTERNAL = 12,          /**< A bug in fwp; please report it. */
   FWP_ERR_DISTRIBUTED = 13        /**< A collective of a distributed group failed or timed out (a process died or
-                                       stopped answering); the group cannot go on (distributed.h). Since 0.3.0. */
+                                       stopped answering); the group cannot go on (distributed.h). */
 } fwp_status;
 
 /**

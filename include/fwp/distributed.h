@@ -5,7 +5,7 @@
  *
  * Part of the fwp C API; `#include <fwp/fwp.h>` brings in all of it. The
  * conventions (status codes, ownership, config structs, threads) are stated
- * once in fwp.h. Since 0.3.0.
+ * once in fwp.h. New in 0.2.0.
  */
 #ifndef FWP_DISTRIBUTED_H
 #define FWP_DISTRIBUTED_H

@@ -84,6 +84,7 @@ FWP_API const char* fwp_status_string(fwp_status status) {
     case FWP_ERR_FORMAT: return "bad file format";
     case FWP_ERR_CONTEXT_MISMATCH: return "context mismatch";
     case FWP_ERR_INTERNAL: return "internal error";
+    case FWP_ERR_DISTRIBUTED: return "distributed group failed";
   }
   return "unknown status";
 }

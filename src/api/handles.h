@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/context.h"
@@ -16,6 +17,7 @@ class Model;                                   // nn/model.h (retrieval and late
 class Optimizer;                               // train/optimizer.h
 class DataSource;                              // data/data_source.h (retrieval and later kinds)
 class Tokenizer;                               // text/tokenizer.h (word level, SentencePiece)
+class Communicator;                            // dist/communicator.h (MPI, NCCL, the caller's all-reduce)
 }  // namespace fwp
 
 struct fwp_context {
@@ -56,4 +58,14 @@ struct fwp_data {
 // A tokenizer of any kind (api/text.cpp); immutable once built.
 struct fwp_tokenizer {
   std::shared_ptr<const fwp::Tokenizer> impl;
+};
+
+// A data-parallel group (api/distributed.cpp). Once a collective has failed the
+// group is broken: every later collective reports the same failure.
+struct fwp_dist {
+  std::shared_ptr<fwp::Context> context;
+  std::unique_ptr<fwp::Communicator> comm;
+  int64_t bucket_elements = 0;
+  std::string broken;              // why the group is broken; "" while it works
+  std::vector<float> host_staging; // device gradients staged for a host engine
 };

@@ -47,6 +47,12 @@ class Model {
   virtual Rng::State rng_state() const = 0;
   virtual void set_rng_state(const Rng::State& state) = 0;
 
+  // Makes this replica's dropout masks its own (data-parallel rank r uses
+  // stream r; 0, the default, leaves the masks as a single process draws
+  // them). The random generator itself, and so FAVOR+ redraws, is unchanged.
+  // Models without dropout keep this default.
+  virtual void set_dropout_stream(uint64_t /*stream*/) {}
+
   // What the model carries from one call to the next: one AttentionState spec
   // per attention layer, in the model's order (fwp_state_create() makes a
   // state of these on the model's backend). Kinds whose every forward starts

@@ -1,5 +1,7 @@
 #include "nn/dropout.h"
 
+#include "core/counter_hash.h"
+
 #include <cmath>
 #include <string>
 #include <utility>
@@ -7,7 +9,8 @@
 namespace fwp {
 
 template <typename T>
-Dropout<T>::Dropout(std::shared_ptr<Backend<T>> backend, double p) : backend_(std::move(backend)), p_(p) {
+Dropout<T>::Dropout(std::shared_ptr<Backend<T>> backend, double p, std::shared_ptr<const uint64_t> stream)
+    : backend_(std::move(backend)), stream_(std::move(stream)), p_(p) {
   require(backend_ != nullptr, FWP_ERR_INTERNAL, "Dropout needs a backend");
   require(std::isfinite(p_) && p_ >= 0.0 && p_ < 1.0, FWP_ERR_INVALID_ARGUMENT,
           "dropout must be in [0, 1) (got " + std::to_string(p_) + ")");
@@ -20,6 +23,7 @@ void Dropout<T>::forward(ConstView<T> x, TensorView<T> y, Rng& rng, bool trainin
   saved_masked_ = training && p_ > 0.0;
   if (saved_masked_) {
     seed_ = rng.next_u64();
+    if (stream_ && *stream_ != 0) seed_ = counter_hash(seed_, *stream_);
     backend_->dropout_forward(x.data(), y.data(), x.numel(), p_, seed_);
   } else if (y.data() != x.data() && x.numel() > 0) {
     backend_->copy(y.data(), x.data(), x.numel());

@@ -17,8 +17,11 @@ namespace fwp {
 template <typename T>
 class Dropout {
  public:
-  // Throws Error(FWP_ERR_INVALID_ARGUMENT) unless 0 <= p < 1.
-  Dropout(std::shared_ptr<Backend<T>> backend, double p);
+  // Throws Error(FWP_ERR_INVALID_ARGUMENT) unless 0 <= p < 1. `stream`
+  // (nullable, shared by a model's dropouts) is mixed into every seed when it
+  // is not 0: data-parallel ranks draw the same seeds from their equal Rngs
+  // (so FAVOR+ redraws stay equal) and still get masks of their own.
+  Dropout(std::shared_ptr<Backend<T>> backend, double p, std::shared_ptr<const uint64_t> stream = nullptr);
 
   // Training (and p > 0): y = mask * x / (1 - p) with a fresh seed from `rng`.
   // Otherwise y = x (a copy; nothing when y is x). y may alias x; same shapes.
@@ -36,6 +39,7 @@ class Dropout {
 
  private:
   std::shared_ptr<Backend<T>> backend_;
+  std::shared_ptr<const uint64_t> stream_;
   double p_ = 0.0;
   int64_t saved_numel_ = -1;  // -1: no forward yet
   bool saved_masked_ = false;

@@ -94,9 +94,9 @@ LmNetwork<T>::LmNetwork(const LmConfig& config, std::shared_ptr<Backend<T>> back
     b->ff1 = std::make_unique<Linear<T>>(params_, backend_, p + "ff.linear1", d, config_.d_ff, true);
     b->ff2 = std::make_unique<Linear<T>>(params_, backend_, p + "ff.linear2", config_.d_ff, d, true);
     b->norm2 = std::make_unique<LayerNorm<T>>(params_, backend_, p + "norm2", d);
-    b->drop_attn = std::make_unique<Dropout<T>>(backend_, config_.dropout);
-    b->drop_inner = std::make_unique<Dropout<T>>(backend_, config_.dropout);
-    b->drop_out = std::make_unique<Dropout<T>>(backend_, config_.dropout);
+    b->drop_attn = std::make_unique<Dropout<T>>(backend_, config_.dropout, dropout_stream_);
+    b->drop_inner = std::make_unique<Dropout<T>>(backend_, config_.dropout, dropout_stream_);
+    b->drop_out = std::make_unique<Dropout<T>>(backend_, config_.dropout, dropout_stream_);
     blocks_.push_back(std::move(b));
   }
   if (config_.pre_norm) final_norm_ = std::make_unique<LayerNorm<T>>(params_, backend_, "final_norm", d);
@@ -140,7 +140,7 @@ LmNetwork<T>::LmNetwork(const LmConfig& config, std::shared_ptr<Backend<T>> back
     }
     params_[out_bias_].value.zero();
   }
-  input_dropout_ = std::make_unique<Dropout<T>>(backend_, config_.dropout);
+  input_dropout_ = std::make_unique<Dropout<T>>(backend_, config_.dropout, dropout_stream_);
   ws_ = std::make_unique<Workspace>();
   ws_->loss_module = std::make_unique<CrossEntropyLoss<T>>(backend_);
   ws_->loss = ws_->loss_module.get();

@@ -97,6 +97,8 @@ class LmNetwork {
   void set_training(bool training) { training_ = training; }
   Rng::State rng_state() const { return rng_.state(); }
   void set_rng_state(const Rng::State& state) { rng_.set_state(state); }
+  // Mixed into every dropout seed (Model::set_dropout_stream()); 0 = none.
+  void set_dropout_stream(uint64_t stream) { *dropout_stream_ = stream; }
 
   // One spec per layer, in layer order.
   std::vector<AttentionStateSpec> state_specs() const;
@@ -158,6 +160,7 @@ class LmNetwork {
   LmConfig config_;
   std::shared_ptr<Backend<T>> backend_;
   Rng rng_;
+  std::shared_ptr<uint64_t> dropout_stream_ = std::make_shared<uint64_t>(0);
   bool training_ = true;
   ParameterList<T> params_;
   std::unique_ptr<Embedding<T>> embedding_;         // plain input (no cutoffs, div_val 1)
@@ -195,6 +198,7 @@ class LmModel final : public Model {
   nlohmann::json config_json() const override;
   Rng::State rng_state() const override { return net_.rng_state(); }
   void set_rng_state(const Rng::State& state) override { net_.set_rng_state(state); }
+  void set_dropout_stream(uint64_t stream) override { net_.set_dropout_stream(stream); }
   std::vector<AttentionStateSpec> attention_state_specs() const override { return net_.state_specs(); }
   const std::shared_ptr<Context>& context() const override { return context_; }
 

@@ -43,6 +43,7 @@ class Seq2SeqModel final : public Model {
   nlohmann::json config_json() const override;
   Rng::State rng_state() const override { return net_.rng_state(); }
   void set_rng_state(const Rng::State& state) override { net_.set_rng_state(state); }
+  void set_dropout_stream(uint64_t stream) override { net_.set_dropout_stream(stream); }
   const std::shared_ptr<Context>& context() const override { return context_; }
 
  private:

@@ -152,13 +152,13 @@ Seq2SeqNetwork<T>::Seq2SeqNetwork(const Seq2SeqConfig& config, std::shared_ptr<B
   const bool pre = config_.pre_norm;
   auto residual = [&](Residual& r, const std::string& norm_name) {
     r.norm = std::make_unique<LayerNorm<T>>(params_, backend_, norm_name, d);
-    r.drop = std::make_unique<Dropout<T>>(backend_, config_.dropout);
+    r.drop = std::make_unique<Dropout<T>>(backend_, config_.dropout, dropout_stream_);
     r.pre = pre;
   };
   auto feed_forward = [&](FeedForwardPart<T>& ff, const std::string& p) {
     ff.fc1 = std::make_unique<Linear<T>>(params_, backend_, p + "fc1", d, F, true);
     ff.fc2 = std::make_unique<Linear<T>>(params_, backend_, p + "fc2", F, d, true);
-    ff.drop_inner = std::make_unique<Dropout<T>>(backend_, config_.dropout);
+    ff.drop_inner = std::make_unique<Dropout<T>>(backend_, config_.dropout, dropout_stream_);
   };
   // Declaration order is the parameter order (names follow fairseq's).
   embedding_ = std::make_unique<Embedding<T>>(params_, backend_, "embedding", V, d);
@@ -219,8 +219,8 @@ Seq2SeqNetwork<T>::Seq2SeqNetwork(const Seq2SeqConfig& config, std::shared_ptr<B
     for (T& v : host) v = static_cast<T>(rng_.normal() * config_.init_std);
     w.value.from_host(host.data(), w.numel());
   }
-  src_dropout_ = std::make_unique<Dropout<T>>(backend_, config_.dropout);
-  tgt_dropout_ = std::make_unique<Dropout<T>>(backend_, config_.dropout);
+  src_dropout_ = std::make_unique<Dropout<T>>(backend_, config_.dropout, dropout_stream_);
+  tgt_dropout_ = std::make_unique<Dropout<T>>(backend_, config_.dropout, dropout_stream_);
   loss_ = std::make_unique<CrossEntropyLoss<T>>(backend_);
   loss_->set_label_smoothing(config_.label_smoothing);
   ws_ = std::make_unique<Workspace>();

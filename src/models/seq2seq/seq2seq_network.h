@@ -115,6 +115,8 @@ class Seq2SeqNetwork {
   // The generator of dropout masks and FAVOR+ redraws (checkpoints save it).
   Rng::State rng_state() const { return rng_.state(); }
   void set_rng_state(const Rng::State& state) { rng_.set_state(state); }
+  // Mixed into every dropout seed (Model::set_dropout_stream()); 0 = none.
+  void set_dropout_stream(uint64_t stream) { *dropout_stream_ = stream; }
 
   // ---- incremental decoding (evaluation mode: no dropout, fixed FAVOR+ projections) ----
   // src [B][S] with lengths: one row per sentence, positions 0.
@@ -149,6 +151,7 @@ class Seq2SeqNetwork {
   Seq2SeqConfig config_;
   std::shared_ptr<Backend<T>> backend_;
   Rng rng_;
+  std::shared_ptr<uint64_t> dropout_stream_ = std::make_shared<uint64_t>(0);
   bool training_ = true;
   ParameterList<T> params_;
   std::unique_ptr<Embedding<T>> embedding_;
