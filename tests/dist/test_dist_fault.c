@@ -106,6 +106,7 @@ static int run_group(const char* mode, const char* dir) {
 }
 
 static int load(const char* dir) {
+  g_rank = 0; /* one process */
   char tokens[512], ckpt[600];
   write_token_file(dir, "tokens_load", tokens, sizeof tokens);
   snprintf(ckpt, sizeof ckpt, "%s/step%d.safetensors", dir, SAVE_STEP);
