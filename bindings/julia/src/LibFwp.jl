@@ -92,7 +92,7 @@ const FWP_ERR_CONTEXT_MISMATCH = fwp_status(11)
 const FWP_ERR_INTERNAL = fwp_status(12)
 """
 A collective of a distributed group failed or timed out (a process died or stopped answering); the group cannot go
-on (distributed.h). Since 0.3.0.
+on (distributed.h).
 """
 const FWP_ERR_DISTRIBUTED = fwp_status(13)
 

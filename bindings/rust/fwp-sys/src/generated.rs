@@ -55,7 +55,7 @@ c_enum! {
         /// A bug in fwp; please report it.
         FWP_ERR_INTERNAL = 12,
         /// A collective of a distributed group failed or timed out (a process died or stopped answering); the group
-        /// cannot go on (distributed.h). Since 0.3.0.
+        /// cannot go on (distributed.h).
         FWP_ERR_DISTRIBUTED = 13,
     }
 }
