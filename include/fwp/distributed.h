@@ -96,7 +96,7 @@ typedef struct fwp_dist_config {
                                       it); NULL (default) = MPI_COMM_WORLD. fwp calls MPI_Init_thread when MPI is
                                       not initialized yet, and MPI_Finalize at exit then. Callback: must be NULL. */
   fwp_dist_allreduce_fn allreduce; /**< Callback: the all-reduce (required). Other engines: must be NULL. */
-  void* user_data;               /**< Callback: passed to allreduce. */
+  void* user_data;               /**< Callback: passed to allreduce. Other engines: must be NULL. */
   int32_t rank;                  /**< Callback: this process's rank in [0, world_size). Others: must be 0 (MPI
                                       says). */
   int32_t world_size;            /**< Callback: the number of ranks, >= 1. Others: must be 0 (MPI says). */

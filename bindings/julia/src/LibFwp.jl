@@ -816,7 +816,7 @@ struct fwp_dist_config
     mpi_comm::Ptr{Cvoid}
     "Callback: the all-reduce (required). Other engines: must be NULL."
     allreduce::fwp_dist_allreduce_fn
-    "Callback: passed to allreduce."
+    "Callback: passed to allreduce. Other engines: must be NULL."
     user_data::Ptr{Cvoid}
     "Callback: this process's rank in [0, world_size). Others: must be 0 (MPI says)."
     rank::Int32

@@ -825,7 +825,7 @@ pub struct fwp_dist_config {
     pub mpi_comm: *mut c_void,
     /// Callback: the all-reduce (required). Other engines: must be NULL.
     pub allreduce: fwp_dist_allreduce_fn,
-    /// Callback: passed to allreduce.
+    /// Callback: passed to allreduce. Other engines: must be NULL.
     pub user_data: *mut c_void,
     /// Callback: this process's rank in \[0, world_size). Others: must be 0 (MPI says).
     pub rank: i32,
