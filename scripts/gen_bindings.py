@@ -89,7 +89,7 @@ def clean_doc(text: str) -> str:
     # Up to the next block command or the end of the first paragraph.
     text = re.split(r"[\\@](?:param|return|returns|retval|note|pre|post|warning|see|sa|details|code|file|defgroup)\b"
                     r"|\n\s*\n", text)[0]
-    text = re.sub(r"::(\w)", r"\1", text)  # Doxygen links to types: ::fwp_model
+    text = re.sub(r"(?<!\w)::(\w)", r"\1", text)  # Doxygen links to types: ::fwp_model (not a::b)
     return " ".join(text.split())
 
 

@@ -7,6 +7,8 @@
 #   bindings_rust_doc       cargo doc with warnings as errors (every public item documented)
 #   bindings_rust_example   the Rust retrieval example, a few hundred steps
 #   bindings_rust_example_lm  the Rust language-model example on its generated corpus
+#   bindings_rust_example_distributed  the Rust data-parallel example: 2 ranks as threads through the
+#                                      callback hook (replicas equal, loss falls, else exit non-zero)
 #   bindings_rust_example_translation  the Rust translation example (exits non-zero unless it
 #                           translates its training sentences)
 #   bindings_check          scripts/check_bindings.py: Rust and Julia declarations
@@ -46,8 +48,11 @@ if(FWP_TEST_BINDINGS)
     add_test(NAME bindings_rust_example_translation
              COMMAND ${FWP_CARGO} run --offline --locked --manifest-path ${FWP_CARGO_MANIFEST} -p fwp
                      --example translation -- --out-dir ${CMAKE_CURRENT_BINARY_DIR})
+    add_test(NAME bindings_rust_example_distributed
+             COMMAND ${FWP_CARGO} run --offline --locked --manifest-path ${FWP_CARGO_MANIFEST} -p fwp
+                     --example distributed -- --ranks 2 --steps 150)
     set_tests_properties(bindings_rust_test bindings_rust_doc bindings_rust_example bindings_rust_example_lm
-                         bindings_rust_example_translation PROPERTIES
+                         bindings_rust_example_translation bindings_rust_example_distributed PROPERTIES
       LABELS bindings
       ENVIRONMENT "${FWP_CARGO_ENV}"
       # One cargo at a time: they share CARGO_TARGET_DIR.
@@ -59,6 +64,8 @@ if(FWP_TEST_BINDINGS)
     set_tests_properties(bindings_rust_example_lm PROPERTIES PASS_REGULAR_EXPRESSION "greedy: +the cat [|].*saved .*fwp-lm-example[.]fwptok")
     set_tests_properties(bindings_rust_example_translation PROPERTIES
       PASS_REGULAR_EXPRESSION "the cat eats fish +-> el gato come pescado.*all 12 training sentences translated correctly")
+    set_tests_properties(bindings_rust_example_distributed PROPERTIES
+      PASS_REGULAR_EXPRESSION "replicas equal on all 2 ranks")
   else()
     # The echo succeeds and WILL_FAIL turns that into a failure that names the reason.
     add_test(NAME bindings_rust_test

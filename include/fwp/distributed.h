@@ -96,7 +96,7 @@ typedef struct fwp_dist_config {
                                       it); NULL (default) = MPI_COMM_WORLD. fwp calls MPI_Init_thread when MPI is
                                       not initialized yet, and MPI_Finalize at exit then. Callback: must be NULL. */
   fwp_dist_allreduce_fn allreduce; /**< Callback: the all-reduce (required). Other engines: must be NULL. */
-  void* user_data;               /**< Callback: passed to allreduce. */
+  void* user_data;               /**< Callback: passed to allreduce. Other engines: must be NULL. */
   int32_t rank;                  /**< Callback: this process's rank in [0, world_size). Others: must be 0 (MPI
                                       says). */
   int32_t world_size;            /**< Callback: the number of ranks, >= 1. Others: must be 0 (MPI says). */
@@ -122,8 +122,9 @@ FWP_API int fwp_dist_engine_available(fwp_dist_engine engine);
  *                    its own GPU).
  * \param[in]  config Settings.
  * \param[out] out    Receives the handle (fwp_dist_destroy()).
- * \return FWP_OK, FWP_ERR_NULL_POINTER, FWP_ERR_INVALID_ARGUMENT (a bad field, named),
- *         FWP_ERR_UNSUPPORTED (an engine this build lacks, or NCCL on a CPU context),
+ * \return FWP_OK, FWP_ERR_NULL_POINTER (also a callback engine without allreduce),
+ *         FWP_ERR_INVALID_ARGUMENT (a bad field, named), FWP_ERR_OUT_OF_RANGE (engine, or a callback
+ *         rank outside [0, world_size)), FWP_ERR_UNSUPPORTED (an engine this build lacks, or NCCL on a CPU context),
  *         FWP_ERR_DEVICE or FWP_ERR_DISTRIBUTED (the engine failed to start).
  */
 FWP_API fwp_status fwp_dist_create(fwp_context* ctx, const fwp_dist_config* config, fwp_dist** out);

@@ -218,6 +218,9 @@ FWP_API fwp_status fwp_pair_data_max_shape(const fwp_data* data, int64_t* batch_
 /**
  * \brief Fills the next batch and moves on by one batch (to the next epoch after the last).
  *
+ * With a shard set (fwp_data_set_shard()) the batch is this shard's part of
+ * the global batch, which may be empty: batch_size 0 (as peek reports) then
+ * moves on, and the arrays may be NULL.
  * The shape must be the one fwp_pair_data_peek() reports; the arrays are
  * dense with that shape (arrays sized by fwp_pair_data_max_shape() are large
  * enough, used as [B][S] and [B][T] from their start).

@@ -164,7 +164,9 @@ FWP_API fwp_status fwp_retrieval_data_seq_len(const fwp_retrieval_data* data, in
  * distinct keys in order of first appearance, at most Q of them, padded with -1
  * (evaluation).
  * \param[in]  data            The generator (advanced by the call).
- * \param[in]  batch_size      B >= 1.
+ * With a shard set (fwp_data_set_shard(), count c) the whole batch is drawn and
+ * only the shard's B / c rows are written: the arrays are then [B / c][...].
+ * \param[in]  batch_size      B >= 1 (the global batch; with shards a multiple of their count).
  * \param[in]  queries_per_seq Q >= 1.
  * \param[out] keys            [B][L].
  * \param[out] values          [B][L].

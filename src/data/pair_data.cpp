@@ -100,18 +100,34 @@ PairData::PairData(const std::string& path, const PairDataOptions& options) : op
     longest = std::max(longest, alone);
   }
   batch_starts_.push_back(P);
+  compute_max_shape();
+  make_epoch_order();
+}
+
+std::pair<int64_t, int64_t> PairData::part_of(int64_t batch) const {
+  const int64_t begin = batch_starts_[static_cast<size_t>(batch)], end = batch_starts_[static_cast<size_t>(batch) + 1];
+  // floor(i B / c) in 128 bits: i B overflows int64 for a large count.
+  __extension__ typedef unsigned __int128 u128;
+  const auto row = [&](int64_t i) {
+    return static_cast<int64_t>(u128(i) * u128(end - begin) / u128(shard_count()));
+  };
+  return {begin + row(shard_index()), begin + row(shard_index() + 1)};
+}
+
+void PairData::compute_max_shape() {
+  PairBatchShape m;
   for (int64_t b = 0; b < batches_per_epoch(); ++b) {
     const PairBatchShape s = shape_of(b);
-    max_shape_.batch_size = std::max(max_shape_.batch_size, s.batch_size);
-    max_shape_.source_length = std::max(max_shape_.source_length, s.source_length);
-    max_shape_.target_length = std::max(max_shape_.target_length, s.target_length);
+    m.batch_size = std::max(m.batch_size, s.batch_size);
+    m.source_length = std::max(m.source_length, s.source_length);
+    m.target_length = std::max(m.target_length, s.target_length);
   }
-  make_epoch_order();
+  max_shape_ = m;
 }
 
 PairBatchShape PairData::shape_of(int64_t batch) const {
   PairBatchShape s;
-  const int64_t begin = batch_starts_[static_cast<size_t>(batch)], end = batch_starts_[static_cast<size_t>(batch) + 1];
+  const auto [begin, end] = part_of(batch);
   s.batch_size = end - begin;
   for (int64_t k = begin; k < end; ++k) {
     const int64_t p = pairs_[static_cast<size_t>(k)];
@@ -138,11 +154,14 @@ void PairData::make_epoch_order() {
 
 void PairData::next(const PairBatchShape& shape, int32_t* source, int32_t* source_lengths, int32_t* target_input,
                     int32_t* target_output, int32_t* target_lengths, int64_t* pair_indices) {
-  require(source != nullptr, FWP_ERR_NULL_POINTER, "source must not be NULL");
-  require(source_lengths != nullptr, FWP_ERR_NULL_POINTER, "source_lengths must not be NULL");
-  require(target_input != nullptr, FWP_ERR_NULL_POINTER, "target_input must not be NULL");
-  require(target_output != nullptr, FWP_ERR_NULL_POINTER, "target_output must not be NULL");
-  require(target_lengths != nullptr, FWP_ERR_NULL_POINTER, "target_lengths must not be NULL");
+  // An empty part (B = 0, a batch with fewer pairs than shards) writes nothing, so its arrays may be NULL.
+  if (shape.batch_size != 0) {
+    require(source != nullptr, FWP_ERR_NULL_POINTER, "source must not be NULL");
+    require(source_lengths != nullptr, FWP_ERR_NULL_POINTER, "source_lengths must not be NULL");
+    require(target_input != nullptr, FWP_ERR_NULL_POINTER, "target_input must not be NULL");
+    require(target_output != nullptr, FWP_ERR_NULL_POINTER, "target_output must not be NULL");
+    require(target_lengths != nullptr, FWP_ERR_NULL_POINTER, "target_lengths must not be NULL");
+  }
   const int64_t b = current_batch();
   const PairBatchShape want = shape_of(b);
   require(shape.batch_size == want.batch_size && shape.source_length == want.source_length &&
@@ -154,7 +173,7 @@ void PairData::next(const PairBatchShape& shape, int32_t* source, int32_t* sourc
   const MappedPairFile& f = *file_;
   const int32_t pad = f.info().pad_id, bos = f.info().bos_id, eos = f.info().eos_id;
   const int64_t S = want.source_length, T = want.target_length;
-  const int64_t begin = batch_starts_[static_cast<size_t>(b)];
+  const int64_t begin = part_of(b).first;
   for (int64_t r = 0; r < want.batch_size; ++r) {
     const int64_t p = pairs_[static_cast<size_t>(begin + r)];
     const int64_t n = f.source_length(p), m = f.target_length(p);

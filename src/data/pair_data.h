@@ -22,6 +22,11 @@
 // Every pair is in exactly one batch of an epoch. A pair that alone exceeds
 // the budget is refused at open.
 //
+// Shards: every batch is formed as above and then cut into c contiguous
+// parts; shard i takes rows [floor(i B / c), floor((i + 1) B / c)), which may
+// be none when B < c (an empty part: B = S = T = 0). peek() and next() give
+// the part, max_shape() the largest part.
+//
 // Checkpoints: kind "parallel_text", config {"max_tokens", "max_sentences",
 // "shuffle", "seed", "num_pairs", "checksum" (16 hex digits)}, state
 // {"epoch", "batch"}; the shuffled order of an epoch is a function of seed
@@ -31,6 +36,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -66,16 +72,18 @@ class PairData final : public DataSource {
   int64_t batches_per_epoch() const { return static_cast<int64_t>(batch_starts_.size()) - 1; }
   int64_t epoch() const { return epoch_; }
   int64_t batch() const { return batch_; }
-  // The shape of the largest batch dimensions over all batches (for allocating once).
+  // The largest batch dimensions over all batches (this shard's parts of
+  // them), each maximised on its own (for allocating once).
   const PairBatchShape& max_shape() const { return max_shape_; }
 
-  // The shape of the batch next() gives.
+  // The shape of the batch (this shard's part of it) next() gives.
   PairBatchShape peek() const { return shape_of(current_batch()); }
-  // Fills the next batch and moves on. The arrays are [B][S] (source) and
-  // [B][T] (target input and output) for the shape peek() gives; `shape`
-  // must equal it (Error(FWP_ERR_SHAPE_MISMATCH) naming both, and nothing
-  // moves). Lengths are per row, S_i and T_i. pair_indices (may be NULL)
-  // receives each row's pair index in the file.
+  // Fills the next batch (this shard's part) and moves on. The arrays are
+  // [B][S] (source) and [B][T] (target input and output) for the shape
+  // peek() gives; `shape` must equal it (Error(FWP_ERR_SHAPE_MISMATCH) naming
+  // both, and nothing moves). An empty part (B = 0) takes NULL arrays. Lengths
+  // are per row, S_i and T_i. pair_indices (may be NULL) receives each row's
+  // pair index in the file.
   void next(const PairBatchShape& shape, int32_t* source, int32_t* source_lengths, int32_t* target_input,
             int32_t* target_output, int32_t* target_lengths, int64_t* pair_indices);
   // Moves to the first batch of `epoch` (>= 0).
@@ -88,9 +96,15 @@ class PairData final : public DataSource {
   void check_state(const nlohmann::json& state) const override;
   void restore_state(const nlohmann::json& state) override;
 
+ protected:
+  void shard_changed() override { compute_max_shape(); }
+
  private:
   int64_t current_batch() const { return order_.empty() ? batch_ : order_[static_cast<size_t>(batch_)]; }
+  // This shard's rows of a batch: the range [first, second) of pairs_.
+  std::pair<int64_t, int64_t> part_of(int64_t batch) const;
   PairBatchShape shape_of(int64_t batch) const;
+  void compute_max_shape();
   void make_epoch_order();
 
   std::unique_ptr<MappedPairFile> file_;

@@ -40,6 +40,9 @@ void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t*
   require(queries != nullptr, FWP_ERR_NULL_POINTER, "queries must not be NULL");
   require(targets != nullptr, FWP_ERR_NULL_POINTER, "targets must not be NULL");
   require(batch_size >= 1, FWP_ERR_INVALID_ARGUMENT, "batch_size must be >= 1 (got " + std::to_string(batch_size) + ")");
+  require(batch_size % shard_count() == 0, FWP_ERR_INVALID_ARGUMENT,
+          "batch_size must be a multiple of the data source's shard count " + std::to_string(shard_count()) +
+              " (got " + std::to_string(batch_size) + "): it is the global batch, cut into equal shards");
   require(queries_per_seq >= 1, FWP_ERR_INVALID_ARGUMENT,
           "queries_per_seq must be >= 1 (got " + std::to_string(queries_per_seq) + ")");
   const int64_t L = seq_len(), S = num_keys_, Q = queries_per_seq;
@@ -49,6 +52,12 @@ void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t*
   std::vector<int32_t> latest(static_cast<size_t>(S));  // most recent value per key, -1 if absent
   std::vector<int32_t> order;                           // distinct keys by first appearance
   order.reserve(static_cast<size_t>(S));
+  // This shard's rows of the global batch; the others are drawn into one
+  // scratch row, so the generator moves on as it does without shards.
+  const int64_t rows = batch_size / shard_count(), first = shard_index() * rows;
+  std::vector<int32_t> other_ids;  // [keys | values] of a row of another shard
+  int32_t other_query[2];          // its training query and target (evaluation queries draw nothing)
+  if (rows < batch_size) other_ids.resize(2 * static_cast<size_t>(L));
 
   auto shuffle = [&](int32_t* out) {
     std::iota(out, out + S, 0);
@@ -59,8 +68,9 @@ void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t*
   };
 
   for (int64_t b = 0; b < batch_size; ++b) {
-    int32_t* k = keys + b * L;
-    int32_t* v = values + b * L;
+    const bool mine = b >= first && b < first + rows;
+    int32_t* k = mine ? keys + (b - first) * L : other_ids.data();
+    int32_t* v = mine ? values + (b - first) * L : other_ids.data() + L;
     if (setting_ == 1) {
       shuffle(k);
       shuffle(v);
@@ -74,8 +84,9 @@ void RetrievalData::sample(int64_t batch_size, int64_t queries_per_seq, int32_t*
       if (latest[static_cast<size_t>(k[i])] < 0) order.push_back(k[i]);
       latest[static_cast<size_t>(k[i])] = v[i];
     }
-    int32_t* q = queries + b * Q;
-    int32_t* t = targets + b * Q;
+    if (!mine && Q > 1) continue;
+    int32_t* q = mine ? queries + (b - first) * Q : other_query;
+    int32_t* t = mine ? targets + (b - first) * Q : other_query + 1;
     if (Q == 1) {
       q[0] = order[static_cast<size_t>(rng_.below(order.size()))];
       t[0] = latest[static_cast<size_t>(q[0])];

@@ -52,6 +52,10 @@ class RetrievalData final : public DataSource {
   // from the sequence's distinct keys (training). With Q > 1, the sequence's
   // distinct keys in order of first appearance, at most Q, then -1 padding with
   // target -1 (evaluation). Arguments are checked before anything is drawn.
+  // With shards, batch_size is the global batch (a multiple of shard_count(),
+  // else Error(FWP_ERR_INVALID_ARGUMENT)): all of it is drawn, as without
+  // shards, and the arrays receive this shard's batch_size / shard_count()
+  // rows, [batch_size / shard_count()][L] and [..][Q].
   void sample(int64_t batch_size, int64_t queries_per_seq, int32_t* keys, int32_t* values, int32_t* queries,
               int32_t* targets);
 

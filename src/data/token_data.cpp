@@ -57,21 +57,32 @@ TokenData::TokenData(const std::string& path, int64_t batch_size, int64_t segmen
 void TokenData::next(int32_t* inputs, int32_t* targets, int64_t count) {
   require(inputs != nullptr, FWP_ERR_NULL_POINTER, "inputs must not be NULL");
   require(targets != nullptr, FWP_ERR_NULL_POINTER, "targets must not be NULL");
-  const int64_t want = batch_size_ * segment_length_;
+  const int64_t rows = shard_rows(), first = shard_index() * rows;
+  const int64_t want = rows * segment_length_;
   require(count == want, FWP_ERR_SHAPE_MISMATCH,
-          "count must be batch_size * segment_length = " + std::to_string(want) + " (got " + std::to_string(count) +
-              ")");
+          shard_count() == 1
+              ? "count must be batch_size * segment_length = " + std::to_string(want) + " (got " +
+                    std::to_string(count) + ")"
+              : "count must be (batch_size / shard count) * segment_length = " + std::to_string(rows) + " * " +
+                    std::to_string(segment_length_) + " = " + std::to_string(want) + " (got " +
+                    std::to_string(count) + ")");
   const int32_t* tokens = file_->tokens();
   const size_t row = static_cast<size_t>(segment_length_);
-  for (int64_t b = 0; b < batch_size_; ++b) {
-    const int32_t* start = tokens + b * stream_length_ + segment_ * segment_length_;
-    std::memcpy(inputs + b * segment_length_, start, row * sizeof(int32_t));
-    std::memcpy(targets + b * segment_length_, start + 1, row * sizeof(int32_t));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* start = tokens + (first + r) * stream_length_ + segment_ * segment_length_;
+    std::memcpy(inputs + r * segment_length_, start, row * sizeof(int32_t));
+    std::memcpy(targets + r * segment_length_, start + 1, row * sizeof(int32_t));
   }
   if (++segment_ == segments_per_epoch_) {
     segment_ = 0;
     ++epoch_;
   }
+}
+
+void TokenData::check_shard(int64_t count) const {
+  require(batch_size_ % count == 0, FWP_ERR_INVALID_ARGUMENT,
+          "count must divide the token data source's batch_size " + std::to_string(batch_size_) + " (got " +
+              std::to_string(count) + "): each shard reads batch_size / count whole streams");
 }
 
 nlohmann::json TokenData::config_json() const {

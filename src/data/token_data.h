@@ -12,6 +12,10 @@
 // (the authors drop those too). After segment K - 1 the next epoch starts again
 // at segment 0: the order is fixed, as the authors' ordered iterator's is.
 //
+// Shards: B is the global number of streams and must be a multiple of the
+// shard count c; shard i reads streams [i B / c, (i + 1) B / c) at the same
+// global position, so the c shards of a segment are the whole batch.
+//
 // Checkpoints: kind "token_file", config {"batch_size", "segment_length",
 // "num_tokens", "vocab_size", "checksum" (16 hex digits)} so that a state of
 // another file or layout is refused, state {"epoch", "segment"}.
@@ -35,7 +39,10 @@ class TokenData final : public DataSource {
   // floor(N / B) >= T + 1 (Error(FWP_ERR_INVALID_ARGUMENT) naming the sizes).
   TokenData(const std::string& path, int64_t batch_size, int64_t segment_length);
 
+  // The global number of streams B (the config's batch_size).
   int64_t batch_size() const { return batch_size_; }
+  // The streams this shard reads: B / shard_count().
+  int64_t shard_rows() const { return batch_size_ / shard_count(); }
   int64_t segment_length() const { return segment_length_; }
   int64_t stream_length() const { return stream_length_; }
   int64_t segments_per_epoch() const { return segments_per_epoch_; }
@@ -44,8 +51,9 @@ class TokenData final : public DataSource {
   int64_t epoch() const { return epoch_; }
   int64_t segment() const { return segment_; }
 
-  // Fills inputs and targets, each [B][T] (count == B * T, else
-  // Error(FWP_ERR_SHAPE_MISMATCH)), with the current segment and moves to the next.
+  // Fills inputs and targets, each [shard_rows()][T] (count == shard_rows() * T,
+  // else Error(FWP_ERR_SHAPE_MISMATCH)), with this shard's streams of the
+  // current segment and moves to the next.
   void next(int32_t* inputs, int32_t* targets, int64_t count);
 
   fwp_data_kind kind() const override { return FWP_DATA_TOKEN_FILE; }
@@ -54,6 +62,10 @@ class TokenData final : public DataSource {
   nlohmann::json state_json() const override;
   void check_state(const nlohmann::json& state) const override;
   void restore_state(const nlohmann::json& state) override;
+
+ protected:
+  // B must be a multiple of count.
+  void check_shard(int64_t count) const override;
 
  private:
   std::unique_ptr<MappedTokenFile> file_;

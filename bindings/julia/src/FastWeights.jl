@@ -60,6 +60,8 @@ export bleu, chrf
 export PairData, encode_pair_file, pair_file_info, pair_special_ids, peek_batch, max_batch_shape, batches_per_epoch
 export reset_epoch!, get_pair
 export Seq2SeqModel, seq2seq_config, translate
+export DistConfig, Dist, engine_available, sync_model!, average_gradients!, dist_sum!, gather_state!
+export set_shard!, get_shard
 
 const L = LibFwp
 
@@ -80,6 +82,7 @@ const STATUS_NAMES = Dict{Int32,Symbol}(
     L.FWP_ERR_FORMAT => :format,
     L.FWP_ERR_CONTEXT_MISMATCH => :context_mismatch,
     L.FWP_ERR_INTERNAL => :internal,
+    L.FWP_ERR_DISTRIBUTED => :distributed,
 )
 
 """
@@ -88,7 +91,8 @@ const STATUS_NAMES = Dict{Int32,Symbol}(
 A failed call. `status` is the C status code (`Int32`, see `LibFwp.FWP_ERR_*`),
 `kind` its name as a `Symbol` (e.g. `:invalid_argument`, `:shape_mismatch`,
 `:bad_state`; `:unknown` for a code these bindings do not know), and `message`
-the library's message naming the argument and the problem. The bindings raise
+the library's message naming the argument and the problem (`:distributed`: a
+collective of a [`Dist`](@ref) group failed; the group cannot go on). The bindings raise
 the same statuses for problems they find before calling C (e.g. a wrong array
 size).
 """
@@ -196,6 +200,7 @@ const ENUM_FIELDS = Dict{Symbol,Dict{Symbol,Int32}}(
     :too_long => Dict(:skip => L.FWP_PAIR_SKIP, :error => L.FWP_PAIR_ERROR),
     :empty_lines => Dict(:skip => L.FWP_PAIR_SKIP, :error => L.FWP_PAIR_ERROR),
     :stop => Dict(:finished => L.FWP_BEAM_STOP_FINISHED, :no_better => L.FWP_BEAM_STOP_NO_BETTER),
+    :engine => Dict(:mpi => L.FWP_DIST_MPI, :nccl => L.FWP_DIST_NCCL, :callback => L.FWP_DIST_CALLBACK),
 )
 
 const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_output, :use_bias, :carry_state,
@@ -203,7 +208,7 @@ const FLAG_FIELDS = (:favor_redraw, :sum_normalize, :attn_normalize, :scale_outp
     :shuffle)
 
 # Fields the high-level keywords may not set (the bindings manage them).
-const HIDDEN_FIELDS = (:struct_size, :log_callback, :log_user_data)
+const HIDDEN_FIELDS = (:struct_size, :log_callback, :log_user_data, :allreduce, :user_data)
 
 function field_value(T::Type, name::Symbol, value)
     FT = fieldtype(T, name)
@@ -1100,13 +1105,18 @@ end
 Draws `batch_size` sequences and advances the generator. With one query per sequence each is queried
 with one of its keys (training); with Q > 1 with its distinct keys in order of
 first appearance, at most Q, padded with -1 (evaluation).
+
+With a shard ([`set_shard!`](@ref)), `batch_size` is the global batch (a
+multiple of the shard count): the whole batch is drawn and the shard's
+`batch_size ÷ count` sequences are returned.
 """
 function sample!(data::RetrievalData, batch_size::Integer, queries_per_seq::Integer = 1)
     (batch_size >= 1 && queries_per_seq >= 1) ||
         argument_error("batch_size ($batch_size) and queries_per_seq ($queries_per_seq) must be >= 1")
-    keys = Matrix{Int32}(undef, data.seq_len, batch_size)
+    rows = shard_rows(data, batch_size)
+    keys = Matrix{Int32}(undef, data.seq_len, rows)
     values = similar(keys)
-    queries = Matrix{Int32}(undef, queries_per_seq, batch_size)
+    queries = Matrix{Int32}(undef, queries_per_seq, rows)
     targets = similar(queries)
     check(L.fwp_retrieval_data_sample(handle(data), batch_size, queries_per_seq, keys, values, queries, targets))
     return RetrievalBatch(keys, values, queries, targets)
@@ -1652,10 +1662,11 @@ end
 
 The next batch as two `segment_length × batch_size` `Int32` matrices (each
 target is the token after its input); the source moves on by one segment and
-starts a new epoch after the last full one.
+starts a new epoch after the last full one. With a shard ([`set_shard!`](@ref))
+the matrices hold the shard's `batch_size ÷ count` streams.
 """
 function next_batch!(data::TokenData)
-    inputs = Matrix{Int32}(undef, data.segment_length, data.batch_size)
+    inputs = Matrix{Int32}(undef, data.segment_length, shard_rows(data, data.batch_size))
     targets = similar(inputs)
     check(L.fwp_token_data_next(handle(data), inputs, targets, length(inputs)))
     return (inputs = inputs, targets = targets)
@@ -2284,6 +2295,263 @@ function chrf(hypotheses::AbstractVector{<:AbstractString}, references::Abstract
         check(L.fwp_chrf(hyps, n, refs, num_refs, Ref(options), result))
     end
     return result[].score
+end
+
+# ---------------------------------------------------------------------------
+# Data-parallel training (distributed.h)
+
+"""
+    set_shard!(data::DataSource, index, count)
+
+Makes a data source give shard `index` (0-based, as MPI ranks are) of `count`
+of every batch, for data-parallel training ([`Dist`](@ref)): `count` ranks
+together take the step one process takes on the whole batch.
+
+- [`TokenData`](@ref): the config's `batch_size` (the global number of
+  streams, a multiple of `count`) is cut into `count` blocks of streams;
+  [`next_batch!`](@ref) gives the shard's.
+- [`RetrievalData`](@ref): [`sample!`](@ref)`(data, B)` takes the global `B`
+  (a multiple of `count`), draws the whole batch and returns the shard's rows.
+- [`PairData`](@ref): each token-budget batch is split into `count` contiguous
+  parts (a part may be empty: [`peek_batch`](@ref) then reports `batch_size = 0`).
+
+Every shard walks through the same global batches; a checkpoint stores the
+position, not the shard. `(0, 1)` (the default) gives whole batches. A bad
+pair throws `:invalid_argument` and changes nothing.
+"""
+function set_shard!(data::DataSource, index::Integer, count::Integer)
+    check(L.fwp_data_set_shard(handle(data), index, count))
+    return data
+end
+
+"""
+    get_shard(data::DataSource) -> (index, count)
+
+The shard a data source gives (`(0, 1)`: whole batches).
+"""
+function get_shard(data::DataSource)
+    index, count = Ref{Int64}(0), Ref{Int64}(0)
+    check(L.fwp_data_get_shard(handle(data), index, count))
+    return (Int(index[]), Int(count[]))
+end
+
+# The rows of one shard of a global batch of `global` rows.
+function shard_rows(data::DataSource, global_rows::Integer)
+    _, count = get_shard(data)
+    global_rows % count == 0 ||
+        argument_error("batch_size ($global_rows) must be a multiple of the number of shards ($count) (set_shard!)")
+    return global_rows ÷ count
+end
+
+"""
+    DistConfig(; engine = :mpi, bucket_elements = 4_194_304, timeout_seconds = 600.0,
+               mpi_comm = C_NULL, rank = 0, world_size = 0, allreduce = nothing)
+
+Settings of a [`Dist`](@ref) group; defaults come from `fwp_dist_config_init`.
+`engine` is `:mpi` or `:nccl` (inside libfwp, when it was built with them:
+[`engine_available`](@ref)) or `:callback`: the caller's all-reduce
+`allreduce(buffer)`, a function that sums `buffer` (a `Vector{Float32}` or
+`Vector{Float64}` over libfwp's memory, valid during the call only) element-wise
+over every rank, in place, e.g. `buf -> MPI.Allreduce!(buf, +, comm)` with
+MPI.jl. Every rank calls it with buffers of the same type and length in the
+same order; an exception fails the collective (`:distributed`, its message
+included). For the callback engine `rank` (0-based) and `world_size` are
+required; for MPI and NCCL they stay 0 and `mpi_comm` may point to an
+`MPI_Comm` of the MPI library libfwp links (`C_NULL`: `MPI_COMM_WORLD`).
+"""
+struct DistConfig
+    raw::L.fwp_dist_config
+    allreduce::Any
+
+    function DistConfig(; allreduce = nothing, kw...)
+        raw = with_fields(default_config(L.fwp_dist_config, L.fwp_dist_config_init); kw...)
+        return new(raw, allreduce)
+    end
+end
+
+"""
+    engine_available(engine::Symbol) -> Bool
+
+Whether this build of libfwp can create a group with `engine` (`:mpi` and
+`:nccl` when it was built with them; `:callback` always).
+"""
+function engine_available(engine::Symbol)
+    table = ENUM_FIELDS[:engine]
+    haskey(table, engine) ||
+        argument_error("engine = :$engine is not one of $(join(sort!(collect(keys(table))), ", "))")
+    return L.fwp_dist_engine_available(table[engine]) != 0
+end
+
+# What the C trampoline reaches through user_data: the caller's all-reduce and
+# why it last failed (put into the error of the collective that failed).
+mutable struct DistCallback
+    allreduce::Any
+    failure::Union{Nothing,String}
+end
+
+function dist_allreduce_trampoline(buffer::Ptr{Cvoid}, count::Int64, dtype::Cint, user_data::Ptr{Cvoid})::Cint
+    user_data == C_NULL && return Cint(1)
+    box = unsafe_pointer_to_objref(user_data)::DistCallback
+    try
+        (buffer != C_NULL && count >= 1) || error("libfwp passed a bad buffer ($count elements)")
+        T = dtype == L.FWP_DIST_FLOAT32 ? Float32 :
+            dtype == L.FWP_DIST_FLOAT64 ? Float64 : error("libfwp passed an unknown element type $dtype")
+        box.allreduce(unsafe_wrap(Array, Ptr{T}(buffer), Int(count); own = false))
+        return Cint(0)
+    catch e
+        # An exception must not unwind into C; the collective fails instead.
+        box.failure = sprint(showerror, e)
+        return Cint(1)
+    end
+end
+
+"""
+    Dist(ctx::Context, config::DistConfig)
+    Dist(ctx::Context; engine = :mpi, ..., allreduce = nothing)
+
+Joins a data-parallel group (a collective: every rank calls it). `dist.rank`
+(0-based) and `dist.world_size` say where this process stands. A step on every
+rank is: forward on its shard ([`set_shard!`](@ref)); [`backward!`](@ref);
+[`average_gradients!`](@ref)`(dist, model)`; [`step!`](@ref)`(opt)`, after one
+[`sync_model!`](@ref) at the start. Every rank makes the same collective calls
+in the same order. A failed collective throws `:distributed` and leaves the
+group broken; end the job then ([`FastWeights.abort`](@ref)). Throws
+`:unsupported` for an engine this build lacks and `:invalid_argument` for a bad
+setting. The callback is kept alive by the `Dist` (until `close`).
+"""
+mutable struct Dist
+    ptr::Ptr{L.fwp_dist}
+    rank::Int
+    world_size::Int
+    callback::Union{Nothing,DistCallback}
+    logger::Union{Nothing,Base.RefValue{Any}}
+
+    function Dist(ctx::Context, config::DistConfig)
+        raw = config.raw
+        box = config.allreduce === nothing ? nothing : DistCallback(config.allreduce, nothing)
+        if box !== nothing
+            callback = @cfunction(dist_allreduce_trampoline, Cint, (Ptr{Cvoid}, Int64, Cint, Ptr{Cvoid}))
+            raw = L.fwp_dist_config(raw.struct_size, raw.engine, raw.bucket_elements, raw.timeout_seconds,
+                raw.mpi_comm, callback, pointer_from_objref(box), raw.rank, raw.world_size)
+        end
+        out = Ref{Ptr{L.fwp_dist}}(C_NULL)
+        GC.@preserve box check(L.fwp_dist_create(handle(ctx), Ref(raw), out))
+        dist = new(out[], 0, 0, box, ctx.logger)
+        finalizer(close, dist)
+        rank, world_size = Ref{Int32}(0), Ref{Int32}(0)
+        check(L.fwp_dist_get_rank(dist.ptr, rank, world_size))
+        dist.rank, dist.world_size = Int(rank[]), Int(world_size[])
+        return dist
+    end
+end
+
+# Also `Dist(ctx)`: the defaults (the MPI engine). One method for both, since a
+# keyword method also defines the positional signature.
+Dist(ctx::Context; kw...) = Dist(ctx, DistConfig(; kw...))
+
+"""
+    close(dist::Dist)
+
+Leaves the group now (not a collective); later calls on `dist` throw.
+"""
+function Base.close(dist::Dist)
+    if dist.ptr != C_NULL
+        L.fwp_dist_destroy(dist.ptr)
+        dist.ptr = C_NULL
+    end
+    return nothing
+end
+
+Base.isopen(dist::Dist) = dist.ptr != C_NULL
+
+function handle(dist::Dist)
+    dist.ptr == C_NULL && throw(FwpError(L.FWP_ERR_BAD_STATE, "the Dist is closed"))
+    return dist.ptr
+end
+
+# check() for collectives: a failure of the caller's all-reduce is named in the error.
+function dist_check(dist::Dist, status::Integer)
+    status == L.FWP_OK && return nothing
+    message = unsafe_string(L.fwp_last_error_message())
+    box = dist.callback
+    if box !== nothing && box.failure !== nothing
+        message *= " (all-reduce callback: $(box.failure))"
+        box.failure = nothing
+    end
+    throw(FwpError(status, message))
+end
+
+"""
+    sync_model!(dist::Dist, model::Model)
+
+Makes this replica equal to rank 0's (a collective): parameters (trainable and
+fixed) and random state; then gives this rank its own dropout stream. Call once
+after creating or loading the model on every rank. Models of different sizes
+throw `:shape_mismatch`.
+"""
+function sync_model!(dist::Dist, model::Model)
+    dist_check(dist, L.fwp_dist_sync_model(handle(dist), handle(model)))
+    return model
+end
+
+"""
+    average_gradients!(dist::Dist, model::Model, weight = 1.0) -> Float64
+
+Replaces every rank's gradients by their weighted mean over the ranks (a
+collective), `sum_r w_r g_r / sum_r w_r` with `w_r` each rank's `weight`
+(finite, >= 0): 1 on every rank for equal shards, the number of loss tokens of
+the shard for batches by a token budget. Returns `sum_r w_r`. Weights summing
+to 0 throw `:invalid_argument` and leave the gradients unchanged.
+"""
+function average_gradients!(dist::Dist, model::Model, weight::Real = 1.0)
+    total = Ref{Cdouble}(0)
+    dist_check(dist, L.fwp_dist_average_gradients(handle(dist), handle(model), Cdouble(weight), total))
+    return total[]
+end
+
+"""
+    dist_sum!(dist::Dist, values::Vector{Float64}) -> values
+
+Sums `values` over the ranks, in place (a collective), e.g. losses and token
+counts for a progress line. `values` must not be empty.
+"""
+function dist_sum!(dist::Dist, values::Vector{Float64})
+    isempty(values) && argument_error("dist_sum!: values is empty (at least 1 number)")
+    dist_check(dist, L.fwp_dist_sum(handle(dist), values, length(values)))
+    return values
+end
+
+"""
+    gather_state!(dist::Dist, local_state::State, global_state::State) -> global_state
+
+Collects every rank's rows of a run state into `global_state`, a state of the
+same model with `world_size` times the local batch (a collective): row
+`r b + i` (0-based) of the whole becomes row `i` of rank `r`'s `local_state`.
+Every rank receives the whole. Softmax layers throw `:unsupported`.
+"""
+function gather_state!(dist::Dist, local_state::State, global_state::State)
+    dist_check(dist, L.fwp_dist_gather_state(handle(dist), handle(local_state), handle(global_state)))
+    return global_state
+end
+
+"""
+    FastWeights.barrier(dist::Dist)
+
+Waits until every rank has called it (a collective).
+"""
+barrier(dist::Dist) = dist_check(dist, L.fwp_dist_barrier(handle(dist)))
+
+"""
+    FastWeights.abort(dist::Dist, code = 1)
+
+Ends the job: with MPI and NCCL every process of the group exits with `code`
+(`MPI_Abort`; does not return). With the callback engine it only marks the
+group broken and returns; ending the other ranks is then the caller's (e.g.
+`MPI.Abort(comm, code)`).
+"""
+function abort(dist::Dist, code::Integer = 1)
+    L.fwp_dist_abort(handle(dist), code)
+    return nothing
 end
 
 end # module FastWeights

@@ -92,7 +92,7 @@ const FWP_ERR_CONTEXT_MISMATCH = fwp_status(11)
 const FWP_ERR_INTERNAL = fwp_status(12)
 """
 A collective of a distributed group failed or timed out (a process died or stopped answering); the group cannot go
-on (distributed.h). Since 0.3.0.
+on (distributed.h).
 """
 const FWP_ERR_DISTRIBUTED = fwp_status(13)
 
@@ -234,7 +234,7 @@ const fwp_dist_engine = Cint
 const FWP_DIST_MPI = fwp_dist_engine(0)
 "NCCL on the GPU (CUDA contexts only), bootstrapped over MPI."
 const FWP_DIST_NCCL = fwp_dist_engine(1)
-"The caller's all-reduce (fwp_dist_configallreduce)."
+"The caller's all-reduce (fwp_dist_config::allreduce)."
 const FWP_DIST_CALLBACK = fwp_dist_engine(2)
 
 "`fwp_dist_dtype`: element types of fwp_dist_allreduce_fn buffers. Values are fixed."
@@ -816,7 +816,7 @@ struct fwp_dist_config
     mpi_comm::Ptr{Cvoid}
     "Callback: the all-reduce (required). Other engines: must be NULL."
     allreduce::fwp_dist_allreduce_fn
-    "Callback: passed to allreduce."
+    "Callback: passed to allreduce. Other engines: must be NULL."
     user_data::Ptr{Cvoid}
     "Callback: this process's rank in [0, world_size). Others: must be 0 (MPI says)."
     rank::Int32

@@ -1,5 +1,6 @@
 # Tests of FastWeights.jl against a built libfwp. Run from bindings/julia with
-#   FWP_LIBRARY=/path/to/build/libfwp.so julia --project -e 'using Pkg; Pkg.test()'
+#   FWP_LIBRARY=/path/to/build/libfwp.so JULIA_NUM_THREADS=2 julia --project -e 'using Pkg; Pkg.test()'
+# (two threads: the data-parallel test runs two ranks on them; with one thread that part is skipped).
 using FastWeights
 using FastWeights: LibFwp
 using Test
@@ -10,6 +11,84 @@ const L = LibFwp
 noise(dims...; seed = 1) = reshape(Float32[sin(0.37f0 * i + seed) for i in 1:prod(dims)], dims...)
 
 small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw...)
+
+# An in-process all-reduce for ranks that are Julia threads (tests of the
+# callback engine without MPI): the last rank to arrive adds the buffers in
+# rank order, so every rank receives bitwise the same sums.
+mutable struct ThreadSum
+    world_size::Int
+    cond::Threads.Condition
+    generation::Int
+    slots::Vector{Any}
+    result::Any
+end
+
+ThreadSum(world_size) = ThreadSum(world_size, Threads.Condition(), 0, Any[nothing for _ in 1:world_size], nothing)
+
+function thread_allreduce!(group::ThreadSum, rank::Integer, buffer::Vector)
+    lock(group.cond) do
+        group.slots[rank+1] = copy(buffer)
+        generation = group.generation
+        if all(!isnothing, group.slots)
+            total = copy(group.slots[1])
+            for r in 2:group.world_size
+                total .+= group.slots[r]
+            end
+            group.result = total
+            fill!(group.slots, nothing)
+            group.generation += 1
+            notify(group.cond)
+        else
+            while group.generation == generation
+                wait(group.cond)
+            end
+        end
+        buffer .= group.result
+    end
+    return nothing
+end
+
+# Losses and final parameters of a retrieval model trained with SGD for 4
+# steps of global batch 8: by one process (group === nothing) or by rank
+# `rank` of two on its shard, averaging gradients through `group`.
+function train_retrieval_ranks(rank, group)
+    ctx = Context(num_threads = 1, seed = 7)
+    model = RetrievalModel(ctx; num_keys = 8, d_head = 16)
+    data = RetrievalData(1, 8, 11)
+    dist = nothing
+    if group !== nothing
+        dist = Dist(ctx; engine = :callback, rank = rank, world_size = 2,
+            allreduce = buffer -> thread_allreduce!(group, rank, buffer))
+        set_shard!(data, rank, 2)
+        sync_model!(dist, model)
+    end
+    opt = Optimizer(model; kind = :sgd, learning_rate = 0.5)
+    losses = Float64[]
+    for _ in 1:4
+        zero_grad!(opt)
+        loss = [Float64(forward!(model, sample!(data, 8)))]
+        backward!(model)
+        if dist !== nothing
+            average_gradients!(dist, model) == 2.0 || error("the weights of two ranks sum to 2")
+            dist_sum!(dist, loss)
+            loss ./= 2
+        end
+        push!(losses, loss[1])
+        step!(opt)
+    end
+    return losses, reduce(vcat, [vec(getparam(model, i)) for i in 1:num_params(model)])
+end
+
+trainable_grads(model) = [getgrad(model, i) for i in 1:num_params(model) if param_info(model, i).trainable]
+
+function error_of(f)
+    try
+        f()
+        return nothing
+    catch e
+        return e
+    end
+end
 
 @testset "FastWeights" begin
     @testset "version and errors" begin
@@ -540,6 +619,19 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         @test vocab_size(data) == vocab_size(tok)
         @test segments_per_epoch(data) >= 10
         @test num_tokens(data) == token_file_info(tokens).num_tokens
+        # Shards are blocks of streams (columns) of every batch.
+        whole = TokenData(tokens; batch_size = 4, segment_length = 16)
+        halves = [set_shard!(TokenData(tokens; batch_size = 4, segment_length = 16), i, 2) for i in 0:1]
+        @test_throws FwpError set_shard!(whole, 0, 3)
+        @test get_shard(whole) == (0, 1)
+        for _ in 1:2
+            w = next_batch!(whole)
+            for i in 0:1
+                h = next_batch!(halves[i+1])
+                @test size(h.inputs) == (16, 2)
+                @test h.inputs == w.inputs[:, (2i+1):(2i+2)] && h.targets == w.targets[:, (2i+1):(2i+2)]
+            end
+        end
 
         ctx = Context(num_threads = 1, seed = 11)
         kw = (vocab_size = vocab_size(tok), num_layers = 2, d_ff = 64, dropout = 0, seed = 5,
@@ -754,15 +846,131 @@ small_layer(ctx; kw...) = Layer(ctx; d_model = 12, num_heads = 2, d_head = 4, kw
         close(opt)
     end
 
+    @testset "data-parallel training (callback engine), shards" begin
+        @test engine_available(:callback)
+        @test_throws FwpError engine_available(:carrier_pigeon)
+        ctx = Context(num_threads = 1, seed = 3)
+        if !engine_available(:mpi)
+            @test error_of(() -> Dist(ctx)).kind == :unsupported
+        end
+        keep = buffer -> nothing
+        # The callback engine without a callback, a rank outside the group, no ranks, empty buckets:
+        # (settings, the field the message names, the kinds fwp.h allows for it).
+        for (kw, field, kinds) in (((engine = :callback, world_size = 1), "allreduce", (:null_pointer, :invalid_argument)),
+                ((engine = :callback, rank = 2, world_size = 2, allreduce = keep), "rank", (:out_of_range, :invalid_argument)),
+                ((engine = :callback, rank = 0, world_size = 0, allreduce = keep), "world_size", (:invalid_argument,)),
+                ((engine = :callback, world_size = 1, bucket_elements = 0, allreduce = keep), "bucket_elements",
+                    (:invalid_argument,)))
+            err = error_of(() -> Dist(ctx; kw...))
+            @test err isa FwpError && err.kind in kinds && occursin(field, err.message)
+        end
+        if engine_available(:mpi)
+            # The callback engine's fields on the MPI engine, refused before MPI starts.
+            @test occursin("allreduce", error_of(() -> Dist(ctx; allreduce = keep)).message)
+            @test error_of(() -> Dist(ctx; rank = 1, world_size = 2)).kind == :invalid_argument
+        end
+        @test_throws FwpError DistConfig(no_such_setting = 1)
+        @test_throws FwpError DistConfig(engine = :carrier_pigeon)
+        @test_throws FwpError DistConfig(user_data = C_NULL)
+
+        # One rank: its all-reduce has nothing to add, so averaging with weight 2 changes nothing.
+        dist = Dist(ctx; engine = :callback, rank = 0, world_size = 1, allreduce = keep, bucket_elements = 100)
+        @test (dist.rank, dist.world_size) == (0, 1)
+        model = RetrievalModel(ctx; num_keys = 8, d_head = 16)
+        before = getparam(model, 1)
+        @test sync_model!(dist, model) === model
+        @test getparam(model, 1) == before
+        forward!(model, sample!(RetrievalData(1, 8, 5), 6))
+        backward!(model)
+        g = trainable_grads(model)
+        @test any(x -> any(!=(0), x), g)
+        @test average_gradients!(dist, model, 2.0) == 2.0
+        @test trainable_grads(model) == g
+        @test dist_sum!(dist, [0.25, -3.0]) == [0.25, -3.0]
+        @test error_of(() -> dist_sum!(dist, Float64[])).kind == :invalid_argument
+        for weight in (-1.0, NaN, 0.0)
+            @test error_of(() -> average_gradients!(dist, model, weight)).kind == :invalid_argument
+        end
+        other = RetrievalModel(Context(num_threads = 1); num_keys = 8, d_head = 16)
+        @test error_of(() -> sync_model!(dist, other)).kind == :context_mismatch
+        # Gathering the memory of a group of one copies it.
+        lm = LanguageModel(ctx; vocab_size = 9, num_layers = 1, d_ff = 16, dropout = 0,
+            attention = (d_model = 8, num_heads = 2, d_head = 4))
+        carried, gathered = State(lm, 2), State(lm, 2)
+        forward!(lm, Int32[1 2; 3 4; 5 6], Int32[3 4; 5 6; 7 8]; state = carried)
+        @test gather_state!(dist, carried, gathered) === gathered
+        @test get_state(gathered, 1) == get_state(carried, 1)
+        @test any(!=(0), get_state(carried, 1).w)
+        @test error_of(() -> gather_state!(dist, carried, State(lm, 3))).kind == :shape_mismatch
+        FastWeights.barrier(dist)
+        close(dist)
+        @test !isopen(dist)
+        @test_throws FwpError FastWeights.barrier(dist)
+
+        # Rank 0 of two whose partner holds the same numbers (the sums are the doubles); then a
+        # callback that throws fails the collective, names why, and breaks the group.
+        fail = Ref(false)
+        dist = Dist(ctx; engine = :callback, rank = 0, world_size = 2,
+            allreduce = buffer -> (fail[] && error("the link to rank 1 is down"); buffer .*= 2; nothing))
+        @test dist_sum!(dist, [1.5]) == [3.0]
+        forward!(model, sample!(RetrievalData(1, 8, 6), 4))
+        backward!(model)
+        g = trainable_grads(model)
+        @test average_gradients!(dist, model) == 2.0
+        @test all(map((a, b) -> maximum(abs.(a .- b)) <= 1f-6, trainable_grads(model), g))
+        fail[] = true
+        err = error_of(() -> average_gradients!(dist, model))
+        @test err isa FwpError && err.kind == :distributed && err.status == L.FWP_ERR_DISTRIBUTED
+        @test occursin("the link to rank 1 is down", err.message)
+        fail[] = false
+        @test error_of(() -> dist_sum!(dist, [1.0])).kind == :distributed
+        dist = Dist(ctx; engine = :callback, rank = 0, world_size = 1, allreduce = keep)
+        FastWeights.abort(dist, 3)
+        @test error_of(() -> FastWeights.barrier(dist)).kind == :distributed
+
+        # A shard is its rows (columns here) of the global batch.
+        whole = RetrievalData(1, 8, 21)
+        parts = [set_shard!(RetrievalData(1, 8, 21), i, 4) for i in 0:3]
+        @test get_shard(whole) == (0, 1) && get_shard(parts[2]) == (1, 4)
+        @test_throws FwpError set_shard!(whole, 4, 4)
+        @test_throws FwpError set_shard!(whole, 0, 0)
+        @test get_shard(whole) == (0, 1)
+        @test_throws FwpError sample!(parts[1], 6)
+        for _ in 1:2
+            batch = sample!(whole, 8)
+            for i in 0:3
+                part, cols = sample!(parts[i+1], 8), (2i+1):(2i+2)
+                @test part.keys == batch.keys[:, cols] && part.values == batch.values[:, cols]
+                @test part.queries == batch.queries[:, cols] && part.targets == batch.targets[:, cols]
+            end
+        end
+
+        # Two ranks on two threads follow one process on the whole batch (julia -t 2 or more).
+        if Threads.nthreads() >= 2
+            want_losses, want_params = train_retrieval_ranks(nothing, nothing)
+            group = ThreadSum(2)
+            results = fetch.([Threads.@spawn(train_retrieval_ranks(r, group)) for r in 0:1])
+            @test results[1][2] == results[2][2]
+            @test results[1][1] == results[2][1]
+            @test maximum(abs.(results[1][2] .- want_params)) <= 1e-5
+            @test maximum(abs.(results[1][1] .- want_losses)) <= 1e-5
+            fresh = RetrievalModel(Context(num_threads = 1, seed = 7); num_keys = 8, d_head = 16)
+            @test want_params != reduce(vcat, [vec(getparam(fresh, i)) for i in 1:num_params(fresh)])
+        else
+            @test_skip "two ranks on threads need julia -t 2"
+        end
+    end
+
     @testset "exports: mutating names end in !, no generic names" begin
         exported = names(FastWeights)
         for name in (:sample, :forward, :backward, :config, :device, :steps, :seq_len, :learning_rate,
-                :version, :num_threads, :retrieval_forward, :retrieval_model, :evaluate, :encode, :decode)
+                :version, :num_threads, :retrieval_forward, :retrieval_model, :evaluate, :encode, :decode,
+                :barrier, :abort)
             @test !(name in exported)
         end
         for name in (:forward!, :backward!, :zero_grad!, :step!, :sample!, :set_state!, :reset_state!,
                 :load_checkpoint!, :set_training!, :setparam!, :set_learning_rate!, :generate!, :next_batch!,
-                :sample_token!)
+                :sample_token!, :sync_model!, :average_gradients!, :dist_sum!, :gather_state!, :set_shard!)
             @test name in exported
         end
         @test RetrievalModel <: Model && OtherModel <: Model

@@ -55,7 +55,7 @@ c_enum! {
         /// A bug in fwp; please report it.
         FWP_ERR_INTERNAL = 12,
         /// A collective of a distributed group failed or timed out (a process died or stopped answering); the group
-        /// cannot go on (distributed.h). Since 0.3.0.
+        /// cannot go on (distributed.h).
         FWP_ERR_DISTRIBUTED = 13,
     }
 }
@@ -242,7 +242,7 @@ c_enum! {
         FWP_DIST_MPI = 0,
         /// NCCL on the GPU (CUDA contexts only), bootstrapped over MPI.
         FWP_DIST_NCCL = 1,
-        /// The caller's all-reduce (fwp_dist_configallreduce).
+        /// The caller's all-reduce (fwp_dist_config::allreduce).
         FWP_DIST_CALLBACK = 2,
     }
 }
@@ -825,7 +825,7 @@ pub struct fwp_dist_config {
     pub mpi_comm: *mut c_void,
     /// Callback: the all-reduce (required). Other engines: must be NULL.
     pub allreduce: fwp_dist_allreduce_fn,
-    /// Callback: passed to allreduce.
+    /// Callback: passed to allreduce. Other engines: must be NULL.
     pub user_data: *mut c_void,
     /// Callback: this process's rank in \[0, world_size). Others: must be 0 (MPI says).
     pub rank: i32,

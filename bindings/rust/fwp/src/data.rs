@@ -39,6 +39,47 @@ pub trait DataSource: sealed::Sealed {
     /// The raw handle, an `fwp_data` of any kind, for use with `fwp-sys`. It
     /// stays owned by this object.
     fn as_raw_data(&self) -> *mut sys::fwp_data;
+
+    /// Makes the source give shard `index` of `count` of every batch, for
+    /// data-parallel training ([`distributed`](crate::distributed)): `count`
+    /// ranks together take the step one process takes on the whole batch.
+    ///
+    /// * [`TokenData`]: the config's batch_size B (the global number of
+    ///   streams, a multiple of `count`) is cut into `count` blocks of B / count
+    ///   streams; [`TokenData::next_batch`] then gives the shard's rows.
+    /// * [`RetrievalData`]: [`RetrievalData::sample`] takes the global batch
+    ///   size (a multiple of `count`), draws the whole batch as one process
+    ///   would and returns the shard's rows.
+    /// * [`PairData`](crate::PairData): each token-budget batch is split into
+    ///   `count` contiguous parts (a part may be empty).
+    ///
+    /// Every shard walks through the same global batches; a checkpoint stores
+    /// the position, not the shard. `(0, 1)`, the default, gives whole
+    /// batches. A bad pair fails with [`Status::InvalidArgument`](crate::Status::InvalidArgument)
+    /// and changes nothing.
+    fn set_shard(&mut self, index: usize, count: usize) -> Result<()> {
+        // SAFETY: a valid handle of any kind.
+        check(unsafe { sys::fwp_data_set_shard(self.as_raw_data(), to_i64(index, "index")?, to_i64(count, "count")?) })
+    }
+
+    /// The shard `(index, count)` the source gives (`(0, 1)`: whole batches).
+    fn shard(&self) -> Result<(usize, usize)> {
+        let (mut index, mut count) = (0i64, 0i64);
+        // SAFETY: valid handle and output pointers.
+        check(unsafe { sys::fwp_data_get_shard(self.as_raw_data(), &mut index, &mut count) })?;
+        Ok((to_usize(index, "shard index")?, to_usize(count, "shard count")?))
+    }
+}
+
+/// The rows of a shard of `global` rows, or why `global` cannot be cut into
+/// `count` equal shards.
+fn shard_rows(global: usize, count: usize, what: &str) -> Result<usize> {
+    if count == 0 || global % count != 0 {
+        return Err(Error::invalid(format!(
+            "{what} ({global}) must be a multiple of the number of shards ({count}) (DataSource::set_shard)"
+        )));
+    }
+    Ok(global / count)
 }
 
 impl DataSource for RetrievalData {
@@ -227,9 +268,15 @@ impl RetrievalData {
     /// Draws `batch_size` sequences. With `queries_per_seq` = 1 each is queried
     /// with one of its keys (training); with Q > 1 with its distinct keys in
     /// order of first appearance, at most Q of them, padded with -1 (evaluation).
+    ///
+    /// With a shard ([`DataSource::set_shard`]), `batch_size` is the global
+    /// batch (a multiple of the shard count): the whole batch is drawn and the
+    /// shard's `batch_size / count` sequences are returned.
     pub fn sample(&mut self, batch_size: usize, queries_per_seq: usize) -> Result<RetrievalBatch> {
-        let pairs = product(&[batch_size, self.seq_len], "batch_size * seq_len")?;
-        let asked = product(&[batch_size, queries_per_seq], "batch_size * queries_per_seq")?;
+        let (_, count) = self.shard()?;
+        let rows = if count == 1 { batch_size } else { shard_rows(batch_size, count, "batch_size")? };
+        let pairs = product(&[rows, self.seq_len], "batch_size * seq_len")?;
+        let asked = product(&[rows, queries_per_seq], "batch_size * queries_per_seq")?;
         let mut keys = vec![0i32; pairs];
         let mut values = vec![0i32; pairs];
         let mut queries = vec![0i32; asked];
@@ -246,7 +293,7 @@ impl RetrievalData {
                 targets.as_mut_ptr(),
             )
         })?;
-        RetrievalBatch::new(batch_size, self.seq_len, queries_per_seq, keys, values, queries, targets)
+        RetrievalBatch::new(rows, self.seq_len, queries_per_seq, keys, values, queries, targets)
     }
 
     /// The raw handle, for use with `fwp-sys` (an `fwp_data` of kind
@@ -317,7 +364,7 @@ impl fmt::Debug for TokenDataConfig {
 /// token of each as its target.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct TokenBatch {
-    /// B, the number of streams.
+    /// B, the number of streams (the shard's, with a shard).
     pub batch: usize,
     /// T, the segment length.
     pub length: usize,
@@ -368,16 +415,19 @@ impl TokenData {
     }
 
     /// The next batch; the source moves on by one segment (and starts a new
-    /// epoch after the last full segment).
+    /// epoch after the last full segment). With a shard
+    /// ([`DataSource::set_shard`]) it holds the shard's batch_size / count streams.
     pub fn next_batch(&mut self) -> Result<TokenBatch> {
-        let n = product(&[self.batch, self.length], "batch_size * segment_length")?;
+        let (_, count) = self.shard()?;
+        let rows = shard_rows(self.batch, count, "batch_size")?;
+        let n = product(&[rows, self.length], "batch_size * segment_length")?;
         let mut inputs = vec![0i32; n];
         let mut targets = vec![0i32; n];
         // SAFETY: both buffers hold B * T ids, the count passed.
         check(unsafe {
             sys::fwp_token_data_next(self.raw.as_ptr(), inputs.as_mut_ptr(), targets.as_mut_ptr(), to_i64(n, "count")?)
         })?;
-        Ok(TokenBatch { batch: self.batch, length: self.length, inputs, targets })
+        Ok(TokenBatch { batch: rows, length: self.length, inputs, targets })
     }
 
     fn read_count(

@@ -36,6 +36,10 @@ pub enum Status {
     ContextMismatch,
     /// A bug in fwp.
     Internal,
+    /// A collective of a distributed group failed or timed out (a rank died,
+    /// hangs, or its all-reduce closure failed); the group cannot go on
+    /// ([`Dist`](crate::distributed::Dist)).
+    Distributed,
     /// A status code unknown to these bindings.
     Other(i32),
 }
@@ -56,6 +60,7 @@ impl Status {
             sys::FWP_ERR_FORMAT => Status::Format,
             sys::FWP_ERR_CONTEXT_MISMATCH => Status::ContextMismatch,
             sys::FWP_ERR_INTERNAL => Status::Internal,
+            sys::FWP_ERR_DISTRIBUTED => Status::Distributed,
             other => Status::Other(other.0),
         }
     }
@@ -75,6 +80,7 @@ impl Status {
             Status::Format => sys::FWP_ERR_FORMAT.0,
             Status::ContextMismatch => sys::FWP_ERR_CONTEXT_MISMATCH.0,
             Status::Internal => sys::FWP_ERR_INTERNAL.0,
+            Status::Distributed => sys::FWP_ERR_DISTRIBUTED.0,
             Status::Other(code) => code,
         }
     }
@@ -190,7 +196,7 @@ mod tests {
 
     #[test]
     fn status_codes_round_trip() {
-        for code in 1..=12 {
+        for code in 1..=13 {
             let status = Status::from_raw(sys::fwp_status(code));
             assert!(!matches!(status, Status::Other(_)), "code {code} is known");
             assert_eq!(status.code(), code);

@@ -34,7 +34,10 @@
 //! * [`RetrievalData`] / [`RetrievalBatch`]: seeded retrieval sequences (a
 //!   data source of [`DataKind::Retrieval`]; checkpoints store the position of
 //!   any [`DataSource`]);
-//! * [`Optimizer`]: SGD, Adam or AdamW over a layer or any model, and checkpoints.
+//! * [`Optimizer`]: SGD, Adam or AdamW over a layer or any model, and checkpoints;
+//! * [`distributed`]: data-parallel training, a group of ranks (MPI, NCCL, or
+//!   the caller's all-reduce as a closure) that average their gradients, and
+//!   shards of every batch ([`DataSource::set_shard`]).
 //!
 //! Every fallible call returns [`Result`]; an [`Error`] carries the library's
 //! [`Status`] and its message naming the argument and the problem. Slices are
@@ -60,6 +63,7 @@
 
 mod context;
 mod data;
+pub mod distributed;
 mod error;
 mod layer;
 mod lm;

@@ -347,3 +347,32 @@ fn carried_state_is_saved_with_the_checkpoint() {
     let err = opt.load_checkpoint_with_state(plain.path(), None, &mut restored).unwrap_err();
     assert!(err.to_string().contains("no run state"), "{err}");
 }
+
+#[test]
+fn token_shards_are_blocks_of_streams() {
+    use fwp::DataSource;
+    let text = TempFile::with_text("shards.txt", &corpus(200));
+    let tokenizer = Tokenizer::train_word(&[text.path()], &WordTokenizerConfig::default()).unwrap();
+    let tokens = TempFile::new("shards.bin");
+    tokenizer.encode_file(text.path(), tokens.path()).unwrap();
+    let config = TokenDataConfig::default().batch_size(6).segment_length(8);
+    let mut whole = TokenData::new(tokens.path(), &config).unwrap();
+    let mut shards: Vec<TokenData> = (0..3).map(|_| TokenData::new(tokens.path(), &config).unwrap()).collect();
+    for (i, shard) in shards.iter_mut().enumerate() {
+        shard.set_shard(i, 3).unwrap();
+        assert_eq!(shard.shard().unwrap(), (i, 3));
+    }
+    // 6 streams do not split into 4 shards; nothing changes then.
+    assert_eq!(whole.set_shard(0, 4).unwrap_err().status(), Status::InvalidArgument);
+    assert_eq!(whole.shard().unwrap(), (0, 1));
+    for _ in 0..3 {
+        let batch = whole.next_batch().unwrap();
+        for (i, shard) in shards.iter_mut().enumerate() {
+            let part = shard.next_batch().unwrap();
+            assert_eq!((part.batch, part.length), (2, 8));
+            assert_eq!(part.inputs, batch.inputs[i * 16..(i + 1) * 16]);
+            assert_eq!(part.targets, batch.targets[i * 16..(i + 1) * 16]);
+            assert_eq!(shard.position().unwrap(), whole.position().unwrap());
+        }
+    }
+}

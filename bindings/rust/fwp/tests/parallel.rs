@@ -159,3 +159,34 @@ fn checkpoint_resumes_the_same_batches() {
         assert_eq!(data.next_batch().unwrap(), resumed.next_batch().unwrap());
     }
 }
+
+#[test]
+fn pair_shards_split_every_batch() {
+    use fwp::DataSource;
+    let (en, es) = corpus("shards");
+    let tokenizer = Tokenizer::train_word(&[en.path(), es.path()], &WordTokenizerConfig::default()).unwrap();
+    let pairs = TempFile::new("shards.pairs");
+    encode_pair_file(&tokenizer, en.path(), es.path(), pairs.path(), &PairEncodeConfig::default()).unwrap();
+    let config = PairDataConfig::default().max_tokens(24).seed(3);
+    let mut whole = PairData::new(pairs.path(), &config).unwrap();
+    let mut parts: Vec<PairData> = (0..4).map(|_| PairData::new(pairs.path(), &config).unwrap()).collect();
+    for (i, part) in parts.iter_mut().enumerate() {
+        part.set_shard(i, 4).unwrap();
+    }
+    let mut empty_parts = 0;
+    for _ in 0..whole.batches_per_epoch().unwrap() {
+        let batch = whole.next_batch().unwrap();
+        let mut rows = Vec::new();
+        for part in parts.iter_mut() {
+            let shape = part.peek().unwrap();
+            let b = part.next_batch().unwrap();
+            assert_eq!(b.shape, shape);
+            empty_parts += (shape.batch_size == 0) as usize;
+            rows.extend_from_slice(&b.pair_indices);
+        }
+        // The parts are contiguous pieces of the global batch, in order.
+        assert_eq!(rows, batch.pair_indices);
+    }
+    assert!(empty_parts > 0, "batches of fewer than 4 pairs give empty parts");
+    assert_eq!(parts[2].epoch().unwrap(), 1);
+}
