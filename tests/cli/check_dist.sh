@@ -79,7 +79,7 @@ resumed=$(group "$fwp" lm train --resume run.ckpt --max-steps 10 --json --quiet 
 expect_same "lm resume (2 processes)" "$whole" "$resumed"
 [[ $(field "$resumed" resumed) == true ]] || fail "lm resume: not marked resumed: $resumed"
 alone=$("$fwp" lm train --resume run1.ckpt --max-steps 10 --json --quiet --threads 1)
-expect_close "lm: one process resumes a 2-process checkpoint" "$whole" "$alone"
+expect_close "lm: one process resumes a 2-process checkpoint" "$alone" "$whole"
 
 # --carry: the carried fast weights are per-process rows, gathered into the checkpoint.
 carried_single=$("$fwp" lm train "${tiny[@]}" --carry --max-steps 10 --json --quiet)
@@ -91,7 +91,8 @@ expect_same "lm --carry resume (2 processes)" "$carried_whole" "$carried_resumed
 
 # A global batch two processes cannot share: a usage error, said by the ranks.
 set +e
-odd_err=$(group "$fwp" lm train "${tiny[@]}" --batch 3 --max-steps 2 --quiet --dist mpi 2>&1 >/dev/null)
+odd_err=$(group "$fwp" lm train --data data --layers 1 --d-model 16 --heads 2 --d-head 8 --d-ff 32 --length 8 \
+          --batch 3 --max-steps 2 --threads 1 --quiet --dist mpi 2>&1 >/dev/null)
 odd_rc=$?
 set -e
 [[ $odd_rc != 0 ]] || fail "--batch 3 with two processes succeeded"
@@ -103,6 +104,34 @@ single=$("$fwp" "${args[@]}")
 pair=$(group "$fwp" "${args[@]}" --dist mpi)
 expect_lines retrieval "$pair" 1
 expect_close retrieval "$single" "$pair"
+[[ $(field "$pair" world_size) == 2 ]] || fail "retrieval: --json says world_size $(field "$pair" world_size)"
+
+# Ctrl-C seen by one rank only (SIGINT to rank 1): every rank stops after the same step,
+# rank 0 saves and reports, the group exits 130, and --resume goes on from there.
+"$mpiexec" -np 2 --oversubscribe "$fwp" retrieval --keys 6 --batch 4 --max-steps 100000000 --eval-every 1000 \
+  --threads 1 --target-loss 0 --patience 1000 --json --quiet --dist mpi --checkpoint int.ckpt >int.json 2>int.err &
+launcher=$!
+ranks=""
+for _ in $(seq 1 100); do
+  sleep 0.2
+  ranks=$(pgrep -P "$launcher" | tr '\n' ' ')
+  [[ $(wc -w <<<"$ranks") == 2 && -s int.ckpt ]] && break
+done
+[[ $(wc -w <<<"$ranks") == 2 ]] || fail "interrupt: the two ranks did not start: $(cat int.err)"
+kill -INT "$(awk '{ print $NF }' <<<"$ranks")"
+set +e
+wait "$launcher"
+int_rc=$?
+set -e
+[[ $int_rc == 130 ]] || fail "interrupt: exit code $int_rc, expected 130: $(cat int.err)"
+interrupted=$(cat int.json)
+expect_lines interrupt "$interrupted" 1
+[[ $(field "$interrupted" stopped_by) == interrupted ]] || fail "interrupt: $interrupted"
+grep -q "stopped at step $(field "$interrupted" steps) by SIGINT; saved to int.ckpt" int.err ||
+  fail "interrupt: no notice from rank 0: $(cat int.err)"
+more=$(($(field "$interrupted" steps) + 5))
+continued=$(group "$fwp" retrieval --resume int.ckpt --max-steps "$more" --threads 1 --json --quiet --dist mpi)
+[[ $(field "$continued" steps) == "$more" ]] || fail "interrupt: resuming did not reach step $more: $continued"
 
 # ---- translation --------------------------------------------------------------------
 if [[ "$with_mt" == mt ]]; then
