@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training from the command line (--dist mpi) against one process:
-#   - lm (sum and delta rule), retrieval and (with SentencePiece) mt: two processes
+#   - lm (sum and delta rule), retrieval and (with SentencePiece) mt: two processes (mt also
+#     four, so that parts of a batch are empty)
 #     sharing a global batch reach the final eval loss of one process with that
 #     batch, within 1e-4 relative (dropout 0);
 #   - --dist with one process gives the very losses of a run without it;
@@ -30,8 +31,8 @@ expect_close() {  # what single group
   local a b
   a=$(field "$2" final_eval_loss)
   b=$(field "$3" final_eval_loss)
-  close "$a" "$b" || fail "$1: final eval loss $a with one process, $b with two"
-  echo "$1: $a (one process) vs $b (two)"
+  close "$a" "$b" || fail "$1: final eval loss $a with one process, $b with the group"
+  echo "$1: $a (one process) vs $b (the group)"
 }
 expect_same() {  # what first second
   local a b
@@ -165,5 +166,12 @@ if [[ "$with_mt" == mt ]]; then
   pair=$(group "$fwp" "${args[@]}" --dist mpi)
   expect_lines mt "$pair" 1
   expect_close mt "$single" "$pair"
+  # Four processes on batches of about three pairs: some parts are empty (weight 0, no forward).
+  args=("${args[@]/#64/40}")
+  single=$("$fwp" "${args[@]}")
+  four=$("$mpiexec" -np 4 --oversubscribe "$fwp" "${args[@]}" --dist mpi)
+  expect_close "mt, empty parts" "$single" "$four"
+  [[ $(field "$four" world_size) == 4 && $(field "$four" train_tokens) == $(field "$single" train_tokens) ]] ||
+    fail "mt, empty parts: world_size/train_tokens: $four"
 fi
 echo "check_dist: all passed"
