@@ -334,8 +334,8 @@ int run_train_in_group(LmOptions& o, train::Distributed& dist) {
   const train::InterruptScope interrupt_scope;
   train::start_replicas(dist, task.objects(), resuming ? o.resume : std::string(), saved);
   if (dist.active()) {
-    progress.message(fmt::format("--dist {}: {} processes, {} of the batch of {} streams each", dist.engine(),
-                                 dist.world_size(), cfg.batch / dist.world_size(), cfg.batch));
+    progress.message(fmt::format("--dist {}: {} process{}, {} of the batch of {} streams each", dist.engine(),
+                                 dist.world_size(), dist.world_size() == 1 ? "" : "es", cfg.batch / dist.world_size(), cfg.batch));
   }
   if (resuming) {
     start = saved.state;

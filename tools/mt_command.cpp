@@ -514,8 +514,8 @@ int run_train_in_group(const TrainOptions& o, train::Distributed& dist) {
   const train::InterruptScope interrupt_scope;
   train::start_replicas(dist, task.objects(), resuming ? o.resume : std::string(), saved);
   if (dist.active()) {
-    progress.message(fmt::format("--dist {}: {} processes, each training on its part of every batch of <= {} tokens",
-                                 dist.engine(), dist.world_size(), cfg.max_tokens));
+    progress.message(fmt::format("--dist {}: {} process{}, each training on its part of every batch of <= {} tokens",
+                                 dist.engine(), dist.world_size(), dist.world_size() == 1 ? "" : "es", cfg.max_tokens));
   }
   if (resuming) {
     start = saved.state;

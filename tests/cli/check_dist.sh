@@ -107,6 +107,15 @@ expect_lines retrieval "$pair" 1
 expect_close retrieval "$single" "$pair"
 [[ $(field "$pair" world_size) == 2 ]] || fail "retrieval: --json says world_size $(field "$pair" world_size)"
 
+# A diverging run: the global loss is NaN on every rank alike, so all stop at one step; rank 0 says why.
+set +e
+diverged=$(group "$fwp" retrieval --keys 6 --batch 4 --lr 1e30 --max-steps 50 --threads 1 --json --quiet --dist mpi \
+           2>diverged.err)
+diverged_rc=$?
+set -e
+[[ $diverged_rc != 0 && $(field "$diverged" stopped_by) == non_finite ]] || fail "diverging: rc $diverged_rc: $diverged"
+[[ $(grep -c 'diverged at step' diverged.err) == 1 ]] || fail "diverging: not one message: $(cat diverged.err)"
+
 # Ctrl-C seen by one rank only (SIGINT to rank 1): every rank stops after the same step,
 # rank 0 saves and reports, the group exits 130, and --resume goes on from there.
 "$mpiexec" -np 2 --oversubscribe "$fwp" retrieval --keys 6 --batch 4 --max-steps 100000000 --eval-every 1000 \
