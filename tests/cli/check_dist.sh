@@ -100,12 +100,19 @@ set -e
 grep -q 'fwp: rank [01]: error: --batch 3 .*multiple of 2' <<<"$odd_err" || fail "--batch 3: unexpected message: $odd_err"
 
 # ---- retrieval ----------------------------------------------------------------------
-args=(retrieval --keys 6 --batch 4 --max-steps 20 --eval-every 10 --threads 1 --target-loss 0 --patience 100 --json --quiet)
-single=$("$fwp" "${args[@]}")
-pair=$(group "$fwp" "${args[@]}" --dist mpi)
-expect_lines retrieval "$pair" 1
-expect_close retrieval "$single" "$pair"
-[[ $(field "$pair" world_size) == 2 ]] || fail "retrieval: --json says world_size $(field "$pair" world_size)"
+# A sweep over S: each run joins a new group for its own context.
+args=(retrieval --keys 6:8:2 --batch 4 --max-steps 20 --eval-every 10 --threads 1 --target-loss 0 --patience 100 --json
+      --quiet)
+singles=$("$fwp" "${args[@]}")
+pairs=$(group "$fwp" "${args[@]}" --dist mpi --sweep-csv sweep.csv)
+expect_lines retrieval "$pairs" 2
+for run in 1 2; do
+  single=$(sed -n "${run}p" <<<"$singles")
+  pair=$(sed -n "${run}p" <<<"$pairs")
+  expect_close "retrieval S=$(field "$pair" keys)" "$single" "$pair"
+  [[ $(field "$pair" world_size) == 2 ]] || fail "retrieval: --json says world_size $(field "$pair" world_size)"
+done
+[[ $(wc -l <sweep.csv) == 3 ]] || fail "retrieval: the sweep table has not one row per S: $(cat sweep.csv)"
 
 # A diverging run: the global loss is NaN on every rank alike, so all stop at one step; rank 0 says why.
 set +e
