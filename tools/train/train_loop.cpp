@@ -205,8 +205,8 @@ json result_json(const TrainingTask& task, const RunResult& result) {
           {"metrics", metrics},
           {"config", task.describe()},
           {"fwp_version", fwp_version_string()},
-          {"dist", result.dist.value("dist", std::string(kDistNone))},
-          {"world_size", result.dist.value("world_size", 1)}};
+          {"dist", result.dist.is_object() ? result.dist.value("dist", std::string(kDistNone)) : kDistNone},
+          {"world_size", result.dist.is_object() ? result.dist.value("world_size", 1) : 1}};
 }
 
 std::string summary_line(const TrainingTask& task, const TrainingPlan& plan, const RunResult& result) {
