@@ -515,17 +515,30 @@ train::StepResult MtTask::train_step(int64_t step) {
   for (int64_t b = 0; b < B; ++b) fed += src_len_[static_cast<size_t>(b)] + tgt_len_[static_cast<size_t>(b)];
   check_status(fwp_model_zero_grad(model_.get()), "zeroing the gradients");
   // With --dist a process's part of a batch of fewer pairs than processes can be
-  // empty: it skips the forward and joins the average with weight 0 and zero gradients.
+  // empty. It still runs a forward and backward, on a stand-in pair (source eos,
+  // target bos -> eos), and joins the average with weight 0: the model's random
+  // generator then draws as on the other ranks (dropout seeds, FAVOR+ redraws),
+  // so the replicas' FAVOR+ projections stay equal and rank 0's generator state
+  // in a checkpoint is every rank's.
   fwp_seq2seq_loss loss{};
   if (B > 0) {
     const fwp_seq2seq_batch batch{src_.data(), src_len_.data(), tgt_in_.data(), tgt_out_.data(), tgt_len_.data(),
                                   B,           S,               T};
     check_status(fwp_seq2seq_forward(model_.get(), &batch, &loss),
                  fmt::format("training forward at step {}", step).c_str());
+  } else {
+    fwp_seq2seq_config config;
+    config.struct_size = sizeof(config);
+    check_status(fwp_seq2seq_get_config(model_.get(), &config), "reading the model's special ids");
+    int32_t source = config.eos_id, target_in = config.bos_id, target_out = config.eos_id, one = 1;
+    const fwp_seq2seq_batch stand_in{&source, &one, &target_in, &target_out, &one, 1, 1, 1};
+    fwp_seq2seq_loss ignored{};
+    check_status(fwp_seq2seq_forward(model_.get(), &stand_in, &ignored),
+                 fmt::format("training forward (stand-in for an empty part) at step {}", step).c_str());
   }
   // The gradient is that of this part's mean over its target tokens, so the
   // parts are weighted by their tokens: the global batch's mean, as one process.
-  const double weight = static_cast<double>(loss.tokens);
+  const double weight = B > 0 ? static_cast<double>(loss.tokens) : 0.0;
   train::StepResult result;
   result.loss = dist_->reduce_step(loss.loss_sum, weight, static_cast<double>(fed));
   result.tokens = dist_->step_tokens();
@@ -534,9 +547,8 @@ train::StepResult MtTask::train_step(int64_t step) {
     result.grad_norm = std::nan("");  // no update from a broken loss (on every rank alike)
     return result;
   }
-  if (B > 0) {
-    check_status(fwp_model_backward(model_.get()), fmt::format("training backward at step {}", step).c_str());
-  }
+  // (An empty part's stand-in gradient is scaled by its weight 0 in the average.)
+  check_status(fwp_model_backward(model_.get()), fmt::format("training backward at step {}", step).c_str());
   dist_->average_gradients(model_.get(), weight);
   result.grad_norm = train::take_optimizer_step(optimizer_.get(), step);
   return result;
