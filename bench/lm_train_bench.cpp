@@ -54,6 +54,7 @@ struct Options {
   std::string algorithm = "auto";
   std::string device = "cpu";
   std::string dist;  // "" (one process), "mpi" or "nccl"
+  double timeout = 600;  // fwp_dist_config.timeout_seconds (0: MPI's blocking all-reduce)
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -62,7 +63,7 @@ struct Options {
                "usage: fwp_bench_lm_train [--preset cpu-small|paper-small|paper-medium] [--vocab V]\n"
                "  [--attention softmax|sum|delta] [--layers L] [--d-model D] [--heads H] [--d-head E] [--d-ff F]\n"
                "  [--batch B] [--length T] [--threads N] [--warmup S] [--steps S]\n"
-               "  [--algorithm auto|recurrent|chunked] [--device cpu|cuda] [--dist mpi|nccl]\n",
+               "  [--algorithm auto|recurrent|chunked] [--device cpu|cuda] [--dist mpi|nccl] [--timeout S]\n",
                why.c_str());
   std::exit(2);
 }
@@ -99,6 +100,11 @@ Options parse(int argc, char** argv) {
     else if (flag == "--algorithm") o.algorithm = v;
     else if (flag == "--device") o.device = v;
     else if (flag == "--dist") o.dist = v;
+    else if (flag == "--timeout") {
+      char* end = nullptr;
+      o.timeout = std::strtod(v, &end);
+      if (end == v || *end != '\0' || !(o.timeout >= 0)) usage("--timeout needs seconds >= 0");
+    }
     else usage("unknown flag " + flag);
   }
   if (o.attention != "softmax" && o.attention != "sum" && o.attention != "delta")
@@ -204,6 +210,7 @@ int main(int argc, char** argv) {
       fwp_dist_config dc;
       fwp_dist_config_init(&dc);
       dc.engine = o.dist == "nccl" ? FWP_DIST_NCCL : FWP_DIST_MPI;
+      dc.timeout_seconds = o.timeout;
       check(fwp_dist_create(ctx, &dc, &dist), "fwp_dist_create");
       check(fwp_dist_get_rank(dist, &rank, &world), "fwp_dist_get_rank");
       if (o.batch % world != 0) usage("--batch must be a multiple of the number of processes");
