@@ -2,7 +2,7 @@
 # CI step (scripts/test.sh): the configure + build that scripts/gpu-check.sh
 # runs on a lent GPU machine, run here with only what that machine has. The
 # GPU machine has nvcc, CMake, g++, Eigen and GoogleTest but not nlohmann-json,
-# CLI11, fmt, CMocka or Google Benchmark, and nothing can be installed there;
+# CLI11, fmt, CMocka, Google Benchmark or MPI (so no MPI or NCCL engine), and nothing can be installed there;
 # a configure or build failure there wastes the little GPU time a task gets.
 # So this hides those packages from CMake (CMAKE_DISABLE_FIND_PACKAGE_<name>)
 # and builds exactly gpu-check's targets (fwp_cpp_tests, gpu_fast_weight_bench)
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
 build_dir="${FWP_GPU_MACHINE_BUILD_DIR:-build-gpu-machine}"
 
-disabled="nlohmann_json CLI11 fmt CMocka benchmark"
+disabled="nlohmann_json CLI11 fmt CMocka benchmark MPI"
 args=""
 for p in $disabled; do args="$args -DCMAKE_DISABLE_FIND_PACKAGE_$p=ON"; done
 if ! command -v nvcc > /dev/null; then
