@@ -62,6 +62,7 @@ struct LmOptions {
   std::string csv, plot, checkpoint, resume;
   std::string on_non_finite = train::kOnNonFiniteStop;  // --on-non-finite (train/train_state.h)
   std::string dist = train::kDistNone;                  // --dist (train/distributed.h)
+  double dist_timeout = train::kDistTimeoutSeconds;     // --dist-timeout
   int64_t max_skips = 10;
   std::map<std::string, CLI::Option*> given;  ///< defining flags, to check against a resumed checkpoint
 
@@ -280,7 +281,7 @@ std::string resume_command(const LmOptions& o, const LmRunConfig& cfg, const std
 int run_train_in_group(LmOptions& o, train::Distributed& dist);
 
 int run_train(LmOptions& o) {
-  train::Distributed dist(o.dist);
+  train::Distributed dist(o.dist, o.dist_timeout);
   return dist.guard([&] { return run_train_in_group(o, dist); });
 }
 
@@ -662,9 +663,7 @@ void add_lm_options(CLI::App& app) {
       ->check(CLI::IsMember({train::kOnNonFiniteStop, train::kOnNonFiniteSkip}));
   t->add_option("--max-skips", o.max_skips, "With --on-non-finite skip: stop (exit 1) at this many skipped steps in a row")
       ->check(number_check<int64_t>("an integer >= 1", kPositive));
-  t->add_option("--dist", o.dist, std::string(train::kDistHelp) + " (--batch must be a multiple of the number of "
-                                  "processes)")
-      ->check(CLI::IsMember({train::kDistNone, train::kDistMpi, train::kDistNccl}));
+  train::add_dist_options(*t, o.dist, o.dist_timeout, "--batch must be a multiple of the number of processes");
   add_common(t, o);
 
   CLI::App* e = o.eval = app.add_subcommand("eval", "Perplexity of a checkpoint on a split of a data folder");

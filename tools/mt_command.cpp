@@ -69,6 +69,7 @@ struct TrainOptions {
   std::string on_non_finite = train::kOnNonFiniteStop;
   int64_t max_skips = 10;
   std::string dist = train::kDistNone;  ///< --dist (train/distributed.h)
+  double dist_timeout = train::kDistTimeoutSeconds;  ///< --dist-timeout
   std::map<std::string, CLI::Option*> given;  ///< defining flags, to check against a resumed checkpoint
   bool json = false;
   bool quiet = false;
@@ -462,7 +463,7 @@ void check_data_folder(const std::string& folder) {
 int run_train_in_group(const TrainOptions& o, train::Distributed& dist);
 
 int run_train(const TrainOptions& o) {
-  train::Distributed dist(o.dist);
+  train::Distributed dist(o.dist, o.dist_timeout);
   return dist.guard([&] { return run_train_in_group(o, dist); });
 }
 
@@ -744,9 +745,7 @@ void add_mt_options(CLI::App& app) {
       ->check(CLI::IsMember({train::kOnNonFiniteStop, train::kOnNonFiniteSkip}));
   tr->add_option("--max-skips", t.max_skips, "With --on-non-finite skip: stop at this many skipped steps in a row")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  tr->add_option("--dist", t.dist, std::string(train::kDistHelp) + " (--max-tokens budgets the global batch, which "
-                                   "the processes split)")
-      ->check(CLI::IsMember({train::kDistNone, train::kDistMpi, train::kDistNccl}));
+  train::add_dist_options(*tr, t.dist, t.dist_timeout, "--max-tokens budgets the global batch, which the processes split");
   tr->add_flag("--json", t.json, "Print one JSON object on stdout (progress goes to stderr)");
   tr->add_flag("--quiet", t.quiet, "No progress or summary lines");
 

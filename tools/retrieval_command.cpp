@@ -67,6 +67,7 @@ struct RetrievalOptions {
   std::string on_non_finite = train::kOnNonFiniteStop;
   int64_t max_skips = 10;
   std::string dist = train::kDistNone;  ///< --dist (train/distributed.h)
+  double dist_timeout = train::kDistTimeoutSeconds;  ///< --dist-timeout
   bool json = false;
   bool quiet = false;
 
@@ -401,9 +402,7 @@ void add_retrieval_options(CLI::App& app) {
   app.add_option("--max-skips", o.max_skips,
                  "With --on-non-finite skip: stop the run (exit 1) at this many skipped steps in a row")
       ->check(number_check<int64_t>("an integer >= 1", [](int64_t v) { return v >= 1; }));
-  app.add_option("--dist", o.dist, std::string(train::kDistHelp) + " (--batch must be a multiple of the number of "
-                                   "processes)")
-      ->check(CLI::IsMember({train::kDistNone, train::kDistMpi, train::kDistNccl}));
+  train::add_dist_options(app, o.dist, o.dist_timeout, "--batch must be a multiple of the number of processes");
   app.add_flag("--json", o.json,
                 "Print one JSON object per run on stdout (progress then goes to stderr)");
   app.add_flag("--quiet", o.quiet, "No progress or summary lines");
@@ -417,7 +416,7 @@ int run_retrieval_in_group(RetrievalOptions& o, train::Distributed& dist);
 
 int run_retrieval() {
   RetrievalOptions& o = options();
-  train::Distributed dist(o.dist);
+  train::Distributed dist(o.dist, o.dist_timeout);
   return dist.guard([&] { return run_retrieval_in_group(o, dist); });
 }
 

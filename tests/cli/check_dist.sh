@@ -68,6 +68,9 @@ for rule in sum delta; do
   solo=$(one "$fwp" lm train "${tiny[@]}" --max-steps 10 --json --quiet --dist mpi)
   expect_same "lm $rule, --dist with one process" "$single" "$solo"
 done
+# Without a timeout MPI's blocking all-reduce sums the gradients: the same run.
+blocking=$(group "$fwp" lm train "${tiny[@]}" --max-steps 10 --json --quiet --dist mpi --dist-timeout 0)
+expect_close "lm, --dist-timeout 0" "$single" "$blocking"
 
 tiny=(--data data --preset cpu-small --phi elu --rule delta --layers 1 --d-model 16 --heads 2 --d-head 8
       --d-ff 32 --length 8 --batch 4 --dropout 0 --eval-every 5 --seed 3 --threads 1 --lr 0.01 --warmup 5)

@@ -3,6 +3,7 @@
 #include "../cli_support.h"
 #include "interrupt.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <csignal>
@@ -31,7 +32,26 @@ fwp_dist_engine engine_of(const std::string& name) { return name == kDistNccl ? 
 
 }  // namespace
 
-Distributed::Distributed(const std::string& engine) : engine_(engine.empty() ? kDistNone : engine) {
+void add_dist_options(CLI::App& app, std::string& engine, double& timeout_seconds, const std::string& batch_note) {
+  app.add_option("--dist", engine, std::string(kDistHelp) + " (" + batch_note + ")")
+      ->check(CLI::IsMember({kDistNone, kDistMpi, kDistNccl}));
+  app.add_option("--dist-timeout", timeout_seconds,
+                 "With --dist: seconds any exchange between the processes may take before the run stops with an "
+                 "error (a process died or hangs); 0 = wait forever (MPI then uses its faster blocking all-reduce)")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            double v = -1.0;
+            if (!CLI::detail::lexical_cast(text, v) || !(v >= 0) || v > 1e9) {
+              return "must be a number of seconds in [0, 1e9] (got '" + text + "')";
+            }
+            return std::string();
+          },
+          "SECONDS"))
+      ->capture_default_str();
+}
+
+Distributed::Distributed(const std::string& engine, double timeout_seconds)
+    : engine_(engine.empty() ? kDistNone : engine), timeout_seconds_(timeout_seconds) {
   if (engine_ == kDistNone) return;
   if (engine_ != kDistMpi && engine_ != kDistNccl) {
     throw UsageError(fmt::format("--dist: unknown engine '{}' (none, mpi or nccl)", engine_));
@@ -50,6 +70,7 @@ void Distributed::join(fwp_context* context) {
   fwp_dist_config config;
   fwp_dist_config_init(&config);
   config.engine = engine_of(engine_);
+  config.timeout_seconds = timeout_seconds_;
   fwp_dist* handle = nullptr;
   check_status(fwp_dist_create(context, &config, &handle), fmt::format("joining the --dist {} group", engine_).c_str());
   handle_ = handle;

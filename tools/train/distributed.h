@@ -31,6 +31,10 @@
 #include <functional>
 #include <string>
 
+namespace CLI {
+class App;
+}  // namespace CLI
+
 namespace fwp_cli {
 namespace train {
 
@@ -42,12 +46,21 @@ constexpr const char* kDistNccl = "nccl";
 /// The help text of --dist, shared by the commands.
 extern const char* const kDistHelp;
 
+/// The default of --dist-timeout (fwp_dist_config.timeout_seconds's default).
+constexpr double kDistTimeoutSeconds = 600.0;
+
+/// Adds --dist and --dist-timeout to a training command; `batch_note` says what
+/// the command's batch flag means with several processes.
+void add_dist_options(CLI::App& app, std::string& engine, double& timeout_seconds, const std::string& batch_note);
+
 class Distributed {
  public:
   /// `engine` is a --dist value ("" counts as none). Throws RunError (exit 1, as
   /// --device cuda in a build without CUDA) when this build lacks the engine,
   /// UsageError for an unknown name.
-  explicit Distributed(const std::string& engine = kDistNone);
+  /// `timeout_seconds` (>= 0, 0 = wait forever) bounds every collective: a rank
+  /// that died or hangs makes the others fail after that long.
+  explicit Distributed(const std::string& engine = kDistNone, double timeout_seconds = kDistTimeoutSeconds);
   ~Distributed();
   Distributed(const Distributed&) = delete;
   Distributed& operator=(const Distributed&) = delete;
@@ -103,6 +116,7 @@ class Distributed {
 
  private:
   std::string engine_;
+  double timeout_seconds_ = kDistTimeoutSeconds;
   fwp_dist* handle_ = nullptr;
   int rank_ = 0;
   int world_size_ = 1;
