@@ -273,7 +273,7 @@ std::string resume_command(const RetrievalOptions& o, const RetrievalConfig& cfg
   if (!o.plot.empty()) command += " --plot " + shell_word(o.plot);
   if (o.json) command += " --json";
   if (o.quiet) command += " --quiet";
-  if (o.dist != train::kDistNone) command = fmt::format("mpirun -np N {} --dist {}", command, o.dist);
+  command = train::group_command(command, o.dist, o.dist_timeout);
   return command;
 }
 

@@ -129,7 +129,8 @@ set -e
 # Ctrl-C seen by one rank only (SIGINT to rank 1): every rank stops after the same step,
 # rank 0 saves and reports, the group exits 130, and --resume goes on from there.
 "$mpiexec" -np 2 --oversubscribe "$fwp" retrieval --keys 6 --batch 4 --max-steps 100000000 --eval-every 1000 \
-  --threads 1 --target-loss 0 --patience 1000 --json --quiet --dist mpi --checkpoint int.ckpt >int.json 2>int.err &
+  --threads 1 --target-loss 0 --patience 1000 --json --quiet --dist mpi --dist-timeout 30 --checkpoint int.ckpt \
+  >int.json 2>int.err &
 launcher=$!
 ranks=""
 for _ in $(seq 1 100); do
@@ -149,6 +150,8 @@ expect_lines interrupt "$interrupted" 1
 [[ $(field "$interrupted" stopped_by) == interrupted ]] || fail "interrupt: $interrupted"
 grep -q "stopped at step $(field "$interrupted" steps) by SIGINT; saved to int.ckpt" int.err ||
   fail "interrupt: no notice from rank 0: $(cat int.err)"
+grep -q "resume with: mpirun -np N .* --dist mpi --dist-timeout 30$" int.err ||
+  fail "interrupt: the resume line does not run the group as it ran: $(cat int.err)"
 more=$(($(field "$interrupted" steps) + 5))
 continued=$(group "$fwp" retrieval --resume int.ckpt --max-steps "$more" --threads 1 --json --quiet --dist mpi)
 [[ $(field "$continued" steps) == "$more" ]] || fail "interrupt: resuming did not reach step $more: $continued"

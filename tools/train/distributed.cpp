@@ -32,6 +32,13 @@ fwp_dist_engine engine_of(const std::string& name) { return name == kDistNccl ? 
 
 }  // namespace
 
+std::string group_command(const std::string& command, const std::string& engine, double timeout_seconds) {
+  if (engine.empty() || engine == kDistNone) return command;
+  std::string line = fmt::format("mpirun -np N {} --dist {}", command, engine);
+  if (timeout_seconds != kDistTimeoutSeconds) line += fmt::format(" --dist-timeout {}", timeout_seconds);
+  return line;
+}
+
 void add_dist_options(CLI::App& app, std::string& engine, double& timeout_seconds, const std::string& batch_note) {
   app.add_option("--dist", engine, std::string(kDistHelp) + " (" + batch_note + ")")
       ->check(CLI::IsMember({kDistNone, kDistMpi, kDistNccl}));

@@ -49,6 +49,10 @@ extern const char* const kDistHelp;
 /// The default of --dist-timeout (fwp_dist_config.timeout_seconds's default).
 constexpr double kDistTimeoutSeconds = 600.0;
 
+/// `command` (a resume command line) as a group runs it: "mpirun -np N <command>
+/// --dist E" (and --dist-timeout when it is not the default); unchanged for "none".
+std::string group_command(const std::string& command, const std::string& engine, double timeout_seconds);
+
 /// Adds --dist and --dist-timeout to a training command; `batch_note` says what
 /// the command's batch flag means with several processes.
 void add_dist_options(CLI::App& app, std::string& engine, double& timeout_seconds, const std::string& batch_note);
