@@ -18,6 +18,7 @@
 /* The group to end when a check fails (NULL: just exit), and this process's rank for messages. */
 static fwp_dist* g_dist = NULL;
 static int g_rank = -1;
+static int g_world = 0;
 
 static inline void dist_fail(const char* file, int line, const char* fmt, ...) {
   va_list ap;
@@ -71,6 +72,33 @@ static inline fwp_context* make_context(uint64_t seed) {
   fwp_context* ctx = NULL;
   CHECK_OK(fwp_context_create(&cfg, &ctx));
   return ctx;
+}
+
+/* Joins the MPI group of a test run with mpirun -np 2: sets g_dist, g_rank and g_world. */
+static inline fwp_dist* join_two_ranks(fwp_context* ctx, const fwp_dist_config* cfg) {
+  fwp_dist* dist = NULL;
+  CHECK_OK(fwp_dist_create(ctx, cfg, &dist));
+  g_dist = dist;
+  int32_t rank = -1, world = 0;
+  CHECK_OK(fwp_dist_get_rank(dist, &rank, &world));
+  g_rank = rank;
+  g_world = world;
+  REQUIRE(world == 2, "run with mpirun -np 2 (world size %d)", world);
+  return dist;
+}
+
+/* A token data source of batch x length over the file at `path`, giving shard `shard` of `shards`
+   (1: whole batches). */
+static inline fwp_data* open_token_data(const char* path, int64_t batch, int64_t length, int64_t shard,
+                                        int64_t shards) {
+  fwp_token_data_config dc;
+  fwp_token_data_config_init(&dc);
+  dc.batch_size = batch;
+  dc.segment_length = length;
+  fwp_data* d = NULL;
+  CHECK_OK(fwp_token_data_create(path, &dc, &d));
+  if (shards > 1) CHECK_OK(fwp_data_set_shard(d, shard, shards));
+  return d;
 }
 
 /* Writes `dir`/`name`.txt (200 lines of words w0..w9 from a fixed LCG, the same on every call) and encodes

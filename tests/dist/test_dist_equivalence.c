@@ -14,7 +14,6 @@
 
 enum { K = 5, GLOBAL_B = 4, T = 8 };
 
-static int g_world = 0;
 static char g_tokens[512]; /* this rank's own copy of the token file */
 
 /* ---- rank, sum, barrier ---------------------------------------------------------------------------- */
@@ -148,14 +147,7 @@ static fwp_optimizer* make_optimizer(fwp_model* m) {
 }
 
 static fwp_data* open_tokens(int64_t shard, int64_t shards) {
-  fwp_token_data_config dc;
-  fwp_token_data_config_init(&dc);
-  dc.batch_size = GLOBAL_B;
-  dc.segment_length = T;
-  fwp_data* d = NULL;
-  CHECK_OK(fwp_token_data_create(g_tokens, &dc, &d));
-  if (shards > 1) CHECK_OK(fwp_data_set_shard(d, shard, shards));
-  return d;
+  return open_token_data(g_tokens, GLOBAL_B, T, shard, shards);
 }
 
 static void equivalence(fwp_dist* dist, fwp_context* ctx, const char* name, fwp_feature_map map,
@@ -439,14 +431,7 @@ int main(void) {
   cfg.engine = FWP_DIST_MPI;
   cfg.timeout_seconds = 120; /* a hung partner fails the test instead of waiting for ctest */
   cfg.bucket_elements = 1000; /* several buckets per gradient block */
-  fwp_dist* dist = NULL;
-  CHECK_OK(fwp_dist_create(ctx, &cfg, &dist));
-  g_dist = dist;
-  int32_t rank = -1, world = 0;
-  CHECK_OK(fwp_dist_get_rank(dist, &rank, &world));
-  g_rank = rank;
-  g_world = world;
-  REQUIRE(world == 2, "run with mpirun -np 2 (world size %d)", world);
+  fwp_dist* dist = join_two_ranks(ctx, &cfg);
 
   char dir[] = "/tmp/fwp_dist_equivalence_XXXXXX";
   REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");

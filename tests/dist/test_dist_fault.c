@@ -22,15 +22,7 @@ static fwp_optimizer* make_optimizer(fwp_model* m) {
   return opt;
 }
 
-static fwp_data* open_tokens(const char* path) {
-  fwp_token_data_config dc;
-  fwp_token_data_config_init(&dc);
-  dc.batch_size = GLOBAL_B;
-  dc.segment_length = T;
-  fwp_data* d = NULL;
-  CHECK_OK(fwp_token_data_create(path, &dc, &d));
-  return d;
-}
+static fwp_data* open_tokens(const char* path) { return open_token_data(path, GLOBAL_B, T, 0, 1); }
 
 static int run_group(const char* mode, const char* dir) {
   const int die = strcmp(mode, "die") == 0;
@@ -39,13 +31,8 @@ static int run_group(const char* mode, const char* dir) {
   fwp_dist_config_init(&cfg);
   /* hang: the timeout under test; die: a backstop in case mpirun does not end the job itself. */
   cfg.timeout_seconds = die ? 20 : 3;
-  fwp_dist* dist = NULL;
-  CHECK_OK(fwp_dist_create(ctx, &cfg, &dist));
-  g_dist = dist;
-  int32_t rank = -1, world = 0;
-  CHECK_OK(fwp_dist_get_rank(dist, &rank, &world));
-  g_rank = rank;
-  REQUIRE(world == 2, "run with mpirun -np 2 (world size %d)", world);
+  fwp_dist* dist = join_two_ranks(ctx, &cfg);
+  const int rank = g_rank, world = g_world;
 
   char tokens[512], name[32], ckpt[600];
   snprintf(name, sizeof name, "tokens%d", rank);

@@ -7,7 +7,6 @@
 
 enum { K = 3, GLOBAL_B = 4, T = 8 };
 
-static int g_world = 0;
 
 static fwp_optimizer* make_optimizer(fwp_model* m) {
   fwp_optimizer_config oc;
@@ -22,16 +21,7 @@ static fwp_optimizer* make_optimizer(fwp_model* m) {
   return opt;
 }
 
-static fwp_data* open_shard(const char* tokens) {
-  fwp_token_data_config dc;
-  fwp_token_data_config_init(&dc);
-  dc.batch_size = GLOBAL_B;
-  dc.segment_length = T;
-  fwp_data* d = NULL;
-  CHECK_OK(fwp_token_data_create(tokens, &dc, &d));
-  CHECK_OK(fwp_data_set_shard(d, g_rank, g_world));
-  return d;
-}
+static fwp_data* open_shard(const char* tokens) { return open_token_data(tokens, GLOBAL_B, T, g_rank, g_world); }
 
 static void train(fwp_dist* dist, fwp_model* m, fwp_optimizer* opt, fwp_data* data, int steps) {
   const int64_t b = GLOBAL_B / g_world;
@@ -118,14 +108,7 @@ int main(int argc, char** argv) {
   fwp_dist_config cfg;
   fwp_dist_config_init(&cfg);
   cfg.timeout_seconds = 120;
-  fwp_dist* dist = NULL;
-  CHECK_OK(fwp_dist_create(ctx, &cfg, &dist));
-  g_dist = dist;
-  int32_t rank = -1, world = 0;
-  CHECK_OK(fwp_dist_get_rank(dist, &rank, &world));
-  g_rank = rank;
-  g_world = world;
-  REQUIRE(world == 2, "run with mpirun -np 2 (world size %d)", world);
+  fwp_dist* dist = join_two_ranks(ctx, &cfg);
   if (g_rank == 0) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
