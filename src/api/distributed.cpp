@@ -276,14 +276,13 @@ FWP_API fwp_status fwp_dist_gather_state(fwp_dist* dist, const fwp_state* local,
         const int64_t w_rows = mine.w_count(b), z_rows = mine.z_count(b);
         std::vector<float> w(static_cast<size_t>(w_rows)), z(static_cast<size_t>(z_rows));
         mine.get_host(w.data(), z.data());
-        std::vector<float> all_w(static_cast<size_t>(w_rows * world), 0.0f), all_z(static_cast<size_t>(z_rows * world), 0.0f);
-        std::copy(w.begin(), w.end(), all_w.begin() + rank * w_rows);
-        std::copy(z.begin(), z.end(), all_z.begin() + rank * z_rows);
-        std::vector<double> sums(all_w.begin(), all_w.end());
-        sums.insert(sums.end(), all_z.begin(), all_z.end());
-        d.comm->sum_doubles(sums.data(), static_cast<int64_t>(sums.size()));  // exact: one non-zero term each
-        std::copy(sums.begin(), sums.begin() + w_rows * world, all_w.begin());
-        std::copy(sums.begin() + w_rows * world, sums.end(), all_z.begin());
+        // [all ranks' W][all ranks' z] in host doubles (the engines' host sum; exact: one non-zero term each).
+        std::vector<double> sums(static_cast<size_t>((w_rows + z_rows) * world), 0.0);
+        std::copy(w.begin(), w.end(), sums.begin() + rank * w_rows);
+        std::copy(z.begin(), z.end(), sums.begin() + world * w_rows + rank * z_rows);
+        d.comm->sum_doubles(sums.data(), static_cast<int64_t>(sums.size()));
+        const std::vector<float> all_w(sums.begin(), sums.begin() + world * w_rows);
+        const std::vector<float> all_z(sums.begin() + world * w_rows, sums.end());
         fwp::AttentionState<float>& target = global->layers[l];
         const int64_t position = mine.position();
         target.set_host(world * b, all_w.data(), all_z.data());
