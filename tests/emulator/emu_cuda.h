@@ -20,6 +20,7 @@
 
 #include <math.h>  // expf, fmaxf, ... in the global namespace, as in device code
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -88,6 +89,14 @@ T shuffle(unsigned mask, T v, int src, const char* what) {
   std::memcpy(&out, &bits, sizeof(T));
   return out;
 }
+
+// The launch log (tests/emulator/check_kernel_coverage.py reads it): when a path
+// is set, the first time a kernel's body runs in the process (rewrite_cu.py
+// puts kernel_entered at the top of every __global__ function) appends
+// "kernel NAME"; the tests append "test Suite.Name outcome".
+void set_launch_log(const std::string& path);
+void append_to_launch_log(const std::string& line);
+void kernel_entered(const char* name);
 
 // Records a kernel's dynamic shared memory opt-in (cudaFuncSetAttribute).
 void set_max_dynamic_shared(const void* kernel, int bytes);

@@ -1,7 +1,12 @@
 // The emulator's runtime: launches, barriers, warp exchange, cp.async queue,
 // and the fake CUDA runtime and cuBLAS of tests/emulator/fake (see emu_cuda.h).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -168,6 +173,41 @@ void pipeline_wait_prior(int n) {
 void set_max_dynamic_shared(const void* kernel, int bytes) {
   std::lock_guard<std::mutex> lock(g_opt_in_mutex);
   g_opt_in[kernel] = bytes;
+}
+
+namespace {
+std::mutex g_log_mutex;
+std::string g_log_path;
+std::set<std::string> g_logged_kernels;
+
+}  // namespace
+
+void set_launch_log(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  g_log_path = path;
+  g_logged_kernels.clear();
+}
+
+void append_to_launch_log(const std::string& line) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  if (g_log_path.empty()) return;
+  // One write() of a short line with O_APPEND: lines of test processes running
+  // in parallel never interleave.
+  const int fd = ::open(g_log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot open the launch log " + g_log_path + ": " + std::strerror(errno));
+  const std::string text = line + "\n";
+  const ssize_t n = ::write(fd, text.data(), text.size());
+  ::close(fd);
+  if (n != static_cast<ssize_t>(text.size())) fail("cannot append to the launch log " + g_log_path);
+}
+
+void kernel_entered(const char* name) {
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    first = !g_log_path.empty() && g_logged_kernels.insert(name).second;
+  }
+  if (first) append_to_launch_log(std::string("kernel ") + name);
 }
 
 bool run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem,

@@ -41,8 +41,27 @@ target_compile_options(fwp_emulated_cuda PRIVATE -Wno-unknown-pragmas -Wno-sign-
 target_compile_definitions(fwp_emulated_cuda PRIVATE FWP_SUM_SQUARES_BLOCKS=16)
 
 add_executable(fwp_emulator_tests ${FWP_EMU_DIR}/test_emulated_kernels.cpp)
-target_link_libraries(fwp_emulator_tests PRIVATE fwp_emulated_cuda GTest::gtest GTest::gtest_main)
+target_link_libraries(fwp_emulator_tests PRIVATE fwp_emulated_cuda GTest::gtest)
+# Kernel coverage: each test process appends the kernels it launched to this
+# log; check_kernel_coverage.py, run after all of them, fails on a kernel of
+# cuda/*.cu that none launched (skips when only some tests ran).
+set(FWP_EMU_LAUNCH_LOG ${CMAKE_CURRENT_BINARY_DIR}/emulator_launches.log)
+target_compile_definitions(fwp_emulator_tests PRIVATE FWP_EMU_DEFAULT_LAUNCH_LOG="${FWP_EMU_LAUNCH_LOG}")
 target_include_directories(fwp_emulator_tests PRIVATE ${PROJECT_SOURCE_DIR}/tests/cpp)
 fwp_target_defaults(fwp_emulator_tests)
 gtest_discover_tests(fwp_emulator_tests DISCOVERY_TIMEOUT 60
-  PROPERTIES LABELS emulator TIMEOUT 1200 ENVIRONMENT FWP_EMU_WATCHDOG_S=60)
+  PROPERTIES LABELS emulator TIMEOUT 1200 ENVIRONMENT FWP_EMU_WATCHDOG_S=60 FIXTURES_REQUIRED emulator_launch_log)
+
+file(GLOB FWP_EMU_BACKEND_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/cuda/*.cu)
+add_test(NAME emulator_launch_log_reset COMMAND ${CMAKE_COMMAND} -E rm -f ${FWP_EMU_LAUNCH_LOG})
+set_tests_properties(emulator_launch_log_reset PROPERTIES FIXTURES_SETUP emulator_launch_log LABELS emulator)
+add_test(NAME emulator_kernel_coverage
+  COMMAND Python3::Interpreter ${FWP_EMU_DIR}/check_kernel_coverage.py --log ${FWP_EMU_LAUNCH_LOG}
+          --tests-binary $<TARGET_FILE:fwp_emulator_tests> ${FWP_EMU_BACKEND_SOURCES})
+set_tests_properties(emulator_kernel_coverage PROPERTIES FIXTURES_CLEANUP emulator_launch_log LABELS emulator
+  SKIP_RETURN_CODE 77)
+# The check itself fails on a log that misses a kernel (and skips on a partial run).
+add_test(NAME emulator_kernel_coverage_detects_a_missing_kernel
+  COMMAND ${CMAKE_COMMAND} -DSCRIPT=${FWP_EMU_DIR}/check_kernel_coverage.py -DPYTHON=$<TARGET_FILE:Python3::Interpreter>
+          -DWORK=${CMAKE_CURRENT_BINARY_DIR}/coverage_selftest -P ${FWP_EMU_DIR}/coverage_selftest.cmake)
+set_tests_properties(emulator_kernel_coverage_detects_a_missing_kernel PROPERTIES LABELS emulator)

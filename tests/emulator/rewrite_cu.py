@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Turns a CUDA source of cuda/ into C++ for the kernel emulator (emu_cuda.h).
 
-Only the three constructs the preprocessor cannot express are rewritten; the
+Only the constructs the preprocessor cannot express are rewritten; the
 kernels' code is otherwise compiled as written:
   kernel<<<grid, block, smem, stream>>>(args)  ->  ::fwp_emu::launch(kernel, "kernel", grid, block, smem, stream)(args)
   extern __shared__ T name[];                  ->  T* name = (dynamic shared memory of the block)
   __shared__ T a[n], b[m];                     ->  static T a[n], b[m]; + poisoning with NaN per block
+  __global__ void name(...) {                  ->  the same, then ::fwp_emu::kernel_entered("name") once per
+                                                   instantiation (the launch log of check_kernel_coverage.py:
+                                                   a kernel counts as tested when its body ran)
 Usage: rewrite_cu.py input.cu output.cpp
 """
 import re
@@ -14,6 +17,30 @@ import sys
 LAUNCH = re.compile(r"((?:::)?[A-Za-z_][\w:]*(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
 DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+)\s+(\w+)\s*\[\s*\]\s*;")
 STATIC_SHARED = re.compile(r"__shared__\s+([\w:]+)\s+([^;]+);")
+KERNEL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^()]*\)\s*)?([A-Za-z_]\w*)\s*\(")
+
+
+def mark_kernel_entries(src):
+    """Inserts the entry note after the opening brace of each __global__ function."""
+    out, pos, kernels = [], 0, 0
+    for m in KERNEL.finditer(src):
+        line_start = src.rfind("\n", 0, m.start()) + 1
+        if m.start() < pos or "//" in src[line_start:m.start()]:
+            continue
+        depth, i = 1, m.end()
+        while depth:  # the parameter list may hold parentheses
+            depth += {"(": 1, ")": -1}.get(src[i], 0)
+            i += 1
+        brace = src.index("{", i)
+        if src[i:brace].strip():
+            sys.exit(f"rewrite_cu.py: unexpected text between the parameters and the body of {m.group(1)}")
+        note = (f' {{ static std::atomic<bool> fwp_emu_entered{{false}}; '
+                f'if (!fwp_emu_entered.exchange(true)) ::fwp_emu::kernel_entered("{m.group(1)}"); }}')
+        out.append(src[pos:brace + 1] + note)
+        pos = brace + 1
+        kernels += 1
+    out.append(src[pos:])
+    return "".join(out), kernels
 
 
 def split_declarators(text):
@@ -45,6 +72,7 @@ def rewrite(src):
     src = DYNAMIC_SHARED.sub(
         lambda m: f"{m.group(1)}* {m.group(2)} = static_cast<{m.group(1)}*>(::fwp_emu::dynamic_shared());", src)
     src = STATIC_SHARED.sub(static_shared, src)
+    src, _ = mark_kernel_entries(src)
     if "<<<" in src or ">>>" in src:
         sys.exit("rewrite_cu.py: a kernel launch was not recognised")
     return src, launches

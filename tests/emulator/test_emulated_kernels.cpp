@@ -210,7 +210,11 @@ INSTANTIATE_TEST_SUITE_P(
                       // d_head 64 and 256 (one value tile of many rows; a large key tile per lane)
                       FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 5, 64, 64}, 0, true},
                       FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 3, 256, 3}, 0, true},
-                      FwCase{UpdateRule::Delta, Algorithm::Chunked, {1, 5, 64, 20}, 2, true}),
+                      FwCase{UpdateRule::Delta, Algorithm::Chunked, {1, 5, 64, 20}, 2, true},
+                      // d_value beyond one block's value rows (32 for d_key > 128): several value
+                      // tiles, whose dq/dk/dbeta parts sum_value_tiles_kernel adds up
+                      FwCase{UpdateRule::Delta, Algorithm::Recurrent, {1, 5, 130, 70}, 0, true},
+                      FwCase{UpdateRule::Sum, Algorithm::Recurrent, {2, 6, 200, 45}, 0, false}),
     [](const ::testing::TestParamInfo<FwCase>& info) { return fw_name(info.param); });
 
 // ---- feature maps and sum normalisation ---------------------------------------------------------
@@ -788,5 +792,30 @@ TEST(EmulatorDeathTest, DivergentShuffleIsADeadlock) {
       "deadlock");
 }
 
+// Appends "test Suite.Name passed|failed|skipped" to the launch log after each
+// test, so that the coverage check knows whether the whole suite ran.
+class LaunchLogListener : public ::testing::EmptyTestEventListener {
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    const auto* r = info.result();
+    const char* outcome = r->Skipped() ? "skipped" : r->Passed() ? "passed" : "failed";
+    fwp_emu::append_to_launch_log(std::string("test ") + info.test_suite_name() + "." + info.name() + " " + outcome);
+  }
+};
+
 }  // namespace
 }  // namespace fwp
+
+// The launch log of tests/emulator/check_kernel_coverage.py: FWP_EMU_LAUNCH_LOG,
+// else the build tree's file (CMake's FWP_EMU_DEFAULT_LAUNCH_LOG); empty = none.
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  const char* env = std::getenv("FWP_EMU_LAUNCH_LOG");
+#ifdef FWP_EMU_DEFAULT_LAUNCH_LOG
+  const std::string log = env ? env : FWP_EMU_DEFAULT_LAUNCH_LOG;
+#else
+  const std::string log = env ? env : "";
+#endif
+  fwp_emu::set_launch_log(log);
+  if (!log.empty()) ::testing::UnitTest::GetInstance()->listeners().Append(new fwp::LaunchLogListener);
+  return RUN_ALL_TESTS();
+}
