@@ -779,6 +779,46 @@ TEST(RetrievalOps, EmbeddingGatherScatterAndOneHotRows) {
   be->deallocate_int(dids);
 }
 
+// Above the grain the scatter runs in parallel: by ranges of table rows (many
+// rows) or by column blocks (few rows). Either way every element adds its rows
+// in order, so the result is bitwise the same for every thread count.
+TEST(RetrievalOps, ScatterAccumulateIsTheSameForEveryThreadCount) {
+  for (const int64_t V : {int64_t{500}, int64_t{3}}) {
+    const int64_t D = 100, R = 3000;
+    Rng rng(7);
+    std::vector<float> dout(static_cast<size_t>(R * D));
+    for (auto& x : dout) x = static_cast<float>(rng.normal());
+    std::vector<int32_t> ids(static_cast<size_t>(R));
+    for (int64_t r = 0; r < R; ++r) ids[r] = r % 17 == 5 ? -1 : static_cast<int32_t>((r * 7919) % V);
+    Vec expect(static_cast<size_t>(V * D), 0.25);
+    for (int64_t r = 0; r < R; ++r) {
+      if (ids[r] < 0) continue;
+      for (int64_t c = 0; c < D; ++c) expect[ids[r] * D + c] += dout[r * D + c];
+    }
+    std::vector<float> first;
+    for (const int threads : {1, 2, 3, 4}) {
+      auto be = make_cpu_backend<float>(threads);
+      Buffer<float> table(be, V * D), g(be, R * D);
+      std::vector<float> init(static_cast<size_t>(V * D), 0.25f);
+      table.from_host(init.data(), V * D);
+      g.from_host(dout.data(), R * D);
+      int32_t* dids = be->allocate_int(R);
+      be->upload_int(dids, ids.data(), R);
+      be->embedding_scatter_accumulate(table.data(), dids, g.data(), R, D);
+      be->deallocate_int(dids);
+      const auto got = table.to_host();
+      double worst = 0.0;
+      for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - expect[i]));
+      EXPECT_LT(worst, 1e-3) << "V " << V << ", " << threads << " threads";
+      if (first.empty()) {
+        first = got;
+      } else {
+        EXPECT_EQ(got, first) << "V " << V << ": " << threads << " threads differ from one";
+      }
+    }
+  }
+}
+
 TEST(RetrievalOps, StepSumAndBroadcastAreTransposes) {
   auto be = cpu_double(2);
   const int64_t St = 3, T = 5, D = 4;
