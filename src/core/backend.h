@@ -38,6 +38,7 @@
 #include "core/backend/optimizer_ops.h"
 #include "core/backend/padded_attention.h"
 #include "core/backend/retrieval_ops.h"
+#include "core/backend/schedule.h"
 #include "core/backend/softmax_attention.h"
 #include "core/backend/types.h"
 #include "core/error.h"
@@ -64,7 +65,8 @@ class Backend : public MemoryOps<T>,
                 public LayerNormOps<T>,
                 public CrossEntropyOps<T>,
                 public DropoutOps<T>,
-                public AdaptiveSoftmaxOps<T> {
+                public AdaptiveSoftmaxOps<T>,
+                public ScheduleOps<T> {
  public:
   Device device() const override = 0;
 };

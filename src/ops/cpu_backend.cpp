@@ -111,6 +111,27 @@ void CpuBackend<T>::fill(T* dst, T value, int64_t n) {
   });
 }
 
+// ---- schedule --------------------------------------------------------------------
+
+template <typename T>
+void CpuBackend<T>::for_each_block(int64_t items, int64_t bytes_per_item,
+                                   const std::function<void(int64_t, int64_t)>& fn) {
+  if (items <= 0) return;
+  // Blocks of about half a core's L2 cache (at least one item each), claimed
+  // dynamically by the pool's threads; the ops a block runs see a parallel
+  // region and stay on its thread.
+  constexpr int64_t kBlockBytes = int64_t(512) << 10;
+  const int64_t per_block = std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(bytes_per_item, 1), 1, items);
+  const int64_t blocks = (items + per_block - 1) / per_block;
+  auto run_block = [&](int64_t b) { fn(b * per_block, std::min(items, (b + 1) * per_block)); };
+  if (num_threads_ <= 1 || blocks <= 1 || in_parallel_region()) {
+    for (int64_t b = 0; b < blocks; ++b) run_block(b);
+    return;
+  }
+  cpu::FlushDenormals flush;
+  run_in_pool(static_cast<int>(std::min<int64_t>(num_threads_, blocks)), blocks, run_block);
+}
+
 // ---- layout ---------------------------------------------------------------------
 
 template <typename T>

@@ -22,6 +22,8 @@
 //   padded_attention.cpp   padding masks, whole-sequence sum-rule memory, masked softmax attention
 #pragma once
 
+#include <functional>
+
 #include "core/backend.h"
 
 namespace fwp {
@@ -43,6 +45,8 @@ class CpuBackend final : public Backend<T> {
   void copy(T* dst, const T* src, int64_t n) override;
   void fill(T* dst, T value, int64_t n) override;
   void synchronize() override {}
+  void for_each_block(int64_t items, int64_t bytes_per_item,
+                      const std::function<void(int64_t, int64_t)>& fn) override;
 
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
             const T* B, int64_t ldb, T beta, T* C, int64_t ldc) override;

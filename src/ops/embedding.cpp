@@ -26,35 +26,9 @@ template <typename T>
 void CpuBackend<T>::embedding_scatter_accumulate(T* dtable, const int32_t* ids, const T* dout, int64_t rows,
                                                  int64_t dim) {
   if (rows <= 0 || dim <= 0) return;
-  // Rows may share an id. Every element sums its rows in order whatever the
-  // thread count, so the result does not depend on it. Threads split the
-  // table's rows when there are enough of them: each range scans all ids
-  // (cheap) and adds whole rows of its own, contiguous in memory. Splitting the
-  // columns instead made each thread walk every row 64 columns at a time,
-  // which cost 2.5x the CPU time of one thread on the retrieval memory
-  // (12,800 rows of 256 into 13 MB); it stays for tables of few rows.
-  const int max_threads = cpu::threads_for(num_threads_, rows, dim);
-  if (max_threads <= 1) {
-    for (int64_t r = 0; r < rows; ++r) {
-      if (ids[r] < 0) continue;
-      cpu::ArrMap<T>(dtable + static_cast<int64_t>(ids[r]) * dim, dim) += cpu::ConstArrMap<T>(dout + r * dim, dim);
-    }
-    return;
-  }
-  int64_t table_rows = 0;
-  for (int64_t r = 0; r < rows; ++r) table_rows = std::max<int64_t>(table_rows, int64_t{ids[r]} + 1);
-  if (table_rows >= int64_t{16} * max_threads) {
-    // Ranges of table rows; cost of one: its share of the rows, plus the scan.
-    const int64_t cost = std::max<int64_t>(rows * dim / table_rows, 1);
-    cpu::parallel_for(num_threads_, table_rows, cost, [&](int64_t t0, int64_t t1) {
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t id = ids[r];
-        if (id < t0 || id >= t1) continue;
-        cpu::ArrMap<T>(dtable + id * dim, dim) += cpu::ConstArrMap<T>(dout + r * dim, dim);
-      }
-    });
-    return;
-  }
+  // Rows may share an id, so threads split the columns, not the rows: no two
+  // threads touch the same element, and every element sums its rows in order
+  // (the result does not depend on the thread count).
   constexpr int64_t kColumnBlock = 64;
   const int64_t blocks = (dim + kColumnBlock - 1) / kColumnBlock;
   cpu::parallel_for(num_threads_, blocks, rows * kColumnBlock, [&](int64_t b0, int64_t b1) {

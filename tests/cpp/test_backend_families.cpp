@@ -7,10 +7,12 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "core/backend.h"
+#include "core/buffer.h"
 
 namespace {
 
@@ -96,3 +98,61 @@ TEST(BackendFamilies, TheCpuBackendImplementsEveryOp) {
 }
 
 }  // namespace
+
+// for_each_block (core/backend/schedule.h): a device backend gets the whole
+// range in one call; the CPU cuts it into blocks that cover every item exactly
+// once, runs them on its threads, and ops called inside a block stay on that
+// block's thread (a nested call runs its blocks in order on the caller).
+namespace {
+
+std::vector<int> coverage(fwp::Backend<float>& be, int64_t items, int64_t bytes, std::vector<int64_t>* sizes) {
+  std::vector<int> seen(static_cast<size_t>(items), 0);
+  std::mutex mutex;
+  be.for_each_block(items, bytes, [&](int64_t b0, int64_t b1) {
+    std::lock_guard<std::mutex> lock(mutex);
+    EXPECT_LT(b0, b1);
+    for (int64_t i = b0; i < b1; ++i) ++seen[static_cast<size_t>(i)];
+    if (sizes) sizes->push_back(b1 - b0);
+  });
+  return seen;
+}
+
+}  // namespace
+
+TEST(BackendFamilies, ForEachBlockDefaultIsOneCallForTheWholeRange) {
+  MemoryOnlyBackend be;
+  std::vector<int64_t> sizes;
+  const auto seen = coverage(be, 37, 1 << 30, &sizes);
+  EXPECT_EQ(sizes, std::vector<int64_t>{37});
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 37);
+  sizes.clear();
+  coverage(be, 0, 8, &sizes);
+  EXPECT_TRUE(sizes.empty());
+}
+
+TEST(BackendFamilies, CpuForEachBlockCoversEveryItemOnceInCacheSizedBlocks) {
+  for (const int threads : {1, 2, 4}) {
+    auto be = fwp::make_cpu_backend<float>(threads);
+    for (const int64_t items : {int64_t{1}, int64_t{5}, int64_t{33}, int64_t{1000}}) {
+      for (const int64_t bytes : {int64_t{1}, int64_t{100000}, int64_t{1} << 30}) {
+        std::vector<int64_t> sizes;
+        const auto seen = coverage(*be, items, bytes, &sizes);
+        EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), items) << threads << " threads, " << items << " items";
+        // Blocks of at most 512 KiB of items (at least one item).
+        const int64_t most = std::max<int64_t>(1, (int64_t(512) << 10) / bytes);
+        for (const int64_t n : sizes) EXPECT_LE(n, most) << items << " items of " << bytes << " bytes";
+      }
+    }
+    // Ops inside a block run there; the result equals one call over everything.
+    const int64_t rows = 64, cols = 3000;
+    std::vector<float> x(static_cast<size_t>(rows * cols)), whole(x.size()), blocked(x.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) - 48.0f;
+    fwp::Buffer<float> in(be, rows * cols), a(be, rows * cols), b(be, rows * cols);
+    in.from_host(x.data(), rows * cols);
+    be->sigmoid_forward(in.data(), a.data(), rows * cols);
+    be->for_each_block(rows, cols * 8, [&](int64_t r0, int64_t r1) {
+      be->sigmoid_forward(in.data() + r0 * cols, b.data() + r0 * cols, (r1 - r0) * cols);
+    });
+    EXPECT_EQ(a.to_host(), b.to_host()) << threads << " threads";
+  }
+}

@@ -779,9 +779,9 @@ TEST(RetrievalOps, EmbeddingGatherScatterAndOneHotRows) {
   be->deallocate_int(dids);
 }
 
-// Above the grain the scatter runs in parallel: by ranges of table rows (many
-// rows) or by column blocks (few rows). Either way every element adds its rows
-// in order, so the result is bitwise the same for every thread count.
+// Above the grain the scatter runs in parallel (by column blocks); every
+// element adds its rows in order, so the result is bitwise the same for every
+// thread count, with repeated ids, negative ids, tables of many or few rows.
 TEST(RetrievalOps, ScatterAccumulateIsTheSameForEveryThreadCount) {
   for (const int64_t V : {int64_t{500}, int64_t{3}}) {
     const int64_t D = 100, R = 3000;

@@ -68,44 +68,64 @@ void RetrievalMemory<T>::forward(ConstView<T> k, ConstView<T> beta, IdView value
   const FeatureMapSpec spec = config_.feature_spec();
   const T eps = static_cast<T>(config_.norm_eps);
   const bool sum_norm = config_.sum_normalize;
+  const bool attn_norm = config_.attn_normalize;
   phi_k_.resize(bp, BL * dd);
   phi_q_.resize(bp, BQ * dd);
   if (sum_norm) {
     phi_k_raw_.resize(bp, BL * dd);
     phi_q_raw_.resize(bp, BQ * dd);
   }
+  state_.resize(bp, B * S * dd);
+  if (attn_norm) {
+    z_.resize(bp, B * dd);
+    denom_.resize(bp, BQ);
+  }
   T* raw_k = sum_norm ? phi_k_raw_.data() : phi_k_.data();
   T* raw_q = sum_norm ? phi_q_raw_.data() : phi_q_.data();
-  be.feature_map_forward(spec, favor, k.data(), raw_k, BL);
-  be.feature_map_forward(spec, favor, q.data(), raw_q, BQ);
-  if (sum_norm) {
-    be.sum_normalize_forward(raw_k, phi_k_.data(), BL, dd, eps);
-    be.sum_normalize_forward(raw_q, phi_q_.data(), BQ, dd, eps);
-  }
+  // phi (and its sum normalisation) of the keys and queries of sequences [b0, b1).
+  auto features = [&](int64_t b0, int64_t b1) {
+    const int64_t nk = (b1 - b0) * L, nq = (b1 - b0) * Q;
+    be.feature_map_forward(spec, favor, k.data() + b0 * L * dh, raw_k + b0 * L * dd, nk);
+    be.feature_map_forward(spec, favor, q.data() + b0 * Q * dh, raw_q + b0 * Q * dd, nq);
+    if (sum_norm) {
+      be.sum_normalize_forward(raw_k + b0 * L * dd, phi_k_.data() + b0 * L * dd, nk, dd, eps);
+      be.sum_normalize_forward(raw_q + b0 * Q * dd, phi_q_.data() + b0 * Q * dd, nq, dd, eps);
+    }
+  };
+  // Every query of sequences [b0, b1) read from their final states.
+  auto readout = [&](int64_t b0, int64_t b1) {
+    const int64_t nb = b1 - b0;
+    if (attn_norm) be.step_sum(phi_k_.data() + b0 * L * dd, z_.data() + b0 * dd, nb, L, dd);
+    be.fast_weight_readout_forward(FastWeightShape{nb, Q, dd, S}, state_.data() + b0 * S * dd,
+                                   attn_norm ? z_.data() + b0 * dd : nullptr, phi_q_.data() + b0 * Q * dd, eps,
+                                   y.data() + b0 * Q * S, attn_norm ? denom_.data() + b0 * Q : nullptr);
+  };
 
-  // Write all L pairs into the memory, then read every query from the final state.
-  state_.resize(bp, B * S * dd);
   if (delta_) {
+    // Write all L pairs into the memory, then read every query from the final state.
+    features(0, B);
     const FastWeightShape write{B, L, dd, S};
     u_.resize(bp, BL * S);
     const int64_t interval = be.fast_weight_state_interval(write, 0);
     saved_.resize(bp, B * ((L + interval - 1) / interval) * S * dd);
     be.fast_weight_forward(UpdateRule::Delta, Algorithm::Auto, 0, write, nullptr, phi_k_.data(), v_onehot_.data(),
                            beta.data(), nullptr, nullptr, u_.data(), state_.data(), saved_.data());
-  } else {
-    // Sum rule with one-hot values: W = sum_i onehot(v_i) phi(k_i)^T adds
-    // phi(k_i) to row v_i of its sequence's memory (O(B L d_dot), not O(B L d_dot S)).
-    state_.zero();
-    be.embedding_scatter_accumulate(state_.data(), slots_.data(), phi_k_.data(), BL, dd);
+    readout(0, B);
+    return;
   }
-  if (config_.attn_normalize) {
-    z_.resize(bp, B * dd);
-    denom_.resize(bp, BQ);
-    be.step_sum(phi_k_.data(), z_.data(), B, L, dd);
-  }
-  const FastWeightShape read{B, Q, dd, S};
-  be.fast_weight_readout_forward(read, state_.data(), config_.attn_normalize ? z_.data() : nullptr, phi_q_.data(),
-                                 eps, y.data(), config_.attn_normalize ? denom_.data() : nullptr);
+  // Sum rule with one-hot values: W = sum_i onehot(v_i) phi(k_i)^T adds
+  // phi(k_i) to row v_i of its sequence's memory (O(B L d_dot), not O(B L d_dot S)).
+  // Every step is per sequence, so a block of sequences goes through all of
+  // them while its data is in cache (Backend::for_each_block).
+  const int64_t bytes_per_sequence =
+      static_cast<int64_t>(sizeof(T)) * ((L + Q) * (dh + (sum_norm ? 2 : 1) * dd) + S * dd + Q * S);
+  be.for_each_block(B, bytes_per_sequence, [&](int64_t b0, int64_t b1) {
+    features(b0, b1);
+    be.fill(state_.data() + b0 * S * dd, T(0), (b1 - b0) * S * dd);
+    be.embedding_scatter_accumulate(state_.data(), slots_.data() + b0 * L, phi_k_.data() + b0 * L * dd,
+                                    (b1 - b0) * L, dd);
+    readout(b0, b1);
+  });
 }
 
 template <typename T>
@@ -128,37 +148,54 @@ void RetrievalMemory<T>::backward(ConstView<T> dy, TensorView<T> dk, TensorView<
   const FeatureMapSpec spec = config_.feature_spec();
   const T eps = static_cast<T>(config_.norm_eps);
   const bool attn_norm = config_.attn_normalize;
+  const bool sum_norm = config_.sum_normalize;
   dphi_q_.resize(bp, BQ * dd);
   d_state_.resize(bp, B * S * dd);
   if (attn_norm) dz_.resize(bp, B * dd);
-  const FastWeightShape read{B, Q, dd, S};
-  be.fast_weight_readout_backward(read, state_.data(), attn_norm ? z_.data() : nullptr, phi_q_.data(), y_.data(),
-                                  attn_norm ? denom_.data() : nullptr, dy.data(), dphi_q_.data(), d_state_.data(),
-                                  attn_norm ? dz_.data() : nullptr);
-
   dphi_k_.resize(bp, BL * dd);
+  // The readout's gradients for sequences [b0, b1): dphi(q), d state, dz.
+  auto readout = [&](int64_t b0, int64_t b1) {
+    be.fast_weight_readout_backward(FastWeightShape{b1 - b0, Q, dd, S}, state_.data() + b0 * S * dd,
+                                    attn_norm ? z_.data() + b0 * dd : nullptr, phi_q_.data() + b0 * Q * dd,
+                                    y_.data() + b0 * Q * S, attn_norm ? denom_.data() + b0 * Q : nullptr,
+                                    dy.data() + b0 * Q * S, dphi_q_.data() + b0 * Q * dd,
+                                    d_state_.data() + b0 * S * dd, attn_norm ? dz_.data() + b0 * dd : nullptr);
+  };
+  // From dphi(k) (without z's share) and dphi(q) to dk and dq, for sequences [b0, b1).
+  auto features = [&](int64_t b0, int64_t b1) {
+    const int64_t nk = (b1 - b0) * L, nq = (b1 - b0) * Q;
+    T* dphi_k = dphi_k_.data() + b0 * L * dd;
+    T* dphi_q = dphi_q_.data() + b0 * Q * dd;
+    // z = sum_i phi(k_i) feeds every phi(k_i).
+    if (attn_norm) be.step_broadcast_accumulate(dz_.data() + b0 * dd, dphi_k, b1 - b0, L, dd);
+    if (sum_norm) {
+      be.sum_normalize_backward(phi_k_raw_.data() + b0 * L * dd, dphi_k, dphi_k, nk, dd, eps);
+      be.sum_normalize_backward(phi_q_raw_.data() + b0 * Q * dd, dphi_q, dphi_q, nq, dd, eps);
+    }
+    const T* phi_k = (sum_norm ? phi_k_raw_.data() : phi_k_.data()) + b0 * L * dd;
+    const T* phi_q = (sum_norm ? phi_q_raw_.data() : phi_q_.data()) + b0 * Q * dd;
+    be.feature_map_backward(spec, favor_, k_.data() + b0 * L * dh, phi_k, dphi_k, dk.data() + b0 * L * dh, nk);
+    be.feature_map_backward(spec, favor_, q_.data() + b0 * Q * dh, phi_q, dphi_q, dq.data() + b0 * Q * dh, nq);
+  };
+
   if (delta_) {
+    readout(0, B);
     const FastWeightShape write{B, L, dd, S};
     dv_.resize(bp, BL * S);  // the values are fixed one-hot rows: computed, then unused
     be.fast_weight_backward(UpdateRule::Delta, Algorithm::Auto, 0, write, nullptr, phi_k_.data(), v_onehot_.data(),
                             beta_.data(), u_.data(), state_.data(), nullptr, d_state_.data(), nullptr,
                             dphi_k_.data(), dv_.data(), dbeta.data(), nullptr, saved_.data());
-  } else {
+    features(0, B);
+    return;
+  }
+  const int64_t bytes_per_sequence =
+      static_cast<int64_t>(sizeof(T)) * ((L + Q) * (2 * dh + (sum_norm ? 3 : 2) * dd) + 2 * S * dd + 2 * Q * S);
+  be.for_each_block(B, bytes_per_sequence, [&](int64_t b0, int64_t b1) {
+    readout(b0, b1);
     // The transpose of the scatter: each pair reads back its memory row's gradient.
-    be.embedding_gather(d_state_.data(), slots_.data(), dphi_k_.data(), BL, dd);
-  }
-  // z = sum_i phi(k_i) feeds every phi(k_i).
-  if (attn_norm) be.step_broadcast_accumulate(dz_.data(), dphi_k_.data(), B, L, dd);
-
-  const bool sum_norm = config_.sum_normalize;
-  if (sum_norm) {
-    be.sum_normalize_backward(phi_k_raw_.data(), dphi_k_.data(), dphi_k_.data(), BL, dd, eps);
-    be.sum_normalize_backward(phi_q_raw_.data(), dphi_q_.data(), dphi_q_.data(), BQ, dd, eps);
-  }
-  be.feature_map_backward(spec, favor_, k_.data(), sum_norm ? phi_k_raw_.data() : phi_k_.data(), dphi_k_.data(),
-                          dk.data(), BL);
-  be.feature_map_backward(spec, favor_, q_.data(), sum_norm ? phi_q_raw_.data() : phi_q_.data(), dphi_q_.data(),
-                          dq.data(), BQ);
+    be.embedding_gather(d_state_.data(), slots_.data() + b0 * L, dphi_k_.data() + b0 * L * dd, (b1 - b0) * L, dd);
+    features(b0, b1);
+  });
 }
 
 template class RetrievalMemory<float>;

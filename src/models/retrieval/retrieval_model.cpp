@@ -326,10 +326,16 @@ void RetrievalNetwork<T>::project_pairs(const Linear<T>& proj, Buffer<T>& out) {
   be.gemm(false, true, S, d, E, T(1), table, E, weight + S, W, T(0), ws.key_table.data(), d);
   out.resize(bp, BL * d);
   ws.gathered.resize(bp, BL * config_.d_head);
-  be.embedding_gather(w_t, ws.values.data(), out.data(), BL, d);
-  be.embedding_gather(ws.key_table.data(), ws.keys.data(), ws.gathered.data(), BL, d);
-  be.axpy(BL * d, T(1), ws.gathered.data(), out.data());
-  be.add_bias(out.data(), params_[proj.bias_index()].value.data(), BL, d);
+  // Per block of sequences, so that the rows gathered are still in cache when added up.
+  const int64_t L = ws.seq_len;
+  const T* bias = params_[proj.bias_index()].value.data();
+  be.for_each_block(ws.batch, L * 2 * d * static_cast<int64_t>(sizeof(T)), [&](int64_t b0, int64_t b1) {
+    const int64_t r0 = b0 * L, rows = (b1 - b0) * L;
+    be.embedding_gather(w_t, ws.values.data() + r0, out.data() + r0 * d, rows, d);
+    be.embedding_gather(ws.key_table.data(), ws.keys.data() + r0, ws.gathered.data() + r0 * d, rows, d);
+    be.axpy(rows * d, T(1), ws.gathered.data() + r0 * d, out.data() + r0 * d);
+    be.add_bias(out.data() + r0 * d, bias, rows, d);
+  });
 }
 
 template <typename T>
