@@ -454,6 +454,9 @@ int run_retrieval_in_group(RetrievalOptions& o, train::Distributed& dist) {
   const std::string gnuplot = o.plot.empty() ? std::string() : train::find_gnuplot("--plot");
   if (o.skip_done && o.sweep_csv.empty()) throw UsageError("--skip-done needs --sweep-csv (the table of finished runs)");
   if (o.skip_done && resuming) throw UsageError("--skip-done and --resume do not go together");
+  // With --dist, which process is rank 0 is known only once a run has joined
+  // the group, so the --skip-done notice waits for open_outputs().
+  std::string skip_notice;
   if (!o.sweep_csv.empty()) {
     const std::vector<SweepRow> done = read_sweep_csv(o.sweep_csv);  // a malformed file fails now, not after training
     if (o.skip_done) {
@@ -469,8 +472,7 @@ int run_retrieval_in_group(RetrievalOptions& o, train::Distributed& dist) {
       if (!skipped.empty() && !o.quiet) {
         std::string list;
         for (const std::string& k : skipped) list += (list.empty() ? "" : ", ") + k;
-        std::fprintf(o.json ? stderr : stdout, "fwp retrieval: --skip-done: S = %s already in %s\n", list.c_str(),
-                     o.sweep_csv.c_str());
+        skip_notice = fmt::format("fwp retrieval: --skip-done: S = {} already in {}\n", list, o.sweep_csv);
       }
       configs = missing;
     }
@@ -482,6 +484,7 @@ int run_retrieval_in_group(RetrievalOptions& o, train::Distributed& dist) {
   train::EvalLog eval_log;
   auto open_outputs = [&]() {
     const bool root = dist.is_root();
+    if (root) std::fputs(skip_notice.c_str(), o.json ? stderr : stdout);
     progress_owner = std::make_unique<train::Progress>(!o.quiet && root, o.json ? stderr : stdout);
     if (o.csv.empty() || !root) return;
     if (resuming) {
@@ -493,6 +496,8 @@ int run_retrieval_in_group(RetrievalOptions& o, train::Distributed& dist) {
     }
   };
   if (!dist.requested()) open_outputs();  // as always: before the first run
+  // Nothing left to run: no group is joined, so every process of a --dist job says it.
+  if (configs.empty() && !progress_owner) std::fputs(skip_notice.c_str(), o.json ? stderr : stdout);
 
   const train::InterruptScope interrupt_scope;  // Ctrl-C ends the sweep after saving the current run
   std::vector<SweepRow> plotted;  // this invocation's rows, for --plot without --sweep-csv

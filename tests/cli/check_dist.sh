@@ -116,6 +116,13 @@ for run in 1 2; do
   [[ $(field "$pair" world_size) == 2 ]] || fail "retrieval: --json says world_size $(field "$pair" world_size)"
 done
 [[ $(wc -l <sweep.csv) == 3 ]] || fail "retrieval: the sweep table has not one row per S: $(cat sweep.csv)"
+# --skip-done in a group: only S = 10 runs, and rank 0 alone says which S it left out.
+skipped=$(group "$fwp" retrieval --keys 6:10:2 --batch 4 --max-steps 20 --eval-every 10 --threads 1 --target-loss 0 \
+           --patience 100 --json --dist mpi --sweep-csv sweep.csv --skip-done 2>skip.err)
+expect_lines "retrieval --skip-done" "$skipped" 1
+[[ $(field "$skipped" keys) == 10 ]] || fail "retrieval --skip-done ran S = $(field "$skipped" keys), not 10"
+[[ $(grep -c 'S = 6, 8 already in sweep.csv' skip.err) == 1 ]] ||
+  fail "retrieval --skip-done: the notice is not printed once: $(cat skip.err)"
 
 # A diverging run: the global loss is NaN on every rank alike, so all stop at one step; rank 0 says why.
 set +e
