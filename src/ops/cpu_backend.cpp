@@ -124,7 +124,9 @@ void CpuBackend<T>::for_each_block(int64_t items, int64_t bytes_per_item,
   const int64_t per_block = std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(bytes_per_item, 1), 1, items);
   const int64_t blocks = (items + per_block - 1) / per_block;
   auto run_block = [&](int64_t b) { fn(b * per_block, std::min(items, (b + 1) * per_block)); };
-  if (num_threads_ <= 1 || blocks <= 1 || in_parallel_region()) {
+  // Balancing needs a few blocks per thread; with fewer (a small batch), the
+  // blocks run one after another and each op spreads over the threads itself.
+  if (num_threads_ <= 1 || blocks < int64_t{4} * num_threads_ || in_parallel_region()) {
     for (int64_t b = 0; b < blocks; ++b) run_block(b);
     return;
   }
