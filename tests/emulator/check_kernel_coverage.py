@@ -15,15 +15,18 @@ Usage: check_kernel_coverage.py --log FILE --tests-binary BIN CUDA_SOURCE...
 (--test-list: the output of `BIN --gtest_list_tests`, saved; for the script's own test)
 """
 import argparse
+import os
 import re
 import subprocess
 import sys
 
-SKIP = 77
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The pattern by which rewrite_cu.py instruments kernel entries: what is
+# required here is exactly what gets logged there.
+from rewrite_cu import KERNEL  # noqa: E402
 
-# `__global__ void name(`, with __launch_bounds__(...) and line breaks allowed
-# between; a template<...> line before it does not matter.
-KERNEL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^()]*\)\s*)?([A-Za-z_]\w*)\s*\(")
+SKIP = 77
 
 
 def declared_kernels(paths):
