@@ -114,13 +114,14 @@ CudaBackend::CudaBackend(int device_index) : device_(device_index) {
   // Build the members in order; on failure release what exists so far.
   try {
     FWP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    FWP_CUDA_CHECK(cublasCreate(&cublas_));
-    FWP_CUDA_CHECK(cublasSetStream(cublas_, stream_));
-    FWP_CUDA_CHECK(cublasSetPointerMode(cublas_, CUBLAS_POINTER_MODE_HOST));
+    FWP_CUDA_CHECK(cuda::cublas_api().create(&cublas_));
+    FWP_CUDA_CHECK(cuda::cublas_api().set_stream(cublas_, stream_));
+    FWP_CUDA_CHECK(cuda::cublas_api().set_pointer_mode(cublas_, CUBLAS_POINTER_MODE_HOST));
     // fp32 products are the contract; TF32 tensor cores only on explicit request.
     const char* tf32 = std::getenv("FWP_CUDA_ALLOW_TF32");
     const bool allow_tf32 = tf32 && std::strcmp(tf32, "1") == 0;
-    FWP_CUDA_CHECK(cublasSetMathMode(cublas_, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    FWP_CUDA_CHECK(
+        cuda::cublas_api().set_math_mode(cublas_, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 
     cudaMemPoolProps props{};
     props.allocType = cudaMemAllocationTypePinned;
@@ -134,7 +135,7 @@ CudaBackend::CudaBackend(int device_index) : device_(device_index) {
     FWP_CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &threshold));
   } catch (...) {
     if (pool_) cudaMemPoolDestroy(pool_);
-    if (cublas_) cublasDestroy(cublas_);
+    if (cublas_) cuda::cublas_api().destroy(cublas_);
     if (stream_) cudaStreamDestroy(stream_);
     throw;
   }
@@ -145,7 +146,7 @@ CudaBackend::~CudaBackend() {
   const bool have_previous = cudaGetDevice(&previous) == cudaSuccess;
   cudaSetDevice(device_);
   cudaStreamSynchronize(stream_);
-  cublasDestroy(cublas_);
+  cuda::cublas_api().destroy(cublas_);
   cudaMemPoolDestroy(pool_);
   cudaStreamDestroy(stream_);
   if (have_previous && previous != device_) cudaSetDevice(previous);

@@ -38,6 +38,7 @@
 #include <string>
 
 #include "core/backend.h"
+#include "cublas_loader.h"
 
 namespace fwp {
 namespace cuda {

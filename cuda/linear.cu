@@ -109,8 +109,9 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
   ldb = trans_b ? accepted_ld(N, K, ldb) : accepted_ld(K, N, ldb);
   ldc = accepted_ld(M, N, ldc);
   const tile::ColMajorGemm cm = tile::to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb);
-  FWP_CUDA_CHECK(cublasSgemm_64(cublas_, op(cm.trans_first), op(cm.trans_second), cm.m, cm.n, cm.k, &alpha,
-                                cm.first, cm.ld_first, cm.second, cm.ld_second, &beta, C, ldc));
+  const cuda::CublasApi& blas = cuda::cublas_api();
+  FWP_CUDA_CHECK(blas.sgemm(cublas_, op(cm.trans_first), op(cm.trans_second), cm.m, cm.n, cm.k, &alpha, cm.first,
+                            cm.ld_first, cm.second, cm.ld_second, &beta, C, ldc));
 }
 
 void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -127,9 +128,10 @@ void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N,
   ldb = trans_b ? accepted_ld(N, K, ldb) : accepted_ld(K, N, ldb);
   ldc = accepted_ld(M, N, ldc);
   const tile::ColMajorGemm cm = tile::to_col_major(trans_a, trans_b, M, N, K, A, lda, B, ldb);
-  FWP_CUDA_CHECK(cublasSgemmStridedBatched_64(cublas_, op(cm.trans_first), op(cm.trans_second), cm.m, cm.n, cm.k,
-                                              &alpha, cm.first, cm.ld_first, stride_b, cm.second, cm.ld_second,
-                                              stride_a, &beta, C, ldc, stride_c, batch));
+  const cuda::CublasApi& blas = cuda::cublas_api();
+  FWP_CUDA_CHECK(blas.sgemm_strided_batched(cublas_, op(cm.trans_first), op(cm.trans_second), cm.m, cm.n, cm.k,
+                                            &alpha, cm.first, cm.ld_first, stride_b, cm.second, cm.ld_second,
+                                            stride_a, &beta, C, ldc, stride_c, batch));
 }
 
 void CudaBackend::add_bias(float* y, const float* bias, int64_t rows, int64_t cols) {

@@ -39,6 +39,8 @@ fwp_target_defaults(fwp_emulated_cuda)
 target_compile_options(fwp_emulated_cuda PRIVATE -Wno-unknown-pragmas -Wno-sign-compare)
 # sum_squares' fixed grid, shrunk for emulation (cuda/optimizer_ops.cu says why).
 target_compile_definitions(fwp_emulated_cuda PRIVATE FWP_SUM_SQUARES_BLOCKS=16)
+# The stand-in cuBLAS of fake/ is linked, not opened at run time (cuda/cublas_loader.h).
+target_compile_definitions(fwp_emulated_cuda PUBLIC FWP_CUBLAS_LINKED=1)
 
 add_executable(fwp_emulator_tests ${FWP_EMU_DIR}/test_emulated_kernels.cpp)
 target_link_libraries(fwp_emulator_tests PRIVATE fwp_emulated_cuda GTest::gtest)
