@@ -4,15 +4,22 @@
 # processes (busy loops started by this script). Prints a markdown table for
 # bench/RESULTS.md. A benchmark, not a test: it asserts nothing.
 #
-# Usage: bash bench/thread_scaling.sh [BUILD_DIR] [REPEATS]
-# (the layer rows are Google Benchmark's median time per fwd+bwd; the retrieval
-# rows the median wall time of the whole `fwp retrieval` run)
+# Usage: bash bench/thread_scaling.sh [BUILD_DIR] [ROUNDS]
+# (the layer rows are Google Benchmark's time per fwd+bwd; the retrieval rows
+# the wall time of the whole `fwp retrieval` run)
 #   BUILD_DIR  default build (needs build/tools/fwp and build/bench/fwp_bench_cpu)
-#   REPEATS    runs per cell, the median is reported (default 3)
+#   ROUNDS     rounds per cell (default 7); a round runs 1 thread and 2 threads
+#              back to back, in alternating order
+# Why rounds: on a shared 2-core VM one run of the same work varies by +-15%
+# from minute to minute (the host's other tenants), and with a competitor each
+# run also depends on where the scheduler puts the threads. Runs of 1 and 2
+# threads taken next to each other see the same machine, so each round gives
+# one ratio; the table reports the median time of each and the median, lowest
+# and highest of the per-round ratios.
 # Run it on an idle machine: every other process counts as a competitor.
 set -euo pipefail
 build=${1:-build}
-repeats=${2:-3}
+rounds=${2:-7}
 fwp=$build/tools/fwp
 bench=$build/bench/fwp_bench_cpu
 [ -x "$fwp" ] || { echo "thread_scaling: no $fwp (build the tools)" >&2; exit 2; }
@@ -34,17 +41,13 @@ start_competitors() {
   sleep 0.5
 }
 
-# Median wall seconds of REPEATS runs of the command in "$@".
-median_seconds() {
-  local times=()
-  for ((r = 0; r < repeats; ++r)); do
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" > /dev/null 2>&1
-    t1=$(date +%s.%N)
-    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f", b - a}')")
-  done
-  printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR] = $1} END {printf "%.3f", a[int((NR + 1) / 2)]}'
+# Wall seconds of one run of the command in "$@".
+wall_seconds() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@" > /dev/null 2>&1
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f", b - a}'
 }
 
 retrieval() {  # args: threads, then retrieval flags
@@ -52,12 +55,14 @@ retrieval() {  # args: threads, then retrieval flags
   shift
   "$fwp" retrieval --threads "$threads" --eval-every 100000 --quiet "$@"
 }
-# Median seconds per iteration that Google Benchmark reports (REPEATS repetitions).
+# Seconds per iteration that Google Benchmark reports for one run.
 layer_seconds() {  # args: threads, benchmark filter
-  FWP_BENCH_THREADS=$1 "$bench" --benchmark_filter="$2" --benchmark_min_time=0.5 \
-    --benchmark_repetitions="$repeats" --benchmark_format=csv 2> /dev/null |
-    awk -F, '$1 ~ /_median"?$/ {t = $3; u = $5; gsub(/"/, "", u); s = (u == "ms") ? 1e-3 : (u == "us") ? 1e-6 : (u == "ns") ? 1e-9 : 1; printf "%.4f", t * s}'
+  FWP_BENCH_THREADS=$1 "$bench" --benchmark_filter="$2" --benchmark_min_time=1 --benchmark_format=csv 2> /dev/null |
+    awk -F, 'NR > 1 && $3 != "" {t = $3; u = $5; gsub(/"/, "", u); s = (u == "ms") ? 1e-3 : (u == "us") ? 1e-6 : (u == "ns") ? 1e-9 : 1; printf "%.4f", t * s; exit}'
 }
+
+# The median of the numbers on standard input.
+median() { sort -g | awk '{a[NR] = $1} END {m = int((NR + 1) / 2); printf "%.3f", (NR % 2) ? a[m] : (a[m] + a[m + 1]) / 2}'; }
 
 cases=(
   "retrieval delta S=40 (Linear), 300 steps|retrieval|--phi elu --rule delta --keys 40 --max-steps 300"
@@ -72,23 +77,34 @@ if [ -x "$bench" ]; then
   )
 fi
 
-echo "| work | competing processes | 1 thread (s) | 2 threads (s) | 1 thread / 2 threads |"
+echo "| work | competing processes | 1 thread (s) | 2 threads (s) | 1 thread / 2 threads: median of rounds (lowest-highest) |"
 echo "|---|---|---|---|---|"
 for spec in "${cases[@]}"; do
   IFS='|' read -r name kind args <<< "$spec"
   for load in 0 1 2; do
     start_competitors "$load"
-    if [ "$kind" = retrieval ]; then
-      # shellcheck disable=SC2086
-      t1=$(median_seconds retrieval 1 $args)
-      # shellcheck disable=SC2086
-      t2=$(median_seconds retrieval 2 $args)
-    else
-      t1=$(layer_seconds 1 "$args")
-      t2=$(layer_seconds 2 "$args")
-    fi
+    one=() two=() ratios=()
+    for ((r = 0; r < rounds; ++r)); do
+      order=(1 2)
+      if ((r % 2)); then order=(2 1); fi
+      for threads in "${order[@]}"; do
+        if [ "$kind" = retrieval ]; then
+          # shellcheck disable=SC2086
+          t=$(wall_seconds retrieval "$threads" $args)
+        else
+          t=$(layer_seconds "$threads" "$args")
+        fi
+        if [ "$threads" = 1 ]; then t1=$t; else t2=$t; fi
+      done
+      one+=("$t1") two+=("$t2")
+      ratios+=("$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.4f", a / b}')")
+    done
     stop_competitors
-    printf '| %s | %d | %s | %s | %sx |\n' "$name" "$load" "$t1" "$t2" \
-      "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.2f", a / b}')"
+    m1=$(printf '%s\n' "${one[@]}" | median)
+    m2=$(printf '%s\n' "${two[@]}" | median)
+    mr=$(printf '%s\n' "${ratios[@]}" | median)
+    lo=$(printf '%s\n' "${ratios[@]}" | sort -g | head -n 1)
+    hi=$(printf '%s\n' "${ratios[@]}" | sort -g | tail -n 1)
+    printf '| %s | %d | %s | %s | %.2fx (%.2f-%.2f) |\n' "$name" "$load" "$m1" "$m2" "$mr" "$lo" "$hi"
   done
 done

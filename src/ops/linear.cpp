@@ -2,8 +2,9 @@
 //
 // Eigen is built with EIGEN_DONT_PARALLELIZE: we split one product into
 // independent blocks of C ourselves, one single-threaded Eigen product per
-// OpenMP thread, so the thread count is the backend's and nested parallelism
-// (ops called from inside a parallel region) cannot oversubscribe the cores.
+// block on the thread pool, so the thread count is the backend's and nested
+// parallelism (ops called from inside a parallel region) cannot oversubscribe
+// the cores.
 #include <algorithm>
 #include <vector>
 
@@ -21,6 +22,10 @@ constexpr double kGemmFlopsPerThread = double(1 << 18);
 // block narrower than kMinSplit is not worth a thread of its own.
 constexpr int64_t kSplitAlign = 16;
 constexpr int64_t kMinSplit = 32;
+// Dynamic balance: parts per thread, and the smallest part that keeps Eigen's
+// kernels efficient when a product is cut into more parts than threads.
+constexpr int64_t kPartsPerThread = 4;
+constexpr int64_t kMinPartExtent = 128;
 
 int64_t split_point(int64_t total, int64_t part, int64_t parts) {
   if (part >= parts) return total;
@@ -87,10 +92,18 @@ void CpuBackend<T>::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64
     run_block(0, M, 0, N);
     return;
   }
-  // kMinWorkPerThread per item makes parallel_for use all nt threads.
-  cpu::parallel_for(nt, nt, cpu::kMinWorkPerThread, [&](int64_t p0, int64_t p1) {
+  // Up to kPartsPerThread parts per thread, claimed dynamically: a thread that
+  // gets less CPU (another process on its core) takes fewer parts instead of
+  // holding up the product with a fixed half (bench/thread_scaling.sh). A
+  // whole number of parts per thread, so that an idle machine stays balanced
+  // (3 parts on 2 threads would leave one thread with twice the work).
+  const int64_t per_thread = std::max<int64_t>(
+      1, std::min<int64_t>({kPartsPerThread, extent / kMinPartExtent / nt,
+                            static_cast<int64_t>(flops / kGemmFlopsPerThread) / nt}));
+  const int64_t parts = per_thread * nt;
+  cpu::parallel_for(nt, parts, cpu::kMinWorkPerThread, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t lo = split_point(extent, p, nt), hi = split_point(extent, p + 1, nt);
+      const int64_t lo = split_point(extent, p, parts), hi = split_point(extent, p + 1, parts);
       if (lo >= hi) continue;
       if (split_rows) {
         run_block(lo, hi, 0, N);

@@ -198,6 +198,44 @@ TEST(OpsGemm, ThreadCountDoesNotChangeTheResultBeyondRounding) {
   EXPECT_LT(max_abs_diff(c1, c2), 1e-12);
 }
 
+// Products large enough to be cut into several parts per thread (row parts
+// when C has many rows, column parts when it has many columns), for every
+// transpose and with beta != 0, against a plain triple loop.
+TEST(OpsGemm, ProductsCutIntoManyPartsMatchAPlainLoop) {
+  struct Shape {
+    int64_t M, N, K;
+  };
+  Rng rng(17);
+  for (const Shape sh : {Shape{1000, 70, 33}, Shape{40, 1100, 29}, Shape{777, 131, 64}}) {
+    for (const bool ta : {false, true}) {
+      for (const bool tb : {false, true}) {
+        const Vec A = normal_vector(rng, sh.M * sh.K), B = normal_vector(rng, sh.K * sh.N);
+        const Vec C0 = normal_vector(rng, sh.M * sh.N);
+        const int64_t lda = ta ? sh.M : sh.K, ldb = tb ? sh.K : sh.N;
+        const double alpha = 0.75, beta = -0.5;
+        Vec want = C0;
+        for (int64_t i = 0; i < sh.M; ++i) {
+          for (int64_t j = 0; j < sh.N; ++j) {
+            double acc = 0;
+            for (int64_t k = 0; k < sh.K; ++k) {
+              const double a = ta ? A[k * lda + i] : A[i * lda + k];
+              const double b = tb ? B[j * ldb + k] : B[k * ldb + j];
+              acc += a * b;
+            }
+            want[i * sh.N + j] = alpha * acc + beta * C0[i * sh.N + j];
+          }
+        }
+        for (const int threads : {1, 2, 3, 4}) {
+          Vec got = C0;
+          cpu(threads)->gemm(ta, tb, sh.M, sh.N, sh.K, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), sh.N);
+          EXPECT_LT(max_abs_diff(got, want), 1e-11)
+              << sh.M << "x" << sh.N << "x" << sh.K << " ta " << ta << " tb " << tb << " threads " << threads;
+        }
+      }
+    }
+  }
+}
+
 // ================================ bias, axpy, scale ===================================
 
 TEST(OpsLinear, AddBiasAndBiasGradAccumulate) {
