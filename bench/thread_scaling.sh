@@ -6,8 +6,12 @@
 #
 # Usage: bash bench/thread_scaling.sh [BUILD_DIR] [ROUNDS]
 # (the layer rows are Google Benchmark's time per fwd+bwd; the retrieval rows
-# the wall time of the whole `fwp retrieval` run)
-#   BUILD_DIR  default build (needs build/tools/fwp and build/bench/fwp_bench_cpu)
+# the wall time of the whole `fwp retrieval` run; the language-model and
+# translation rows the mean time of a training step - forward, backward,
+# clipping, Adam - that bench/lm_train_bench.cpp and bench/mt_bench.cpp report)
+#   BUILD_DIR  default build (needs build/tools/fwp; the layer, language-model and
+#              translation rows need build/bench/fwp_bench_cpu, fwp_bench_lm_train
+#              and fwp_bench_mt, and are left out without them)
 #   ROUNDS     rounds per cell (default 7); a round runs 1 thread and 2 threads
 #              back to back, in alternating order
 # Why rounds: on a shared 2-core VM one run of the same work varies by +-15%
@@ -16,12 +20,15 @@
 # threads taken next to each other see the same machine, so each round gives
 # one ratio; the table reports the median time of each and the median, lowest
 # and highest of the per-round ratios.
+# THREAD_SCALING_ROWS=REGEX keeps only the rows whose name matches (grep -E).
 # Run it on an idle machine: every other process counts as a competitor.
 set -euo pipefail
 build=${1:-build}
 rounds=${2:-7}
 fwp=$build/tools/fwp
 bench=$build/bench/fwp_bench_cpu
+lm_bench=$build/bench/fwp_bench_lm_train
+mt_bench=$build/bench/fwp_bench_mt
 [ -x "$fwp" ] || { echo "thread_scaling: no $fwp (build the tools)" >&2; exit 2; }
 
 tmp=$(mktemp -d)
@@ -61,6 +68,16 @@ layer_seconds() {  # args: threads, benchmark filter
     awk -F, 'NR > 1 && $3 != "" {t = $3; u = $5; gsub(/"/, "", u); s = (u == "ms") ? 1e-3 : (u == "us") ? 1e-6 : (u == "ns") ? 1e-9 : 1; printf "%.4f", t * s; exit}'
 }
 
+# Seconds per training step that a model benchmark reports for one run (the
+# step_ms of its RESULT line for training).
+model_seconds() {  # args: threads, then the benchmark and its flags
+  local threads=$1 program=$2
+  shift 2
+  "$program" --threads "$threads" "$@" 2> /dev/null |
+    awk '$1 == "RESULT" && ($2 == "kind=train" || $2 ~ /^impl=/) {
+      for (i = 2; i <= NF; ++i) if ($i ~ /^step_ms=/) { split($i, kv, "="); printf "%.4f", kv[2] / 1000; exit } }'
+}
+
 # The median of the numbers on standard input.
 median() { sort -g | awk '{a[NR] = $1} END {m = int((NR + 1) / 2); printf "%.3f", (NR % 2) ? a[m] : (a[m] + a[m + 1]) / 2}'; }
 
@@ -75,6 +92,23 @@ if [ -x "$bench" ]; then
     "layer elu sum fwd+bwd paper-medium (B56 T384 H8 D32)|layer|Layer/elu/sum/chunked/B56_T384_H8_D32/real_time$"
     "layer softmax fwd+bwd paper-small|layer|Layer/softmax/B32_T256_H8_D16/real_time$"
   )
+fi
+if [ -x "$lm_bench" ]; then
+  cases+=(
+    "LM training step cpu-small (delta, vocab 8000, B16 T64)|model|$lm_bench --preset cpu-small --vocab 8000 --attention delta --warmup 1 --steps 6"
+  )
+fi
+if [ -x "$mt_bench" ]; then
+  cases+=(
+    "translation training step (Linear: elu sum, the bench's shapes)|model|$mt_bench --attention elu --warmup 1 --steps 6 --sentences 1 --out-len 1 --growth 8 --growth-repeats 1"
+  )
+fi
+if [ -n "${THREAD_SCALING_ROWS:-}" ]; then
+  kept=()
+  for spec in "${cases[@]}"; do
+    if grep -Eq -- "$THREAD_SCALING_ROWS" <<< "${spec%%|*}"; then kept+=("$spec"); fi
+  done
+  cases=("${kept[@]}")
 fi
 
 echo "| work | competing processes | 1 thread (s) | 2 threads (s) | 1 thread / 2 threads: median of rounds (lowest-highest) |"
@@ -91,6 +125,9 @@ for spec in "${cases[@]}"; do
         if [ "$kind" = retrieval ]; then
           # shellcheck disable=SC2086
           t=$(wall_seconds retrieval "$threads" $args)
+        elif [ "$kind" = model ]; then
+          # shellcheck disable=SC2086
+          t=$(model_seconds "$threads" $args)
         else
           t=$(layer_seconds "$threads" "$args")
         fi
